@@ -1,0 +1,47 @@
+# db0: `make install` then `make test`. Everything lives in .venv beside this file.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install dev model test test-fast lint typecheck bench completions clean help
+
+help:
+	@echo "make install   create $(VENV), install db0 and its embedding model"
+	@echo "make test      run the whole test suite (starts its own daemons and Postgres)"
+	@echo "make lint      ruff + mypy --strict"
+	@echo "make bench     run the benchmarks under bench/"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+
+install: $(PY)
+	$(PY) -m pip install -q -e '.[dev]'
+	$(BIN)/db0 model install
+	@echo "db0 is installed: $(abspath $(BIN))/db0 (add $(abspath $(BIN)) to PATH)"
+
+test: $(PY)
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(PY)
+	$(PY) -m pytest -q -x -m "not slow and not postgres" $(PYTEST_ARGS)
+
+# mypy cannot follow setuptools' editable finder, so it checks a tree of links shaped like
+# the installed db0.* namespace.
+typecheck: $(PY)
+	@rm -rf build/typecheck && mkdir -p build/typecheck/db0
+	@ln -s ../../../db0cli build/typecheck/db0/cli
+	@ln -s ../../../daemon build/typecheck/db0/daemon
+	@ln -s ../../../store build/typecheck/db0/store
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p db0
+
+lint: $(PY) typecheck
+	$(BIN)/ruff check db0cli daemon store tests bench
+
+bench: $(PY)
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf build $(VENV) *.egg-info

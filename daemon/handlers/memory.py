@@ -1,0 +1,133 @@
+"""`memory.*`: remember, recall, get, list, forget, history, import, export."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from db0.daemon.handlers import rpc
+from db0.daemon.protocol import Db0Error
+from db0.store import memories, search
+from db0.store.errors import InvalidError
+
+if TYPE_CHECKING:
+    from db0.daemon.server import Request, Server
+
+MAX_K = 1000
+MAX_BATCH = 10_000
+
+
+def _ref(req: Request) -> str:
+    ref = req.params.get("id")
+    if not isinstance(ref, str) or not ref.strip():
+        raise Db0Error("bad_request", "an id is required", "pass the memory's id")
+    return ref
+
+
+@rpc("memory.remember")
+def remember(srv: Server, req: Request) -> dict[str, Any]:
+    item = memories.validate(req.params)
+    ctx = req.ctx
+    supersedes = req.params.get("supersedes")
+    result: dict[str, Any] = srv.write(lambda s: memories.remember(
+        s, ctx, item, supersedes=supersedes, reason=req.params.get("reason")))
+    _wait_indexed(srv, req, [result["id"]])
+    return result
+
+
+@rpc("memory.import")
+def import_batch(srv: Server, req: Request) -> dict[str, Any]:
+    """One batch, all in or all out: every item is checked before anything is written."""
+    raw = req.params.get("items")
+    if not isinstance(raw, list):
+        raise Db0Error("bad_request", "items must be a list")
+    if len(raw) > MAX_BATCH:
+        raise Db0Error("too_large", f"{len(raw)} items in one batch, over {MAX_BATCH}",
+                       "send smaller batches")
+    lines = req.params.get("lines") or list(range(1, len(raw) + 1))
+    items = [memories.validate(it, f"line {n}") for n, it in zip(lines, raw, strict=False)]
+    ctx = req.ctx
+    for it in items:
+        ctx.owner(it["scope"])  # a scope the context cannot own fails the whole batch now
+    if req.params.get("dry_run"):
+        return {"checked": len(items)}
+
+    def job(s: Any) -> dict[str, Any]:
+        out = [memories.remember(s, ctx, it, kind="import") for it in items]
+        stored = [r["id"] for r in out if r["status"] == "stored"]
+        return {"stored": len(stored), "duplicate": len(out) - len(stored),
+                "ids": [r["id"] for r in out]}
+
+    result: dict[str, Any] = srv.write(job)
+    _wait_indexed(srv, req, result["ids"])
+    return result
+
+
+def _wait_indexed(srv: Server, req: Request, ids: list[str], force: bool = False) -> None:
+    """With `wait`, block until the embedder has indexed these memories (if one runs)."""
+    embedder = srv.components.get("embedder")
+    if (force or req.params.get("wait")) and embedder is not None and ids:
+        embedder.wait_for(ids, timeout=float(req.params.get("wait_timeout") or 600))
+
+
+@rpc("memory.wait")
+def wait(srv: Server, req: Request) -> dict[str, Any]:
+    ids = [str(i) for i in req.params.get("ids") or []]
+    _wait_indexed(srv, req, ids, force=True)
+    return {"indexed": len(ids)}
+
+
+def _k(req: Request) -> int:
+    k = req.params.get("k", 10)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise InvalidError(f"k must be a whole number from 1 to {MAX_K}", "pass -k 10")
+    return k
+
+
+@rpc("memory.recall")
+def recall(srv: Server, req: Request) -> dict[str, Any]:
+    query = req.params.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidError("the query is empty", "give words to search for")
+    filters = search.Filters.from_params(req.params)
+    with srv.reader() as store:
+        return {"results": search.recall(store, req.ctx, query, _k(req), filters)}
+
+
+@rpc("memory.get")
+def get(srv: Server, req: Request) -> dict[str, Any]:
+    with srv.reader() as store:
+        return memories.get(store, _ref(req))
+
+
+@rpc("memory.list")
+def list_(srv: Server, req: Request) -> dict[str, Any]:
+    p = req.params
+    with srv.reader() as store:
+        items = memories.list_memories(
+            store, req.ctx, scopes=p.get("scopes") or None, limit=int(p.get("limit") or 50),
+            offset=int(p.get("offset") or 0), tags=p.get("tags") or None,
+            include_superseded=bool(p.get("include_superseded")))
+    return {"memories": items}
+
+
+@rpc("memory.forget")
+def forget(srv: Server, req: Request) -> dict[str, Any]:
+    ref = _ref(req)
+    return srv.write(lambda s: memories.forget(s, ref, req.params.get("reason")))
+
+
+@rpc("memory.history")
+def history(srv: Server, req: Request) -> dict[str, Any]:
+    with srv.reader() as store:
+        return memories.history(store, _ref(req))
+
+
+@rpc("memory.export")
+def export(srv: Server, req: Request) -> dict[str, Any]:
+    p = req.params
+    with srv.reader() as store:
+        items, last = memories.export_page(
+            store, None if p.get("everyone") else req.ctx, after=int(p.get("after") or 0),
+            limit=min(int(p.get("limit") or 1000), MAX_BATCH),
+            include_all=bool(p.get("all")))
+    return {"items": items, "next": last if items else None}

@@ -1,0 +1,102 @@
+"""Where db0 keeps things: config, data, logs and the runtime directory (socket, pid, locks).
+
+Shared by the CLI and the daemon, so it imports only the standard library and platformdirs.
+`DB0_HOME` moves everything at once (tests and several isolated installs rely on it).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+APP = "db0"
+
+
+class RuntimeDirError(Exception):
+    """The runtime directory is unsafe (a symlink, someone else's, or open to others)."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path | None
+    config_dir: Path
+    data_dir: Path
+    log_dir: Path
+    runtime_dir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def db_file(self) -> Path:
+        return self.data_dir / "db0.sqlite3"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / "daemon.log"
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime_dir / "daemon.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.runtime_dir / "daemon.pid"
+
+    @property
+    def startup_lock(self) -> Path:
+        return self.runtime_dir / "startup.lock"
+
+
+def _private_runtime_dir() -> Path:
+    # No XDG_RUNTIME_DIR (containers, cron, ssh without logind): make our own, like atuin does.
+    base = Path(os.environ.get("TMPDIR") or "/tmp")
+    return base / f"db0-{os.getuid()}"
+
+
+def get_paths() -> Paths:
+    home = os.environ.get("DB0_HOME")
+    if home:
+        h = Path(home).expanduser().absolute()
+        return Paths(h, h / "config", h / "data", h / "logs", h / "run")
+    import platformdirs
+
+    if sys.platform.startswith("linux") and not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = _private_runtime_dir()
+    else:
+        runtime = Path(platformdirs.user_runtime_dir(APP))
+    return Paths(
+        None,
+        Path(platformdirs.user_config_dir(APP)),
+        Path(platformdirs.user_data_dir(APP)),
+        Path(platformdirs.user_log_dir(APP)),
+        runtime,
+    )
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` 0700, or check an existing one is ours, a real directory and private."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError as e:
+        raise RuntimeDirError(f"{path} exists and is not a directory; to fix: remove it") from e
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise RuntimeDirError(f"{path} is a symlink; to fix: remove it and let db0 recreate it")
+    if st.st_uid != os.getuid():
+        raise RuntimeDirError(f"{path} belongs to uid {st.st_uid}, not you; to fix: set DB0_HOME")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path

@@ -1,0 +1,110 @@
+"""The `db0` entry point: builds the Typer app from `commands/*` and maps errors to exit codes.
+
+Exit codes (STYLE.md): 0 ok, 1 failed, 2 usage, 3 daemon not running (`daemon status`),
+4 not found, 5 daemon unavailable or incompatible, 130 interrupted. Errors are one line on
+stderr; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from typing import Any
+
+from db0.daemon.protocol import EXIT_INTERRUPTED, EXIT_USAGE, Db0Error
+
+
+def _import_typer() -> Any:
+    # Typer imports rich and its Markdown stack at start-up whenever rich is installed
+    # (measured: ~240 ms of a ~300 ms command). db0 draws with rich only on a terminal, on
+    # demand, so Typer is shown no rich and falls back to click's plain help and errors.
+    missing = object()
+    saved = sys.modules.get("rich", missing)
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import typer
+        import typer.core
+        import typer.main
+    finally:
+        if saved is missing:
+            del sys.modules["rich"]
+        else:
+            sys.modules["rich"] = saved  # type: ignore[assignment]
+    return typer
+
+
+typer = _import_typer()
+
+app = typer.Typer(
+    name="db0",
+    help="db0: memory for AI agents. Remember, recall and pack context through a local daemon.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _register_commands() -> None:
+    import db0.cli.commands as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        register = getattr(mod, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_commands()
+
+
+def fail(message: str, hint: str = "", code: int = 1) -> int:
+    line = f"db0: error: {message}"
+    if hint:
+        line += f" (to fix: {hint})"
+    sys.stderr.write(line + "\n")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    import click
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=args, prog_name="db0", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except Db0Error as e:
+        if debug:
+            raise
+        return fail(e.message, e.hint, e.exit_code)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        return EXIT_USAGE if isinstance(e, click.UsageError) else e.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        sys.stderr.write("db0: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (db0 recall x | head): not an error of ours.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as e:
+        if debug:
+            raise
+        return fail(f"{type(e).__name__}: {e}", "run again with --debug and report the trace")
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

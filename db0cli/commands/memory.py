@@ -1,0 +1,249 @@
+"""remember, recall, show, list, forget, history."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from db0.cli import output
+from db0.cli.options import (
+    AgentOpt,
+    JsonOpt,
+    MetaOpt,
+    ScopeOpt,
+    ScopesOpt,
+    SessionOpt,
+    TagsOpt,
+    TaskOpt,
+    UserOpt,
+    context,
+    parse_meta,
+    read_source,
+    text_arg,
+)
+from db0.cli.rpc import call, client
+from db0.daemon.protocol import Db0Error
+
+Words = Annotated[list[str] | None, typer.Argument(help="The text; '-' reads stdin.",
+                                                   show_default=False)]
+IdArg = Annotated[str, typer.Argument(help="A memory id (or a unique prefix of 6+ characters).")]
+
+
+def remember(
+    text: Words = None,
+    scope: ScopeOpt = "user",
+    key: Annotated[str | None, typer.Option("--key", "-k", help="A stable name: a new memory "
+                                            "with the same key supersedes the current one.")]
+    = None,
+    tag: TagsOpt = None,
+    meta: MetaOpt = None,
+    pin: Annotated[bool, typer.Option("--pin", help="Always pack this first.")] = False,
+    ttl: Annotated[str | None, typer.Option("--ttl", help="Forget after this long: 90s, "
+                                            "15m, 2h, 7d.")] = None,
+    supersedes: Annotated[str | None, typer.Option("--supersedes", help="The id this "
+                                                   "replaces.")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in history).")]
+    = None,
+    created_at: Annotated[str | None, typer.Option("--created-at", help="When it happened "
+                                                   "(ISO 8601); default now.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Return once it is fully indexed "
+                                       "(embedded).")] = False,
+    json_: JsonOpt = False,
+    user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
+    task: TaskOpt = None,
+) -> int:
+    """Remember TEXT (or stdin). Prints the new id."""
+    content = text_arg(text)
+    params: dict[str, Any] = {
+        "content": content, "scope": scope, "key": key, "tags": tag or [],
+        "metadata": parse_meta(meta), "pinned": pin, "ttl": ttl, "supersedes": supersedes,
+        "reason": reason, "created_at": created_at, "wait": wait,
+        "context": context(user, agent, session, task),
+    }
+    res = call("memory.remember", {k: v for k, v in params.items() if v not in (None, [])})
+    if json_:
+        output.emit_json(res)
+    else:
+        sys.stdout.write(res["id"] + "\n")
+        if res.get("status") == "duplicate":
+            output.notice("db0: already remembered (duplicate); kept the existing memory")
+        if res.get("superseded"):
+            output.notice(f"db0: supersedes {res['superseded']}")
+        for note in res.get("notices") or []:
+            output.notice(f"db0: {note}")
+    return 0
+
+
+def _recall_params(query: str, k: int, scope: list[str] | None, tag: list[str] | None,
+                   meta: list[str] | None, since: str | None, until: str | None,
+                   key: str | None, include_superseded: bool, ctx: dict[str, Any],
+                   extra: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {"query": query, "k": k, "context": ctx, **extra}
+    if scope:
+        params["scopes"] = scope
+    if tag:
+        params["tags"] = tag
+    if meta:
+        params["metadata"] = parse_meta(meta)
+    for name, value in (("since", since), ("until", until), ("key", key)):
+        if value:
+            params[name] = value
+    if include_superseded:
+        params["include_superseded"] = True
+    return params
+
+
+def _queries(source: str, defaults: dict[str, Any]) -> int:
+    """Many queries, one JSON line each, over one connection."""
+    raw = read_source(source)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Db0Error("invalid", f"{source} is not valid UTF-8", "re-encode it") from None
+    c = client()
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        q: dict[str, Any]
+        if line.lstrip().startswith("{"):
+            try:
+                q = json.loads(line)
+            except ValueError as e:
+                raise Db0Error("invalid", f"line {n}: not JSON ({e.msg})",
+                               'write {"query": "...", "k": 10} or plain text') from None
+        else:
+            q = {"query": line}
+        params = {**defaults, **{k: v for k, v in q.items() if k != "context"}}
+        res = c.call("memory.recall", params)
+        sys.stdout.write(json.dumps({"query": q.get("query"), **res}, ensure_ascii=False)
+                         + "\n")
+    return 0
+
+
+def recall(
+    query: Annotated[list[str] | None, typer.Argument(help="What to look for.",
+                                                      show_default=False)] = None,
+    k: Annotated[int, typer.Option("-k", "--limit", help="How many results.")] = 10,
+    scope: ScopesOpt = None, tag: TagsOpt = None, meta: MetaOpt = None,
+    since: Annotated[str | None, typer.Option("--since", help="Created at or after (ISO).")]
+    = None,
+    until: Annotated[str | None, typer.Option("--until", help="Created at or before (ISO).")]
+    = None,
+    key: Annotated[str | None, typer.Option("--key", help="Only memories with this key.")]
+    = None,
+    include_superseded: Annotated[bool, typer.Option("--include-superseded",
+                                                     help="Show replaced facts too.")] = False,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Answer with what was true "
+                                              "at this time (ISO 8601).")] = None,
+    expand: Annotated[bool, typer.Option("--expand", help="Pull in linked memories.")]
+    = False,
+    queries: Annotated[str | None, typer.Option("--queries", help="JSON lines {query, k} or "
+                                                "plain lines from FILE or '-'; one JSON line "
+                                                "out per query.")] = None,
+    json_: JsonOpt = False,
+    user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
+    task: TaskOpt = None,
+) -> int:
+    """Find memories by meaning and keywords, best first."""
+    extra: dict[str, Any] = {}
+    if as_of:
+        extra["as_of"] = as_of
+    if expand:
+        extra["expand"] = True
+    ctx = context(user, agent, session, task)
+    if queries:
+        return _queries(queries, _recall_params("", k, scope, tag, meta, since, until, key,
+                                                include_superseded, ctx, extra))
+    text = " ".join(query or []).strip()
+    if not text:
+        raise Db0Error("bad_request", "no query given", "db0 recall WORDS, or --queries FILE")
+    res = call("memory.recall", _recall_params(text, k, scope, tag, meta, since, until, key,
+                                               include_superseded, ctx, extra))
+    if json_:
+        output.emit_json(res)
+        return 0
+    for note in res.get("notices") or []:
+        output.notice(f"db0: {note}")
+    rows = [(r["id"], f"{r['score']:.3f}", r["scope"], output.age(r["created_at"]),
+             r["content"]) for r in res["results"]]
+    output.table(("id", "score", "scope", "age", "content"), rows)
+    return 0 if rows else 1
+
+
+def show(ref: IdArg, json_: JsonOpt = False) -> int:
+    """Show one memory with all its fields."""
+    m = call("memory.get", {"id": ref})
+    if json_:
+        output.emit_json(m)
+        return 0
+    pairs = [(k, json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v)
+             for k, v in m.items() if k != "content" and v not in (None, [], {})]
+    output.keyvalues(pairs)
+    sys.stdout.write("\n" + m["content"] + "\n")
+    return 0
+
+
+def list_(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many.")] = 50,
+    offset: Annotated[int, typer.Option("--offset", help="Skip this many.")] = 0,
+    scope: ScopesOpt = None, tag: TagsOpt = None,
+    include_superseded: Annotated[bool, typer.Option("--include-superseded")] = False,
+    json_: JsonOpt = False,
+    user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
+    task: TaskOpt = None,
+) -> int:
+    """List the memories you can see, newest first."""
+    res = call("memory.list", {"limit": limit, "offset": offset, "scopes": scope or [],
+                               "tags": tag or [], "include_superseded": include_superseded,
+                               "context": context(user, agent, session, task)})
+    if json_:
+        output.emit_json(res)
+        return 0
+    output.table(("id", "scope", "age", "key", "content"),
+                 [(m["id"], m["scope"], output.age(m["created_at"]), m["key"] or "",
+                   m["content"]) for m in res["memories"]])
+    return 0
+
+
+def forget(
+    refs: Annotated[list[str], typer.Argument(help="Memory ids.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in history).")]
+    = None,
+    json_: JsonOpt = False,
+) -> int:
+    """Forget memories (a tombstone: history keeps the record; `db0 purge` erases)."""
+    results = [call("memory.forget", {"id": r, "reason": reason}) for r in refs]
+    if json_:
+        output.emit_json(results[0] if len(results) == 1 else {"results": results})
+    else:
+        for r in results:
+            sys.stdout.write(f"{r['id']}\t{r['status']}\n")
+    return 0
+
+
+def history(ref: IdArg, json_: JsonOpt = False) -> int:
+    """The whole chain of a fact: every version, when and why it changed."""
+    h = call("memory.history", {"id": ref})
+    if json_:
+        output.emit_json(h)
+        return 0
+    rows = []
+    for v in h["versions"]:
+        events = ", ".join(f"{e['kind']} {e['at']}" for e in v["events"])
+        state = ("forgotten" if v["forgotten_at"] else
+                 f"superseded ({v['reason']})" if v["superseded_by"] else "current")
+        rows.append((v["id"], state, events, v["content"]))
+    output.table(("id", "state", "events", "content"), rows)
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("remember")(remember)
+    app.command("recall")(recall)
+    app.command("show")(show)
+    app.command("list")(list_)
+    app.command("forget")(forget)
+    app.command("history")(history)

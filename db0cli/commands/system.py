@@ -1,0 +1,90 @@
+"""doctor and stats: where things are, which versions run, and whether they are healthy."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from typing import Any
+
+import typer
+
+from db0.cli import output
+from db0.cli.options import JsonOpt
+from db0.cli.rpc import call
+from db0.daemon import __version__
+from db0.daemon.paths import get_paths
+from db0.daemon.protocol import Db0Error
+
+
+def _check_dir(path: os.PathLike[str], private: bool) -> str:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "missing (created on first use)"
+    if stat.S_ISLNK(st.st_mode):
+        return "problem: a symlink"
+    if st.st_uid != os.getuid():
+        return "problem: owned by another user"
+    if private and st.st_mode & 0o077:
+        return f"problem: mode {oct(st.st_mode & 0o777)}, should be 0o700"
+    return "ok"
+
+
+def doctor(json_: JsonOpt = False) -> int:
+    """Check paths, versions and health; exit 1 if anything is wrong."""
+    paths = get_paths()
+    report: dict[str, Any] = {
+        "version": __version__, "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "paths": {"home": str(paths.home) if paths.home else None,
+                  "config": str(paths.config_file), "data": str(paths.data_dir),
+                  "database": str(paths.db_file), "logs": str(paths.log_file),
+                  "runtime": str(paths.runtime_dir), "socket": str(paths.socket)},
+        "checks": {"runtime_dir": _check_dir(paths.runtime_dir, private=True)},
+    }
+    problems = [k for k, v in report["checks"].items() if v.startswith("problem")]
+    try:
+        report["daemon"] = call("daemon.doctor", {}, timeout=30.0)
+        problems += report["daemon"].get("problems", [])
+    except Db0Error as e:
+        report["daemon"] = {"running": False, "error": e.message, "hint": e.hint}
+        problems.append(f"daemon: {e.message}")
+    report["problems"] = problems
+    report["ok"] = not problems
+    if json_:
+        output.emit_json(report)
+    else:
+        rows: list[tuple[str, Any]] = [("db0", report["version"]), ("python", report["python"])]
+        rows += [(f"path.{k}", v) for k, v in report["paths"].items() if v]
+        rows += [(f"check.{k}", v) for k, v in report["checks"].items()]
+        for k, v in report["daemon"].items():
+            if isinstance(v, dict):
+                rows += [(f"{k}.{kk}", vv) for kk, vv in v.items()]
+            elif k != "problems":
+                rows.append((f"daemon.{k}" if k not in ("sqlite", "apsw") else k, v))
+        output.keyvalues(rows)
+        for p in problems:
+            output.notice(f"problem: {p}")
+        if not problems:
+            output.notice("db0: all checks passed")
+    return 0 if not problems else 1
+
+
+def stats(json_: JsonOpt = False) -> int:
+    """Counts: memories by scope, superseded, forgotten, ops, database size."""
+    st = call("store.stats", {})
+    if json_:
+        output.emit_json(st)
+        return 0
+    rows: list[tuple[str, Any]] = [("memories", st["memories"])]
+    rows += [(f"  {k}", v) for k, v in sorted(st["by_scope"].items())]
+    rows += [(k, v) for k, v in st.items() if k not in ("memories", "by_scope")
+             and not isinstance(v, dict)]
+    output.keyvalues(rows)
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)
+    app.command("stats")(stats)

@@ -1,0 +1,107 @@
+"""Rendering: JSON for programs, rich tables for people at a terminal, plain lines when piped.
+
+stdout is data; notices, progress and errors go to stderr. rich is imported only when a table
+or a progress bar is actually drawn on a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+
+def is_tty(stream: Any = None) -> bool:
+    stream = stream or sys.stdout
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=None) + "\n")
+
+
+def emit_jsonl(rows: Sequence[Any]) -> None:
+    w = sys.stdout.write
+    for row in rows:
+        w(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def notice(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+
+
+def one_line(text: str, width: int = 0) -> str:
+    s = " ".join(str(text).split())
+    return s if not width or len(s) <= width else s[: width - 1] + "…"
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+    """A rich table on a terminal; tab-separated lines when piped (so grep and cut work)."""
+    if is_tty() and not os.environ.get("DB0_PLAIN"):
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title, show_lines=False, header_style="bold")
+        for c in columns:
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            t.add_row(*("" if v is None else str(v) for v in r))
+        Console().print(t)
+        return
+    for r in rows:
+        sys.stdout.write("\t".join(one_line("" if v is None else str(v)) for v in r) + "\n")
+
+
+def keyvalues(pairs: Sequence[tuple[str, Any]]) -> None:
+    width = max((len(k) for k, _ in pairs), default=0)
+    for k, v in pairs:
+        sys.stdout.write(f"{k.ljust(width)}  {'' if v is None else v}\n")
+
+
+class _Progress:
+    def __init__(self, bar: Any, task: Any) -> None:
+        self.bar, self.task = bar, task
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=n)
+
+
+@contextmanager
+def progress(label: str, total: int | None) -> Iterator[_Progress]:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+    if not is_tty(sys.stderr):
+        yield _Progress(None, None)
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=_stderr_console()) as bar:
+        yield _Progress(bar, bar.add_task(label, total=total))
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def age(iso: str | None) -> str:
+    """'3m', '2h', '5d' since an ISO time (for people, not programs)."""
+    if not iso:
+        return ""
+    from datetime import UTC, datetime
+
+    try:
+        dt = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    s = max(0.0, (datetime.now(UTC) - dt).total_seconds())
+    for unit, n in (("y", 31536000), ("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{int(s // n)}{unit}"
+    return f"{int(s)}s"

@@ -1,0 +1,22 @@
+"""One daemon connection per CLI process, opened on first use."""
+
+from __future__ import annotations
+
+import atexit
+from typing import Any
+
+from db0.daemon.client import Client, connect
+
+_client: Client | None = None
+
+
+def client() -> Client:
+    global _client
+    if _client is None:
+        _client = connect()
+        atexit.register(_client.close)
+    return _client
+
+
+def call(method: str, params: dict[str, Any] | None = None, timeout: float | None = 300.0) -> Any:
+    return client().call(method, params or {}, timeout=timeout)

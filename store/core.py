@@ -1,0 +1,135 @@
+"""The store handle: one apsw connection plus the device's clock, and the op log.
+
+Every mutation goes through `write_state`: the memory row, its tags and one op-log row, in the
+caller's transaction. An op carries the memory's whole state after the change, so applying it
+anywhere (another device, a second time) is an upsert that keeps the newer clock: last writer
+wins per memory, and replaying an op is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from db0.store import db as dbmod
+from db0.store.ids import HybridClock, new_device_id, new_id
+
+# Columns of `memories` an op carries (everything but the local rowid).
+STATE_COLUMNS = (
+    "id", "content", "content_hash", "scope", "owner", "user_id", "agent_id", "session_id",
+    "task_id", "key", "metadata", "tags", "pinned", "created_at", "created_ts", "updated_ts",
+    "expires_ts", "superseded_by", "superseded_ts", "supersede_reason", "forgotten_ts", "hlc",
+    "device_id",
+)
+_INSERT = (
+    f"INSERT INTO memories({', '.join(STATE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in STATE_COLUMNS)}) "
+    f"ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f"{c}=excluded.{c}" for c in STATE_COLUMNS if c != "id")
+    + " RETURNING rid"
+)
+
+
+@dataclass
+class Store:
+    conn: apsw.Connection
+    clock: HybridClock
+    device_id: str
+    # Callbacks run after a change commits (the daemon hooks the embedder queue here).
+    listeners: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, path: Path, clock: HybridClock | None = None) -> Store:
+        conn = dbmod.connect(path)
+        device = dbmod.meta_get(conn, "device_id")
+        if device is None:
+            device = new_device_id()
+            with conn:
+                dbmod.meta_set(conn, "device_id", device)
+        if clock is None:
+            row = conn.execute("SELECT max(hlc) FROM ops").fetchone()
+            clock = HybridClock(device, row[0] if row else None)
+        return cls(conn, clock, device)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def transaction(self) -> _Tx:
+        return _Tx(self.conn)
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (one writer, no upgrade deadlocks)."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> apsw.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def append_op(store: Store, kind: str, memory_id: str | None, payload: dict[str, Any],
+              hlc: str | None = None, device_id: str | None = None,
+              op_id: str | None = None) -> str:
+    op_id = op_id or new_id()
+    store.conn.execute(
+        "INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, payload, created_ts) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (op_id, hlc or store.clock.now(), device_id or store.device_id, kind, memory_id,
+         json.dumps(payload, ensure_ascii=False, separators=(",", ":")), time.time()),
+    )
+    return op_id
+
+
+def write_state(store: Store, state: dict[str, Any], kind: str,
+                note: dict[str, Any] | None = None) -> int:
+    """Upsert one memory's state, refresh its tags, log the op. Returns the row id."""
+    state["hlc"] = store.clock.now()
+    state["device_id"] = store.device_id
+    rid = _upsert(store.conn, state)
+    payload = {"state": state}
+    if note:
+        payload["note"] = note
+    append_op(store, kind, state["id"], payload, hlc=state["hlc"])
+    return rid
+
+
+def _upsert(conn: apsw.Connection, state: dict[str, Any]) -> int:
+    rid = int(conn.execute(_INSERT, [state.get(c) for c in STATE_COLUMNS]).fetchone()[0])
+    conn.execute("DELETE FROM memory_tags WHERE rid=?", (rid,))
+    tags = json.loads(state["tags"]) if isinstance(state["tags"], str) else state["tags"]
+    if tags:
+        conn.executemany("INSERT OR IGNORE INTO memory_tags(rid, tag) VALUES (?, ?)",
+                         [(rid, t) for t in tags])
+    return rid
+
+
+def apply_remote_state(store: Store, state: dict[str, Any], kind: str, op_id: str,
+                       hlc: str, device_id: str) -> bool:
+    """Apply an op from another device: last writer (by clock) wins; replay is a no-op."""
+    if store.conn.execute("SELECT 1 FROM ops WHERE op_id=?", (op_id,)).fetchone():
+        return False
+    store.clock.observe(hlc)
+    row = store.conn.execute("SELECT hlc FROM memories WHERE id=?", (state["id"],)).fetchone()
+    changed = row is None or str(row[0]) < hlc
+    if changed:
+        _upsert(store.conn, {**state, "hlc": hlc, "device_id": device_id})
+    append_op(store, kind, state["id"], {"state": state}, hlc=hlc, device_id=device_id,
+              op_id=op_id)
+    return changed
+
+
+def state_of(conn: apsw.Connection, memory_id: str) -> dict[str, Any] | None:
+    cur = conn.execute(f"SELECT {', '.join(STATE_COLUMNS)} FROM memories WHERE id=?",
+                       (memory_id,))
+    row = cur.fetchone()
+    return None if row is None else dict(zip(STATE_COLUMNS, row, strict=True))
