@@ -172,6 +172,9 @@ class Server:
         except Exception as e:  # no inotify slots, say: serve without live reload
             log.error("config watcher not started (%s); config changes need a restart", e)
             self.watcher = None
+        from db0.daemon import components
+
+        components.install(self)
         for name, comp in list(self.components.items()):
             if hasattr(comp, "start"):
                 try:
