@@ -1,0 +1,199 @@
+"""The CLI round trip through a real daemon: the JSON contract, stdin, errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from conftest import Db0
+
+
+def test_remember_recall_round_trip(db0: Db0) -> None:
+    r = db0.json("remember", "The deploy key lives in the vault under ops/deploy")
+    assert r["status"] == "stored" and len(r["id"]) == 26
+    db0.run("remember", "Lunch is at noon on Fridays")
+    res = db0.json("recall", "where is the deploy key", "-k", "5")
+    assert res["results"], res
+    top = res["results"][0]
+    assert top["id"] == r["id"]
+    for field in ("id", "content", "scope", "score", "created_at", "metadata", "tags"):
+        assert field in top
+    assert top["scope"] == "user"
+    assert [x["score"] for x in res["results"]] == sorted(
+        (x["score"] for x in res["results"]), reverse=True)
+
+
+def test_plain_output_is_pipe_friendly(db0: Db0) -> None:
+    mid = db0.run("remember", "grep me if you can").out.strip()
+    out = db0.run("recall", "grep").out
+    line = out.splitlines()[0]
+    assert line.split("\t")[0] == mid and line.endswith("grep me if you can")
+
+
+def test_duplicate_is_reported_not_stored(db0: Db0) -> None:
+    a = db0.json("remember", "same text twice")
+    b = db0.json("remember", "same text twice")
+    assert b == {**b, "id": a["id"], "status": "duplicate"}
+    assert db0.json("stats")["memories"] == 1
+
+
+def test_stdin_dash_and_piped(db0: Db0) -> None:
+    a = db0.json("remember", "-", input="from stdin with a dash\n")
+    b = db0.json("remember", input="piped without a dash")
+    assert db0.json("show", a["id"])["content"] == "from stdin with a dash"
+    assert db0.json("show", b["id"])["content"] == "piped without a dash"
+
+
+def test_fts_syntax_in_user_text_is_safe(db0: Db0) -> None:
+    mid = db0.json("remember", 'He said "quotes" matter in C++ AND near the OR gate')["id"]
+    db0.run("remember", "an unrelated memory about gardening")
+    res = db0.json("recall", 'C++ "quotes AND OR NEAR( *')
+    assert res["results"] and res["results"][0]["id"] == mid
+    for weird in ['"', "*", "NEAR(", "AND", "a:b", "(((", "-x", "^start"]:
+        r = db0.run("recall", "--json", "--", weird, check=False)
+        assert r.code == 0, (weird, r.err)
+
+
+def test_keys_supersede_and_history(db0: Db0) -> None:
+    v1 = db0.json("remember", "--key", "editor", "My editor is vim")["id"]
+    v2 = db0.json("remember", "--key", "editor", "My editor is emacs")
+    v3 = db0.json("remember", "--key", "editor", "My editor is helix")
+    assert v2["superseded"] == v1 and v3["superseded"] == v2["id"]
+    found = [r["content"] for r in db0.json("recall", "editor")["results"]]
+    assert found == ["My editor is helix"]
+    h = db0.json("history", v1)
+    assert [v["id"] for v in h["versions"]] == [v1, v2["id"], v3["id"]]
+    assert h["current"] == v3["id"]
+    assert h["versions"][0]["superseded_by"] == v2["id"]
+    assert {e["kind"] for e in h["versions"][0]["events"]} == {"remember", "supersede"}
+    assert db0.json("history", v3["id"])["versions"] == h["versions"]
+
+
+def test_forget_show_list(db0: Db0) -> None:
+    mid = db0.json("remember", "-t", "a", "-t", "b", "-m", "n=3", "tagged memory")["id"]
+    m = db0.json("show", mid[:10])
+    assert m["tags"] == ["a", "b"] and m["metadata"] == {"n": 3}
+    assert [x["id"] for x in db0.json("list")["memories"]] == [mid]
+    assert db0.json("forget", mid)["status"] == "forgotten"
+    assert db0.json("list")["memories"] == []
+    assert db0.run("recall", "tagged", check=False).code == 1
+    assert db0.json("show", mid)["forgotten_at"]
+
+
+def test_recall_queries_many_over_one_connection(db0: Db0) -> None:
+    db0.run("remember", "apples are red")
+    db0.run("remember", "the sky is blue")
+    lines = '{"query": "apples", "k": 1}\nsky colour\n\n'
+    out = db0.run("recall", "--queries", "-", input=lines).out.splitlines()
+    assert len(out) == 2
+    first, second = (json.loads(x) for x in out)
+    assert first["query"] == "apples" and len(first["results"]) == 1
+    assert first["results"][0]["content"] == "apples are red"
+    assert second["results"][0]["content"] == "the sky is blue"
+
+
+def test_import_export_round_trip(db0: Db0, home: Path, tmp_path: Path) -> None:
+    lines = [
+        {"content": "first fact", "tags": ["x"], "created_at": "2023-05-08T13:56:00"},
+        {"content": "second fact", "metadata": {"k": "v"}, "key": "k2"},
+        {"content": "agent fact", "scope": "agent"},
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    res = db0.json("import", str(src))
+    assert res["stored"] == 3 and res["duplicate"] == 0
+    exported = [json.loads(x) for x in db0.run("export").out.splitlines()]
+    assert {e["content"] for e in exported} == {"first fact", "second fact", "agent fact"}
+    first = next(e for e in exported if e["content"] == "first fact")
+    assert first["created_at"] == "2023-05-08T13:56:00" and first["tags"] == ["x"]
+    other = Db0(home / "other")
+    try:
+        out = "".join(json.dumps(e) + "\n" for e in exported)
+        assert other.json("import", "-", input=out)["stored"] == 3
+        again = [json.loads(x) for x in other.run("export").out.splitlines()]
+        assert again == exported
+        assert other.json("import", "-", input=out)["duplicate"] == 3
+    finally:
+        other.stop()
+
+
+def test_import_bad_line_imports_nothing(db0: Db0) -> None:
+    good = json.dumps({"content": "fine"})
+    r = db0.run("import", "-", input=f"{good}\n{good}x\n{{not json\n", check=False)
+    assert r.code == 1 and "line 2" in r.err and len(r.err.strip().splitlines()) == 1
+    r = db0.run("import", "-", input=f"{good}\n" + json.dumps({"content": ""}) + "\n",
+                check=False)
+    assert r.code == 1 and "line 2" in r.err and "content is empty" in r.err
+    r = db0.run("import", "-", input=json.dumps({"content": "x", "scope": "galaxy"}),
+                check=False)
+    assert r.code == 1 and "unknown scope" in r.err
+    assert db0.json("stats")["memories"] == 0
+
+
+def test_bad_input_one_line_errors(db0: Db0) -> None:
+    cases = [
+        (("remember", "-"), b"   \n", 1, "content is empty"),
+        (("remember", "-"), b"\xff\xfe bad", 1, "not valid UTF-8"),
+        (("remember", "-"), b"x" * (64 * 1024 + 1), 1, "over the"),
+        (("remember", "--scope", "galaxy", "hi"), None, 1, "unknown scope"),
+        (("remember", "--scope", "session", "hi"), None, 1, "needs a session id"),
+        (("show", "01nosuchid0000000000000000"), None, 4, "no memory"),
+        (("forget", "zzzzzzzz"), None, 4, "no memory"),
+        (("recall", "x", "-k", "0"), None, 1, "k must be"),
+        (("remember", "--ttl", "soon", "x"), None, 1, "not a duration"),
+    ]
+    for args, data, code, text in cases:
+        r = db0.run(*args, input=data, check=False)
+        assert r.code == code, (args, r.code, r.err)
+        assert text in r.err, (args, r.err)
+        assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err, r.err
+    assert db0.json("stats")["memories"] == 0
+
+
+def test_usage_error_exit_2(db0: Db0) -> None:
+    r = db0.run("recall", "x", "--no-such-flag", check=False)
+    assert r.code == 2
+
+
+def test_context_flags_env_and_config(db0: Db0, home: Path) -> None:
+    db0.run("remember", "--user", "alice", "alice likes tea")
+    db0.run("remember", "bob likes coffee", env={"DB0_USER": "bob"})
+    assert [r["content"] for r in db0.json("recall", "likes", "--user", "alice")["results"]] \
+        == ["alice likes tea"]
+    assert [r["content"] for r in db0.json("recall", "likes", env={"DB0_USER": "bob"})[
+        "results"]] == ["bob likes coffee"]
+    # the flag beats the environment
+    got = db0.json("recall", "likes", "--user", "alice", env={"DB0_USER": "bob"})["results"]
+    assert [r["user"] for r in got] == ["alice"]
+    (home / "config").mkdir(exist_ok=True)
+    (home / "config" / "config.toml").write_text('[context]\nuser = "carol"\n')
+    db0.run("daemon", "restart")
+    assert db0.json("remember", "carol from config")["id"]
+    assert db0.json("recall", "config")["results"][0]["user"] == "carol"
+
+
+def test_stats_doctor_status(db0: Db0, home: Path) -> None:
+    db0.run("remember", "one")
+    st = db0.json("stats")
+    assert st["memories"] == 1 and st["ops"] == 1 and st["by_scope"] == {"user": 1}
+    doc = db0.json("doctor")
+    assert doc["ok"] and doc["daemon"]["fts5"] and doc["daemon"]["quick_check"] == "ok"
+    assert doc["paths"]["database"] == str(home / "data" / "db0.sqlite3")
+    status = db0.json("daemon", "status")
+    assert status["running"] is True and status["version"] and status["pid"] > 0
+    assert status["socket"] == str(home / "run" / "daemon.sock")
+    db0.run("daemon", "stop")
+    r = db0.run("daemon", "status", "--json", check=False)
+    assert r.code == 3 and json.loads(r.out)["running"] is False
+    with sqlite3.connect(home / "data" / "db0.sqlite3") as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert c.execute("PRAGMA application_id").fetchone()[0] == 0x64623030
+
+
+def test_help_for_every_command(db0: Db0) -> None:
+    top = db0.run("--help").out
+    for cmd in ("remember", "recall", "show", "list", "forget", "history", "import", "export",
+                "doctor", "stats", "daemon"):
+        assert cmd in top
+        assert db0.run(cmd, "--help").code == 0

@@ -1,0 +1,228 @@
+"""The daemon's lifecycle on real sockets: auto-start races, stale sockets, kill -9, SIGTERM
+drain, a version change, frame limits, permissions, config reload, a daemon that won't start."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from conftest import DB0, Db0, _wait_dead, daemon_pids
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _wait_for(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_kill_9_after_remember_loses_nothing(db0: Db0) -> None:
+    ids = [db0.json("remember", f"fact number {i}")["id"] for i in range(5)]
+    pid = db0.daemon_pid()
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_dead(pid)
+    # the next command replaces the stale socket and starts a new daemon
+    got = {m["id"] for m in db0.json("list")["memories"]}
+    assert got == set(ids)
+    assert db0.daemon_pid() != pid
+
+
+def test_racing_autostarts_get_one_daemon(home: Path) -> None:
+    d = Db0(home)
+    try:
+        procs = [subprocess.Popen([DB0, "remember", f"racer {i}"], env=d.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for i in range(6)]
+        codes = [p.wait(60) for p in procs]
+        assert codes == [0] * 6, [p.stderr.read() for p in procs if p.stderr]
+        assert len(daemon_pids(home)) == 1
+        assert d.json("stats")["memories"] == 6
+    finally:
+        d.stop()
+
+
+def test_stale_socket_is_replaced(home: Path) -> None:
+    d = Db0(home)
+    run = home / "run"
+    run.mkdir(mode=0o700)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(run / "daemon.sock"))
+    s.close()  # a socket file nobody listens on
+    try:
+        assert d.json("remember", "after a stale socket")["status"] == "stored"
+    finally:
+        d.stop()
+
+
+def test_not_a_socket_is_refused(home: Path) -> None:
+    d = Db0(home)
+    run = home / "run"
+    run.mkdir(mode=0o700)
+    (run / "daemon.sock").write_text("I am a file")
+    r = d.run("remember", "x", check=False)
+    assert r.code == 5 and "not a socket" in r.err and "log" in r.err
+    assert (run / "daemon.sock").read_text() == "I am a file"
+
+
+def test_daemon_that_will_not_start_says_why(home: Path) -> None:
+    d = Db0(home)
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "db0.sqlite3").write_bytes(b"this is not a database at all" * 100)
+    r = d.run("remember", "x", check=False)
+    assert r.code == 5
+    assert "failed to start" in r.err and str(home / "logs" / "daemon.log") in r.err
+    assert len(r.err.strip().splitlines()) == 1
+
+
+def test_permissions(db0: Db0, home: Path) -> None:
+    db0.run("daemon", "start")
+    assert stat.S_IMODE(os.stat(home / "run").st_mode) == 0o700
+    st = os.stat(home / "run" / "daemon.sock")
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+
+
+def test_runtime_dir_open_to_others_is_tightened(home: Path) -> None:
+    run = home / "run"
+    run.mkdir(mode=0o777)
+    os.chmod(run, 0o777)
+    d = Db0(home)
+    try:
+        d.run("daemon", "start")
+        assert stat.S_IMODE(os.stat(run).st_mode) == 0o700
+    finally:
+        d.stop()
+
+
+def _raw(home: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(home / "run" / "daemon.sock"))
+    s.settimeout(10)
+    return s
+
+
+def _read(s: socket.socket) -> dict:  # type: ignore[type-arg]
+    n = struct.unpack(">I", s.recv(4))[0]
+    buf = b""
+    while len(buf) < n:
+        buf += s.recv(n - len(buf))
+    return json.loads(buf)  # type: ignore[no-any-return]
+
+
+def test_frames_hello_and_limits(db0: Db0, home: Path) -> None:
+    db0.run("daemon", "start")
+    s = _raw(home)
+    body = json.dumps({"v": 1, "id": 7, "method": "daemon.hello", "params": {}}).encode()
+    s.sendall(struct.pack(">I", len(body)) + body)
+    hello = _read(s)
+    assert hello["ok"] and hello["id"] == 7
+    assert {"version", "protocol", "capabilities"} <= hello["result"].keys()
+    assert "memory.remember" in hello["result"]["capabilities"]
+    body = json.dumps({"v": 1, "id": 8, "method": "no.such", "params": {}}).encode()
+    s.sendall(struct.pack(">I", len(body)) + body)
+    resp = _read(s)
+    assert not resp["ok"] and resp["error"]["code"] == "unknown_method"
+    s.sendall(struct.pack(">I", 2**31))  # a frame far over the limit
+    resp = _read(s)
+    assert not resp["ok"] and resp["error"]["code"] == "too_large"
+    s.close()
+    s = _raw(home)
+    s.sendall(struct.pack(">I", 5) + b"nope!")
+    assert _read(s)["error"]["code"] == "bad_request"
+    s.close()
+    assert db0.json("daemon", "status")["running"]  # still serving
+
+
+def test_sigterm_drains_and_closes(db0: Db0, home: Path) -> None:
+    db0.run("daemon", "start")
+    pid = db0.daemon_pid()
+    assert pid
+    lines = "".join(json.dumps({"content": f"bulk {i}"}) + "\n" for i in range(20000))
+    result: dict[str, object] = {}
+
+    def importer() -> None:
+        r = db0.run("import", "-", "--json", input=lines, check=False)
+        result["r"] = r
+
+    t = threading.Thread(target=importer)
+    t.start()
+    time.sleep(0.8)
+    os.kill(pid, signal.SIGTERM)
+    t.join(120)
+    assert _wait_dead(pid)
+    assert not (home / "run" / "daemon.sock").exists()
+    assert not (home / "run" / "daemon.pid").exists()
+    log = (home / "logs" / "daemon.log").read_text()
+    assert "stopping: SIGTERM" in log and "db0 daemon stopped" in log
+    # Whatever the import managed is whole: counted batches are all in, nothing half-written.
+    stats = db0.json("stats")
+    assert stats["memories"] % 5000 == 0 and stats["ops"] == stats["memories"]
+    assert db0.json("doctor")["daemon"]["quick_check"] == "ok"
+
+
+def test_older_daemon_is_replaced(home: Path, tmp_path: Path) -> None:
+    # A real older daemon: a copy of the package that says it is version 0.0.1.
+    old = tmp_path / "old"
+    (old / "db0").mkdir(parents=True)
+    shutil.copytree(REPO / "daemon", old / "db0" / "daemon")
+    shutil.copytree(REPO / "store", old / "db0" / "store")
+    (old / "db0" / "__init__.py").write_text("")
+    (old / "db0" / "daemon" / "__init__.py").write_text('__version__ = "0.0.1"\n')
+    env = {**os.environ, "DB0_HOME": str(home), "PYTHONPATH": str(old)}
+    (home / "logs").mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-m", "db0.daemon", "run"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    d = Db0(home)
+    try:
+        assert _wait_for(lambda: (home / "run" / "daemon.sock").exists())
+        assert d.run("remember", "written by the new client").code == 0
+        proc.wait(30)  # the old daemon was asked to stop
+        st = d.json("daemon", "status")
+        assert st["version"] != "0.0.1" and st["pid"] != proc.pid
+        assert d.json("stats")["memories"] == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        d.stop()
+
+
+def test_config_change_applies_without_restart(db0: Db0, home: Path) -> None:
+    db0.run("daemon", "start")
+    pid = db0.daemon_pid()
+    log = home / "logs" / "daemon.log"
+    cfg = home / "config" / "config.toml"
+    cfg.parent.mkdir(exist_ok=True)
+    cfg.write_text('[context]\nuser = "dora"\n')
+    assert _wait_for(lambda: log.read_text().count("config applied") >= 2)
+    assert db0.json("remember", "who am I")["id"]
+    assert db0.json("list")["memories"][0]["user"] == "dora"
+    cfg.write_text("[context\nbroken =")
+    assert _wait_for(lambda: "config not applied" in log.read_text())
+    assert db0.json("list")["memories"][0]["user"] == "dora"  # previous config kept
+    assert db0.daemon_pid() == pid
+
+
+def test_stop_restart_and_logs(db0: Db0) -> None:
+    db0.run("daemon", "start")
+    first = db0.daemon_pid()
+    db0.run("daemon", "restart")
+    second = db0.daemon_pid()
+    assert first and second and first != second
+    assert db0.run("daemon", "stop").out.startswith("stopped")
+    assert db0.run("daemon", "stop").out.startswith("not running")
+    logs = db0.json("daemon", "logs", "-n", "5")
+    assert logs["lines"] and "stopped" in logs["lines"][-1]
