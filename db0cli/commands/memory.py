@@ -143,6 +143,9 @@ def recall(
     queries: Annotated[str | None, typer.Option("--queries", help="JSON lines {query, k} or "
                                                 "plain lines from FILE or '-'; one JSON line "
                                                 "out per query.")] = None,
+    remote: Annotated[str | None, typer.Option("--remote", help="Search this sync remote's "
+                                               "copy on the server instead (db0 remote "
+                                               "list).")] = None,
     json_: JsonOpt = False,
     user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
     task: TaskOpt = None,
@@ -160,8 +163,13 @@ def recall(
     text = " ".join(query or []).strip()
     if not text:
         raise Db0Error("bad_request", "no query given", "db0 recall WORDS, or --queries FILE")
-    res = call("memory.recall", _recall_params(text, k, scope, tag, meta, since, until, key,
-                                               include_superseded, ctx, extra))
+    if remote:
+        from db0.cli.commands.sync import remote_env
+
+        extra.update(name=remote, env=remote_env(remote))
+    res = call("sync.recall" if remote else "memory.recall",
+               _recall_params(text, k, scope, tag, meta, since, until, key,
+                              include_superseded, ctx, extra))
     if json_:
         output.emit_json(res)
         return 0
