@@ -211,7 +211,7 @@ def ensure_schema(conn: Any) -> RemoteInfo:
                 if has_vector and meta.get("searchable") != "1":
                     conn.execute(_SEARCHABLE)
                     # Backfill from every op pushed before the copy existed.
-                    conn.execute(_UPSERT_COPY.format(src="db0.ops"))
+                    conn.execute(_UPSERT_COPY.replace("{src}", "db0.ops"))
                     conn.execute("INSERT INTO db0.meta VALUES ('searchable', '1') "
                                  "ON CONFLICT (key) DO UPDATE SET value='1'")
             meta = _meta(conn)
@@ -341,8 +341,8 @@ def push(conn: Any, rows: list[tuple[Any, ...]], device_id: str, searchable: boo
                 "ON CONFLICT (op_id) DO NOTHING", (device_id,))
             inserted = max(cur.rowcount, 0)
             if searchable:
-                conn.execute(_UPSERT_COPY.format(
-                    src="(SELECT memory_id, hlc, payload::jsonb AS payload FROM db0_stage) st"))
+                conn.execute(_UPSERT_COPY.replace(
+                    "{src}", "(SELECT memory_id, hlc, payload::jsonb AS payload FROM db0_stage) st"))
         return inserted
     except psycopg.Error as e:
         raise classify(e, "push") from None

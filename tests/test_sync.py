@@ -1,0 +1,348 @@
+"""Sync through a real Postgres: remotes, convergence of several devices under random
+interleavings, killed connections, a server stopped and restarted, a newer remote schema,
+auto-sync, and server-side search where pgvector is installed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DB0, Db0, _wait_dead, daemon_pids
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pg import (  # noqa: F401 (fixtures)
+    admin,
+    ensure_cluster,
+    fresh_database,
+    pg_base,
+    pg_dsn,
+    pgvector_base,
+    private_pg,
+    terminate,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@contextlib.contextmanager
+def devices(n: int, config: str = "", env: dict[str, str] | None = None
+            ) -> Iterator[list[Db0]]:
+    """n machines: separate DB0_HOMEs, each with its own daemon (stopped afterwards)."""
+    with contextlib.ExitStack() as stack:
+        homes = [Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="db0s",
+                                                                      dir="/tmp")))
+                 for _ in range(n)]
+        devs = [Db0(h, env) for h in homes]
+        for d in devs:
+            if config:
+                (d.home / "config").mkdir(parents=True, exist_ok=True)
+                (d.home / "config" / "config.toml").write_text(config)
+        try:
+            yield devs
+        finally:
+            for d in devs:
+                d.stop()
+                for pid in daemon_pids(d.home):
+                    os.kill(pid, signal.SIGTERM)
+                    _wait_dead(pid, 20)
+
+
+def export(d: Db0) -> list[str]:
+    return sorted(d.run("export", "--all", "--everyone").out.splitlines())
+
+
+def ops_count(d: Db0) -> int:
+    return int(d.json("stats")["ops"])
+
+
+def remote_count(dsn: str, sql: str = "SELECT count(*) FROM db0.ops") -> int:
+    with admin(dsn) as c:
+        return int(c.execute(sql).fetchone()[0])
+
+
+# -- remotes ---------------------------------------------------------------------------------
+
+def test_remote_add_list_remove_masks_the_password(db0: Db0) -> None:
+    added = db0.json("remote", "add", "team", "postgresql://me:s3cret@db.example/mem")
+    assert added["dsn"] == "postgresql://me:****@db.example/mem"
+    assert "s3cret" not in json.dumps(added)
+    db0.run("remote", "add", "home", "postgresql://me@h/db?password_env=DB0T_PW",
+            "--scope", "user")
+    listed = db0.json("remote", "list")["remotes"]
+    assert {r["name"] for r in listed} == {"team", "home"}
+    assert "s3cret" not in db0.run("remote", "list").out
+    assert next(r for r in listed if r["name"] == "home")["scopes"] == ["user"]
+    assert next(r for r in listed if r["name"] == "team")["scopes"] == ["user", "agent"]
+    path = db0.home / "config" / "remotes.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    dup = db0.run("remote", "add", "team", "postgresql://x@y/z", check=False)
+    assert dup.code == 1 and "already exists" in dup.err
+    bad = db0.run("remote", "add", "bad", "postgresql://x@y/z?nonsense=1", check=False)
+    assert bad.code == 1 and "does not parse" in bad.err
+    db0.run("remote", "remove", "team")
+    assert [r["name"] for r in db0.json("remote", "list")["remotes"]] == ["home"]
+    assert db0.run("remote", "remove", "team", check=False).code == 4
+
+
+def test_password_from_the_environment(pg_dsn: str) -> None:
+    dsn = pg_dsn + "&password_env=DB0T_PW"
+    with devices(1) as (a,):
+        a.run("remember", "secret-free config")
+        a.run("remote", "add", "pg", dsn)
+        r = a.run("sync", check=False)
+        assert r.code == 1 and "DB0T_PW" in r.err and "not set" in r.err
+        assert len(r.err.strip().splitlines()) == 1
+        a.run("sync", env={"DB0T_PW": "unused-by-peer-auth"})
+        assert remote_count(pg_dsn) == 1
+
+
+# -- convergence -----------------------------------------------------------------------------
+
+ACTIONS = st.lists(
+    st.tuples(st.sampled_from(["write", "write", "key", "forget", "supersede", "sync"]),
+              st.integers(0, 2), st.integers(0, 3)),
+    min_size=4, max_size=14)
+
+
+def _play(devs: list[Db0], dsn: str, actions: list[tuple[str, int, int]]) -> None:
+    for d in devs:
+        d.run("remote", "add", "pg", dsn)
+    known: list[list[str]] = [[] for _ in devs]
+    for n, (kind, who, arg) in enumerate(actions):
+        i = who % len(devs)
+        d = devs[i]
+        if kind == "write":
+            known[i].append(d.run("remember", f"fact {n} from device {i}",
+                                  *(["--scope", "agent"] if arg == 3 else [])).out.strip())
+        elif kind == "key":
+            known[i].append(d.run("remember", "--key", f"k{arg % 2}",
+                                  f"keyed fact {n} from device {i}").out.strip())
+        elif kind in ("forget", "supersede") and known[i]:
+            target = known[i][arg % len(known[i])]
+            if kind == "forget":
+                d.run("forget", target)
+            else:
+                known[i].append(d.run("remember", "--supersedes", target,
+                                      f"replacement {n} from device {i}").out.strip())
+        elif kind == "sync":
+            d.run("sync")
+            known[i] = [m["id"] for m in d.json("list", "--include-superseded", "-n", "500")[
+                "memories"]]
+    # Everyone syncs twice round: whatever happened, all must end up the same.
+    for _ in range(2):
+        for d in devs:
+            d.run("sync")
+    exports = [export(d) for d in devs]
+    assert exports[0], "nothing was written"
+    for e in exports[1:]:
+        assert e == exports[0]
+    # Replaying changes nothing: another sync applies nothing.
+    again = devs[0].json("sync")["results"][0]
+    assert again["applied"] == 0 and again["pushed"] == 0
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(actions=ACTIONS)
+def test_two_devices_converge(pg_base: str, actions: list[tuple[str, int, int]]) -> None:
+    with fresh_database(pg_base) as dsn, devices(2) as devs:
+        _play(devs, dsn, actions)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+@given(actions=ACTIONS)
+def test_three_devices_converge(pg_base: str, actions: list[tuple[str, int, int]]) -> None:
+    with fresh_database(pg_base) as dsn, devices(3) as devs:
+        _play(devs, dsn, actions)
+
+
+def test_concurrent_edits_last_writer_wins(pg_dsn: str) -> None:
+    with devices(2) as (a, b):
+        for d in (a, b):
+            d.run("remote", "add", "pg", pg_dsn)
+        mid = a.run("remember", "shared fact").out.strip()
+        a.run("sync")
+        b.run("sync")
+        b.run("forget", mid)                        # b forgets first...
+        time.sleep(0.01)
+        a.run("remember", "--supersedes", mid, "a newer version")  # ...a supersedes later
+        a.run("sync")
+        b.run("sync")
+        a.run("sync")
+        assert export(a) == export(b)
+        # Whole-state last writer wins: a's supersede is newer than b's forget.
+        old = b.json("show", mid)
+        assert old["superseded_by"] and old["forgotten_at"] is None
+
+
+def test_session_scope_stays_unless_configured(pg_dsn: str) -> None:
+    with devices(2) as (a, b):
+        a.run("remember", "--scope", "session", "--session", "s1", "session note")
+        a.run("remember", "user note")
+        for d in (a, b):
+            d.run("remote", "add", "pg", pg_dsn)
+        a.run("sync")
+        b.run("sync")
+        assert [json.loads(x)["content"] for x in export(b)] == ["user note"]
+        a.run("remote", "add", "pg2", pg_dsn, "--scope", "user", "--scope", "session")
+        b.run("remote", "add", "pg2", pg_dsn, "--scope", "user", "--scope", "session")
+        a.run("sync", "pg2")
+        b.run("sync", "pg2")
+        assert sorted(json.loads(x)["content"] for x in export(b)) == ["session note",
+                                                                       "user note"]
+
+
+# -- faults ----------------------------------------------------------------------------------
+
+def _import(d: Db0, n: int, tag: str) -> None:
+    lines = "".join(json.dumps({"content": f"{tag} memory number {i}"}) + "\n"
+                    for i in range(n))
+    d.run("import", "-", input=lines, timeout=600)
+
+
+def _kill_when(cond: object, dsn: str, proc: subprocess.Popen[bytes],
+               timeout: float = 60) -> bool:
+    """Terminate db0's Postgres connections once `cond()` holds while `proc` runs."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return terminate(dsn) > 0
+        time.sleep(0.02)
+    return False
+
+
+def test_connection_killed_mid_push_and_mid_pull(pg_dsn: str) -> None:
+    n = 12_000
+    with devices(2, config="[sync]\nbatch = 200\n") as (a, b):
+        _import(a, n, "bulk")
+        for d in (a, b):
+            d.run("remote", "add", "pg", pg_dsn)
+        # Mid-push: kill the connection once some batches have landed.
+        push = subprocess.Popen([DB0, "sync"], env=a.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        killed = _kill_when(lambda: remote_count_safe(pg_dsn) >= 1000, pg_dsn, push)
+        _, err = push.communicate(timeout=120)
+        assert killed, "the push finished before it could be interrupted"
+        assert push.returncode == 5, err
+        assert "unreachable" in err.decode() and len(err.decode().strip().splitlines()) == 1
+        partial = remote_count(pg_dsn)
+        assert 0 < partial < n
+        a.run("sync")
+        assert remote_count(pg_dsn) == n
+        assert remote_count(pg_dsn, "SELECT count(DISTINCT op_id) FROM db0.ops") == n
+        # Mid-pull: kill b's connection once it has applied some batches.
+        pull = subprocess.Popen([DB0, "sync"], env=b.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+        def b_progress() -> bool:
+            st_ = b.json("sync", "status")["remotes"][0]
+            return bool(st_["pulled_total"] >= 1000)
+
+        killed = _kill_when(b_progress, pg_dsn, pull)
+        _, err = pull.communicate(timeout=120)
+        assert killed, "the pull finished before it could be interrupted"
+        assert pull.returncode == 5, err
+        assert 0 < ops_count(b) < n
+        b.run("sync")
+        assert ops_count(b) == n          # no gap and no duplicate in b's op log
+        assert export(a) == export(b)
+
+
+def test_postgres_stopped_and_restarted(private_pg: object) -> None:
+    pg = private_pg
+    with fresh_database(pg.base) as dsn, devices(2) as (a, b):  # type: ignore[attr-defined]
+        for d in (a, b):
+            d.run("remote", "add", "pg", dsn)
+        a.run("remember", "before the outage")
+        a.run("sync")
+        pg.stop()  # type: ignore[attr-defined]
+        a.run("remember", "during the outage")
+        r = a.run("sync", check=False)
+        assert r.code == 5
+        assert len(r.err.strip().splitlines()) == 1 and "unreachable" in r.err
+        # The daemon keeps serving.
+        assert "during the outage" in a.run("recall", "outage").out
+        status = a.json("sync", "status")["remotes"][0]
+        assert status["pending_push"] == 1 and "unreachable" in status["last_error"]
+        pg.start()  # type: ignore[attr-defined]
+        a.run("sync")
+        b.run("sync")
+        assert export(a) == export(b)
+        assert len(export(b)) == 2
+        assert a.json("sync", "status")["remotes"][0]["last_error"] is None
+
+
+def test_newer_remote_schema_is_refused(pg_dsn: str) -> None:
+    with devices(1) as (a,):
+        a.run("remote", "add", "pg", pg_dsn)
+        a.run("remember", "x")
+        a.run("sync")
+        with admin(pg_dsn) as c:
+            c.execute("UPDATE db0.meta SET value='99' WHERE key='schema_version'")
+        a.run("remember", "y")
+        r = a.run("sync", check=False)
+        assert r.code == 5
+        assert "newer" in r.err and "upgrade db0" in r.err
+        assert remote_count(pg_dsn) == 1
+
+
+def test_auto_sync_on_an_interval(pg_dsn: str) -> None:
+    with devices(1, config='[sync]\ninterval = "1s"\n') as (a,):
+        a.run("remote", "add", "pg", pg_dsn)
+        a.run("remember", "synced by the timer")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and remote_count_safe(pg_dsn) < 1:
+            time.sleep(0.2)
+        assert remote_count_safe(pg_dsn) == 1
+        assert a.json("daemon", "status")["sync"]["interval_s"] == 1.0
+
+
+def remote_count_safe(dsn: str) -> int:
+    try:
+        return remote_count(dsn)
+    except Exception:  # the schema is not there yet
+        return 0
+
+
+# -- server-side search ----------------------------------------------------------------------
+
+def test_recall_remote_with_pgvector(pgvector_base: str) -> None:
+    with fresh_database(pgvector_base) as dsn, devices(2) as (a, b):
+        for d in (a, b):
+            d.run("remote", "add", "pg", dsn)
+        a.run("remember", "--user", "alice", "alice prefers green tea in the morning")
+        a.run("remember", "--user", "bob", "bob prefers black tea with milk")
+        gone = a.run("remember", "--user", "alice", "alice drinks tea from a blue mug"
+                     ).out.strip()
+        a.run("remember", "--agent", "coder", "--scope", "agent", "tea breaks every 2 hours")
+        assert a.json("sync")["results"][0]["searchable"] is True
+        a.run("forget", gone)
+        a.run("sync")
+        res = b.json("recall", "--remote", "pg", "--user", "alice", "--agent", "coder", "tea")
+        contents = [r["content"] for r in res["results"]]
+        assert "alice prefers green tea in the morning" in contents
+        assert "tea breaks every 2 hours" in contents
+        assert not any("bob" in c for c in contents)
+        assert not any("blue mug" in c for c in contents)
+        only_agent = b.json("recall", "--remote", "pg", "--user", "alice", "--agent", "coder",
+                            "--scope", "agent", "tea")
+        assert [r["content"] for r in only_agent["results"]] == ["tea breaks every 2 hours"]
+        bob = b.json("recall", "--remote", "pg", "--user", "bob", "tea")["results"]
+        assert [r["content"] for r in bob] == ["bob prefers black tea with milk"]
+
+
+def test_recall_remote_without_pgvector_says_so(pg_dsn: str) -> None:
+    with devices(1) as (a,):
+        a.run("remote", "add", "pg", pg_dsn)
+        a.run("remember", "tea")
+        a.run("sync")
+        r = a.run("recall", "--remote", "pg", "tea", check=False)
+        assert r.code == 1 and "pgvector" in r.err
