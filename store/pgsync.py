@@ -341,8 +341,8 @@ def push(conn: Any, rows: list[tuple[Any, ...]], device_id: str, searchable: boo
                 "ON CONFLICT (op_id) DO NOTHING", (device_id,))
             inserted = max(cur.rowcount, 0)
             if searchable:
-                conn.execute(_UPSERT_COPY.replace(
-                    "{src}", "(SELECT memory_id, hlc, payload::jsonb AS payload FROM db0_stage) st"))
+                conn.execute(_UPSERT_COPY.replace("{src}", "(SELECT memory_id, hlc, "
+                                                  "payload::jsonb AS payload FROM db0_stage) st"))
         return inserted
     except psycopg.Error as e:
         raise classify(e, "push") from None

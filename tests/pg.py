@@ -35,7 +35,7 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 def _ready(host: str, port: int = 5432) -> bool:
     return subprocess.run(["pg_isready", "-q", "-h", host, "-p", str(port)],
-                          capture_output=True).returncode == 0
+                          capture_output=True, check=False).returncode == 0
 
 
 def ensure_cluster() -> str:
@@ -43,17 +43,18 @@ def ensure_cluster() -> str:
     if shutil.which("pg_ctlcluster") is None:
         pytest.skip("no PostgreSQL on this machine (pg_ctlcluster not found)")
     if not _ready(SOCKET_DIR):
-        subprocess.run(["pg_ctlcluster", "15", "main", "start"], capture_output=True)
+        subprocess.run(["pg_ctlcluster", "15", "main", "start"], capture_output=True,
+                       check=False)
         deadline = time.monotonic() + 30
         while not _ready(SOCKET_DIR) and time.monotonic() < deadline:
             time.sleep(0.2)
     user = getpass.getuser()
     probe = subprocess.run(_as_postgres(["psql", "-h", SOCKET_DIR, "-tAc",
                                          f"SELECT 1 FROM pg_roles WHERE rolname='{user}'"]),
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
     if probe.stdout.strip() != "1":
         subprocess.run(_as_postgres(["createuser", "-h", SOCKET_DIR, "-s", user]),
-                       capture_output=True)
+                       capture_output=True, check=False)
     return f"postgresql:///postgres?host={SOCKET_DIR}"
 
 
@@ -117,7 +118,7 @@ class PrivatePg:
 
     def stop(self) -> None:
         subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast",
-                                     "-w", "stop"]), capture_output=True)
+                                     "-w", "stop"]), capture_output=True, check=False)
 
     def cleanup(self) -> None:
         self.stop()

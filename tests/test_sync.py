@@ -1,6 +1,7 @@
 """Sync through a real Postgres: remotes, convergence of several devices under random
 interleavings, killed connections, a server stopped and restarted, a newer remote schema,
 auto-sync, and server-side search where pgvector is installed."""
+# ruff: noqa: F811 (the Postgres fixtures are imported from tests/pg.py)
 
 from __future__ import annotations
 
