@@ -2,7 +2,8 @@
 
 User text never reaches FTS5's query syntax: it is split into words and each word is quoted,
 so `C++ "quotes AND OR NEAR( *` is a search for those words, not a syntax error.
-Later layers (vectors, fusion, reranking) add candidates and score parts to the same results.
+Hybrid: BM25 and vector neighbours (store/vectors.py) fused by rank, weighted by recency and
+scope; later layers (reranking, context) add candidates and score parts to the same results.
 """
 
 from __future__ import annotations
@@ -100,17 +101,110 @@ def load(store: Store, rids: list[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
+# -- hybrid ranking ---------------------------------------------------------------------------
+# Each retriever gives an ordered candidate list; `fuse` combines them by rank (reciprocal rank
+# fusion), then `final_score` weights the fused score by recency and scope. Every number that
+# went into a result is in its `score_parts`, so later layers (rerankers, neighbour context,
+# query rewriting) add a retriever or a part and a weight here, not a new pipeline.
+
+RRF_K = 60                # rank-fusion constant: 1 / (RRF_K + rank)
+POOL = 50                 # at least this many candidates per retriever
+RECENCY_HALF_LIFE_DAYS = 30.0
+RECENCY_WEIGHT = 0.1      # at most +10% for a memory made just now
+SCOPE_WEIGHTS = {"task": 1.15, "session": 1.10, "agent": 1.05, "user": 1.0}
+
+
+@dataclass
+class QueryVector:
+    """The query embedded by the daemon with the model whose stored vectors it searches."""
+    model_id: int
+    vector: Any                   # numpy float32 array, L2-normalised
+    index: Any = None             # store.vectors.VectorIndex for that model, when loaded
+
+
+def vector_candidates(store: Store, ctx: Context, qv: QueryVector, filters: Filters,
+                      limit: int) -> list[tuple[int, float]]:
+    """(rid, cosine distance, lower is better) of the nearest memories that pass the filters."""
+    from db0.store import vectors
+
+    where, args = filters.sql(ctx)
+    if qv.index is None:
+        return vectors.sql_neighbours(store, qv.model_id, qv.vector, where, args, n=limit)
+    # The index knows nothing of scopes and filters: take more than needed, keep those that
+    # pass; when too few pass (narrow filters), search exactly the rows the filters allow.
+    over = qv.index.search(qv.vector, max(4 * limit, 200))
+    if not over:
+        return []
+    ok = _passing(store, where, args, [r for r, _ in over])
+    kept = [(r, d) for r, d in over if r in ok]
+    if len(kept) >= limit or len(over) >= len(qv.index):
+        return kept[:limit]
+    allowed = [int(r) for (r,) in store.conn.execute(
+        f"SELECT m.rid FROM memories m WHERE {where}", args)]
+    return list(qv.index.search(qv.vector, limit, allowed=allowed))
+
+
+def _passing(store: Store, where: str, args: list[Any], rids: list[int]) -> set[int]:
+    out: set[int] = set()
+    for i in range(0, len(rids), 500):
+        chunk = rids[i:i + 500]
+        out.update(int(r) for (r,) in store.conn.execute(
+            f"SELECT m.rid FROM memories m WHERE m.rid IN ({','.join('?' * len(chunk))}) "
+            f"AND {where}", [*chunk, *args]))
+    return out
+
+
+def fuse(ranked: dict[str, list[tuple[int, float]]], weights: dict[str, float] | None = None,
+         ) -> dict[int, dict[str, Any]]:
+    """Reciprocal rank fusion of named candidate lists: rid -> score parts with `fused`."""
+    weights = weights or {}
+    out: dict[int, dict[str, Any]] = {}
+    for name, hits in ranked.items():
+        w = weights.get(name, 1.0)
+        for rank, (rid, value) in enumerate(hits, 1):
+            parts = out.setdefault(rid, {"fused": 0.0})
+            parts[name] = round(value, 6)
+            parts[f"{name}_rank"] = rank
+            parts["fused"] += w / (RRF_K + rank)
+    return out
+
+
+def final_score(parts: dict[str, Any], state: dict[str, Any], now: float) -> float:
+    """Fused relevance weighted by recency (exponential decay) and scope; fills `parts`."""
+    age_days = max(0.0, now - float(state["created_ts"])) / 86400
+    recency = 0.5 ** (age_days / RECENCY_HALF_LIFE_DAYS)
+    scope_w = SCOPE_WEIGHTS.get(state["scope"], 1.0)
+    parts["recency"] = round(recency, 6)
+    parts["scope_weight"] = scope_w
+    score = parts["fused"] * scope_w * (1 - RECENCY_WEIGHT + RECENCY_WEIGHT * recency)
+    parts["fused"] = round(parts["fused"], 6)
+    return score
+
+
 def recall(store: Store, ctx: Context, query: str, k: int = 10,
-           filters: Filters | None = None) -> list[dict[str, Any]]:
+           filters: Filters | None = None, *, qvec: QueryVector | None = None,
+           ) -> list[dict[str, Any]]:
+    """Best `k` memories for `query`: BM25 and (with `qvec`) vector neighbours, fused by rank,
+    weighted by recency and scope. The same filters apply to both retrievers, so a memory still
+    waiting for its embedding is found by keyword alone."""
     filters = filters or Filters()
-    started = time.perf_counter()
-    hits = keyword_candidates(store, ctx, query, filters, k)
-    states = load(store, [rid for rid, _ in hits])
+    pool = max(POOL, 2 * k)
+    ranked: dict[str, list[tuple[int, float]]] = {
+        "bm25": keyword_candidates(store, ctx, query, filters, pool)}
+    if qvec is not None:
+        ranked["vector"] = vector_candidates(store, ctx, qvec, filters, pool)
+    parts_by_rid = fuse(ranked)
+    states = load(store, list(parts_by_rid))
+    now = time.time()
+    scored = sorted(((final_score(parts, states[rid], now), rid)
+                     for rid, parts in parts_by_rid.items() if rid in states), reverse=True)
     results = []
-    for rank, (rid, score) in enumerate(hits, 1):
+    for score, rid in scored[:k]:
         item = to_public(states[rid])
         item["score"] = round(score, 6)
-        item["score_parts"] = {"bm25": round(score, 6), "bm25_rank": rank}
+        parts = parts_by_rid[rid]
+        if "vector" in parts:
+            parts["vector_distance"] = parts.pop("vector")
+        item["score_parts"] = parts
         results.append(item)
-    del started
     return results
