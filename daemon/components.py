@@ -16,3 +16,4 @@ def install(srv: Server) -> None:
     """Create the components, in start order (they stop in reverse)."""
     # Each feature adds its component here, one line each.
     __import__("db0.daemon.syncer", fromlist=["install"]).install(srv)
+    __import__("db0.daemon.embedding", fromlist=["install"]).install(srv)

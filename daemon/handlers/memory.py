@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon.handlers import rpc
@@ -89,8 +90,18 @@ def recall(srv: Server, req: Request) -> dict[str, Any]:
     if not isinstance(query, str) or not query.strip():
         raise InvalidError("the query is empty", "give words to search for")
     filters = search.Filters.from_params(req.params)
+    k = _k(req)
+    started = time.perf_counter()
+    embedder = srv.components.get("embedder")
+    qvec = embedder.query_vector(query) if embedder is not None else None
     with srv.reader() as store:
-        return {"results": search.recall(store, req.ctx, query, _k(req), filters)}
+        out: dict[str, Any] = {"results": search.recall(store, req.ctx, query, k, filters,
+                                                        qvec=qvec)}
+    out["took_ms"] = round((time.perf_counter() - started) * 1000, 3)  # query embedding too
+    notices = embedder.notices() if embedder is not None else []
+    if notices:
+        out["notices"] = notices
+    return out
 
 
 @rpc("memory.get")

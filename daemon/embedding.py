@@ -1,0 +1,391 @@
+"""The embedder component: one thread that gives every memory a vector from the current model.
+
+The queue is the database itself: memories without an up-to-date vector for the target model
+(store/vectors.py). Commits only hint which ids to look at first, and a scan of the table (at
+start, after a model change, after writes that name no ids, and once a minute when idle) finds
+the rest, so a crash or `kill -9` loses nothing: the next start resumes where the rows say.
+What is waiting is taken in batches, texts already embedded by this model (same content hash)
+are copied, not embedded again, and the vectors are written through the one writer.
+
+Two models can be loaded at once. `target` is the registry's current model: vectors are made
+with it. `active` is the model whose vectors recall searches: the target once every memory has
+its vector, until then the previous model (recorded in `meta.embedding_active`), so a switch
+never degrades search to a half-built index; memories made during a switch are found by keyword
+until it completes. With no model installed, recall is keyword-only and says so once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from db0.daemon.protocol import Db0Error
+from db0.store import db as dbmod
+
+if TYPE_CHECKING:
+    from db0.daemon.server import Server
+
+log = logging.getLogger("db0.embed")
+ACTIVE_KEY = "embedding_active"
+NO_MODEL_NOTICE = "no embedding model: run db0 model install"
+MAX_CHARS = 8000          # longer texts are cut before tokenizing (the model sees 512 tokens)
+RESCAN_S = 60.0
+
+
+@dataclass
+class Loaded:
+    name: str
+    sha256: str
+    path: Path
+    dim: int
+    model_id: int
+    embedder: Any             # batch embedding (the embedder thread only)
+    query: Any                # query embedding (request threads, under qlock)
+    index: Any                # store.vectors.VectorIndex
+    qlock: threading.Lock
+
+
+class EmbeddingService:
+    def __init__(self, srv: Server) -> None:
+        self.srv = srv
+        self.batch = 64
+        self.threads = 2
+        self.target: Loaded | None = None
+        self.active: Loaded | None = None
+        self.state = "starting"
+        self.error: str | None = None
+        self.embedded = 0                 # vectors made since start (for rates)
+        self.copied = 0                   # vectors reused from the content-hash cache
+        self._notice_given = False
+        self._hints: list[str] = []
+        self._scan = True
+        self._cursor: int | None = None
+        self._reload = True
+        self._guard = threading.Lock()
+        self._cond = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.apply_config(srv.config)
+
+    # -- component protocol ------------------------------------------------------------------
+
+    def apply_config(self, cfg: dict[str, Any]) -> None:
+        embed = cfg.get("embed") or {}
+        try:
+            self.threads = max(1, int(embed.get("threads") or 2))
+            self.batch = max(1, min(512, int(embed.get("batch") or 64)))
+        except (TypeError, ValueError):
+            log.error("config: [embed] threads and batch must be whole numbers")
+
+    def start(self) -> None:
+        assert self.srv.writer is not None
+        self.srv.writer.after_commit.append(self._on_commit)
+        self._thread = threading.Thread(target=self._run, name="db0-embed", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        with self._cond:
+            self._cond.notify_all()
+
+    def status(self) -> dict[str, Any]:
+        t, a = self.target, self.active
+        out: dict[str, Any] = {
+            "state": self.state, "model": t.name if t else None, "dim": t.dim if t else None,
+            "pending": self.pending() if t else None,
+            "searching_with": a.name if a else None,
+            "embedded": self.embedded, "reused": self.copied,
+        }
+        if t is not None and a is not None and a.model_id != t.model_id:
+            out["switch"] = self.progress()
+        if self.error:
+            out["error"] = self.error
+        return out
+
+    # -- what request handlers use -----------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the registry's current model (after install or `model use`)."""
+        with self._guard:
+            self._reload = True
+        self._wake.set()
+
+    def pending(self) -> int:
+        t = self.target
+        if t is None:
+            return 0
+        from db0.store import vectors
+
+        with self.srv.reader() as store:
+            return vectors.pending_count(store, t.model_id)
+
+    def progress(self) -> dict[str, Any]:
+        """How far the target model is: memories with its vectors out of all."""
+        t = self.target
+        from db0.store import vectors
+
+        with self.srv.reader() as store:
+            total = int(store.conn.execute(
+                "SELECT count(*) FROM memories WHERE forgotten_ts IS NULL").fetchone()[0])
+            left = vectors.pending_count(store, t.model_id) if t else total
+        return {"model": t.name if t else None, "done": total - left, "total": total,
+                "from": self.active.name if self.active else None,
+                "complete": t is not None and left == 0 and self.active is t}
+
+    def notices(self) -> list[str]:
+        """A one-time notice when recall runs without a model."""
+        if self.active is None and self.state == "no model" and not self._notice_given:
+            self._notice_given = True
+            return [NO_MODEL_NOTICE]
+        return []
+
+    def query_vector(self, text: str) -> Any:
+        """The query embedded by the active model, as a store.search.QueryVector, or None."""
+        a = self.active
+        if a is None:
+            return None
+        import numpy as np
+        from db0.store.search import QueryVector
+
+        with a.qlock:
+            vec = a.query.embed([text[:MAX_CHARS]])[0]
+        return QueryVector(a.model_id, np.asarray(vec, dtype=np.float32), a.index)
+
+    def embed_texts(self, texts: list[str]) -> tuple[str, list[list[float]]]:
+        """Embed texts with the active model (for other features: near-duplicates, rerank)."""
+        a = self.active
+        if a is None:
+            raise Db0Error("no_model", "no embedding model is loaded", "run: db0 model install")
+        with a.qlock:
+            return a.name, a.query.embed([t[:MAX_CHARS] for t in texts])
+
+    def wait_for(self, ids: list[str], timeout: float) -> None:
+        """Block until these memories have vectors from the target model (or time runs out)."""
+        from db0.store import vectors
+
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._guard:
+                loading = self._reload
+            t = self.target
+            if t is None and not loading:
+                return  # no model: nothing will ever be embedded, keyword search has them
+            if t is not None:
+                with self.srv.reader() as store:
+                    if not vectors.pending_of(store, t.model_id, ids):
+                        return
+                with self._guard:
+                    self._hints.extend(ids)
+                self._wake.set()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Db0Error("timeout", f"embedding not done after {timeout:g}s",
+                               "it continues in the background; see db0 daemon status")
+            if self._stop.is_set():
+                raise Db0Error("shutting_down", "the daemon is shutting down", "try again")
+            with self._cond:
+                self._cond.wait(min(left, 0.5))
+
+    # -- the thread --------------------------------------------------------------------------
+
+    def _on_commit(self, result: Any) -> None:
+        if not isinstance(result, dict):
+            return  # our own vector writes, and jobs that return nothing
+        ids = result.get("ids")
+        if ids is None and isinstance(result.get("id"), str):
+            ids = [result["id"]]
+        with self._guard:
+            if isinstance(ids, list):
+                self._hints.extend(str(i) for i in ids)
+            else:
+                self._scan = True  # a write that names no ids (sync, say): look at everything
+        self._wake.set()
+
+    def _run(self) -> None:
+        last_scan = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                with self._guard:
+                    reload, self._reload = self._reload, False
+                if reload:
+                    self._load()
+                if self.target is None:
+                    self._idle(None)
+                    continue
+                if self._step():
+                    last_scan = time.monotonic()
+                    continue
+                self._promote_if_done()
+                self._idle(max(1.0, RESCAN_S - (time.monotonic() - last_scan)))
+                if time.monotonic() - last_scan >= RESCAN_S:
+                    with self._guard:
+                        self._scan = True
+                    last_scan = time.monotonic()
+            except Exception as e:
+                if self._stop.is_set():
+                    return
+                log.exception("embedder: %s", e)
+                self.error = f"{type(e).__name__}: {e}"
+                self._stop.wait(5.0)
+
+    def _idle(self, timeout: float | None) -> None:
+        if self.target is not None:
+            self.state = "ready" if self.active is self.target else "switching"
+        with self._cond:
+            self._cond.notify_all()
+        self._wake.wait(timeout if timeout is not None else 3600)
+        self._wake.clear()
+
+    def _step(self) -> bool:
+        """Embed one batch of what waits; False when nothing does."""
+        from db0.store import vectors
+
+        t = self.target
+        assert t is not None
+        with self._guard:
+            hints, self._hints = self._hints[:4 * self.batch], self._hints[4 * self.batch:]
+            scan = self._scan
+        rows: list[tuple[int, str, str]] = []
+        with self.srv.reader() as store:
+            if hints:
+                rows = vectors.pending_of(store, t.model_id, hints)
+            if not rows and scan:
+                rows = vectors.pending_batch(store, t.model_id, self.batch, self._cursor)
+                if rows:
+                    self._cursor = rows[-1][0]
+                else:
+                    with self._guard:
+                        self._scan = False
+                    self._cursor = None
+        if not rows:
+            with self._guard:
+                more = bool(self._hints) or self._scan
+            return more
+        self.state = "embedding" if self.active is t else "switching"
+        for i in range(0, len(rows), self.batch):
+            if self._stop.is_set():
+                return True
+            self._embed(t, rows[i:i + self.batch])
+        return True
+
+    def _embed(self, t: Loaded, rows: list[tuple[int, str, str]]) -> None:
+        import numpy as np
+        from db0.store import vectors
+
+        with self.srv.reader() as store:
+            have = vectors.cached(store, t.model_id, [h for _, _, h in rows])
+        todo: dict[str, str] = {}
+        for _, content, h in rows:
+            if h not in have:
+                todo.setdefault(h, content[:MAX_CHARS])
+        if todo:
+            made = t.embedder.embed(list(todo.values()))
+            for h, vec in zip(todo, made, strict=True):
+                have[h] = vectors.to_blob(vec)
+        out = [(rid, h, have[h]) for rid, _, h in rows]
+        self.srv.write(lambda s: vectors.put(s, t.model_id, out))
+        t.index.add([rid for rid, _, _ in out], np.frombuffer(
+            b"".join(b for _, _, b in out), dtype="<f4").reshape(len(out), t.dim))
+        self.embedded += len(todo)
+        self.copied += len(rows) - len(todo)
+        with self._cond:
+            self._cond.notify_all()
+
+    def _promote_if_done(self) -> None:
+        t, a = self.target, self.active
+        if t is None or a is t:
+            return
+        from db0.store import vectors
+
+        with self.srv.reader() as store:
+            if vectors.pending_count(store, t.model_id):
+                with self._guard:
+                    self._scan = True
+                return
+        self.srv.write(lambda s: dbmod.meta_set(s.conn, ACTIVE_KEY, str(t.model_id)))
+        log.info("embedding model %s is ready; recall now uses it (was %s)", t.name,
+                 a.name if a else None)
+        self.active = t
+        self.state = "ready"
+
+    # -- models ------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Load the registry's current model as target, and the model search uses as active."""
+        from db0.daemon import models
+
+        self.state = "loading"
+        self.error = None
+        mdir = self.srv.paths.models_dir
+        info = models.current(mdir)
+        if info is None:
+            self.target = self.active = None
+            self.state = "no model"
+            log.info("no embedding model installed; recall is keyword-only")
+            return
+        if self.target is None or self.target.path != Path(info.path) or \
+                self.target.sha256 != _sha(info):
+            self.target = self._open(info)
+        t = self.target
+        with self.srv.reader() as store:
+            raw = dbmod.meta_get(store.conn, ACTIVE_KEY)
+        active_id = int(raw) if raw and raw.isdigit() else None
+        if active_id is None or active_id == t.model_id:
+            self.active = t
+        elif self.active is None or self.active.model_id != active_id:
+            self.active = self._open_by_id(active_id) or t
+        if self.active is t and active_id != t.model_id:
+            self.srv.write(lambda s: dbmod.meta_set(s.conn, ACTIVE_KEY, str(t.model_id)))
+        with self._guard:
+            self._scan = True
+        self._cursor = None
+        log.info("embedding with %s (%d dimensions); recall searches %s", t.name, t.dim,
+                 self.active.name)
+
+    def _open_by_id(self, model_id: int) -> Loaded | None:
+        """The previous model, for search during a switch, if its file is still installed."""
+        from db0.daemon import models
+
+        with self.srv.reader() as store:
+            row = store.conn.execute("SELECT name, sha256 FROM embed_models WHERE model_id=?",
+                                     (model_id,)).fetchone()
+        if row is None:
+            return None
+        for info in models.list_models(self.srv.paths.models_dir):
+            if info.name == row[0] and _sha(info) == row[1]:
+                try:
+                    return self._open(info)
+                except Exception:
+                    log.exception("could not load the previous model %s", info.name)
+        return None
+
+    def _open(self, info: Any) -> Loaded:
+        from db0.daemon.embedder import Embedder
+        from db0.store import vectors
+
+        path = Path(info.path)
+        emb = Embedder(str(path), self.threads)
+        query = Embedder(str(path), self.threads)
+        name, sha, dim = str(info.name), _sha(info), int(emb.dim)
+        mid = self.srv.write(lambda s: vectors.model_id(s, name, sha, dim))
+        with self.srv.reader() as store:
+            index = vectors.VectorIndex.load(store, mid, dim)
+        log.info("loaded embedding model %s from %s (%d vectors in the index)", name, path,
+                 len(index))
+        return Loaded(name, sha, path, dim, mid, emb, query, index, threading.Lock())
+
+
+def _sha(info: Any) -> str:
+    return str(getattr(info, "sha256", "") or "")
+
+
+def install(srv: Server) -> None:
+    srv.components["embedder"] = EmbeddingService(srv)

@@ -1,0 +1,201 @@
+"""Embeddings through the real daemon and the real model: hybrid recall, pending work that
+survives kill -9, `--wait`, and switching models (re-embedding in the background, with search
+working throughout, across a restart).
+
+The default model is converted once per test session (`db0 model install` in a scratch home)
+and its models folder copied into each test's DB0_HOME; the second model for switching is the
+same checkpoint converted under another name (`db0 model install --from DIR --name ...`), so
+its vectors are new rows made by a different model id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Db0, _wait_dead
+
+pytestmark = pytest.mark.slow
+
+FACTS = [
+    "My flight to Tokyo departs Friday morning",
+    "Grandma's apple pie recipe needs cinnamon and nutmeg",
+    "Quarterly revenue grew by twelve percent",
+    "The dentist appointment got moved to next Tuesday",
+    "Kubernetes pods keep crashing because memory limits are too low",
+    "Our golden retriever loves swimming in lakes",
+]
+# Shares no word with its fact (FACTS[0]), nor with any other fact.
+PARAPHRASE = "which day does my airplane trip toward Japan leave"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Iterator[Path]:
+    """A models folder with the default model installed, built once per session."""
+    with tempfile.TemporaryDirectory(prefix="db0m", dir="/tmp") as d:
+        db = Db0(Path(d))
+        try:
+            db.run("model", "install", timeout=900)
+        finally:
+            db.stop()
+        yield Path(d) / "data" / "models"
+
+
+@pytest.fixture
+def mdb0(db0: Db0, models_dir: Path) -> Db0:
+    """A db0 whose home starts with the default model installed (no daemon running yet)."""
+    shutil.copytree(models_dir, db0.home / "data" / "models")
+    return db0
+
+
+def status(db: Db0) -> dict[str, Any]:
+    st: dict[str, Any] = db.json("daemon", "status")["embedder"]
+    return st
+
+
+def wait_until(fn: Any, timeout: float = 300, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def import_lines(db: Db0, n: int, tag: str) -> list[str]:
+    data = "".join(json.dumps({"content": f"filler note {tag} {i}: item {i * 7919 % 10007} "
+                               f"of batch {tag}"}) + "\n" for i in range(n))
+    res = db.json("import", "-", input=data)
+    return list(res.get("ids") or [])
+
+
+def test_paraphrase_sharing_no_word_is_found_first(mdb0: Db0) -> None:
+    for fact in FACTS:
+        mdb0.run("remember", "--wait", fact)
+    words = set(PARAPHRASE.lower().split())
+    assert all(not words & set(f.lower().split()) for f in FACTS)
+    res = mdb0.json("recall", PARAPHRASE, "-k", "3")
+    top = res["results"][0]
+    assert top["content"] == FACTS[0]
+    parts = top["score_parts"]
+    assert parts["vector_rank"] == 1 and "bm25" not in parts
+    assert 0 <= parts["vector_distance"] < 1
+    for key in ("fused", "recency", "scope_weight"):
+        assert key in parts
+    st = status(mdb0)
+    assert st["model"] and st["dim"] == 384 and st["pending"] == 0
+    doctor = mdb0.json("doctor")
+    assert doctor["daemon"]["embedder"]["dim"] == 384
+
+
+def test_remember_wait_then_recall_and_filters_apply_to_vectors(mdb0: Db0) -> None:
+    mid = mdb0.run("remember", "--wait", "--tag", "travel", FACTS[0]).out.strip()
+    mdb0.run("remember", "--wait", "--scope", "agent", "--agent", "planner",
+             "Booked a plane ticket to Osaka for the spring holiday")
+    assert status(mdb0)["pending"] == 0
+    res = mdb0.json("recall", PARAPHRASE, "--tag", "travel")["results"]
+    assert [r["id"] for r in res] == [mid]
+    # The agent-scope memory is near in meaning but not visible to the default agent.
+    res = mdb0.json("recall", PARAPHRASE)["results"]
+    assert "Osaka" not in " ".join(r["content"] for r in res)
+    res = mdb0.json("recall", PARAPHRASE, "--agent", "planner", "--scope", "agent")["results"]
+    assert res and "Osaka" in res[0]["content"] and "vector_rank" in res[0]["score_parts"]
+
+
+def test_no_model_keyword_only_with_one_notice(db0: Db0) -> None:
+    db0.run("remember", FACTS[0])
+    first = db0.run("recall", "flight", "Tokyo")
+    assert FACTS[0] in first.out and "db0 model install" in first.err
+    again = db0.run("recall", "flight")
+    assert "db0 model install" not in again.err
+    assert status(db0)["state"] == "no model"
+
+
+def test_kill9_with_pending_resumes_and_pending_is_found_by_keyword(mdb0: Db0) -> None:
+    mdb0.run("remember", "The zanzibar keyword marks the oldest memory")
+    import_lines(mdb0, 1500, "k9")
+    pid = mdb0.daemon_pid()
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_dead(pid)
+    # Restart: the embedder resumes from the rows (newest first), so the oldest memory waits.
+    mdb0.run("daemon", "start")
+    st = status(mdb0)
+    assert st["pending"] > 0
+    res = mdb0.json("recall", "zanzibar")["results"]
+    assert res and "zanzibar" in res[0]["content"]
+    assert "bm25_rank" in res[0]["score_parts"]
+    wait_until(lambda: status(mdb0)["pending"] == 0, 600, "embedding to finish")
+    res = mdb0.json("recall", "zanzibar")["results"]
+    assert "vector_rank" in res[0]["score_parts"]
+    n = mdb0.json("stats")["memories"]
+    models = mdb0.json("model", "list")["models"]
+    assert [m["vectors"] for m in models if m["current"]] == [n]
+
+
+def _second_model(db: Db0) -> str:
+    from db0.daemon import modelconv
+
+    src = modelconv.default_checkpoint_dir(db.home / "ckpt")
+    db.run("model", "install", "--from", str(src), "--name", "minilm-copy", timeout=900)
+    names = [m["name"] for m in db.json("model", "list")["models"]]
+    assert "minilm-copy" in names and len(names) == 2
+    return "minilm-copy"
+
+
+def test_switching_models_reembeds_everything_and_search_keeps_working(mdb0: Db0) -> None:
+    for fact in FACTS:
+        mdb0.run("remember", fact)
+    import_lines(mdb0, 1200, "sw")
+    wait_until(lambda: status(mdb0)["pending"] == 0, 600, "first embedding")
+    old = status(mdb0)["model"]
+    new = _second_model(mdb0)
+    assert status(mdb0)["model"] == old  # installing a second model does not switch
+    mdb0.run("model", "use", new, "--no-wait")
+    st = status(mdb0)
+    assert st["model"] == new and st["searching_with"] == old
+    assert st["switch"]["done"] < st["switch"]["total"]
+    # During the switch recall uses the old model's complete vectors.
+    res = mdb0.json("recall", PARAPHRASE)["results"]
+    assert res[0]["content"] == FACTS[0] and "vector_rank" in res[0]["score_parts"]
+    done = mdb0.json("model", "use", new)  # waits (a bar on a terminal) until complete
+    assert done["status"]["progress"]["complete"]
+    st = status(mdb0)
+    assert st["searching_with"] == new and st["pending"] == 0 and "switch" not in st
+    n = mdb0.json("stats")["memories"]
+    by_name = {m["name"]: m for m in mdb0.json("model", "list")["models"]}
+    assert by_name[new]["vectors"] == n and by_name[new]["current"]
+    res = mdb0.json("recall", PARAPHRASE)["results"]
+    assert res[0]["content"] == FACTS[0]
+
+
+def test_restart_mid_reembed_finishes_the_job(mdb0: Db0) -> None:
+    mdb0.run("remember", FACTS[0])
+    import_lines(mdb0, 1500, "rs")
+    wait_until(lambda: status(mdb0)["pending"] == 0, 600, "first embedding")
+    old = status(mdb0)["model"]
+    new = _second_model(mdb0)
+    mdb0.run("model", "use", new, "--no-wait")
+    wait_until(lambda: status(mdb0)["switch"]["done"] > 50, 300, "some progress")
+    pid = mdb0.daemon_pid()
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_dead(pid)
+    mdb0.run("daemon", "start")
+    st = status(mdb0)
+    assert st["model"] == new and st["searching_with"] == old
+    assert 0 < st["switch"]["done"] < st["switch"]["total"]
+    res = mdb0.json("recall", PARAPHRASE)["results"]
+    assert res[0]["content"] == FACTS[0]
+    wait_until(lambda: status(mdb0).get("searching_with") == new, 600, "the switch")
+    assert status(mdb0)["pending"] == 0
