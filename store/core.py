@@ -128,6 +128,48 @@ def apply_remote_state(store: Store, state: dict[str, Any], kind: str, op_id: st
     return changed
 
 
+def apply_remote_states(store: Store, ops: list[tuple[dict[str, Any], str, str, str, str]]
+                        ) -> list[str]:
+    """`apply_remote_state` for a batch of (state, kind, op_id, hlc, device_id), with the same
+    outcome as applying them one by one, in a few set-wise statements (sync pulls thousands).
+    Returns the ids of the memories whose state changed."""
+    conn = store.conn
+    seen: set[str] = set()
+    ids: set[str] = set()
+    for i in range(0, len(ops), 500):
+        chunk = ops[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        seen.update(r[0] for r in conn.execute(
+            f"SELECT op_id FROM ops WHERE op_id IN ({marks})", [o[2] for o in chunk]))
+        ids.update(o[0]["id"] for o in chunk)
+    current: dict[str, str] = {}
+    id_list = list(ids)
+    for i in range(0, len(id_list), 500):
+        chunk_ids = id_list[i:i + 500]
+        current.update((str(a), str(b)) for a, b in conn.execute(
+            f"SELECT id, hlc FROM memories WHERE id IN ({','.join('?' * len(chunk_ids))})",
+            chunk_ids))
+    newest: dict[str, dict[str, Any]] = {}
+    log: list[tuple[Any, ...]] = []
+    now = time.time()
+    for state, kind, op_id, hlc, device_id in ops:
+        if op_id in seen:
+            continue
+        seen.add(op_id)
+        store.clock.observe(hlc)
+        if state["id"] not in current or current[state["id"]] < hlc:
+            current[state["id"]] = hlc
+            newest[state["id"]] = {**state, "hlc": hlc, "device_id": device_id}
+        log.append((op_id, hlc, device_id, kind, state["id"],
+                    json.dumps({"state": state}, ensure_ascii=False, separators=(",", ":")),
+                    now))
+    for state in newest.values():
+        _upsert(conn, state)
+    conn.executemany("INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, payload, "
+                     "created_ts) VALUES (?, ?, ?, ?, ?, ?, ?)", log)
+    return list(newest)
+
+
 def state_of(conn: apsw.Connection, memory_id: str) -> dict[str, Any] | None:
     cur = conn.execute(f"SELECT {', '.join(STATE_COLUMNS)} FROM memories WHERE id=?",
                        (memory_id,))

@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from db0.store.core import Store, apply_remote_state
+from db0.store.core import Store, apply_remote_states
 from db0.store.errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -287,13 +287,11 @@ def mark_pushed(store: Store, remote: str, mark: int, sent: int) -> None:
 def apply_pulled(store: Store, remote: str, rows: list[tuple[Any, ...]], cursor: int
                  ) -> list[str]:
     """Writer job: apply pulled ops (last writer wins) and move the cursor, all or nothing."""
-    changed = []
-    for _seq, op_id, hlc, device_id, kind, payload in rows:
-        state = (json.loads(payload) if isinstance(payload, str) else payload)["state"]
-        if apply_remote_state(store, state, kind, op_id, hlc, device_id):
-            changed.append(state["id"])
-        store.conn.execute("INSERT OR IGNORE INTO sync_origin(op_id, remote) VALUES (?, ?)",
-                           (op_id, remote))
+    ops = [((json.loads(payload) if isinstance(payload, str) else payload)["state"], kind,
+            op_id, hlc, device_id) for _seq, op_id, hlc, device_id, kind, payload in rows]
+    changed = apply_remote_states(store, ops)
+    store.conn.executemany("INSERT OR IGNORE INTO sync_origin(op_id, remote) VALUES (?, ?)",
+                           [(r[1], remote) for r in rows])
     store.conn.execute("UPDATE sync_state SET pulled_seq=max(pulled_seq, ?), "
                        "pulled_total=pulled_total+? WHERE remote=?", (cursor, len(rows), remote))
     return changed
