@@ -25,8 +25,9 @@ from pathlib import Path
 
 DB0 = str(Path(sys.executable).with_name("db0"))
 BASE = "postgresql:///postgres?host=/var/run/postgresql"
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
-         "november oscar papa quebec romeo sierra tango uniform victor whiskey").split()
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+         "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
+         "sierra", "tango", "uniform", "victor", "whiskey"]
 
 
 def seed(home: Path, n: int) -> None:

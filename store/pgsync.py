@@ -238,13 +238,19 @@ def local_state(store: Store, remote: str) -> dict[str, Any]:
     return dict(zip(keys, row, strict=True))
 
 
+def _one(conn: Any, sql: str, args: Any = ()) -> Any:
+    row = conn.execute(sql, args).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def pending_count(store: Store, remote: str, scopes: list[str]) -> int:
     """How many local ops a push to `remote` would send."""
     mark = local_state(store, remote)["pushed_seq"]
-    return int(store.conn.execute(
+    return int(_one(store.conn,
         f"SELECT count(*) FROM ops o WHERE o.seq > ? AND json_extract(o.payload, "
         f"'$.state.scope') IN ({_scope_list(scopes)}) AND NOT EXISTS (SELECT 1 FROM "
-        "sync_origin s WHERE s.op_id=o.op_id AND s.remote=?)", (mark, remote)).fetchone()[0])
+        "sync_origin s WHERE s.op_id=o.op_id AND s.remote=?)", (mark, remote)))
 
 
 def read_pending(store: Store, remote: str, scopes: list[str], limit: int
@@ -254,7 +260,7 @@ def read_pending(store: Store, remote: str, scopes: list[str], limit: int
     Ops pulled from this remote are not sent back; ops of scopes not synced are skipped.
     """
     mark = local_state(store, remote)["pushed_seq"]
-    top = int(store.conn.execute("SELECT coalesce(max(seq), 0) FROM ops").fetchone()[0])
+    top = int(_one(store.conn, "SELECT coalesce(max(seq), 0) FROM ops"))
     rows = store.conn.execute(
         "SELECT o.seq, o.op_id, o.hlc, o.device_id, o.kind, o.memory_id, "
         "json_extract(o.payload, '$.state.scope') AS scope, "
@@ -262,7 +268,7 @@ def read_pending(store: Store, remote: str, scopes: list[str], limit: int
         f"WHERE o.seq > ? AND o.seq <= ? AND scope IN ({_scope_list(scopes)}) "
         "AND NOT EXISTS (SELECT 1 FROM sync_origin s WHERE s.op_id=o.op_id AND s.remote=?) "
         "ORDER BY o.seq LIMIT ?", (mark, top, remote, limit)).fetchall()
-    new_mark = int(rows[-1][0]) if len(rows) == limit else top
+    new_mark = int(rows[-1][0]) if len(rows) == limit else top  # type: ignore[arg-type]
     return rows, new_mark
 
 
@@ -337,7 +343,7 @@ def push(conn: Any, rows: list[tuple[Any, ...]], device_id: str, searchable: boo
                 "payload, pushed_by) SELECT op_id, hlc, device_id, kind, memory_id, scope, "
                 "owner, payload::jsonb, %s FROM db0_stage ORDER BY ord "
                 "ON CONFLICT (op_id) DO NOTHING", (device_id,))
-            inserted = max(cur.rowcount, 0)
+            inserted = max(int(cur.rowcount), 0)
             if searchable:
                 conn.execute(_UPSERT_COPY.replace("{src}", "(SELECT memory_id, hlc, "
                                                   "payload::jsonb AS payload FROM db0_stage) st"))
@@ -430,7 +436,11 @@ def run(remote: str, dsn: str, reader: Reader, write: Write, *, scopes: list[str
                 out.pushed += push(conn, rows, device_id, info.searchable)
                 out.sent += len(rows)
             sent = len(rows)
-            write(lambda s, m=mark, n=sent: mark_pushed(s, remote, m, n))
+
+            def marked(s: Store, m: int = mark, n: int = sent) -> None:
+                mark_pushed(s, remote, m, n)
+
+            write(marked)
             if progress:
                 progress("push", out.sent, out.to_push)
             if len(rows) < batch:
@@ -440,7 +450,11 @@ def run(remote: str, dsn: str, reader: Reader, write: Write, *, scopes: list[str
             return out
         while not spent():
             rows, new_cursor = pull(conn, cursor, device_id, scopes, batch)
-            changed = write(lambda s, r=rows, c=new_cursor: apply_pulled(s, remote, r, c))
+            def applied(s: Store, r: list[tuple[Any, ...]] = rows, c: int = new_cursor
+                        ) -> list[str]:
+                return apply_pulled(s, remote, r, c)
+
+            changed = write(applied)
             cursor = new_cursor
             out.pulled += len(rows)
             out.applied += len(changed)

@@ -180,9 +180,10 @@ def resolve(dsn: str, env: Mapping[str, str] | None = None) -> str:
                              f"export {name}=postgresql://… before db0 sync (or before the "
                              "daemon starts, for auto-sync)", code="invalid")
         return env[name]
-    base, name = _strip_password_env(dsn)
-    if name is None:
+    base, var = _strip_password_env(dsn)
+    if var is None:
         return base
+    name = var
     if name not in env:
         raise StoreError(f"the remote's password is in ${name}, which is not set",
                          f"export {name}=… before db0 sync (or before the daemon starts, "

@@ -97,9 +97,9 @@ def sync_run(srv: Server, req: Request) -> dict[str, Any]:
             results.append({"name": n, "error": {"code": e.code, "message": e.message,
                                                   "hint": e.hint}})
     if errors and (name or len(errors) == len(names)):
-        e = errors[0]
-        raise Db0Error(e.code, f"sync with {names[0] if name else 'every remote'} failed: "
-                       f"{e.message}", e.hint)
+        first = errors[0]
+        raise Db0Error(first.code, f"sync with {names[0] if name else 'every remote'} failed: "
+                       f"{first.message}", first.hint)
     return {"results": results, "done": all(r.get("done") for r in results)}
 
 
