@@ -33,6 +33,8 @@ _INSERT = (
     + ", ".join(f"{c}=excluded.{c}" for c in STATE_COLUMNS if c != "id")
     + " RETURNING rid"
 )
+_PLAIN_INSERT = (f"INSERT INTO memories({', '.join(STATE_COLUMNS)}) "
+                 f"VALUES ({', '.join('?' for _ in STATE_COLUMNS)})")
 
 
 @dataclass
@@ -91,11 +93,14 @@ def append_op(store: Store, kind: str, memory_id: str | None, payload: dict[str,
 
 
 def write_state(store: Store, state: dict[str, Any], kind: str,
-                note: dict[str, Any] | None = None) -> int:
-    """Upsert one memory's state, refresh its tags, log the op. Returns the row id."""
+                note: dict[str, Any] | None = None, *, new: bool = False) -> int:
+    """Upsert one memory's state, refresh its tags, log the op. Returns the row id.
+
+    `new` says the id was just made here, so there are no old tags to clear.
+    """
     state["hlc"] = store.clock.now()
     state["device_id"] = store.device_id
-    rid = _upsert(store.conn, state)
+    rid = _upsert(store.conn, state, new=new)
     payload = {"state": state}
     if note:
         payload["note"] = note
@@ -103,9 +108,33 @@ def write_state(store: Store, state: dict[str, Any], kind: str,
     return rid
 
 
-def _upsert(conn: apsw.Connection, state: dict[str, Any]) -> int:
+def insert_states(store: Store, states: list[dict[str, Any]], kind: str) -> None:
+    """Insert new memories and their ops with executemany (the bulk form of write_state)."""
+    if not states:
+        return
+    ops = []
+    for state in states:
+        state["hlc"] = store.clock.now()
+        state["device_id"] = store.device_id
+        ops.append((new_id(), state["hlc"], store.device_id, kind, state["id"],
+                    json.dumps({"state": state}, ensure_ascii=False, separators=(",", ":")),
+                    state["updated_ts"]))
+    conn = store.conn
+    conn.executemany(_PLAIN_INSERT, [[s[c] for c in STATE_COLUMNS] for s in states])
+    conn.executemany("INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, payload, "
+                     "created_ts) VALUES (?, ?, ?, ?, ?, ?, ?)", ops)
+    tagged = {s["id"]: json.loads(s["tags"]) for s in states if s["tags"] != "[]"}
+    if tagged:
+        rids = conn.execute("SELECT id, rid FROM memories WHERE id IN "
+                            "(SELECT value FROM json_each(?))", (json.dumps(list(tagged)),))
+        conn.executemany("INSERT OR IGNORE INTO memory_tags(rid, tag) VALUES (?, ?)",
+                         [(rid, t) for mid, rid in rids for t in tagged[mid]])
+
+
+def _upsert(conn: apsw.Connection, state: dict[str, Any], new: bool = False) -> int:
     rid = int(conn.execute(_INSERT, [state.get(c) for c in STATE_COLUMNS]).fetchone()[0])
-    conn.execute("DELETE FROM memory_tags WHERE rid=?", (rid,))
+    if not new:
+        conn.execute("DELETE FROM memory_tags WHERE rid=?", (rid,))
     tags = json.loads(state["tags"]) if isinstance(state["tags"], str) else state["tags"]
     if tags:
         conn.executemany("INSERT OR IGNORE INTO memory_tags(rid, tag) VALUES (?, ?)",

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from db0.store.context import Context, check_scope, visible_sql
-from db0.store.core import STATE_COLUMNS, Store, state_of, write_state
+from db0.store.core import STATE_COLUMNS, Store, insert_states, state_of, write_state
 from db0.store.errors import InvalidError, NotFoundError
 from db0.store.ids import new_id
 
@@ -131,12 +131,74 @@ def to_public(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _live_match(store: Store, where: str, args: list[Any]) -> dict[str, Any] | None:
+    # At most one live memory matches (duplicates are refused, keys supersede), so no ORDER BY:
+    # its sorter cost ~200 µs a write (measured), most of an import's time.
     cols = ", ".join(STATE_COLUMNS)
     row = store.conn.execute(
         f"SELECT {cols} FROM memories WHERE {where} AND superseded_by IS NULL "
         "AND forgotten_ts IS NULL AND (expires_ts IS NULL OR expires_ts > ?) "
-        "ORDER BY created_ts DESC LIMIT 1", [*args, time.time()]).fetchone()
+        "LIMIT 1", [*args, time.time()]).fetchone()
     return None if row is None else dict(zip(STATE_COLUMNS, row, strict=True))
+
+
+def _new_state(ctx: Context, item: dict[str, Any], scope: str, owner: str, digest: str,
+               now: float) -> dict[str, Any]:
+    created_at, created_ts = item["created_at"] or (now_iso(now), now)
+    ttl = item.get("ttl")
+    return {
+        "id": item.get("id") or new_id(int(now * 1000)),
+        "content": item["content"], "content_hash": digest, "scope": scope, "owner": owner,
+        "user_id": ctx.user, "agent_id": ctx.agent, "session_id": ctx.session,
+        "task_id": ctx.task, "key": item["key"],
+        "metadata": (json.dumps(item["metadata"], ensure_ascii=False, sort_keys=True)
+                     if item["metadata"] else "{}"),
+        "tags": json.dumps(item["tags"], ensure_ascii=False) if item["tags"] else "[]",
+        "pinned": int(item["pinned"]), "created_at": created_at, "created_ts": created_ts,
+        "updated_ts": now, "expires_ts": (now + ttl) if ttl else item.get("expires_ts"),
+        "superseded_by": None, "superseded_ts": None, "supersede_reason": None,
+        "forgotten_ts": None,
+    }
+
+
+def remember_many(store: Store, ctx: Context, items: list[dict[str, Any]],
+                  kind: str = "import") -> list[dict[str, Any]]:
+    """`remember` for a batch, in the caller's transaction, with the same outcome item by item.
+
+    Plain new memories are checked for duplicates with one query and written with
+    executemany; items with a key or an id of their own take `remember`'s path. Measured on
+    2 busy cores: per-item statements cost ~500 µs a memory, this ~50 µs.
+    """
+    now = time.time()
+    prepared = []
+    for item in items:
+        scope = item["scope"]
+        prepared.append((item, scope, ctx.owner(scope), content_hash(item["content"])))
+    live: dict[tuple[str, str, str], tuple[str, str | None]] = {
+        (h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(
+            "SELECT content_hash, scope, owner, id, key FROM memories "
+            "WHERE content_hash IN (SELECT value FROM json_each(?)) AND superseded_by IS NULL "
+            "AND forgotten_ts IS NULL AND (expires_ts IS NULL OR expires_ts > ?)",
+            (json.dumps([p[3] for p in prepared]), now))}
+    results: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+    for item, scope, owner, digest in prepared:
+        found = live.get((digest, scope, owner))
+        if found is not None and (item["key"] is None or found[1] == item["key"]):
+            results.append({"id": found[0], "status": "duplicate", "scope": scope})
+            continue
+        if item["key"] or item.get("id"):
+            insert_states(store, pending, kind)  # so its checks see what came before it
+            pending = []
+            res = remember(store, ctx, item, kind=kind)
+            live[(digest, scope, owner)] = (res["id"], item["key"])
+            results.append(res)
+            continue
+        state = _new_state(ctx, item, scope, owner, digest, now)
+        pending.append(state)
+        live[(digest, scope, owner)] = (state["id"], None)
+        results.append({"id": state["id"], "status": "stored", "scope": scope})
+    insert_states(store, pending, kind)
+    return results
 
 
 def remember(store: Store, ctx: Context, item: dict[str, Any], *,
@@ -157,23 +219,10 @@ def remember(store: Store, ctx: Context, item: dict[str, Any], *,
             raise NotFoundError(f"no memory {supersedes} to supersede", "check the id: db0 list")
     elif item["key"]:
         old = _live_match(store, "key=? AND scope=? AND owner=?", [item["key"], scope, owner])
-    created_at, created_ts = item["created_at"] or (now_iso(now), now)
-    ttl = item.get("ttl")
-    state: dict[str, Any] = {
-        "id": item.get("id") or new_id(int(now * 1000)),
-        "content": item["content"], "content_hash": digest, "scope": scope, "owner": owner,
-        "user_id": ctx.user, "agent_id": ctx.agent, "session_id": ctx.session,
-        "task_id": ctx.task, "key": item["key"],
-        "metadata": json.dumps(item["metadata"], ensure_ascii=False, sort_keys=True),
-        "tags": json.dumps(item["tags"], ensure_ascii=False),
-        "pinned": int(item["pinned"]), "created_at": created_at, "created_ts": created_ts,
-        "updated_ts": now, "expires_ts": (now + ttl) if ttl else item.get("expires_ts"),
-        "superseded_by": None, "superseded_ts": None, "supersede_reason": None,
-        "forgotten_ts": None,
-    }
-    if state_of(store.conn, state["id"]) is not None:
+    state = _new_state(ctx, item, scope, owner, digest, now)
+    if item.get("id") and state_of(store.conn, state["id"]) is not None:
         return {"id": state["id"], "status": "duplicate", "scope": scope}
-    write_state(store, state, kind)
+    write_state(store, state, kind, new=True)
     result: dict[str, Any] = {"id": state["id"], "status": "stored", "scope": scope}
     if old is not None and old["superseded_by"] is None:
         why = reason or ("same key" if not supersedes else "superseded")

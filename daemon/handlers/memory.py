@@ -53,7 +53,7 @@ def import_batch(srv: Server, req: Request) -> dict[str, Any]:
         return {"checked": len(items)}
 
     def job(s: Any) -> dict[str, Any]:
-        out = [memories.remember(s, ctx, it, kind="import") for it in items]
+        out = memories.remember_many(s, ctx, items, kind="import")
         stored = [r["id"] for r in out if r["status"] == "stored"]
         return {"stored": len(stored), "duplicate": len(out) - len(stored),
                 "ids": [r["id"] for r in out]}

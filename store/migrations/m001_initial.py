@@ -35,7 +35,7 @@ CREATE TABLE memories (
 );
 CREATE INDEX memories_owner ON memories(scope, owner) WHERE superseded_by IS NULL
     AND forgotten_ts IS NULL;
-CREATE INDEX memories_hash ON memories(content_hash);
+CREATE INDEX memories_hash ON memories(content_hash, scope, owner);
 CREATE INDEX memories_key ON memories(key, scope, owner) WHERE key IS NOT NULL;
 CREATE INDEX memories_created ON memories(created_ts);
 CREATE INDEX memories_expires ON memories(expires_ts) WHERE expires_ts IS NOT NULL;
