@@ -451,10 +451,11 @@ def run(remote: str, dsn: str, reader: Reader, write: Write, *, scopes: list[str
         while not spent():
             rows, new_cursor = pull(conn, cursor, device_id, scopes, batch)
             def applied(s: Store, r: list[tuple[Any, ...]] = rows, c: int = new_cursor
-                        ) -> list[str]:
-                return apply_pulled(s, remote, r, c)
+                        ) -> dict[str, Any]:
+                # {"ids": …}: the writer's after-commit listeners (the embedder) see them.
+                return {"ids": apply_pulled(s, remote, r, c)}
 
-            changed = write(applied)
+            changed = write(applied)["ids"]
             cursor = new_cursor
             out.pulled += len(rows)
             out.applied += len(changed)
