@@ -49,7 +49,8 @@ class Db0Error(Exception):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Db0Error:
-        return cls(str(d.get("code", "internal")), str(d.get("message", "")), str(d.get("hint", "")))
+        return cls(str(d.get("code", "internal")), str(d.get("message", "")),
+                   str(d.get("hint", "")))
 
     @property
     def exit_code(self) -> int:

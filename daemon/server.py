@@ -32,7 +32,6 @@ from db0.daemon.handlers import load_all
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
 from db0.daemon.protocol import (
     MAX_FRAME,
-    PROTOCOL,
     Db0Error,
     FrameError,
     encode,
@@ -261,7 +260,7 @@ class Server:
             return True
         creds = conn.getsockopt(socket.SOL_SOCKET, so_peercred, struct.calcsize("3i"))
         _pid, uid, _gid = struct.unpack("3i", creds)
-        return uid == os.getuid()
+        return bool(uid == os.getuid())
 
     def _serve_conn(self, conn: socket.socket) -> None:
         with self._lock:

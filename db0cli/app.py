@@ -47,7 +47,7 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@app.callback()  # type: ignore[untyped-decorator]
 def _root() -> None:
     """db0: memory for AI agents. Remember, recall and pack context through a local daemon."""
 

@@ -132,7 +132,7 @@ def insert_states(store: Store, states: list[dict[str, Any]], kind: str) -> None
 
 
 def _upsert(conn: apsw.Connection, state: dict[str, Any], new: bool = False) -> int:
-    rid = int(conn.execute(_INSERT, [state.get(c) for c in STATE_COLUMNS]).fetchone()[0])
+    rid = int(dbmod.scalar(conn, _INSERT, [state.get(c) for c in STATE_COLUMNS]))
     if not new:
         conn.execute("DELETE FROM memory_tags WHERE rid=?", (rid,))
     tags = json.loads(state["tags"]) if isinstance(state["tags"], str) else state["tags"]

@@ -76,13 +76,19 @@ def connect(path: Path, *, readonly: bool = False, migrate: bool = True) -> apsw
     return conn
 
 
+def scalar(conn: apsw.Connection, sql: str, args: Any = ()) -> Any:
+    """The first column of the first row (None when there is no row)."""
+    row = conn.execute(sql, args).fetchone()
+    return None if row is None else row[0]
+
+
 def schema_version(conn: apsw.Connection) -> int:
     row = conn.execute("PRAGMA user_version").fetchone()
     return int(row[0]) if row else 0
 
 
 def migrate_db(conn: apsw.Connection) -> int:
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    app_id = scalar(conn, "PRAGMA application_id")
     version = schema_version(conn)
     if app_id not in (0, APPLICATION_ID) or (app_id == 0 and version != 0):
         raise StoreError("this file is not a db0 database",

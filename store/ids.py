@@ -73,5 +73,4 @@ class HybridClock:
         except ValueError:
             return
         with self._lock:
-            if (ms, counter) > (self._ms, self._counter):
-                self._ms, self._counter = ms, counter
+            self._ms, self._counter = max((self._ms, self._counter), (ms, counter))

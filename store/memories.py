@@ -326,7 +326,7 @@ def history(store: Store, ref: str) -> dict[str, Any]:
 def export_page(store: Store, ctx: Context | None, *, after: int = 0, limit: int = 1000,
                 include_all: bool = False) -> tuple[list[dict[str, Any]], int]:
     """Memories in a stable order (by row id), a page at a time; returns (items, last rid)."""
-    where, args = "1", []
+    where, args = "1", list[Any]()
     if ctx is not None:
         where, args = visible_sql(ctx, None, live=not include_all)
     cols = ", ".join(f"m.{c}" for c in STATE_COLUMNS)
@@ -334,4 +334,4 @@ def export_page(store: Store, ctx: Context | None, *, after: int = 0, limit: int
         f"SELECT m.rid, {cols} FROM memories m WHERE m.rid > ? AND {where} ORDER BY m.rid "
         "LIMIT ?", [after, *args, limit]).fetchall()
     items = [to_public(dict(zip(STATE_COLUMNS, r[1:], strict=True))) for r in rows]
-    return items, (int(rows[-1][0]) if rows else after)
+    return items, (int(rows[-1][0]) if rows else after)  # type: ignore[arg-type]

@@ -38,9 +38,8 @@ def _components_status(srv: Server) -> dict[str, Any]:
 def status(srv: Server, req: Request) -> dict[str, Any]:
     assert srv.writer is not None
     with srv.reader() as store:
-        memories = store.conn.execute(
-            "SELECT count(*) FROM memories WHERE superseded_by IS NULL AND forgotten_ts IS NULL"
-        ).fetchone()[0]
+        memories = dbmod.scalar(store.conn, "SELECT count(*) FROM memories WHERE "
+                                "superseded_by IS NULL AND forgotten_ts IS NULL")
     return {
         "running": True, "pid": os.getpid(), "version": __version__, "protocol": PROTOCOL,
         "socket": str(srv.paths.socket), "database": str(srv.paths.db_file),
@@ -66,16 +65,16 @@ def stats(srv: Server, req: Request) -> dict[str, Any]:
         by_scope = {s: n for s, n in c.execute(
             "SELECT scope, count(*) FROM memories WHERE superseded_by IS NULL AND "
             "forgotten_ts IS NULL GROUP BY scope")}
-        row = c.execute(
+        row: Any = c.execute(
             "SELECT count(*), sum(superseded_by IS NOT NULL), sum(forgotten_ts IS NOT NULL), "
             "sum(expires_ts IS NOT NULL AND expires_ts <= ?) FROM memories",
             (time.time(),)).fetchone()
-        ops = c.execute("SELECT count(*), max(seq) FROM ops").fetchone()
+        ops: Any = c.execute("SELECT count(*), max(seq) FROM ops").fetchone()
         return {
             "memories": sum(by_scope.values()), "by_scope": by_scope,
             "rows": row[0] or 0, "superseded": row[1] or 0, "forgotten": row[2] or 0,
             "expired": row[3] or 0, "ops": ops[0] or 0, "last_seq": ops[1] or 0,
-            "tags": c.execute("SELECT count(DISTINCT tag) FROM memory_tags").fetchone()[0],
+            "tags": dbmod.scalar(c, "SELECT count(DISTINCT tag) FROM memory_tags"),
             "schema_version": dbmod.schema_version(c), "device_id": store.device_id,
             "database": str(srv.paths.db_file),
             "database_bytes": _size(srv.paths.db_file),
@@ -97,15 +96,15 @@ def doctor(srv: Server, req: Request) -> dict[str, Any]:
     problems: list[str] = []
     with srv.reader() as store:
         c = store.conn
-        quick = c.execute("PRAGMA quick_check").fetchone()[0]
+        quick = dbmod.scalar(c, "PRAGMA quick_check")
         if quick != "ok":
             problems.append(f"database: quick_check says {quick}")
-        journal = c.execute("PRAGMA journal_mode").fetchone()[0]
+        journal = dbmod.scalar(c, "PRAGMA journal_mode")
         try:
-            vec = c.execute("SELECT vec_version()").fetchone()[0]
+            vec = dbmod.scalar(c, "SELECT vec_version()")
         except apsw.SQLError:
             vec = None
-        fts5 = bool(c.execute("SELECT sqlite_compileoption_used('ENABLE_FTS5')").fetchone()[0])
+        fts5 = bool(dbmod.scalar(c, "SELECT sqlite_compileoption_used('ENABLE_FTS5')"))
         schema = dbmod.schema_version(c)
     return {
         "running": True, "pid": os.getpid(), "version": __version__,

@@ -112,7 +112,7 @@ def _queries(source: str, defaults: dict[str, Any]) -> int:
             try:
                 q = json.loads(line)
             except ValueError as e:
-                raise Db0Error("invalid", f"line {n}: not JSON ({e.msg})",
+                raise Db0Error("invalid", f"line {n}: not JSON ({e})",
                                'write {"query": "...", "k": 10} or plain text') from None
         else:
             q = {"query": line}

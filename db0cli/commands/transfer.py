@@ -10,7 +10,7 @@ import typer
 
 from db0.cli import output
 from db0.cli.options import AgentOpt, JsonOpt, SessionOpt, TaskOpt, UserOpt, context, read_source
-from db0.cli.rpc import call, client
+from db0.cli.rpc import client
 from db0.daemon.protocol import Db0Error
 
 BATCH = 5000
@@ -23,8 +23,8 @@ def _parse_lines(raw: bytes, source: str) -> list[tuple[int, dict[str, Any]]]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise Db0Error("invalid", f"{source}: line {line} is not valid UTF-8",
+        bad = raw[: e.start].count(b"\n") + 1
+        raise Db0Error("invalid", f"{source}: line {bad} is not valid UTF-8",
                        "re-encode the file as UTF-8; nothing was imported") from None
     items = []
     for n, line in enumerate(text.splitlines(), 1):
