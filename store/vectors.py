@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
 from db0.store.core import Store
 
 
@@ -54,12 +55,14 @@ def coverage(store: Store) -> dict[int, int]:
 
 # -- the queue: memories without an up-to-date vector -------------------------------------------
 
-_PENDING = ("m.forgotten_ts IS NULL AND NOT EXISTS (SELECT 1 FROM memory_vectors v "
-            "WHERE v.model_id=? AND v.rid=m.rid AND v.content_hash=m.content_hash)")
+_LIVE = "memories m INDEXED BY memories_live_hash"
+_PENDING = ("m.forgotten_ts IS NULL AND NOT EXISTS (SELECT 1 FROM memory_vectors v INDEXED BY "
+            "memory_vectors_state WHERE v.model_id=? AND v.rid=m.rid "
+            "AND v.content_hash=m.content_hash)")
 
 
 def pending_count(store: Store, mid: int) -> int:
-    return int(store.conn.execute(f"SELECT count(*) FROM memories m WHERE {_PENDING}",
+    return int(store.conn.execute(f"SELECT count(*) FROM {_LIVE} WHERE {_PENDING}",
                                   (mid,)).fetchone()[0])
 
 
@@ -67,7 +70,7 @@ def pending_batch(store: Store, mid: int, limit: int, before: int | None = None,
                   ) -> list[tuple[int, str, str]]:
     """(rid, content, content_hash) waiting for a vector, newest first, rid < `before`."""
     return [(int(r), str(c), str(h)) for r, c, h in store.conn.execute(
-        f"SELECT m.rid, m.content, m.content_hash FROM memories m WHERE m.rid < ? AND "
+        f"SELECT m.rid, m.content, m.content_hash FROM {_LIVE} WHERE m.rid < ? AND "
         f"{_PENDING} ORDER BY m.rid DESC LIMIT ?",
         (before if before is not None else 1 << 62, mid, limit))]
 
