@@ -57,7 +57,7 @@ def _root() -> None:
 # A command missing here still works: an unknown name loads every module.
 COMMAND_MODULES = {
     "remember": "memory", "recall": "memory", "show": "memory", "list": "memory",
-    "forget": "memory", "history": "memory", "import": "transfer", "export": "transfer",
+    "forget": "memory", "history": "memory", "purge": "memory", "import": "transfer", "export": "transfer",
     "daemon": "daemon", "doctor": "system", "stats": "system",
 }
 

@@ -71,6 +71,8 @@ def connect(path: Path, *, readonly: bool = False, migrate: bool = True) -> apsw
     if not readonly:
         # FULL: a write the CLI was told about survives power loss, not only a crash.
         conn.execute("PRAGMA synchronous=FULL")
+        # Forget/purge/redaction promise the text is gone: zero freed space, not just unlink it.
+        conn.execute("PRAGMA secure_delete=ON")
         if migrate:
             migrate_db(conn)
     return conn

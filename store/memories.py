@@ -12,7 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from db0.store.context import Context, check_scope, visible_sql
-from db0.store.core import STATE_COLUMNS, Store, insert_states, state_of, write_state
+from db0.store.core import (
+    STATE_COLUMNS,
+    Store,
+    append_op,
+    insert_states,
+    state_of,
+    write_state,
+)
 from db0.store.errors import InvalidError, NotFoundError
 from db0.store.ids import new_id
 
@@ -266,6 +273,18 @@ def forget(store: Store, ref: str, reason: str | None = None) -> dict[str, Any]:
     state.update(forgotten_ts=now, updated_ts=now)
     write_state(store, state, "forget", {"reason": reason} if reason else None)
     return {"id": state["id"], "status": "forgotten"}
+
+
+def purge(store: Store, ref: str) -> dict[str, Any]:
+    """Erase a memory for real (privacy): its row, tags, index entries and the op payloads
+    that held its text. One `purge` op, with no content, records that it happened."""
+    mid = resolve_id(store, ref)
+    store.conn.execute("DELETE FROM memories WHERE id=?", (mid,))
+    store.conn.execute("DELETE FROM ops WHERE memory_id=?", (mid,))
+    # FTS5 keeps deleted tokens in old segments until they merge: merge them now.
+    store.conn.execute("INSERT INTO memories_fts(memories_fts) VALUES ('optimize')")
+    append_op(store, "purge", mid, {"id": mid})
+    return {"id": mid, "status": "purged"}
 
 
 def list_memories(store: Store, ctx: Context, *, scopes: list[str] | None = None,

@@ -197,3 +197,16 @@ def test_help_for_every_command(db0: Db0) -> None:
                 "doctor", "stats", "daemon"):
         assert cmd in top
         assert db0.run(cmd, "--help").code == 0
+
+
+def test_purge_erases_text_everywhere(db0: Db0, home: Path) -> None:
+    mid = db0.json("remember", "my passport number is XK1234567")["id"]
+    db0.run("remember", "an unrelated thing")
+    r = db0.run("purge", mid, check=False)
+    assert r.code == 2 and "--yes" in r.err  # no confirmation from a pipe: refused
+    assert db0.json("purge", mid, "--yes")["status"] == "purged"
+    assert db0.run("show", mid, check=False).code == 4
+    db0.run("daemon", "stop")  # checkpoint the WAL into the file
+    for f in (home / "data").glob("db0.sqlite3*"):
+        assert b"XK1234567" not in f.read_bytes(), f
+    assert "XK1234567" not in db0.run("export", "--all").out

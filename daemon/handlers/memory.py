@@ -127,6 +127,12 @@ def forget(srv: Server, req: Request) -> dict[str, Any]:
     return srv.write(lambda s: memories.forget(s, ref, req.params.get("reason")))
 
 
+@rpc("memory.purge")
+def purge(srv: Server, req: Request) -> dict[str, Any]:
+    ref = _ref(req)
+    return srv.write(lambda s: memories.purge(s, ref))
+
+
 @rpc("memory.history")
 def history(srv: Server, req: Request) -> dict[str, Any]:
     with srv.reader() as store:

@@ -232,6 +232,27 @@ def forget(
     return 0
 
 
+def purge(
+    refs: Annotated[list[str], typer.Argument(help="Memory ids.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    json_: JsonOpt = False,
+) -> int:
+    """Erase memories for real, history included (forget keeps a record; purge does not)."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise Db0Error("bad_request", "purge erases for good and needs confirming",
+                           "pass --yes")
+        if not typer.confirm(f"Erase {len(refs)} memories and their history for good?"):
+            return 1
+    results = [call("memory.purge", {"id": r}) for r in refs]
+    if json_:
+        output.emit_json(results[0] if len(results) == 1 else {"results": results})
+    else:
+        for r in results:
+            sys.stdout.write(f"{r['id']}\t{r['status']}\n")
+    return 0
+
+
 def history(ref: IdArg, json_: JsonOpt = False) -> int:
     """The whole chain of a fact: every version, when and why it changed."""
     h = call("memory.history", {"id": ref})
@@ -255,3 +276,4 @@ def register(app: typer.Typer) -> None:
     app.command("list")(list_)
     app.command("forget")(forget)
     app.command("history")(history)
+    app.command("purge")(purge)
