@@ -23,6 +23,7 @@ over-fetching and applying the scope/filters in SQL on the candidates.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import random
@@ -103,6 +104,7 @@ def embed_speed(home: str, n: int) -> dict[str, Any]:
 def grow(home: str, size: int, seed: int) -> int:
     """Add memories (and noisy copies of real vectors) until the store holds `size`."""
     import numpy as np
+
     from db0.store import memories, vectors
     from db0.store.context import Context
     from db0.store.core import Store
@@ -117,7 +119,7 @@ def grow(home: str, size: int, seed: int) -> int:
     dim = len(base[0][1]) // 4
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
-    ctx = Context(os.environ.get("USER") or "bench")
+    ctx = Context(os.environ.get("DB0_USER") or getpass.getuser())  # as the daemon sees us
     added = 0
     while have + added < size:
         n = min(5000, size - have - added)
@@ -139,6 +141,12 @@ def grow(home: str, size: int, seed: int) -> int:
 
 def recall_latency(home: str, runs: int, k: int) -> dict[str, Any]:
     c = client(home)
+    t = time.perf_counter()
+    while c.call("model.status", {}).get("state") != "ready":  # index loaded, nothing pending
+        if time.perf_counter() - t > 600:
+            raise SystemExit("the embedder did not get ready in 10 minutes")
+        time.sleep(0.2)
+    ready_s = time.perf_counter() - t
     rng = random.Random(3)
     for _ in range(5):  # warm: the index loads at start, the first queries page it in
         c.call("memory.recall", {"query": rng.choice(QUERIES), "k": k})
@@ -153,7 +161,8 @@ def recall_latency(home: str, runs: int, k: int) -> dict[str, Any]:
         vec_hits += any("vector_rank" in r["score_parts"] for r in res["results"])
     st = c.call("daemon.status", {})
     c.close()
-    return {"memories": st["memories"], "server": summary(server),
+    return {"memories": st["memories"], "ready_after_start_s": round(ready_s, 2),
+            "server": summary(server),
             "round_trip": summary(roundtrip), "queries_with_vector_hits": vec_hits,
             "searching_with": st.get("embedder", {}).get("searching_with")}
 
@@ -165,11 +174,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--models", help="a models folder to copy instead of installing")
+    ap.add_argument("--home", help="keep the data here (default: a temporary folder)")
     args = ap.parse_args()
     out: dict[str, Any] = {"cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory(prefix="db0e", dir="/tmp") as home:
+    with tempfile.TemporaryDirectory(prefix="db0e", dir="/tmp") as tmp:
+        home = args.home or tmp
         env = {**os.environ, "DB0_HOME": home}
-        (Path(home) / "config").mkdir(parents=True)
+        (Path(home) / "config").mkdir(parents=True, exist_ok=True)
         (Path(home) / "config" / "config.toml").write_text(
             f"[embed]\nthreads = {int(os.environ.get('DB0_BENCH_THREADS', '2'))}\n")
         if args.models:

@@ -77,7 +77,7 @@ class Filters:
 # and say the least (their IDF is near zero): with more than PRUNE_MIN_ROWS memories, words found
 # in more than PRUNE_DF of them are left out of the keyword query (the rarest word always stays).
 # At 100,000 memories this took BM25 from ~200 ms to a few ms on common-word queries.
-PRUNE_MIN_ROWS = 20_000
+PRUNE_MIN_ROWS = 5_000
 PRUNE_DF = 0.02
 _df_cache: dict[tuple[str, str], tuple[int, float]] = {}
 _DF_TTL_S = 300.0
