@@ -109,6 +109,7 @@ CREATE TABLE db0.memories (
     task_id text,
     key text,
     content text NOT NULL,
+    content_hash text,
     tags jsonb NOT NULL DEFAULT '[]',
     metadata jsonb NOT NULL DEFAULT '{}',
     pinned boolean NOT NULL DEFAULT false,
@@ -122,6 +123,18 @@ CREATE TABLE db0.memories (
     tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED
 );
 CREATE INDEX memories_tsv ON db0.memories USING gin (tsv);
+CREATE INDEX memories_hash ON db0.memories (content_hash);
+CREATE EXTENSION IF NOT EXISTS vector;
+-- Vectors by the text they were made from, per model (name and file hash); a partial HNSW
+-- index per dimension is made when the first vector of that size arrives.
+CREATE TABLE db0.vectors (
+    model text NOT NULL,
+    model_sha text NOT NULL,
+    content_hash text NOT NULL,
+    dim int NOT NULL,
+    embedding vector NOT NULL,
+    PRIMARY KEY (model, model_sha, content_hash)
+);
 CREATE INDEX memories_owner ON db0.memories (scope, owner)
     WHERE superseded_by IS NULL AND forgotten_ts IS NULL;
 """
@@ -129,11 +142,12 @@ CREATE INDEX memories_owner ON db0.memories (scope, owner)
 # The current state per memory from a set of ops (`src` has memory_id, hlc, payload::jsonb).
 _UPSERT_COPY = """
 INSERT INTO db0.memories AS m (id, scope, owner, user_id, agent_id, session_id, task_id, key,
-    content, tags, metadata, pinned, created_at, created_ts, updated_ts, expires_ts,
+    content, content_hash, tags, metadata, pinned, created_at, created_ts, updated_ts, expires_ts,
     superseded_by, forgotten_ts, hlc)
 SELECT DISTINCT ON (memory_id) memory_id, s->>'scope', s->>'owner', s->>'user_id',
     s->>'agent_id', s->>'session_id', s->>'task_id', s->>'key', s->>'content',
-    coalesce((s->>'tags')::jsonb, '[]'), coalesce((s->>'metadata')::jsonb, '{}'),
+    s->>'content_hash', coalesce((s->>'tags')::jsonb, '[]'),
+    coalesce((s->>'metadata')::jsonb, '{}'),
     coalesce((s->>'pinned')::int, 0) <> 0, s->>'created_at', (s->>'created_ts')::float8,
     (s->>'updated_ts')::float8, (s->>'expires_ts')::float8, s->>'superseded_by',
     (s->>'forgotten_ts')::float8, hlc
@@ -141,7 +155,8 @@ FROM (SELECT memory_id, hlc, payload->'state' AS s FROM {src}) x
 ORDER BY memory_id, hlc DESC
 ON CONFLICT (id) DO UPDATE SET scope=excluded.scope, owner=excluded.owner,
     user_id=excluded.user_id, agent_id=excluded.agent_id, session_id=excluded.session_id,
-    task_id=excluded.task_id, key=excluded.key, content=excluded.content, tags=excluded.tags,
+    task_id=excluded.task_id, key=excluded.key, content=excluded.content,
+    content_hash=excluded.content_hash, tags=excluded.tags,
     metadata=excluded.metadata, pinned=excluded.pinned, created_at=excluded.created_at,
     created_ts=excluded.created_ts, updated_ts=excluded.updated_ts,
     expires_ts=excluded.expires_ts, superseded_by=excluded.superseded_by,
@@ -272,13 +287,42 @@ def read_pending(store: Store, remote: str, scopes: list[str], limit: int
     return rows, new_mark
 
 
+def read_vectors(store: Store, remote: str, limit: int) -> tuple[list[tuple[Any, ...]], int]:
+    """The next local vectors (issue 3's memory_vectors) for the remote's searchable copy, as
+    (model, model_sha, content_hash, dim, '[x,y,…]'), and the mark to record once sent."""
+    import numpy as np
+
+    row = store.conn.execute("SELECT vectors_pushed FROM sync_state WHERE remote=?",
+                             (remote,)).fetchone()
+    mark = int(row[0]) if row else 0
+    if store.conn.execute("SELECT 1 FROM sqlite_master WHERE name='memory_vectors'"
+                          ).fetchone() is None:
+        return [], mark
+    top = int(_one(store.conn, "SELECT coalesce(max(id), 0) FROM memory_vectors"))
+    rows: list[Any] = store.conn.execute(
+        "SELECT v.id, e.name, e.sha256, e.dim, v.content_hash, v.vector FROM memory_vectors v "
+        "JOIN embed_models e ON e.model_id=v.model_id JOIN memories m ON m.rid=v.rid "
+        "AND m.content_hash=v.content_hash WHERE v.id > ? AND v.id <= ? ORDER BY v.id LIMIT ?",
+        (mark, top, limit)).fetchall()
+    out = [(name, sha, h, int(dim),
+            "[" + ",".join(map(str, np.frombuffer(blob, dtype="<f4").tolist())) + "]")
+           for _id, name, sha, dim, h, blob in rows]
+    return out, (int(rows[-1][0]) if len(rows) == limit else top)
+
+
+def mark_vectors(store: Store, remote: str, mark: int) -> None:
+    store.conn.execute("UPDATE sync_state SET vectors_pushed=max(vectors_pushed, ?) "
+                       "WHERE remote=?", (mark, remote))
+
+
 def begin(store: Store, remote: str, database_id: str) -> dict[str, Any]:
     """Writer job: the remote's row; a different database (recreated, re-pointed) starts over."""
     state = local_state(store, remote)
     if state["database_id"] != database_id:
         store.conn.execute(
             "INSERT INTO sync_state(remote, database_id) VALUES (?, ?) ON CONFLICT(remote) DO "
-            "UPDATE SET database_id=excluded.database_id, pushed_seq=0, pulled_seq=0",
+            "UPDATE SET database_id=excluded.database_id, pushed_seq=0, pulled_seq=0, "
+            "vectors_pushed=0",
             (remote, database_id))
         store.conn.execute("DELETE FROM sync_origin WHERE remote=?", (remote,))
         state = local_state(store, remote)
@@ -352,6 +396,24 @@ def push(conn: Any, rows: list[tuple[Any, ...]], device_id: str, searchable: boo
         raise classify(e, "push") from None
 
 
+def push_vectors(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+    """Send vectors to the searchable copy (same text, same model: stored once)."""
+    import psycopg
+
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_SCHEMA,))
+            for dim in sorted({int(r[3]) for r in rows}):
+                conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS vectors_hnsw_{dim} ON db0.vectors USING hnsw "
+                    f"((embedding::vector({dim})) vector_cosine_ops) WHERE dim = {dim}")
+            conn.cursor().executemany(
+                "INSERT INTO db0.vectors (model, model_sha, content_hash, dim, embedding) "
+                "VALUES (%s, %s, %s, %s, %s::vector) ON CONFLICT DO NOTHING", rows)
+    except psycopg.Error as e:
+        raise classify(e, "push") from None
+
+
 def pull(conn: Any, cursor: int, device_id: str, scopes: list[str], limit: int
          ) -> tuple[list[tuple[Any, ...]], int]:
     """Ops after `cursor` from other devices, and the cursor to record once applied."""
@@ -399,6 +461,7 @@ class Run:
     sent: int = 0        # sent (some may have been there already)
     pulled: int = 0      # received
     applied: int = 0     # changed a local memory (the rest were older or replays)
+    vectors: int = 0     # sent to the searchable copy
     to_push: int = 0
     to_pull: int = 0
     done: bool = False
@@ -448,6 +511,19 @@ def run(remote: str, dsn: str, reader: Reader, write: Write, *, scopes: list[str
         else:
             out.seconds = time.monotonic() - started
             return out
+        while info.searchable and not spent():
+            with reader() as store:
+                vecs, vmark = read_vectors(store, remote, batch)
+            if vecs:
+                push_vectors(conn, vecs)
+                out.vectors += len(vecs)
+
+            def vmarked(s: Store, m: int = vmark) -> None:
+                mark_vectors(s, remote, m)
+
+            write(vmarked)
+            if len(vecs) < batch:
+                break
         while not spent():
             rows, new_cursor = pull(conn, cursor, device_id, scopes, batch)
             def applied(s: Store, r: list[tuple[Any, ...]] = rows, c: int = new_cursor
@@ -473,8 +549,11 @@ def run(remote: str, dsn: str, reader: Reader, write: Write, *, scopes: list[str
 # -- server-side search -------------------------------------------------------------------
 
 def search(dsn: str, query: str, k: int, owners: dict[str, str | None],
-           scopes: list[str] | None = None) -> list[dict[str, Any]]:
-    """Full-text search of the remote's searchable copy, within the scopes the context sees."""
+           scopes: list[str] | None = None, qvec: tuple[str, str, int, list[float]] | None = None
+           ) -> tuple[list[dict[str, Any]], bool]:
+    """Hybrid search of the remote's searchable copy within the scopes the context sees:
+    full text, and vector neighbours when `qvec` (model, model_sha, dim, query vector) matches
+    vectors there, fused by reciprocal rank. Returns (results, whether vectors were used)."""
     import psycopg
 
     conn = connect(dsn)
@@ -484,24 +563,47 @@ def search(dsn: str, query: str, k: int, owners: dict[str, str | None],
             raise SyncError("the remote database has no searchable copy (no pgvector there)",
                             "install pgvector in that database's server, then db0 sync",
                             transient=False)
-        parts, args = [], []
+        parts: list[str] = []
+        args: list[Any] = []
         for scope in scopes or list(owners):
             if owners.get(scope):
-                parts.append("(scope=%s AND owner=%s)")
+                parts.append("(m.scope=%s AND m.owner=%s)")
                 args += [scope, owners[scope]]
         if not parts:
-            return []
-        sql = (
-            "SELECT id, content, scope, owner, key, tags, metadata, created_at, "
-            "ts_rank_cd(tsv, q) AS score FROM db0.memories, websearch_to_tsquery('english', %s) q "
-            f"WHERE tsv @@ q AND ({' OR '.join(parts)}) AND superseded_by IS NULL "
-            "AND forgotten_ts IS NULL AND (expires_ts IS NULL OR expires_ts > %s) "
-            "ORDER BY score DESC, created_ts DESC LIMIT %s")
-        rows = conn.execute(sql, (query, *args, time.time(), k)).fetchall()
+            return [], False
+        where = (f"({' OR '.join(parts)}) AND m.superseded_by IS NULL AND m.forgotten_ts IS NULL "
+                 "AND (m.expires_ts IS NULL OR m.expires_ts > %s)")
+        args.append(time.time())
+        cols = "m.id, m.content, m.scope, m.owner, m.key, m.tags, m.metadata, m.created_at"
+        fts = conn.execute(
+            f"SELECT {cols}, ts_rank_cd(m.tsv, q) FROM db0.memories m, "
+            f"websearch_to_tsquery('english', %s) q WHERE m.tsv @@ q AND {where} "
+            "ORDER BY 9 DESC, m.created_ts DESC LIMIT %s", (query, *args, k * 3)).fetchall()
+        near: list[Any] = []
+        if qvec is not None:
+            model, sha, dim, vec = qvec
+            text = "[" + ",".join(map(str, vec)) + "]"
+            d = int(dim)
+            near = conn.execute(
+                f"SELECT {cols}, 1 - ((v.embedding::vector({d})) <=> %s::vector({d})) "
+                "FROM db0.vectors v JOIN db0.memories m ON m.content_hash = v.content_hash "
+                f"WHERE v.model=%s AND v.model_sha=%s AND v.dim={d} AND {where} "
+                f"ORDER BY (v.embedding::vector({d})) <=> %s::vector({d}) LIMIT %s",
+                (text, model, sha, *args, text, k * 3)).fetchall()
     except psycopg.Error as e:
         raise classify(e, "remote search") from None
     finally:
         conn.close()
-    return [{"id": r[0], "content": r[1], "scope": r[2], "owner": r[3], "key": r[4],
-             "tags": r[5], "metadata": r[6], "created_at": r[7], "score": float(r[8]),
-             "score_parts": {"fts": float(r[8])}} for r in rows]
+    fused: dict[str, dict[str, Any]] = {}
+    for kind, rows in (("fts", fts), ("vector", near)):
+        for rank, r in enumerate(rows):
+            item = fused.setdefault(r[0], {
+                "id": r[0], "content": r[1], "scope": r[2], "owner": r[3], "key": r[4],
+                "tags": r[5], "metadata": r[6], "created_at": r[7], "score": 0.0,
+                "score_parts": {"fts": None, "vector": None}})
+            item["score_parts"][kind] = round(float(r[8]), 6)
+            item["score"] += 1.0 / (60 + rank + 1)  # reciprocal rank fusion
+    out = sorted(fused.values(), key=lambda x: -x["score"])[:k]
+    for item in out:
+        item["score"] = round(item["score"], 6)
+    return out, bool(near)

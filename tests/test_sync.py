@@ -347,3 +347,47 @@ def test_recall_remote_without_pgvector_says_so(pg_dsn: str) -> None:
         a.run("sync")
         r = a.run("recall", "--remote", "pg", "tea", check=False)
         assert r.code == 1 and "pgvector" in r.err
+
+
+def test_remote_vector_search_with_pgvector(pgvector_base: str) -> None:
+    """Vectors made on a device reach the server's copy, and a query vector of the same model
+    finds its neighbours there within the context's scopes (no shared word needed)."""
+    import numpy as np
+
+    from db0.store import pgsync, vectors
+    from db0.store.core import Store
+
+    with fresh_database(pgvector_base) as dsn, devices(1) as (a,):
+        a.run("remote", "add", "pg", dsn)
+        ids = [a.run("remember", *extra, text).out.strip() for extra, text in (
+            ([], "the deploy key lives in the vault"),
+            ([], "lunch is at noon on fridays"),
+            (["--user", "bob"], "bob keeps his deploy key on a yubikey"))]
+        a.stop()
+        store = Store.open(a.home / "data" / "db0.sqlite3")
+        try:
+            with store.transaction():
+                mid = vectors.model_id(store, "test-model", "abc", 4)
+                rows = []
+                for n, mem in enumerate(ids):
+                    rid, h = store.conn.execute(
+                        "SELECT rid, content_hash FROM memories WHERE id=?", (mem,)).fetchone()
+                    vec = np.zeros(4, dtype="<f4")
+                    vec[n] = 1.0
+                    rows.append((rid, h, vectors.to_blob(vec)))
+                vectors.put(store, mid, rows)
+        finally:
+            store.close()
+        assert a.json("sync")["results"][0]["vectors"] == 3
+        assert remote_count(dsn, "SELECT count(*) FROM db0.vectors") == 3
+        root = os.environ.get("USER") or __import__("getpass").getuser()
+        owners = {"user": root, "agent": "default", "session": None, "task": None}
+        found, used = pgsync.search(dsn, "secrets storage", 3, owners, None,
+                                    ("test-model", "abc", 4, [0.9, 0.1, 0.0, 0.0]))
+        assert used
+        assert [r["id"] for r in found][:2] == ids[:2]
+        assert found[0]["score_parts"]["vector"] == pytest.approx(0.9939, abs=1e-3)
+        assert ids[2] not in [r["id"] for r in found]  # bob's memory is not ours to see
+        _, used = pgsync.search(dsn, "deploy", 3, owners, None,
+                                ("other-model", "abc", 4, [1.0, 0.0, 0.0, 0.0]))
+        assert not used  # another model's vectors are never compared

@@ -129,8 +129,19 @@ def sync_recall(srv: Server, req: Request) -> dict[str, Any]:
     remote = remotes.get(_syncer(srv).path, name)
     ctx = req.ctx
     owners = {"user": ctx.user, "agent": ctx.agent, "session": ctx.session, "task": ctx.task}
-    results = pgsync.search(remotes.resolve(remote.dsn, _env(req)), query.strip(), k, owners,
-                            scopes)
-    return {"results": results, "remote": name,
-            "notices": ["remote search is by keywords only (full text); vectors are not "
-                        "kept on the server yet"]}
+    qvec = None
+    embedder = srv.components.get("embedder")
+    active = getattr(embedder, "active", None)
+    if embedder is not None and active is not None:
+        qv = embedder.query_vector(query.strip())
+        if qv is not None:
+            qvec = (active.name, active.sha256, int(active.dim),
+                    [float(x) for x in qv.vector.tolist()])
+    results, used = pgsync.search(remotes.resolve(remote.dsn, _env(req)), query.strip(), k,
+                                  owners, scopes, qvec)
+    notices = []
+    if not used:
+        notices.append("remote search used keywords only: " + (
+            "no local embedding model" if qvec is None else
+            "the server has no vectors from this machine's model yet"))
+    return {"results": results, "remote": name, "vectors": used, "notices": notices}

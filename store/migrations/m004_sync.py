@@ -12,6 +12,7 @@ CREATE TABLE sync_state (
     database_id TEXT,                 -- the remote database's identity: a new one resets marks
     pushed_seq INTEGER NOT NULL DEFAULT 0,   -- local ops.seq pushed up to (inclusive)
     pulled_seq INTEGER NOT NULL DEFAULT 0,   -- remote db0.ops.seq pulled up to (inclusive)
+    vectors_pushed INTEGER NOT NULL DEFAULT 0,  -- local memory_vectors.id sent (searchable copy)
     pushed_total INTEGER NOT NULL DEFAULT 0,
     pulled_total INTEGER NOT NULL DEFAULT 0,
     last_sync_ts REAL,
