@@ -119,7 +119,7 @@ class Syncer:
                 dsn = remotes.resolve(remote.dsn, env)
                 result = pgsync.run(name, dsn, self.srv.reader, self.srv.write,
                                     scopes=self.scopes_for(remote), batch=self.batch,
-                                    budget_s=budget_s)
+                                    budget_s=budget_s, on_vectors=self._index_vectors)
             except StoreError as e:
                 transient = getattr(e, "transient", False)
                 (log.warning if transient else log.error)("sync with %s: %s", name, e.message)
@@ -135,6 +135,19 @@ class Syncer:
                  result.seconds, "" if result.done else ", more to do")
         self.last[name] = {"at": time.time(), **result.as_dict()}
         return {"name": name, **result.as_dict()}
+
+    def _index_vectors(self, stored: list[tuple[int, int, bytes]]) -> None:
+        """Pulled vectors go into the embedder's in-memory index too (it only indexes what it
+        embeds itself, and finds nothing pending for these)."""
+        import numpy as np
+
+        embedder = self.srv.components.get("embedder")
+        for loaded in {id(x): x for x in (getattr(embedder, "active", None),
+                                          getattr(embedder, "target", None)) if x}.values():
+            mine = [(rid, blob) for mid, rid, blob in stored if mid == loaded.model_id]
+            if mine and getattr(loaded, "index", None) is not None:
+                loaded.index.add([r for r, _ in mine], np.frombuffer(
+                    b"".join(b for _, b in mine), dtype="<f4").reshape(len(mine), loaded.dim))
 
     def _record(self, name: str, error: str | None) -> None:
         try:

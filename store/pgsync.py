@@ -310,6 +310,61 @@ def read_vectors(store: Store, remote: str, limit: int) -> tuple[list[tuple[Any,
     return out, (int(rows[-1][0]) if len(rows) == limit else top)
 
 
+def local_models(store: Store) -> dict[tuple[str, str], tuple[int, int]]:
+    """(model name, file hash) -> (model_id, dim) for the models this machine has used."""
+    if store.conn.execute("SELECT 1 FROM sqlite_master WHERE name='embed_models'"
+                          ).fetchone() is None:
+        return {}
+    return {(str(n), str(h)): (int(m), int(d)) for m, n, h, d in store.conn.execute(
+        "SELECT model_id, name, sha256, dim FROM embed_models")}
+
+
+def store_vectors(store: Store, models: dict[tuple[str, str], tuple[int, int]],
+                  ids: list[str], fetched: list[tuple[Any, ...]]) -> list[tuple[int, int, bytes]]:
+    """Writer job part: keep pulled vectors (model, sha, content_hash, blob) made by a model we
+    have, for these memories when their text is the one the vector was made from (so the
+    embedder finds nothing left to do for them). Returns the (model_id, rid, blob) stored."""
+    from db0.store import vectors
+
+    if not fetched or not ids:
+        return []
+    by_hash: dict[str, list[tuple[int, bytes]]] = {}
+    for name, sha, h, blob in fetched:
+        if (name, sha) in models:
+            by_hash.setdefault(h, []).append((models[(name, sha)][0], blob))
+    rows: dict[int, list[tuple[int, str, bytes]]] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        for rid, h in store.conn.execute(
+                "SELECT rid, content_hash FROM memories WHERE forgotten_ts IS NULL AND id IN "
+                f"({','.join('?' * len(chunk))})", chunk):
+            for mid, blob in by_hash.get(str(h), []):
+                rows.setdefault(mid, []).append((int(rid), str(h), blob))
+    for mid, items in rows.items():
+        vectors.put(store, mid, items)
+    return [(mid, rid, blob) for mid, items in rows.items() for rid, _, blob in items]
+
+
+def fetch_vectors(conn: Any, models: list[tuple[str, str]], hashes: list[str]
+                  ) -> list[tuple[str, str, str, bytes]]:
+    """Vectors on the server for these texts, from these models, as float32 blobs."""
+    import numpy as np
+    import psycopg
+
+    if not models or not hashes:
+        return []
+    try:
+        rows = conn.execute(
+            "SELECT model, model_sha, content_hash, embedding::text FROM db0.vectors "
+            "WHERE (model, model_sha) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
+            "AND content_hash = ANY(%s)",
+            ([m for m, _ in models], [h for _, h in models], hashes)).fetchall()
+    except psycopg.Error as e:
+        raise classify(e, "pull") from None
+    return [(m, sha, h, np.array(text[1:-1].split(","), dtype="<f4").tobytes())
+            for m, sha, h, text in rows]
+
+
 def mark_vectors(store: Store, remote: str, mark: int) -> None:
     store.conn.execute("UPDATE sync_state SET vectors_pushed=max(vectors_pushed, ?) "
                        "WHERE remote=?", (mark, remote))
@@ -462,6 +517,7 @@ class Run:
     pulled: int = 0      # received
     applied: int = 0     # changed a local memory (the rest were older or replays)
     vectors: int = 0     # sent to the searchable copy
+    vectors_reused: int = 0  # pulled from it instead of embedding again here
     to_push: int = 0
     to_pull: int = 0
     done: bool = False
@@ -474,7 +530,8 @@ class Run:
 
 def run(remote: str, dsn: str, reader: Reader, write: Write, *, scopes: list[str],
         batch: int = 5000, budget_s: float | None = None,
-        progress: Progress | None = None) -> Run:
+        progress: Progress | None = None,
+        on_vectors: Callable[[list[tuple[int, int, bytes]]], None] | None = None) -> Run:
     """Push then pull one remote until done (or until `budget_s` has been spent)."""
     started = time.monotonic()
     out = Run(remote)
@@ -524,14 +581,25 @@ def run(remote: str, dsn: str, reader: Reader, write: Write, *, scopes: list[str
             write(vmarked)
             if len(vecs) < batch:
                 break
+        with reader() as store:
+            models = local_models(store) if info.searchable else {}
         while not spent():
             rows, new_cursor = pull(conn, cursor, device_id, scopes, batch)
-            def applied(s: Store, r: list[tuple[Any, ...]] = rows, c: int = new_cursor
-                        ) -> dict[str, Any]:
-                # {"ids": …}: the writer's after-commit listeners (the embedder) see them.
-                return {"ids": apply_pulled(s, remote, r, c)}
+            fetched = fetch_vectors(conn, list(models), list({
+                json.loads(r[5])["state"].get("content_hash") or "" for r in rows})
+            ) if models and rows else []
 
-            changed = write(applied)["ids"]
+            def applied(s: Store, r: list[tuple[Any, ...]] = rows, c: int = new_cursor,
+                        f: list[tuple[Any, ...]] = fetched) -> dict[str, Any]:
+                ids = apply_pulled(s, remote, r, c)
+                # {"ids": …}: the writer's after-commit listeners (the embedder) see them.
+                return {"ids": ids, "vectors": store_vectors(s, models, ids, f)}
+
+            done = write(applied)
+            changed = done["ids"]
+            out.vectors_reused += len(done["vectors"])
+            if done["vectors"] and on_vectors is not None:
+                on_vectors(done["vectors"])
             cursor = new_cursor
             out.pulled += len(rows)
             out.applied += len(changed)

@@ -357,7 +357,7 @@ def test_remote_vector_search_with_pgvector(pgvector_base: str) -> None:
     from db0.store import pgsync, vectors
     from db0.store.core import Store
 
-    with fresh_database(pgvector_base) as dsn, devices(1) as (a,):
+    with fresh_database(pgvector_base) as dsn, devices(2) as (a, b):
         a.run("remote", "add", "pg", dsn)
         ids = [a.run("remember", *extra, text).out.strip() for extra, text in (
             ([], "the deploy key lives in the vault"),
@@ -391,3 +391,25 @@ def test_remote_vector_search_with_pgvector(pgvector_base: str) -> None:
         _, used = pgsync.search(dsn, "deploy", 3, owners, None,
                                 ("other-model", "abc", 4, [1.0, 0.0, 0.0, 0.0]))
         assert not used  # another model's vectors are never compared
+
+        # A device with the same model reuses the vectors instead of embedding again.
+        b.run("remote", "add", "pg", dsn)
+        b.run("stats")  # creates b's database
+        b.stop()
+        store = Store.open(b.home / "data" / "db0.sqlite3")
+        try:
+            with store.transaction():
+                vectors.model_id(store, "test-model", "abc", 4)
+        finally:
+            store.close()
+        res = b.json("sync")["results"][0]
+        assert res["pulled"] == 3 and res["vectors_reused"] == 3
+        b.stop()
+        store = Store.open(b.home / "data" / "db0.sqlite3")
+        try:
+            got = {str(i): vectors.from_blob(bytes(v)).tolist() for i, v in store.conn.execute(
+                "SELECT m.id, v.vector FROM memory_vectors v JOIN memories m ON m.rid=v.rid")}
+        finally:
+            store.close()
+        assert got == {mem: [1.0 if j == n else 0.0 for j in range(4)]
+                       for n, mem in enumerate(ids)}

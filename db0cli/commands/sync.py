@@ -32,7 +32,8 @@ def remote_env(name: str) -> dict[str, str]:
 
 def _sync_one(c: Any, remote: dict[str, Any]) -> dict[str, Any]:
     total: dict[str, Any] = {"name": remote["name"], "pushed": 0, "sent": 0, "pulled": 0,
-                             "applied": 0, "vectors": 0, "seconds": 0.0, "done": False}
+                             "applied": 0, "vectors": 0, "vectors_reused": 0, "seconds": 0.0,
+                             "done": False}
     env = _env_for(remote)
     with output.progress(f"sync {remote['name']}", None) as bar:
         first = True
@@ -44,7 +45,8 @@ def _sync_one(c: Any, remote: dict[str, Any]) -> dict[str, Any]:
                 if bar.bar is not None:
                     bar.bar.update(bar.task, total=max(res["to_push"] + res["to_pull"], 1))
                 first = False
-            for k in ("pushed", "sent", "pulled", "applied", "vectors", "seconds"):
+            for k in ("pushed", "sent", "pulled", "applied", "vectors", "vectors_reused",
+                      "seconds"):
                 total[k] += res.get(k, 0)
             total["done"] = res["done"]
             total["searchable"] = res.get("searchable", False)
