@@ -56,9 +56,21 @@ def _root() -> None:
 # ~35 ms (measured: Typer inspects each signature), so a call builds only the module it needs.
 # A command missing here still works: an unknown name loads every module.
 COMMAND_MODULES = {
-    "remember": "memory", "recall": "memory", "show": "memory", "list": "memory",
-    "forget": "memory", "history": "memory", "purge": "memory", "import": "transfer", "export": "transfer",
-    "daemon": "daemon", "doctor": "system", "stats": "system",
+    "remember": "memory",
+    "recall": "memory",
+    "show": "memory",
+    "list": "memory",
+    "forget": "memory",
+    "history": "memory",
+    "purge": "memory",
+    "import": "transfer",
+    "export": "transfer",
+    "daemon": "daemon",
+    "doctor": "system",
+    "stats": "system",
+    "model": "model",
+    "remote": "remote",
+    "sync": "sync",
 }
 
 

@@ -35,7 +35,7 @@ FACTS = [
     "Our golden retriever loves swimming in lakes",
 ]
 # Shares no word with its fact (FACTS[0]), nor with any other fact.
-PARAPHRASE = "which day does my airplane trip toward Japan leave"
+PARAPHRASE = "what weekday is that airplane journey toward Japan"
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +130,7 @@ def test_kill9_with_pending_resumes_and_pending_is_found_by_keyword(mdb0: Db0) -
     assert _wait_dead(pid)
     # Restart: the embedder resumes from the rows (newest first), so the oldest memory waits.
     mdb0.run("daemon", "start")
-    st = status(mdb0)
+    st = wait_until(lambda: (s := status(mdb0))["model"] and s, 120, "the model to load")
     assert st["pending"] > 0
     res = mdb0.json("recall", "zanzibar")["results"]
     assert res and "zanzibar" in res[0]["content"]
@@ -192,7 +192,7 @@ def test_restart_mid_reembed_finishes_the_job(mdb0: Db0) -> None:
     os.kill(pid, signal.SIGKILL)
     assert _wait_dead(pid)
     mdb0.run("daemon", "start")
-    st = status(mdb0)
+    st = wait_until(lambda: (s := status(mdb0)).get("switch") and s, 120, "the models to load")
     assert st["model"] == new and st["searching_with"] == old
     assert 0 < st["switch"]["done"] < st["switch"]["total"]
     res = mdb0.json("recall", PARAPHRASE)["results"]

@@ -53,6 +53,7 @@ def install(srv: Server, req: Request) -> dict[str, Any]:
     emb = _embedder(srv)
     if emb is not None and switched:
         emb.reload()
+        emb.wait_loaded()
     return {"model": _public(info), "current": (current.name if current else info.name),
             "switched": switched}
 
@@ -98,6 +99,7 @@ def use(srv: Server, req: Request) -> dict[str, Any]:
     emb = _embedder(srv)
     if emb is not None:
         emb.reload()
+        emb.wait_loaded()
     return {"current": name}
 
 
