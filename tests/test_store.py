@@ -77,3 +77,25 @@ def test_any_text_is_a_safe_query(text: str) -> None:
     conn.execute("INSERT INTO f VALUES ('some words here')")
     if q is not None:
         conn.execute("SELECT * FROM f WHERE f MATCH ?", (q,)).fetchall()
+
+
+@pytest.mark.parametrize("n", [5, 200])
+def test_bulk_and_single_inserts_index_full_text_alike(tmp_path: Path, n: int) -> None:
+    """Batches from core.BULK_FTS rows index their text in one statement: nothing is missed,
+    the deferral flag never outlives the transaction, and later single writes index again."""
+    store = Store.open(tmp_path / "db.sqlite")
+    ctx = Context(user="u")
+    items = [memories.validate({"content": f"bulkword{i} shared"}, f"line {i}") for i in range(n)]
+    with store.transaction():
+        memories.remember_many(store, ctx, items)
+    with store.transaction():
+        memories.remember(store, ctx, memories.validate({"content": "lonely zebra"}, "x"))
+    conn = store.conn
+    assert dbmod.scalar(conn, "SELECT count(*) FROM fts_defer") == 0
+    assert dbmod.scalar(conn, "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH "
+                        "'shared'") == n
+    for i in (0, n - 1):
+        assert dbmod.scalar(conn, "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?",
+                            (f"bulkword{i}",)) == 1
+    assert dbmod.scalar(conn, "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH "
+                        "'zebra'") == 1
