@@ -65,3 +65,45 @@ def test_cli_sources_import_only_allowed_modules() -> None:
                 if n.startswith("db0.") and not n.startswith("db0.cli") and n not in allowed:
                     bad.append(f"{path.name}: {n}")
     assert bad == []
+
+
+def test_linux_paths_equal_platformdirs_without_importing_it(tmp_path: Path) -> None:
+    """paths.get_paths spells out the XDG rules so the CLI skips platformdirs (~13 ms)."""
+    import os
+
+    import platformdirs
+
+    if not sys.platform.startswith("linux"):
+        import pytest
+
+        pytest.skip("the XDG rules are spelled out for Linux only")
+    from db0.daemon import paths
+
+    keep = {k: os.environ.get(k) for k in ("DB0_HOME", "XDG_RUNTIME_DIR", "XDG_DATA_HOME",
+                                           "XDG_CONFIG_HOME", "XDG_STATE_HOME")}
+    try:
+        os.environ.pop("DB0_HOME", None)
+        for env in ({}, {"XDG_RUNTIME_DIR": str(tmp_path / "run"),
+                         "XDG_DATA_HOME": str(tmp_path / "d"),
+                         "XDG_CONFIG_HOME": str(tmp_path / "c"),
+                         "XDG_STATE_HOME": str(tmp_path / "s")}):
+            for k in keep:
+                if k != "DB0_HOME":
+                    os.environ.pop(k, None)
+            os.environ.update(env)
+            p = paths.get_paths()
+            assert str(p.config_dir) == platformdirs.user_config_dir("db0")
+            assert str(p.data_dir) == platformdirs.user_data_dir("db0")
+            assert str(p.log_dir) == platformdirs.user_log_dir("db0")
+            if env:
+                assert str(p.runtime_dir) == platformdirs.user_runtime_dir("db0")
+    finally:
+        for k, v in keep.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    probe = "import sys, db0.daemon.paths as p; p.get_paths(); print('platformdirs' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "DB0_HOME"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "False"
