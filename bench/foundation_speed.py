@@ -67,7 +67,7 @@ def main() -> None:
         env = {**os.environ, "DB0_HOME": home}
         subprocess.run([DB0, "import", "-"], env=env, input=lines(10_000, 2).encode(),
                        check=True, capture_output=True)
-        timed([DB0, "recall", "warm up"], env, 3)
+        timed([DB0, "recall", "alpha bravo"], env, 3)
         rounds: dict[str, list[float]] = {"python -c pass": [], "db0 recall": [],
                                           "db0 remember": []}
         rng = random.Random(3)
