@@ -18,7 +18,12 @@ import time
 from pathlib import Path
 
 DB0 = str(Path(sys.executable).with_name("db0"))
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "deploy", "cache", "socket", "memory", "agent", "session", "vector", "python", "rust", "editor"]
+WORDS = [
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+    "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
+    "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "deploy", "cache", "socket",
+    "memory", "agent", "session", "vector", "python", "rust", "editor",
+]
 
 
 def lines(n: int, seed: int) -> str:

@@ -145,8 +145,8 @@ class EmbeddingService:
         from db0.store import vectors
 
         with self.srv.reader() as store:
-            total = int(store.conn.execute(
-                "SELECT count(*) FROM memories WHERE forgotten_ts IS NULL").fetchone()[0])
+            total = int(dbmod.scalar(
+                store.conn, "SELECT count(*) FROM memories WHERE forgotten_ts IS NULL"))
             left = vectors.pending_count(store, t.model_id) if t else total
         return {"model": t.name if t else None, "done": total - left, "total": total,
                 "from": self.active.name if self.active else None,

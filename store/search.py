@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from db0.store import db as dbmod
 from db0.store.context import Context, visible_sql
 from db0.store.core import STATE_COLUMNS, Store
 from db0.store.memories import parse_time, to_public
@@ -107,14 +108,15 @@ def keyword_query(store: Store, text: str) -> str | None:
     """`fts_query(text)`, without the words too common to be worth scoring in a large store."""
     words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
     if len(words) > 1:
-        rows = store.conn.execute("SELECT max(rid) FROM memories").fetchone()[0] or 0
+        rows = dbmod.scalar(store.conn, "SELECT max(rid) FROM memories") or 0
         if rows > PRUNE_MIN_ROWS:
             try:
                 tokenize = store.conn.fts5_tokenizer("porter", ["unicode61"])
             except Exception:  # an apsw without tokenizer access: score every word
                 return fts_query(text)
             df = {w: _doc_freq(store, w, tokenize) for w in words}
-            words = [w for w in words if df[w] <= PRUNE_DF * rows] or [min(words, key=df.get)]
+            words = ([w for w in words if df[w] <= PRUNE_DF * rows]
+                     or [min(words, key=lambda w: df[w])])
     return fts_query(" ".join(words))
 
 
@@ -223,7 +225,7 @@ def final_score(parts: dict[str, Any], state: dict[str, Any], now: float) -> flo
     parts["scope_weight"] = scope_w
     score = parts["fused"] * scope_w * (1 - RECENCY_WEIGHT + RECENCY_WEIGHT * recency)
     parts["fused"] = round(parts["fused"], 6)
-    return score
+    return float(score)
 
 
 def recall(store: Store, ctx: Context, query: str, k: int = 10,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from db0.store import db as dbmod
 from db0.store.core import Store
 
 
@@ -35,9 +36,9 @@ def model_id(store: Store, name: str, sha256: str, dim: int) -> int:
                              (name, sha256)).fetchone()
     if row is not None:
         return int(row[0])
-    return int(store.conn.execute(
-        "INSERT INTO embed_models(name, sha256, dim, created_ts) VALUES (?, ?, ?, ?) "
-        "RETURNING model_id", (name, sha256, dim, time.time())).fetchone()[0])
+    return int(dbmod.scalar(
+        store.conn, "INSERT INTO embed_models(name, sha256, dim, created_ts) VALUES (?, ?, ?, ?) "
+        "RETURNING model_id", (name, sha256, dim, time.time())))
 
 
 def find_model(store: Store, name: str, sha256: str) -> int | None:
@@ -62,8 +63,8 @@ _PENDING = ("m.forgotten_ts IS NULL AND NOT EXISTS (SELECT 1 FROM memory_vectors
 
 
 def pending_count(store: Store, mid: int) -> int:
-    return int(store.conn.execute(f"SELECT count(*) FROM {_LIVE} WHERE {_PENDING}",
-                                  (mid,)).fetchone()[0])
+    return int(dbmod.scalar(store.conn, f"SELECT count(*) FROM {_LIVE} WHERE {_PENDING}",
+                            (mid,)))
 
 
 def pending_batch(store: Store, mid: int, limit: int, before: int | None = None,
@@ -111,8 +112,8 @@ def put(store: Store, mid: int, rows: Sequence[tuple[int, str, bytes]]) -> None:
 
 
 def drop_model(store: Store, mid: int) -> int:
-    n = store.conn.execute("SELECT count(*) FROM memory_vectors WHERE model_id=?",
-                           (mid,)).fetchone()[0]
+    n = dbmod.scalar(store.conn, "SELECT count(*) FROM memory_vectors WHERE model_id=?",
+                     (mid,))
     store.conn.execute("DELETE FROM memory_vectors WHERE model_id=?", (mid,))
     return int(n)
 
@@ -140,8 +141,9 @@ class VectorIndex:
         rows = store.conn.execute("SELECT rid, vector FROM memory_vectors WHERE model_id=? "
                                   "ORDER BY rid", (mid,)).fetchall()
         if rows:
-            idx.add([int(r) for r, _ in rows], np.frombuffer(
-                b"".join(bytes(b) for _, b in rows), dtype="<f4").reshape(len(rows), dim))
+            rids: list[int] = [int(r) for r, _ in rows]  # type: ignore[arg-type]
+            idx.add(rids, np.frombuffer(b"".join(bytes(b) for _, b in rows),  # type: ignore[arg-type]
+                                        dtype="<f4").reshape(len(rows), dim))
         return idx
 
     def add(self, rids: Sequence[int], vecs: np.ndarray) -> None:
@@ -196,4 +198,4 @@ def sql_neighbours(store: Store, mid: int, query: np.ndarray, where: str, args: 
         "SELECT m.rid, vec_distance_cosine(v.vector, ?) AS d FROM memories m "
         "JOIN memory_vectors v ON v.rid=m.rid AND v.model_id=? "
         f"WHERE {where} ORDER BY d LIMIT ?", [to_blob(query), mid, *args, n]).fetchall()
-    return [(int(r), float(d)) for r, d in rows]
+    return [(int(r), float(d)) for r, d in rows]  # type: ignore[arg-type]

@@ -21,7 +21,8 @@ _install_lock = threading.Lock()
 
 
 def _public(info: Any) -> dict[str, Any]:
-    raw = dataclasses.asdict(info) if dataclasses.is_dataclass(info) else dict(vars(info))
+    raw = (dataclasses.asdict(info) if dataclasses.is_dataclass(info)
+           and not isinstance(info, type) else dict(vars(info)))
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in raw.items()}
 
 
@@ -108,7 +109,7 @@ def status(srv: Server, req: Request) -> dict[str, Any]:
     emb = _embedder(srv)
     if emb is None:
         return {"state": "absent"}
-    st = emb.status()
+    st: dict[str, Any] = emb.status()
     st["progress"] = emb.progress()
     return st
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from db0.cli import output
 from db0.cli.options import JsonOpt
 from db0.cli.rpc import call
@@ -62,7 +63,7 @@ def list_(json_: JsonOpt = False) -> int:
 
 def _watch(json_: bool) -> dict[str, Any]:
     """Poll the switch's progress (a bar on a terminal) until the new model is in use."""
-    st = call("model.status", {})
+    st: dict[str, Any] = call("model.status", {})
     prog = st["progress"]
     with output.progress(f"embedding with {prog['model']}", prog["total"] or None) as bar:
         done = 0
@@ -103,7 +104,7 @@ def use(
 @model_app.command("status")
 def status(json_: JsonOpt = False) -> int:
     """The model in use, its dimension, and how many memories wait for an embedding."""
-    st = call("model.status", {})
+    st: dict[str, Any] = call("model.status", {})
     if json_:
         output.emit_json(st)
         return 0
