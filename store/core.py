@@ -122,25 +122,34 @@ def insert_states(store: Store, states: list[dict[str, Any]], kind: str) -> None
         ops.append((new_id(), state["hlc"], store.device_id, kind, state["id"],
                     json.dumps({"state": state}, ensure_ascii=False, separators=(",", ":")),
                     state["updated_ts"]))
-    conn = store.conn
-    rows = [[s[c] for c in STATE_COLUMNS] for s in states]
+    _insert_new(store.conn, states)
+    store.conn.executemany("INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, payload, "
+                           "created_ts) VALUES (?, ?, ?, ?, ?, ?, ?)", ops)
+
+
+def _insert_new(conn: apsw.Connection, states: list[dict[str, Any]]) -> None:
+    """INSERT memories known to be new, with their tags; from BULK_FTS rows the batch's full
+    text is indexed in one statement (m010_bulk_fts): 7,000 -> 10,500 imports/s."""
+    rows = [[s.get(c) for c in STATE_COLUMNS] for s in states]
     if len(states) < BULK_FTS:
         conn.executemany(_PLAIN_INSERT, rows)
-    else:  # index the batch's text in one statement (m010_bulk_fts): 7,000 -> 9,900/s
+    else:
         after = dbmod.scalar(conn, "SELECT coalesce(max(rid), 0) FROM memories")
         conn.execute("INSERT INTO fts_defer(flag) VALUES (1)")
         conn.executemany(_PLAIN_INSERT, rows)
         conn.execute("DELETE FROM fts_defer")
         conn.execute("INSERT INTO memories_fts(rowid, content) "
                      "SELECT rid, content FROM memories WHERE rid > ?", (after,))
-    conn.executemany("INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, payload, "
-                     "created_ts) VALUES (?, ?, ?, ?, ?, ?, ?)", ops)
-    tagged = {s["id"]: json.loads(s["tags"]) for s in states if s["tags"] != "[]"}
+    tagged = {s["id"]: _tags(s["tags"]) for s in states if _tags(s["tags"])}
     if tagged:
         rids = conn.execute("SELECT id, rid FROM memories WHERE id IN "
                             "(SELECT value FROM json_each(?))", (json.dumps(list(tagged)),))
         conn.executemany("INSERT OR IGNORE INTO memory_tags(rid, tag) VALUES (?, ?)",
                          [(rid, t) for mid, rid in rids for t in tagged[mid]])
+
+
+def _tags(raw: Any) -> list[str]:
+    return list(json.loads(raw) if isinstance(raw, str) else raw or [])
 
 
 def _upsert(conn: apsw.Connection, state: dict[str, Any], new: bool = False) -> int:
@@ -190,6 +199,7 @@ def apply_remote_states(store: Store, ops: list[tuple[dict[str, Any], str, str, 
         current.update((str(a), str(b)) for a, b in conn.execute(
             f"SELECT id, hlc FROM memories WHERE id IN ({','.join('?' * len(chunk_ids))})",
             chunk_ids))
+    known = set(current)
     newest: dict[str, dict[str, Any]] = {}
     log: list[tuple[Any, ...]] = []
     now = time.time()
@@ -204,8 +214,11 @@ def apply_remote_states(store: Store, ops: list[tuple[dict[str, Any], str, str, 
         log.append((op_id, hlc, device_id, kind, state["id"],
                     json.dumps({"state": state}, ensure_ascii=False, separators=(",", ":")),
                     now))
-    for state in newest.values():
-        _upsert(conn, state)
+    fresh = [st for mid, st in newest.items() if mid not in known]
+    _insert_new(conn, fresh)  # one statement per batch, not per row (pull 1,480 ops/s before)
+    for mid, state in newest.items():
+        if mid in known:
+            _upsert(conn, state)
     conn.executemany("INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, payload, "
                      "created_ts) VALUES (?, ?, ?, ?, ?, ?, ?)", log)
     return list(newest)
