@@ -17,3 +17,4 @@ def install(srv: Server) -> None:
     # Each feature adds its component here, one line each.
     __import__("db0.daemon.syncer", fromlist=["install"]).install(srv)
     __import__("db0.daemon.embedding", fromlist=["install"]).install(srv)
+    __import__("db0.daemon.expiry", fromlist=["install"]).install(srv)

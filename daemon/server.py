@@ -319,6 +319,9 @@ class Server:
                     "agent"):
                 ctx = Context(ctx.user, str(self.config["context"]["agent"]), ctx.session,
                               ctx.task)
+            expiry = self.components.get("expiry")
+            if expiry is not None:
+                ctx = expiry.context(ctx)  # a branched session's lineage; marks it seen
             result = fn(self, Request(req_id, str(method), params, ctx, {}))
             resp = ok(req_id, result)
         except Db0Error as e:

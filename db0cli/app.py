@@ -71,6 +71,12 @@ COMMAND_MODULES = {
     "model": "model",
     "remote": "remote",
     "sync": "sync",
+    "session": "session",
+    "task": "session",
+    "pack": "pack",
+    "checkpoint": "checkpoint",
+    "link": "link",
+    "spawn": "spawn",
 }
 
 

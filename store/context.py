@@ -25,6 +25,9 @@ class Context:
     agent: str = "default"
     session: str | None = None
     task: str | None = None
+    # A branched session sees its ancestors' session memories as they were at each cutoff:
+    # ((parent session id, cutoff time), ...), nearest first (store.sessions.lineage).
+    lineage: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_params(cls, params: dict[str, Any], default_user: str) -> Context:
@@ -58,9 +61,27 @@ def check_scope(scope: str) -> str:
     return scope
 
 
+def live_sql(alias: str = "m", as_of: float | None = None, now: float | None = None
+             ) -> tuple[str, list[Any]]:
+    """Not superseded, forgotten or expired: now, or as things were at `as_of`."""
+    a = alias
+    if as_of is None:
+        return (f"{a}.superseded_by IS NULL AND {a}.forgotten_ts IS NULL"
+                f" AND ({a}.expires_ts IS NULL OR {a}.expires_ts > ?)",
+                [time.time() if now is None else now])
+    return (f"{a}.created_ts <= ? AND ({a}.superseded_ts IS NULL OR {a}.superseded_ts > ?)"
+            f" AND ({a}.forgotten_ts IS NULL OR {a}.forgotten_ts > ?)"
+            f" AND ({a}.expires_ts IS NULL OR {a}.expires_ts > ?)", [as_of] * 4)
+
+
 def visible_sql(ctx: Context, scopes: list[str] | None = None, alias: str = "m",
-                *, live: bool = True, now: float | None = None) -> tuple[str, list[Any]]:
-    """A WHERE fragment (and its arguments) selecting the memories this context may see."""
+                *, live: bool = True, now: float | None = None,
+                as_of: float | None = None) -> tuple[str, list[Any]]:
+    """A WHERE fragment (and its arguments) selecting the memories this context may see.
+
+    `live` leaves out superseded, forgotten and expired memories (as of `as_of` when given);
+    a branched session also sees its ancestors' session memories as they were at the branch.
+    """
     wanted = [check_scope(s) for s in scopes] if scopes else list(SCOPES)
     owners = {"user": ctx.user, "agent": ctx.agent, "session": ctx.session, "task": ctx.task}
     parts: list[str] = []
@@ -72,7 +93,18 @@ def visible_sql(ctx: Context, scopes: list[str] | None = None, alias: str = "m",
             args += [scope, owner]
     sql = "(" + (" OR ".join(parts) if parts else "0") + ")"
     if live:
-        sql += (f" AND {alias}.superseded_by IS NULL AND {alias}.forgotten_ts IS NULL"
-                f" AND ({alias}.expires_ts IS NULL OR {alias}.expires_ts > ?)")
-        args.append(time.time() if now is None else now)
+        cond, cargs = live_sql(alias, as_of, now)
+        sql = f"({sql} AND {cond})"
+        args += cargs
+    elif as_of is not None:
+        sql = f"({sql} AND {alias}.created_ts <= ?)"
+        args.append(as_of)
+    if "session" in wanted:
+        for parent, cutoff in ctx.lineage:
+            at = cutoff if as_of is None else min(cutoff, as_of)
+            cond, cargs = (live_sql(alias, at) if live else (f"{alias}.created_ts <= ?", [at]))
+            sql += f" OR ({alias}.scope='session' AND {alias}.owner=? AND {cond})"
+            args += [parent, *cargs]
+        if ctx.lineage:
+            sql = f"({sql})"
     return sql, args

@@ -39,6 +39,7 @@ class Filters:
     since: float | None = None
     until: float | None = None
     include_superseded: bool = False
+    as_of: float | None = None
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> Filters:
@@ -50,10 +51,12 @@ class Filters:
             since=parse_time(p["since"])[1] if p.get("since") else None,
             until=parse_time(p["until"])[1] if p.get("until") else None,
             include_superseded=bool(p.get("include_superseded")),
+            as_of=parse_time(p["as_of"])[1] if p.get("as_of") else None,
         )
 
     def sql(self, ctx: Context, alias: str = "m") -> tuple[str, list[Any]]:
-        where, args = visible_sql(ctx, self.scopes, alias, live=not self.include_superseded)
+        where, args = visible_sql(ctx, self.scopes, alias, live=not self.include_superseded,
+                                  as_of=self.as_of)
         if self.include_superseded:
             where += f" AND {alias}.forgotten_ts IS NULL"
         for tag in self.tags:

@@ -31,8 +31,32 @@ def remember(srv: Server, req: Request) -> dict[str, Any]:
     supersedes = req.params.get("supersedes")
     result: dict[str, Any] = srv.write(lambda s: memories.remember(
         s, ctx, item, supersedes=supersedes, reason=req.params.get("reason")))
+    if result.get("status") == "stored":
+        near = _near_duplicates(srv, req, item["content"], result)
+        if near:
+            result["near_duplicates"] = near
     _wait_indexed(srv, req, [result["id"]])
     return result
+
+
+NEAR_DISTANCE = 0.08  # cosine similarity of 0.92 and above: the same fact in other words
+
+
+def _near_duplicates(srv: Server, req: Request, content: str, result: dict[str, Any]
+                     ) -> list[dict[str, Any]]:
+    """Visible memories whose meaning is nearly the same (reported; the caller decides)."""
+    embedder = srv.components.get("embedder")
+    qvec = embedder.query_vector(content) if embedder is not None else None
+    if qvec is None:
+        return []
+    skip = {result["id"], result.get("superseded")}
+    with srv.reader() as store:
+        hits = [(rid, d) for rid, d in search.vector_candidates(
+            store, req.ctx, qvec, search.Filters(), 5) if d <= NEAR_DISTANCE]
+        states = search.load(store, [rid for rid, _ in hits])
+    return [{"id": states[rid]["id"], "similarity": round(1 - d, 4),
+             "content": states[rid]["content"][:200]}
+            for rid, d in hits if rid in states and states[rid]["id"] not in skip]
 
 
 @rpc("memory.import")
@@ -97,6 +121,11 @@ def recall(srv: Server, req: Request) -> dict[str, Any]:
     with srv.reader() as store:
         out: dict[str, Any] = {"results": search.recall(store, req.ctx, query, k, filters,
                                                         qvec=qvec)}
+        if req.params.get("expand"):
+            from db0.store import links
+
+            where, args = filters.sql(req.ctx)
+            out["results"] += links.expand(store, out["results"], where, args)
     out["took_ms"] = round((time.perf_counter() - started) * 1000, 3)  # query embedding too
     notices = embedder.notices() if embedder is not None else []
     if notices:
@@ -106,8 +135,12 @@ def recall(srv: Server, req: Request) -> dict[str, Any]:
 
 @rpc("memory.get")
 def get(srv: Server, req: Request) -> dict[str, Any]:
+    from db0.store import links
+
     with srv.reader() as store:
-        return memories.get(store, _ref(req))
+        m = memories.get(store, _ref(req))
+        m["links"] = links.links_of(store, m["id"])
+        return m
 
 
 @rpc("memory.list")

@@ -1,0 +1,84 @@
+"""db0 spawn --agent NAME [--task] -- COMMAND [ARGS…]: run a sub-agent in its own context.
+
+The child gets a new session (and task, with --task) under agent NAME through DB0_AGENT,
+DB0_SESSION and DB0_TASK; DB0_USER stays, so user memories flow both ways while session and
+task memories stay with their owner. Signals are passed on, the child's exit code comes back,
+and the child's session and task end when it exits (unless --keep).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from db0.cli import output
+from db0.cli.options import UserOpt, context
+from db0.cli.rpc import call
+from db0.daemon.protocol import Db0Error
+
+
+def spawn(
+    command: Annotated[list[str], typer.Argument(help="The command to run, after --.")],
+    agent: Annotated[str, typer.Option("--agent", help="The sub-agent's name.")],
+    task: Annotated[bool, typer.Option("--task", help="Also start a task for it.")] = False,
+    label: Annotated[str | None, typer.Option("--label", "-l", help="Label its session.")]
+    = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave its session (and task) open "
+                                       "when it exits.")] = False,
+    user: UserOpt = None,
+) -> int:
+    """Run COMMAND as sub-agent NAME with a new session (and task); returns its exit code."""
+    if not command:
+        raise Db0Error("bad_request", "no command to run", "db0 spawn --agent NAME -- COMMAND")
+    ctx = context(user, agent, None, None)
+    s = call("session.start", {"context": ctx, "label": label or f"spawn {agent}"})
+    env = {**os.environ, "DB0_AGENT": agent, "DB0_SESSION": s["session"]}
+    env.pop("DB0_TASK", None)  # the parent's task is not the child's
+    if ctx.get("user"):
+        env["DB0_USER"] = ctx["user"]
+    t: dict[str, Any] | None = None
+    if task:
+        t = call("task.start", {"context": {**ctx, "session": s["session"]},
+                                "label": label or f"spawn {agent}"})
+        env["DB0_TASK"] = t["task"]
+    try:
+        child = subprocess.Popen(command, env=env)
+    except OSError as e:
+        _end(s, t, keep)
+        raise Db0Error("not_found" if isinstance(e, FileNotFoundError) else "invalid",
+                       f"cannot run {command[0]}: {e.strerror}", "check the command") from None
+
+    def forward(signum: int, _frame: Any) -> None:
+        child.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM,
+                                                        signal.SIGHUP)}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    _end(s, t, keep)
+    if output.is_tty(sys.stderr) and code:
+        output.notice(f"db0: {command[0]} exited with {code}")
+    return 128 - code if code < 0 else code
+
+
+def _end(s: dict[str, Any], t: dict[str, Any] | None, keep: bool) -> None:
+    if keep:
+        return
+    try:
+        if t is not None:
+            call("task.end", {"id": t["task"]})
+        call("session.end", {"id": s["session"]})
+    except Db0Error as e:  # the child's result matters more than the clean-up
+        output.notice(f"db0: could not end the sub-agent's session: {e.message}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("spawn", context_settings={"allow_interspersed_args": False})(spawn)
