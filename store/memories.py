@@ -224,6 +224,11 @@ def remember(store: Store, ctx: Context, item: dict[str, Any], *,
         old = state_of(store.conn, resolve_id(store, supersedes))
         if old is None:
             raise NotFoundError(f"no memory {supersedes} to supersede", "check the id: db0 list")
+        for _ in range(10_000):  # superseding an old version supersedes its chain's current one
+            nxt = state_of(store.conn, old["superseded_by"]) if old["superseded_by"] else None
+            if nxt is None:
+                break
+            old = nxt
     elif item["key"]:
         old = _live_match(store, "key=? AND scope=? AND owner=?", [item["key"], scope, owner])
     state = _new_state(ctx, item, scope, owner, digest, now)

@@ -10,6 +10,7 @@ import typer
 from db0.cli import output
 from db0.cli.options import (
     AgentOpt,
+    JsonOpt,
     ScopesOpt,
     SessionOpt,
     TagsOpt,
@@ -30,6 +31,7 @@ def pack(
     scope: ScopesOpt = None, tag: TagsOpt = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="As things were at this time "
                                               "(ISO 8601).")] = None,
+    json_: JsonOpt = False,
     user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
     task: TaskOpt = None,
 ) -> int:
@@ -38,6 +40,8 @@ def pack(
     Pinned memories first, then by relevance; near-repeats left out; grouped by scope, each
     line with its age and id. --format json prints {text, tokens, budget, tokenizer, items}.
     """
+    if json_:
+        fmt = "json"
     if fmt not in ("md", "json", "xml"):
         raise typer.BadParameter("use md, json or xml", param_hint="--format")
     text = read_stdin_text() if query == "-" else query
