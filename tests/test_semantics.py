@@ -182,7 +182,10 @@ def test_supersede_chains_duplicates_keys_and_as_of(u: Db0) -> None:
 
 # -- pack ----------------------------------------------------------------------------------------
 
-WORDS = ["deploy", "cache", "socket", "memory", "agent", "session", "vector", "python", "rust", "editor", "kiwi", "mango", "database", "budget", "token", "window", "pack", "recall"]
+WORDS = [
+    "deploy", "cache", "socket", "memory", "agent", "session", "vector", "python", "rust",
+    "editor", "kiwi", "mango", "database", "budget", "token", "window", "pack", "recall",
+]
 
 
 @pytest.fixture(scope="module")
