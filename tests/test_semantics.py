@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import DB0, Db0, daemon_pids
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from db0.store import tokens
@@ -223,6 +223,8 @@ def test_pack_formats_and_pinned_first(pack_user: Db0) -> None:
 @given(budget=st.integers(1, 3000), query=st.lists(st.sampled_from(WORDS), min_size=0,
                                                       max_size=4),
        fmt=st.sampled_from(["md", "xml"]), user=st.sampled_from(["packer", "packer2"]))
+@example(budget=1, query=[], fmt="xml", user="packer")  # the wrapper alone is over budget
+@example(budget=20, query=["deploy"], fmt="md", user="packer")
 def test_pack_never_exceeds_the_budget(pack_user: Db0, budget: int, query: list[str],
                                        fmt: str, user: str) -> None:
     from db0.daemon.client import Client, connect
