@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
-from db0.store import memories, search
+from db0.store import memories, search, secrets
 from db0.store.errors import InvalidError
 
 if TYPE_CHECKING:
@@ -26,11 +26,17 @@ def _ref(req: Request) -> str:
 
 @rpc("memory.remember")
 def remember(srv: Server, req: Request) -> dict[str, Any]:
-    item = memories.validate(req.params)
+    raw = dict(req.params)
+    if isinstance(raw.get("metadata"), dict):
+        raw["metadata"] = dict(raw["metadata"])
+    redacted = secrets.scrub_item(raw, bool(req.params.get("allow_secrets")))
+    item = memories.validate(raw)
     ctx = req.ctx
     supersedes = req.params.get("supersedes")
     result: dict[str, Any] = srv.write(lambda s: memories.remember(
         s, ctx, item, supersedes=supersedes, reason=req.params.get("reason")))
+    if redacted:
+        result["redacted"] = redacted
     if result.get("status") == "stored":
         near = _near_duplicates(srv, req, item["content"], result)
         if near:
@@ -69,12 +75,23 @@ def import_batch(srv: Server, req: Request) -> dict[str, Any]:
         raise Db0Error("too_large", f"{len(raw)} items in one batch, over {MAX_BATCH}",
                        "send smaller batches")
     lines = req.params.get("lines") or list(range(1, len(raw) + 1))
-    items = [memories.validate(it, f"line {n}") for n, it in zip(lines, raw, strict=False)]
+    allow = bool(req.params.get("allow_secrets"))
+    redacted: dict[str, int] = {}
+    scrubbed = []
+    for given in raw:
+        it = dict(given) if isinstance(given, dict) else given
+        if isinstance(it, dict):
+            if isinstance(it.get("metadata"), dict):
+                it["metadata"] = dict(it["metadata"])
+            for kind, n in secrets.scrub_item(it, allow).items():
+                redacted[kind] = redacted.get(kind, 0) + n
+        scrubbed.append(it)
+    items = [memories.validate(it, f"line {n}") for n, it in zip(lines, scrubbed, strict=False)]
     ctx = req.ctx
     for it in items:
         ctx.owner(it["scope"])  # a scope the context cannot own fails the whole batch now
     if req.params.get("dry_run"):
-        return {"checked": len(items)}
+        return {"checked": len(items), "redacted": redacted}
 
     def job(s: Any) -> dict[str, Any]:
         out = memories.remember_many(s, ctx, items, kind="import")
@@ -83,6 +100,7 @@ def import_batch(srv: Server, req: Request) -> dict[str, Any]:
                 "ids": [r["id"] for r in out]}
 
     result: dict[str, Any] = srv.write(job)
+    result["redacted"] = redacted
     _wait_indexed(srv, req, result["ids"])
     return result
 

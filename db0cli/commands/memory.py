@@ -49,6 +49,9 @@ def remember(
     = None,
     created_at: Annotated[str | None, typer.Option("--created-at", help="When it happened "
                                                    "(ISO 8601); default now.")] = None,
+    allow_secrets: Annotated[bool, typer.Option("--allow-secrets", help="Store what looks "
+                                                "like a secret as it is (this write only).")]
+    = False,
     wait: Annotated[bool, typer.Option("--wait", help="Return once it is fully indexed "
                                        "(embedded).")] = False,
     json_: JsonOpt = False,
@@ -61,6 +64,7 @@ def remember(
         "content": content, "scope": scope, "key": key, "tags": tag or [],
         "metadata": parse_meta(meta), "pinned": pin, "ttl": ttl, "supersedes": supersedes,
         "reason": reason, "created_at": created_at, "wait": wait,
+        "allow_secrets": allow_secrets or None,
         "context": context(user, agent, session, task),
     }
     res = call("memory.remember", {k: v for k, v in params.items() if v not in (None, [])})
@@ -74,7 +78,15 @@ def remember(
             output.notice(f"db0: supersedes {res['superseded']}")
         for note in res.get("notices") or []:
             output.notice(f"db0: {note}")
+    if res.get("redacted") and not json_:
+        output.notice(redaction_notice(res["redacted"]))
     return 0
+
+
+def redaction_notice(found: dict[str, int]) -> str:
+    what = ", ".join(f"{n} {kind}" for kind, n in sorted(found.items()))
+    keep = "" if set(found) == {"private"} else " (--allow-secrets keeps them)"
+    return f"db0: redacted before storing: {what}{keep}"
 
 
 def _recall_params(query: str, k: int, scope: list[str] | None, tag: list[str] | None,

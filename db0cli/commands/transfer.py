@@ -46,6 +46,8 @@ def import_(
     source: Annotated[str, typer.Argument(help="A JSON-lines file, or '-' for stdin.")],
     wait: Annotated[bool, typer.Option("--wait", help="Return once everything is fully "
                                        "indexed (embedded).")] = False,
+    allow_secrets: Annotated[bool, typer.Option("--allow-secrets", help="Store what looks "
+                                                "like a secret as it is.")] = False,
     json_: JsonOpt = False,
     user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
     task: TaskOpt = None,
@@ -62,21 +64,31 @@ def import_(
     for i in range(0, len(items), BATCH):
         chunk = items[i:i + BATCH]
         c.call("memory.import", {"items": [o for _, o in chunk], "lines": [n for n, _ in chunk],
-                                 "dry_run": True, "context": ctx})
+                                 "dry_run": True, "context": ctx,
+                                 "allow_secrets": allow_secrets})
     stored = duplicate = 0
     ids: list[str] = []
+    redacted: dict[str, int] = {}
     with output.progress("importing", len(items)) as bar:
         for i in range(0, len(items), BATCH):
             chunk = items[i:i + BATCH]
             res = c.call("memory.import", {"items": [o for _, o in chunk], "context": ctx,
-                                           "lines": [n for n, _ in chunk]})
+                                           "lines": [n for n, _ in chunk],
+                                           "allow_secrets": allow_secrets})
+            for kind, n in (res.get("redacted") or {}).items():
+                redacted[kind] = redacted.get(kind, 0) + n
             stored += res["stored"]
             duplicate += res["duplicate"]
             ids += res["ids"]
             bar.advance(len(chunk))
     if wait:
         c.call("memory.wait", {"ids": ids}, timeout=None)
-    summary = {"stored": stored, "duplicate": duplicate, "total": len(items)}
+    summary = {"stored": stored, "duplicate": duplicate, "total": len(items),
+               "redacted": redacted}
+    if redacted and not json_:
+        from db0.cli.commands.memory import redaction_notice
+
+        output.notice(redaction_notice(redacted))
     if json_:
         output.emit_json({**summary, "ids": ids})
     else:

@@ -1,0 +1,78 @@
+"""Finding secrets before anything is written, and `<private>` blocks that are never stored.
+
+Explicit patterns for the common formats only: entropy checks alone flag ordinary prose (long
+words, hashes in commit messages), so a string is a secret here when its shape says so. Each
+match is replaced by `[REDACTED:kind]`; the caller is told the kinds and counts, never values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("private-key", re.compile(
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.*?"
+        r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)", re.S)),
+    ("aws-access-key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b")),
+    ("aws-secret-key", re.compile(
+        r"(?i)(aws_?secret_?access_?key\s*[:=]\s*[\"']?)[A-Za-z0-9/+=]{40}\b")),
+    ("github-token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|"
+                                r"github_pat_[A-Za-z0-9_]{22,255})\b")),
+    ("gitlab-token", re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}\b")),
+    ("slack-token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b")),
+    ("slack-webhook", re.compile(
+        r"https://hooks\.slack\.com/services/[A-Za-z0-9_/]{20,}")),
+    ("anthropic-key", re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}")),
+    ("openai-key", re.compile(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}")),
+    ("google-api-key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
+    ("stripe-key", re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{20,}\b")),
+    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+    # user:password@ in a URL: the password alone is replaced
+    ("url-password", re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)([^\s@/]{1,200})(@)")),
+    ("password-assignment", re.compile(
+        r"(?i)(\b(?:password|passwd|pwd|secret|api_?key|access_?token|auth_?token)"
+        r"\s*[:=]\s*[\"']?)([^\s\"']{6,})")),
+]
+PRIVATE = re.compile(r"<private>.*?(?:</private>|\Z)", re.S | re.I)
+
+
+def redact(text: str) -> tuple[str, dict[str, int]]:
+    """The text with secrets replaced and <private> blocks removed, and what was found."""
+    found: Counter[str] = Counter()
+    text, n = PRIVATE.subn("", text)
+    if n:
+        found["private"] += n
+    for kind, pat in PATTERNS:
+        def sub(m: re.Match[str], kind: str = kind) -> str:
+            found[kind] += 1
+            if kind in ("url-password",):
+                return f"{m.group(1)}[REDACTED:{kind}]{m.group(3)}"
+            if kind in ("password-assignment", "aws-secret-key"):
+                return f"{m.group(1)}[REDACTED:{kind}]"
+            return f"[REDACTED:{kind}]"
+        text = pat.sub(sub, text)
+    return text, dict(found)
+
+
+def strip_private(text: str) -> tuple[str, dict[str, int]]:
+    text, n = PRIVATE.subn("", text)
+    return text, ({"private": n} if n else {})
+
+
+def scrub_item(item: dict[str, object], allow_secrets: bool = False) -> dict[str, int]:
+    """Redact a memory's content (and string metadata values) in place; returns the findings.
+    With `allow_secrets` only <private> blocks go (they are never stored)."""
+    fn = strip_private if allow_secrets else redact
+    found: Counter[str] = Counter()
+    content = item.get("content")
+    if isinstance(content, str):
+        item["content"], f = fn(content)
+        found.update(f)
+    meta = item.get("metadata")
+    if isinstance(meta, dict):
+        for k, v in list(meta.items()):
+            if isinstance(v, str):
+                meta[k], f = fn(v)
+                found.update(f)
+    return dict(found)

@@ -1,0 +1,92 @@
+"""Secrets never reach the disk: every planted format is redacted on every write path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Db0
+
+from db0.store import secrets
+
+PLANTED = {
+    "aws-access-key": "AKIAQWERTYUIOPASDFGH",
+    "github-token": "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
+    "gitlab-token": "glpat-Zx9Yw8Vu7Ts6Rq5Po4Nm",
+    "slack-token": "xoxb-123456789012-abcdefghijkl",
+    "openai-key": "sk-proj-Qm9sT2xLpV8nR4kW1yZ7aB3cD6",
+    "anthropic-key": "sk-ant-api03-Hq2Lm9Xv4Tr8Ks1Pw6Zn3Bd7",
+    "jwt": ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+            "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
+    "url-password": "Tr0ub4dor-and-3",
+    "private-key": "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7",
+}
+
+
+def _texts() -> list[str]:
+    key = PLANTED["private-key"]
+    return [
+        f"aws {PLANTED['aws-access-key']} in the env",
+        f"the gh token {PLANTED['github-token']} for CI",
+        f"gitlab {PLANTED['gitlab-token']}",
+        f"slack bot {PLANTED['slack-token']}",
+        f"openai {PLANTED['openai-key']}",
+        f"claude {PLANTED['anthropic-key']}",
+        f"session cookie {PLANTED['jwt']}",
+        f"db is postgresql://app:{PLANTED['url-password']}@db.internal:5432/prod",
+        f"-----BEGIN RSA PRIVATE KEY-----\n{key}\n-----END RSA PRIVATE KEY-----",
+    ]
+
+
+def test_planted_secrets_are_absent_everywhere(db0: Db0) -> None:
+    texts = _texts()
+    for t in texts[:5]:
+        r = db0.json("remember", t)
+        assert r["redacted"], t
+    db0.run("remember", "-", input=texts[5])
+    lines = "\n".join(json.dumps({"content": t, "metadata": {"note": t}}) for t in texts[6:])
+    imp = db0.json("import", "-", input=lines)
+    assert sum(imp["redacted"].values()) >= 3
+    private = db0.json("remember", "meeting notes <private>salary is 99k</private> done")
+    assert private["redacted"] == {"private": 1}
+    exported = db0.run("export").out
+    assert "[REDACTED:github-token]" in exported and "salary" not in exported
+    db0.stop()
+    files = [*(db0.home / "data").glob("db0.sqlite3*"), *(db0.home / "logs").glob("*")]
+    blob = b"".join(p.read_bytes() for p in files if p.is_file())
+    for kind, value in PLANTED.items():
+        assert value.encode() not in blob, kind
+        assert value not in exported, kind
+    assert b"salary is 99k" not in blob
+
+
+def test_allow_secrets_keeps_one_write_but_never_private(db0: Db0) -> None:
+    r = db0.json("remember", "--allow-secrets", f"keep {PLANTED['github-token']} "
+                 "<private>not this</private>")
+    assert r["redacted"] == {"private": 1}
+    content = db0.json("show", r["id"])["content"]
+    assert PLANTED["github-token"] in content and "not this" not in content
+
+
+@pytest.mark.parametrize("prose", [
+    "Refactored the authentication middleware to use dependency injection everywhere",
+    "commit 3f9a2c1b7e4d5f6a8b9c0d1e2f3a4b5c6d7e8f9a fixed the flaky test",
+    "The password policy requires twelve characters",
+    "Supercalifragilisticexpialidocious antidisestablishmentarianism",
+    "skip-to-content is a link; sk- prefix alone is fine",
+])
+def test_ordinary_prose_is_not_flagged(prose: str) -> None:
+    assert secrets.redact(prose) == (prose, {})
+
+
+def test_each_pattern_alone() -> None:
+    for text, (kind, value) in zip(_texts(), PLANTED.items(), strict=True):
+        out, found = secrets.redact(text)
+        assert value not in out and found, (kind, out)
+
+
+def test_bad_input_writes_nothing(db0: Db0, tmp_path: Path) -> None:
+    r = db0.run("remember", "<private>everything</private>", check=False)
+    assert r.code == 1 and "empty" in r.err
+    assert db0.json("stats")["memories"] == 0
