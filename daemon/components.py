@@ -18,3 +18,4 @@ def install(srv: Server) -> None:
     __import__("db0.daemon.syncer", fromlist=["install"]).install(srv)
     __import__("db0.daemon.embedding", fromlist=["install"]).install(srv)
     __import__("db0.daemon.expiry", fromlist=["install"]).install(srv)
+    __import__("db0.daemon.spool", fromlist=["install"]).install(srv)

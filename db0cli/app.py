@@ -35,21 +35,30 @@ def _import_typer() -> Any:
     return typer
 
 
-typer = _import_typer()
-
-app = typer.Typer(
-    name="db0",
-    help="db0: memory for AI agents. Remember, recall and pack context through a local daemon.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+# Built on first use, so `db0 hook` (run by agents at every prompt) skips Typer (~50 ms).
+typer: Any = None
+app: Any = None
 
 
-@app.callback()  # type: ignore[untyped-decorator]
 def _root() -> None:
     """db0: memory for AI agents. Remember, recall and pack context through a local daemon."""
+
+
+def _build_app() -> Any:
+    global typer, app
+    if app is None:
+        typer = _import_typer()
+        app = typer.Typer(
+            name="db0",
+            help="db0: memory for AI agents. Remember, recall and pack context through a local "
+                 "daemon.",
+            no_args_is_help=True,
+            add_completion=False,
+            pretty_exceptions_enable=False,
+            context_settings={"help_option_names": ["-h", "--help"]},
+        )
+        app.callback()(_root)
+    return app
 
 
 # Which module under commands/ defines a top-level command. Building every command costs
@@ -83,6 +92,7 @@ COMMAND_MODULES = {
 def _register_commands(only: str | None = None) -> None:
     import db0.cli.commands as pkg
 
+    _build_app()
     names = [only] if only else sorted(i.name for i in pkgutil.iter_modules(pkg.__path__))
     for name in names:
         mod = importlib.import_module(f"{pkg.__name__}.{name}")
@@ -107,9 +117,13 @@ def fail(message: str, hint: str = "", code: int = 1) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["hook"]:  # the agents' hot path: no Typer, always exit 0
+        from db0.cli.hook import main as hook_main
+
+        return hook_main(args[1:])
     import click
 
-    args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
         args.remove("--debug")

@@ -1,0 +1,316 @@
+"""`db0 hook EVENT --agent claude-code|codex|gemini`: the one front door for agent hooks.
+
+It runs at every prompt, so it is lean: no Typer, no rich, only the standard library and the
+daemon's protocol and paths modules (the app sends `db0 hook …` here before building anything).
+
+Fail-open, always: exit status 0, nothing on stdout but output that is well-formed for that agent
+(or nothing), never a traceback. stdin is read up to MAX_STDIN bytes and for at most
+STDIN_SECONDS; more, or something that is not a JSON object, is a malformed event, logged to
+`<logs>/hooks.log` (`db0 doctor` shows the last ones) and otherwise ignored.
+
+The event goes to the daemon with a short deadline. If no daemon answers at once, the hook
+writes the event to the spool (`<data>/spool/`), starts a daemon in the background without
+waiting for it, and exits; the daemon drains the spool. Each event carries an id, so one that
+reached the daemon and was also spooled (a reply that came too late) is handled once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from db0.daemon.paths import Paths, get_paths
+from db0.daemon.protocol import PROTOCOL, encode, read_frame
+
+EVENTS = ("session-start", "prompt", "turn-end", "pre-compact", "post-compact", "session-end")
+AGENTS = ("claude-code", "codex", "gemini")
+MAX_STDIN = 8 * 1024 * 1024
+STDIN_SECONDS = 3.0
+# How long the hook waits for the daemon's answer before it spools the event instead.
+DEADLINE = {"session-start": 3.0, "prompt": 2.0}
+DEFAULT_DEADLINE = 2.0
+# The agents' own names for the events that inject, for hookSpecificOutput.hookEventName.
+INJECT_NAME = {
+    ("claude-code", "session-start"): "SessionStart",
+    ("claude-code", "prompt"): "UserPromptSubmit",
+    ("codex", "session-start"): "SessionStart",
+    ("codex", "prompt"): "UserPromptSubmit",
+    ("gemini", "session-start"): "SessionStart",
+    ("gemini", "prompt"): "BeforeAgent",
+}
+SESSION_ENV = {"claude-code": "CLAUDE_CODE_SESSION_ID", "codex": "CODEX_THREAD_ID",
+               "gemini": "GEMINI_SESSION_ID"}
+USAGE = """Usage: db0 hook EVENT --agent AGENT
+
+  The front door for agent hooks: reads the hook's JSON on stdin, hands the event to the
+  db0 daemon, and prints what the agent should see (injected context) or nothing.
+  Always exits 0 (fail-open); problems go to the hooks log (see: db0 doctor).
+
+  EVENT   session-start | prompt | turn-end | pre-compact | post-compact | session-end
+  AGENT   claude-code | codex | gemini
+
+  Install it into an agent's settings with: db0 integrate claude-code|codex|gemini
+  Set DB0_DISABLE=1 to turn it off for one session.
+"""
+
+
+class Malformed(Exception):
+    """The event cannot be used (said once in the hooks log)."""
+
+
+def _log(paths: Paths, agent: str, event: str, message: str) -> None:
+    """One line in the hooks log: when, which hook, what went wrong (never memory text)."""
+    try:
+        paths.log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        line = f"{stamp} {agent or '?'} {event or '?'}: {message}\n"
+        fd = os.open(paths.log_dir / "hooks.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def parse_args(argv: list[str]) -> tuple[str, str]:
+    event = agent = ""
+    it = iter(argv)
+    for a in it:
+        if a in ("-h", "--help"):
+            raise SystemExit(USAGE)
+        if a == "--agent":
+            agent = next(it, "")
+        elif a.startswith("--agent="):
+            agent = a.split("=", 1)[1]
+        elif a.startswith("-"):
+            raise Malformed(f"unknown option {a}")
+        elif not event:
+            event = a
+        else:
+            raise Malformed(f"unexpected argument {a!r}")
+    if event not in EVENTS:
+        raise Malformed(f"unknown event {event!r} (one of {', '.join(EVENTS)})")
+    if agent not in AGENTS:
+        raise Malformed(f"unknown agent {agent!r} (one of {', '.join(AGENTS)})")
+    return event, agent
+
+
+def read_stdin(limit: int = MAX_STDIN, seconds: float = STDIN_SECONDS) -> bytes:
+    """At most `limit` bytes of stdin, for at most `seconds`; Malformed beyond either."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        return b""
+    if os.isatty(fd):
+        return b""
+    import select
+
+    deadline = time.monotonic() + seconds
+    buf = bytearray()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Malformed(f"stdin was not closed within {seconds:g}s")
+        try:
+            ready, _, _ = select.select([fd], [], [], left)
+        except (OSError, ValueError):
+            ready = [fd]
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit:
+            raise Malformed(f"stdin is over {limit} bytes")
+
+
+def _str(d: dict[str, Any], *names: str) -> str | None:
+    for n in names:
+        v = d.get(n)
+        if isinstance(v, str) and v:
+            return v
+    return None
+
+
+def normalise(agent: str, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The agent's hook JSON as db0's event data (each agent names its fields its own way)."""
+    data: dict[str, Any] = {
+        "session_id": _str(payload, "session_id", "sessionId", "conversation_id", "thread_id")
+        or os.environ.get(SESSION_ENV[agent]) or None,
+        "cwd": _str(payload, "cwd") or os.environ.get("CLAUDE_PROJECT_DIR")
+        or os.environ.get("GEMINI_CWD") or os.getcwd(),
+        "transcript_path": _str(payload, "transcript_path", "agent_transcript_path"),
+        "hook_event_name": _str(payload, "hook_event_name"),
+    }
+    if event == "prompt":
+        data["prompt"] = _str(payload, "prompt", "user_prompt")
+    if event == "turn-end":
+        data["last_message"] = _str(payload, "last_assistant_message", "prompt_response",
+                                    "last-assistant-message")
+    if event == "post-compact":
+        data["summary"] = _str(payload, "compact_summary", "summary")
+    for name in ("source", "trigger", "reason", "model"):
+        v = _str(payload, name)
+        if v:
+            data[name] = v
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def _context(agent: str) -> dict[str, Any]:
+    ctx = {"user": os.environ.get("DB0_USER") or None,
+           "agent": os.environ.get("DB0_AGENT") or agent}
+    return {k: v for k, v in ctx.items() if v}
+
+
+def spool(paths: Paths, params: dict[str, Any]) -> None:
+    """Write the event where the daemon drains it: a temporary name, then a rename."""
+    d = paths.spool_dir
+    d.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns():020d}-{params['event_id']}.json"
+    tmp = d / f".{name}.tmp"
+    body = json.dumps({**params, "inject": False}, ensure_ascii=False).encode("utf-8",
+                                                                             "surrogatepass")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, d / name)
+
+
+def start_daemon(paths: Paths) -> None:
+    """Start a daemon in the background, without waiting for it (another may be starting)."""
+    import fcntl
+
+    from db0.daemon.client import probe, spawn_daemon
+    from db0.daemon.paths import ensure_private_dir
+
+    ensure_private_dir(paths.runtime_dir)
+    with open(paths.startup_lock, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # someone is starting it right now
+        sock = probe(paths)
+        if sock is not None:
+            sock.close()
+            return
+        spawn_daemon(paths)
+
+
+def connect(paths: Paths) -> socket.socket | None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.connect(str(paths.socket))
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def call(sock: socket.socket, params: dict[str, Any], deadline: float) -> dict[str, Any]:
+    sock.settimeout(deadline)
+    sock.sendall(encode({"v": PROTOCOL, "id": 1, "method": "hook.event", "params": params}))
+    resp = read_frame(sock)
+    if resp is None:
+        raise ConnectionError("the daemon closed the connection")
+    return resp
+
+
+def render(agent: str, event: str, text: str | None, hook_event_name: str | None) -> str:
+    """What the agent reads on stdout: JSON it understands, or nothing."""
+    name = INJECT_NAME.get((agent, event))
+    if text and name:
+        return json.dumps({"hookSpecificOutput": {"hookEventName": hook_event_name or name,
+                                                  "additionalContext": text}},
+                          ensure_ascii=False)
+    if agent == "codex" and event == "turn-end":
+        return "{}"  # Codex's Stop must print JSON
+    return ""
+
+
+def run(argv: list[str]) -> str:
+    """Handle one hook call; the text for stdout. Raises Malformed for unusable input."""
+    event, agent = parse_args(argv)
+    if os.environ.get("DB0_DISABLE", "") not in ("", "0"):
+        return render(agent, event, None, None)
+    raw = read_stdin()
+    try:
+        payload = json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError) as e:
+        raise Malformed(f"stdin is not JSON ({type(e).__name__})") from None
+    if not isinstance(payload, dict):
+        raise Malformed("stdin is not a JSON object")
+    data = normalise(agent, event, payload)
+    params = {"event_id": os.urandom(16).hex(), "agent": agent, "event": event, "data": data,
+              "context": _context(agent), "inject": event in ("session-start", "prompt")}
+    paths = get_paths()
+    sock = connect(paths)
+    if sock is None:
+        spool(paths, params)
+        try:
+            start_daemon(paths)
+        except Exception as e:
+            _log(paths, agent, event, f"could not start the daemon ({type(e).__name__}: {e})")
+        _log(paths, agent, event, "daemon not running: event spooled, daemon starting")
+        return render(agent, event, None, data.get("hook_event_name"))
+    try:
+        resp = call(sock, params, DEADLINE.get(event, DEFAULT_DEADLINE))
+    except (OSError, ValueError, Exception) as e:
+        spool(paths, params)
+        _log(paths, agent, event, f"daemon did not answer in time ({type(e).__name__}): "
+             "event spooled")
+        return render(agent, event, None, data.get("hook_event_name"))
+    finally:
+        sock.close()
+    if not resp.get("ok"):
+        err = resp.get("error") or {}
+        if err.get("code") in ("unknown_method", "shutting_down", "unavailable", "internal"):
+            spool(paths, params)
+            _log(paths, agent, event, f"daemon refused ({err.get('code')}): event spooled; "
+                 "if it persists: db0 daemon restart")
+        else:
+            _log(paths, agent, event, f"daemon: {err.get('message')}")
+        return render(agent, event, None, data.get("hook_event_name"))
+    result = resp.get("result") or {}
+    text = result.get("inject") if isinstance(result.get("inject"), str) else None
+    return render(agent, event, text, data.get("hook_event_name"))
+
+
+def main(argv: list[str]) -> int:
+    """Entry point from db0.cli.app: always 0."""
+    out = ""
+    try:
+        out = run(argv)
+    except SystemExit as e:  # --help
+        if isinstance(e.code, str):
+            sys.stdout.write(e.code)
+        return 0
+    except Malformed as e:
+        agent = argv[argv.index("--agent") + 1] if "--agent" in argv[:-1] else ""
+        event = next((a for a in argv if a in EVENTS), "")
+        _log(get_paths(), agent, event, str(e))
+        # Codex's Stop wants JSON even when we have nothing to say.
+        out = "{}" if agent == "codex" and event == "turn-end" else ""
+    except BaseException as e:  # never a traceback in the agent's face
+        with contextlib.suppress(Exception):
+            _log(get_paths(), "", "", f"hook failed: {type(e).__name__}: {e}")
+        if isinstance(e, KeyboardInterrupt):
+            return 0
+    if out:
+        try:
+            sys.stdout.write(out + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, OSError):
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
