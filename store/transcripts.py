@@ -104,8 +104,9 @@ def parse_claude(obj: Any) -> Turn | None:
     if not isinstance(uid, str) or not uid:
         uid = _digest("claude", obj.get("sessionId"), obj.get("timestamp"), role, text)
     kind = "summary" if obj.get("isCompactSummary") else "turn"
+    meta = {"session": obj["sessionId"]} if isinstance(obj.get("sessionId"), str) else {}
     return Turn(role, text, uid, kind, obj.get("timestamp") if isinstance(
-        obj.get("timestamp"), str) else None)
+        obj.get("timestamp"), str) else None, meta)
 
 
 def parse_codex(obj: Any) -> Turn | None:

@@ -406,7 +406,8 @@ def ingest_transcript(srv: Server, req: Request) -> dict[str, Any]:
         return {"turns": 0, "stored": 0, "facts": 0, "duplicate": 0, "skipped_lines": skipped}
     agent = {"claude-code": "claude-code", "codex": "codex", "gemini": "gemini"}.get(
         str(fmt), "messages")
-    agent_sid = str(p.get("session_id") or f"ingest:{source}")
+    found = next((t.meta["session"] for t in turns if t.meta.get("session")), None)
+    agent_sid = str(p.get("session_id") or found or f"ingest:{source}")
     cwd = str(p["cwd"]) if p.get("cwd") else None
     ctx = Context(req.ctx.user, req.ctx.agent if req.ctx.agent != "default" else agent)
 
