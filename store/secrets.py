@@ -76,3 +76,23 @@ def scrub_item(item: dict[str, object], allow_secrets: bool = False) -> dict[str
                 meta[k], f = fn(v)
                 found.update(f)
     return dict(found)
+
+
+def scrub_json(value: object, allow_secrets: bool = False) -> tuple[object, dict[str, int]]:
+    """A JSON document (a checkpoint's state, say) with every string in it redacted; keys too.
+    With `allow_secrets` only <private> blocks go."""
+    fn = strip_private if allow_secrets else redact
+    found: Counter[str] = Counter()
+
+    def walk(v: object) -> object:
+        if isinstance(v, str):
+            out, f = fn(v)
+            found.update(f)
+            return out
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, dict):
+            return {walk(k) if isinstance(k, str) else k: walk(x) for k, x in v.items()}
+        return v
+
+    return walk(value), dict(found)

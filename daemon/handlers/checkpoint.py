@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
-from db0.store import checkpoints
+from db0.store import checkpoints, secrets
 
 if TYPE_CHECKING:
     from db0.daemon.server import Request, Server
@@ -21,9 +21,15 @@ def _ref(req: Request, name: str = "id") -> str:
 
 @rpc("checkpoint.create")
 def create(srv: Server, req: Request) -> dict[str, Any]:
-    label, state = req.params.get("label"), req.params.get("state")
+    allow = bool(req.params.get("allow_secrets"))
+    scrubbed, redacted = secrets.scrub_json(
+        [req.params.get("label"), req.params.get("state")], allow)  # never stored as given
+    label, state = cast("list[Any]", scrubbed)
     cp = srv.write(lambda s: checkpoints.create(s, req.ctx, label, state))
-    return checkpoints.public(cp)
+    out = checkpoints.public(cp)
+    if redacted:
+        out["redacted"] = redacted
+    return out
 
 
 @rpc("checkpoint.list")

@@ -37,6 +37,8 @@ def create(
     label: Annotated[str | None, typer.Option("--label", "-l", help="A name for it.")] = None,
     state: Annotated[str | None, typer.Option("--state", help="A JSON state document to keep "
                                               "with it: a file, or '-' for stdin.")] = None,
+    allow_secrets: Annotated[bool, typer.Option("--allow-secrets", help="Keep what looks like "
+                                                "a secret in the label and state.")] = False,
     json_: JsonOpt = False, user: UserOpt = None, agent: AgentOpt = None,
     session: SessionOpt = None, task: TaskOpt = None,
 ) -> int:
@@ -50,11 +52,16 @@ def create(
             raise Db0Error("invalid", f"the state document is not JSON ({e})",
                            "give a JSON file, or pipe JSON into --state -") from None
     res = call("checkpoint.create", {"label": label, "state": doc,
+                                     "allow_secrets": allow_secrets or None,
                                      "context": _ctx(user, agent, session, task)})
     if json_:
         output.emit_json(res)
     else:
         sys.stdout.write(res["id"] + "\n")
+        if res.get("redacted"):
+            from db0.cli.commands.memory import redaction_notice
+
+            output.notice(redaction_notice(res["redacted"]))
     return 0
 
 
