@@ -86,6 +86,7 @@ COMMAND_MODULES = {
     "checkpoint": "checkpoint",
     "link": "link",
     "spawn": "spawn",
+    "mcp": "mcp",
 }
 
 
