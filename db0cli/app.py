@@ -87,6 +87,9 @@ COMMAND_MODULES = {
     "link": "link",
     "spawn": "spawn",
     "mcp": "mcp",
+    "hook": "hook",
+    "ingest": "ingest",
+    "integrate": "integrate",
 }
 
 

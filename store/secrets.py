@@ -16,7 +16,8 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)", re.S)),
     ("aws-access-key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b")),
     ("aws-secret-key", re.compile(
-        r"(?i)(aws_?secret_?access_?key\s*[:=]\s*[\"']?)[A-Za-z0-9/+=]{40}\b")),
+        r"(?i)(aws_?secret_?access_?key[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9/+=]{40}"
+        r"(?![A-Za-z0-9/+=])")),
     ("github-token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|"
                                 r"github_pat_[A-Za-z0-9_]{22,255})\b")),
     ("gitlab-token", re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}\b")),
@@ -29,10 +30,12 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("stripe-key", re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{20,}\b")),
     ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
     # user:password@ in a URL: the password alone is replaced
-    ("url-password", re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)([^\s@/]{1,200})(@)")),
+    ("url-password", re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)(?!\[REDACTED:)([^\s@/]{1,200})(@)")),
+    # NAME=value, NAME: value, "name": "value", also prefixed (DB_PASSWORD, OPENAI_API_KEY)
     ("password-assignment", re.compile(
-        r"(?i)(\b(?:password|passwd|pwd|secret|api_?key|access_?token|auth_?token)"
-        r"\s*[:=]\s*[\"']?)([^\s\"']{6,})")),
+        r"(?i)((?<![A-Za-z0-9])(?:password|passwd|pwd|secret(?:_?key)?|client_?secret|"
+        r"api_?key|access_?token|auth_?token|secret_?access_?key)[\"']?\s*[:=]\s*[\"']?)"
+        r"(?!\[REDACTED:)([^\s\"']{6,})")),
 ]
 PRIVATE = re.compile(r"<private>.*?(?:</private>|\Z)", re.S | re.I)
 

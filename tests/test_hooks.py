@@ -405,3 +405,19 @@ def test_stopped_daemon_spools_and_drains_once(home: Path, tmp_path: Path) -> No
     assert "daemon not running" in json.dumps(problems)  # the hooks log, shown by doctor
     db.stop()
     shutil.rmtree(spool, ignore_errors=True)
+
+
+def test_hook_skips_typer_and_heavy_imports(d: Db0) -> None:
+    """The hook runs at every prompt: the standard library and the protocol, nothing more."""
+    probe = (
+        "import sys, io, json\n"
+        "sys.stdin = io.TextIOWrapper(io.BytesIO(b'{}'))\n"
+        "import db0.cli.app as app\n"
+        "app.main(['hook', 'turn-end', '--agent', 'claude-code'])\n"
+        "bad = ('typer', 'click', 'rich', 'apsw', 'numpy', 'db0.store', 'db0.daemon.server')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in bad\n"
+        "                        or any(m.startswith(b + '.') or m == b for b in bad))))\n")
+    p = subprocess.run([str(Path(DB0).with_name("python")), "-c", probe], env=d.env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == []

@@ -176,6 +176,9 @@ def test_secrets_are_redacted_and_reported(shared: Db0) -> None:
     assert "salary" not in content
     state = json.dumps(shared.json("checkpoint", "show", cp["id"])["state"])
     assert token not in state and "REDACTED" in state
+    files = [*(shared.home / "data").glob("db0.sqlite3*"), *(shared.home / "logs").glob("*")]
+    blob = b"".join(p.read_bytes() for p in files if p.is_file())
+    assert token.encode() not in blob and b"salary is 99k" not in blob
 
 
 def test_answers_stay_under_the_token_limit(shared: Db0) -> None:

@@ -90,3 +90,56 @@ def test_bad_input_writes_nothing(db0: Db0, tmp_path: Path) -> None:
     r = db0.run("remember", "<private>everything</private>", check=False)
     assert r.code == 1 and "empty" in r.err
     assert db0.json("stats")["memories"] == 0
+
+
+MORE = {
+    "github-token": "gho_" + "Ab1Cd2Ef3Gh4Ij5Kl6Mn7Op8Qr9St0Uv1Wx2Yz3",
+    "github-pat": "github_pat_" + "11ABCDEFG0" + "x" * 12 + "_" + "Yz9" * 10,
+    "slack-webhook": "https://hooks.slack.com/services/T0ABCDEFG/B0HIJKLMN/" + "q" * 24,
+    "aws-secret-key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "password-assignment": "hunter2-is-not-safe",
+    "anthropic-admin": "sk-ant-admin01-" + "Rt5Yu6Io7Pa8Sd9Fg0Hj1Kl2",
+}
+
+
+def test_more_formats_and_checkpoints_leave_no_trace(db0: Db0) -> None:
+    texts = [
+        f"old oauth {MORE['github-token']}",
+        f"fine-grained {MORE['github-pat']}",
+        f"alerts go to {MORE['slack-webhook']}",
+        f"aws_secret_access_key = {MORE['aws-secret-key']}",
+        f"login with password={MORE['password-assignment']} please",
+        f"admin key {MORE['anthropic-admin']}",
+    ]
+    for t in texts:
+        assert db0.json("remember", t)["redacted"], t
+    state = json.dumps({"env": texts, MORE["github-token"]: "as a key"})
+    cp = db0.run("checkpoint", "create", "--session", "s-secret", "--label",
+                 f"deploy {MORE['github-pat']}", "--state", "-", input=state)
+    assert "redacted before storing" in cp.err
+    shown = json.dumps(db0.json("checkpoint", "show", cp.out.strip()))
+    exported = db0.run("export", "--all").out if _has_all(db0) else db0.run("export").out
+    db0.stop()
+    files = [*(db0.home / "data").glob("db0.sqlite3*"), *(db0.home / "logs").glob("*")]
+    blob = b"".join(p.read_bytes() for p in files if p.is_file())
+    for kind, value in MORE.items():
+        assert value.encode() not in blob, kind
+        assert value not in exported and value not in shown, kind
+    assert "[REDACTED:github-token]" in shown
+
+
+def _has_all(db0: Db0) -> bool:
+    return "--all" in db0.run("export", "--help").out
+
+
+def test_assignments_in_their_common_spellings_and_redaction_is_idempotent() -> None:
+    key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    for text in (f"export AWS_SECRET_ACCESS_KEY={key}", f'"aws_secret_access_key": "{key}"',
+                 "DB_PASSWORD=s3cr3t-value", '{"api_key": "abcdef123456"}',
+                 "OPENAI_API_KEY: whatever-it-is"):
+        out, found = secrets.redact(text)
+        assert found and "REDACTED" in out, text
+        assert secrets.redact(out) == (out, {}), out  # a capture of db0's own output
+    for text in _texts():
+        once = secrets.redact(text)[0]
+        assert secrets.redact(once) == (once, {}), once

@@ -1,0 +1,259 @@
+"""db0 integrate claude-code|codex|gemini|mcp and status, against settings files that already
+hold other tools' entries: twice changes nothing more, --remove leaves them as they were."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DB0, Result
+
+OTHER_CLAUDE = {
+    "model": "opus",
+    "permissions": {"allow": ["Bash(npm test:*)"]},
+    "hooks": {
+        "Stop": [{"hooks": [{"type": "command", "command": "afplay /System/ding.aiff"}]}],
+        "SessionStart": [{"matcher": "startup", "hooks": [
+            {"type": "command", "command": "bm hook session-start --harness claude",
+             "timeout": 20}]}],
+        "PreToolUse": [{"matcher": "Bash", "hooks": [
+            {"type": "command", "command": "atuin history start --hook"}]}],
+    },
+}
+OTHER_CLAUDE_JSON = {"numStartups": 41, "projects": {"/w/app": {"allowedTools": []}},
+                     "mcpServers": {"github": {"type": "stdio", "command": "gh-mcp",
+                                               "args": []}}}
+OTHER_CODEX_TOML = """# my codex config
+model = "gpt-5-codex"
+
+[mcp_servers.github]
+command = "gh-mcp"
+args = []   # keep this comment
+"""
+OTHER_CODEX_HOOKS = {"hooks": {"Stop": [{"hooks": [
+    {"type": "command", "command": "notify-send done", "timeout": 3}]}]}}
+OTHER_GEMINI = {"theme": "GitHub", "hooks": {"BeforeTool": [{"matcher": "write_file", "hooks": [
+    {"name": "lint", "type": "command", "command": "./lint.sh", "timeout": 30000}]}]},
+    "mcpServers": {"fs": {"command": "fs-mcp"}}}
+
+
+def run(home: Path, cwd: Path, *args: str, input: bytes | None = None) -> Result:
+    env = {**os.environ, "HOME": str(home), "DB0_HOME": str(home / "db0"), "NO_COLOR": "1"}
+    p = subprocess.run([DB0, *args], cwd=cwd, env=env, capture_output=True, input=input,
+                       timeout=120)
+    return Result(p.returncode, p.stdout.decode(), p.stderr.decode())
+
+
+def integ(home: Path, cwd: Path, *args: str) -> dict[str, Any]:
+    r = run(home, cwd, "integrate", *args, "--json")
+    assert r.code == 0, r
+    out: dict[str, Any] = json.loads(r.out)
+    return out
+
+
+def write(path: Path, data: Any) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = (data if isinstance(data, str) else json.dumps(data, indent=4)).encode()
+    path.write_bytes(raw)
+    return raw
+
+
+def load(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def backups(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(path.name + ".db0-backup.*"))
+
+
+def ours(settings: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for event, groups in settings.get("hooks", {}).items():
+        for g in groups:
+            for h in g["hooks"]:
+                if " hook " in h["command"] and "--agent" in h["command"]:
+                    out.setdefault(event, []).append({**h, "matcher": g.get("matcher")})
+    return out
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    home, proj = tmp_path / "home", tmp_path / "proj"
+    home.mkdir()
+    proj.mkdir()
+    return home, proj
+
+
+def test_claude_code_twice_then_remove(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    settings, cj = home / ".claude" / "settings.json", home / ".claude.json"
+    raw_settings, raw_cj = write(settings, OTHER_CLAUDE), write(cj, OTHER_CLAUDE_JSON)
+    out = integ(home, proj, "claude-code")
+    assert {c["action"] for c in out["changes"]} == {"updated"}
+    assert any("trust" in s for s in out["manual_steps"])
+    s = load(settings)
+    mine = ours(s)
+    assert set(mine) == {"SessionStart", "UserPromptSubmit", "Stop", "PreCompact",
+                         "PostCompact", "SessionEnd"}
+    assert all(1 <= h["timeout"] <= 60 for hs in mine.values() for h in hs)  # seconds
+    assert mine["SessionStart"][0]["matcher"] == "startup|resume|clear|compact"
+    assert all(h["command"].endswith("--agent claude-code") for hs in mine.values()
+               for h in hs)
+    # Everything that was there is still there, unchanged.
+    for event, groups in OTHER_CLAUDE["hooks"].items():  # type: ignore[attr-defined]
+        for g in groups:
+            assert g in s["hooks"][event]
+    assert s["model"] == "opus" and s["permissions"] == OTHER_CLAUDE["permissions"]
+    c = load(cj)
+    assert c["mcpServers"]["github"] == OTHER_CLAUDE_JSON["mcpServers"]["github"]  # type: ignore[index]
+    assert c["mcpServers"]["db0"]["args"] == ["mcp"] and c["numStartups"] == 41
+    # Backups hold what was there before.
+    assert [b.read_bytes() for b in backups(settings)] == [raw_settings]
+    assert [b.read_bytes() for b in backups(cj)] == [raw_cj]
+    # Twice: nothing changes, no new backup.
+    text = settings.read_text()
+    out = integ(home, proj, "claude-code")
+    assert {c["action"] for c in out["changes"]} == {"unchanged"}
+    assert settings.read_text() == text and len(backups(settings)) == 1
+    st = integ(home, proj, "status")["integrations"]
+    row = next(r for r in st if r["agent"] == "claude-code" and r["scope"] == "user")
+    assert row["mcp"] == "yes" and len(row["hooks"]) == 6
+    # --remove takes exactly db0's entries out.
+    out = integ(home, proj, "claude-code", "--remove")
+    assert {c["action"] for c in out["changes"]} == {"removed"}
+    assert load(settings) == OTHER_CLAUDE and load(cj) == OTHER_CLAUDE_JSON
+    out = integ(home, proj, "claude-code", "--remove")
+    assert {c["action"] for c in out["changes"]} == {"unchanged"}
+
+
+def test_installed_command_runs(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    integ(home, proj, "claude-code")
+    cmd = load(home / ".claude" / "settings.json")["hooks"]["Stop"][0]["hooks"][0]["command"]
+    env = {**os.environ, "HOME": str(home), "DB0_HOME": str(home / "db0")}
+    p = subprocess.run(["sh", "-c", cmd], input=b'{"session_id": "x", "cwd": "/tmp"}',
+                       env=env, capture_output=True, timeout=60, cwd=proj)
+    assert p.returncode == 0 and p.stdout == b"" and b"Traceback" not in p.stderr
+    run(home, proj, "daemon", "stop")
+
+
+def test_codex_hooks_and_toml(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    hooks, toml = home / ".codex" / "hooks.json", home / ".codex" / "config.toml"
+    write(hooks, OTHER_CODEX_HOOKS)
+    raw_toml = write(toml, OTHER_CODEX_TOML)
+    out = integ(home, proj, "codex")
+    assert any("/hooks" in s and "trust" in s for s in out["manual_steps"])
+    h = load(hooks)
+    mine = ours(h)
+    assert set(mine) == {"SessionStart", "UserPromptSubmit", "Stop", "PreCompact",
+                         "PostCompact"}  # Codex has no SessionEnd
+    assert all(h["timeout"] <= 60 for hs in mine.values() for h in hs)
+    assert OTHER_CODEX_HOOKS["hooks"]["Stop"][0] in h["hooks"]["Stop"]
+    import tomllib
+
+    text = toml.read_text()
+    assert text.startswith(OTHER_CODEX_TOML)  # appended: comments and order kept
+    doc = tomllib.loads(text)
+    assert doc["mcp_servers"]["db0"]["args"] == ["mcp"]
+    assert doc["mcp_servers"]["github"]["command"] == "gh-mcp"
+    out = integ(home, proj, "codex")
+    assert {c["action"] for c in out["changes"]} == {"unchanged"} and toml.read_text() == text
+    integ(home, proj, "codex", "--remove")
+    assert toml.read_bytes() == raw_toml
+    assert load(hooks) == OTHER_CODEX_HOOKS
+
+
+def test_gemini_milliseconds_and_one_file(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    s = home / ".gemini" / "settings.json"
+    write(s, OTHER_GEMINI)
+    integ(home, proj, "gemini")
+    data = load(s)
+    mine = ours(data)
+    assert set(mine) == {"SessionStart", "BeforeAgent", "AfterAgent", "PreCompress",
+                         "SessionEnd"}
+    assert all(h["timeout"] >= 1000 for hs in mine.values() for h in hs)  # milliseconds
+    assert all(h["name"].startswith("db0-") for hs in mine.values() for h in hs)
+    assert data["mcpServers"]["db0"] == {"command": data["mcpServers"]["db0"]["command"],
+                                         "args": ["mcp"]}
+    assert data["mcpServers"]["fs"] == {"command": "fs-mcp"} and data["theme"] == "GitHub"
+    assert len(backups(s)) == 1  # hooks and MCP in one file: one write, one backup
+    integ(home, proj, "gemini", "--remove")
+    assert load(s) == OTHER_GEMINI
+
+
+def test_project_scope_and_dry_run(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    out = integ(home, proj, "claude-code", "--project", "--dry-run")
+    assert {c["action"] for c in out["changes"]} == {"created"}
+    assert not (proj / ".claude").exists() and not (proj / ".mcp.json").exists()
+    integ(home, proj, "claude-code", "--project")
+    assert ours(load(proj / ".claude" / "settings.json"))
+    assert load(proj / ".mcp.json")["mcpServers"]["db0"]["args"] == ["mcp"]
+    assert not (home / ".claude").exists()  # the user's settings were not touched
+    r = run(home, proj, "integrate", "claude-code", "--user", "--project")
+    assert r.code == 2
+
+
+def test_malformed_settings_refused_untouched(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    settings = home / ".claude" / "settings.json"
+    raw = write(settings, '{"hooks": {"Stop": [ }')
+    r = run(home, proj, "integrate", "claude-code")
+    assert r.code == 1 and "not valid JSON" in r.err and "line 1" in r.err
+    assert "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
+    assert settings.read_bytes() == raw and not backups(settings)
+    assert not (home / ".claude.json").exists()  # nothing else written either
+    write(settings, {"hooks": []})
+    r = run(home, proj, "integrate", "claude-code")
+    assert r.code == 1 and "not an object" in r.err
+    toml = home / ".codex" / "config.toml"
+    raw = write(toml, "model = = 'x'\n")
+    r = run(home, proj, "integrate", "codex")
+    assert r.code == 1 and "not valid TOML" in r.err
+    assert toml.read_bytes() == raw and not (home / ".codex" / "hooks.json").exists()
+
+
+def test_a_db0_entry_not_ours_is_left_alone(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    cj = home / ".claude.json"
+    theirs = {"mcpServers": {"db0": {"command": "npx", "args": ["some-other-db0"]}}}
+    write(cj, theirs)
+    out = integ(home, proj, "claude-code")
+    mcp = next(c for c in out["changes"] if c["what"] == "mcp")
+    assert mcp["action"] == "unchanged" and "did not write" in mcp["note"]
+    assert load(cj) == theirs
+    integ(home, proj, "claude-code", "--remove")
+    assert load(cj) == theirs
+
+
+def test_mcp_target_registers_where_agents_live(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    (home / ".codex").mkdir()
+    (home / ".gemini").mkdir()
+    out = integ(home, proj, "mcp")
+    files = {Path(c["file"]).name for c in out["changes"] if c["action"] == "created"}
+    assert files == {"config.toml", "settings.json"}
+    assert not (home / ".claude.json").exists() and not (home / ".claude").exists()
+    assert not (home / ".gemini" / "settings.json").read_text().count("hook")
+    st = {(r["agent"], r["scope"]): r for r in integ(home, proj, "status")["integrations"]}
+    assert st[("codex", "user")]["mcp"] == "yes" and st[("gemini", "user")]["mcp"] == "yes"
+    assert st[("claude-code", "user")]["mcp"] == "no"
+    integ(home, proj, "mcp", "--remove")
+    assert (home / ".codex" / "config.toml").read_text() == ""
+    assert load(home / ".gemini" / "settings.json") == {}
+
+
+def test_bad_target_and_git(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    r = run(home, proj, "integrate", "vim")
+    assert r.code == 2 and "TARGET" in r.err
+    if importlib.util.find_spec("db0.cli.gitcapture") is None:
+        r = run(home, proj, "integrate", "git")
+        assert r.code == 5 and "git capture" in r.err
