@@ -103,7 +103,12 @@ class Spool:
                 cfg_user = self.srv.config["context"].get("user") or self.srv.default_user
                 try:
                     ctx = Context.from_params(params, cfg_user)
-                    handle_event(self.srv, params, ctx, inject=False)
+                    if params.get("method") == "git.capture":  # from `db0 git capture`
+                        from db0.daemon.handlers.git import apply
+
+                        apply(self.srv, params, ctx)
+                    else:
+                        handle_event(self.srv, params, ctx, inject=False)
                 except Db0Error as e:
                     if e.code in ("shutting_down", "unavailable"):
                         break  # left for the next start

@@ -90,6 +90,7 @@ COMMAND_MODULES = {
     "hook": "hook",
     "ingest": "ingest",
     "integrate": "integrate",
+    "git": "git",
 }
 
 
@@ -126,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         from db0.cli.hook import main as hook_main
 
         return hook_main(args[1:])
+    if args[:2] == ["git", "capture"]:  # run by git hooks: no Typer, always exit 0
+        from db0.cli.gitcapture import main as git_main
+
+        return git_main(args[2:])
     import click
 
     debug = "--debug" in args
