@@ -7,9 +7,7 @@ stderr; `--debug` adds the traceback.
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 import sys
 from typing import Any
 
@@ -95,6 +93,9 @@ COMMAND_MODULES = {
 
 
 def _register_commands(only: str | None = None) -> None:
+    import importlib
+    import pkgutil
+
     import db0.cli.commands as pkg
 
     _build_app()
