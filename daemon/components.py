@@ -19,3 +19,4 @@ def install(srv: Server) -> None:
     __import__("db0.daemon.embedding", fromlist=["install"]).install(srv)
     __import__("db0.daemon.expiry", fromlist=["install"]).install(srv)
     __import__("db0.daemon.spool", fromlist=["install"]).install(srv)
+    __import__("db0.daemon.watcher", fromlist=["install"]).install(srv)
