@@ -42,6 +42,13 @@ typecheck: $(PY)
 lint: $(PY) typecheck
 	$(BIN)/ruff check db0cli daemon store tests bench
 
+# The shell completion scripts in completions/, generated from the CLI (a test checks they are
+# current).
+completions: $(PY)
+	$(BIN)/db0 completions show bash > completions/db0.bash
+	$(BIN)/db0 completions show zsh > completions/_db0
+	$(BIN)/db0 completions show fish > completions/db0.fish
+
 bench: $(PY)
 	$(PY) bench/run_all.py
 

@@ -89,6 +89,7 @@ COMMAND_MODULES = {
     "ingest": "ingest",
     "integrate": "integrate",
     "git": "git",
+    "completions": "completions",
 }
 
 
