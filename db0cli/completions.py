@@ -71,11 +71,15 @@ def _values_table(t: dict[str, dict[str, Any]], fn: str) -> list[str]:
     return lines
 
 
+def _tables(t: dict[str, dict[str, Any]]) -> list[str]:
+    return [*_case_table(t, "_db0_subs", "{subs}"), "",
+            *_case_table(t, "_db0_words", "{words}"), "",
+            *_values_table(t, "_db0_values"), ""]
+
+
 def bash(t: dict[str, dict[str, Any]]) -> str:
     lines = [f"# {HEADER.format(shell='bash')}", ""]
-    lines += _case_table(t, "_db0_subs", "{subs}") + [""]
-    lines += _case_table(t, "_db0_words", "{words}") + [""]
-    lines += _values_table(t, "_db0_values") + [""]
+    lines += _tables(t)
     lines += [
         "_db0() {",
         '    local cur prev path w i vals',
@@ -102,9 +106,7 @@ def bash(t: dict[str, dict[str, Any]]) -> str:
 
 def zsh(t: dict[str, dict[str, Any]]) -> str:
     lines = ["#compdef db0", f"# {HEADER.format(shell='zsh')}", ""]
-    lines += _case_table(t, "_db0_subs", "{subs}") + [""]
-    lines += _case_table(t, "_db0_words", "{words}") + [""]
-    lines += _values_table(t, "_db0_values") + [""]
+    lines += _tables(t)
     lines += [
         "_db0_main() {",
         '    local dbpath="" w i vals',
