@@ -13,7 +13,8 @@ _db0_subs() {
         "completions") echo "install show" ;;
         "completions install") echo "" ;;
         "completions show") echo "" ;;
-        "daemon") echo "logs restart run start status stop" ;;
+        "daemon") echo "install-service logs restart run start status stop" ;;
+        "daemon install-service") echo "" ;;
         "daemon logs") echo "" ;;
         "daemon restart") echo "" ;;
         "daemon run") echo "" ;;
@@ -80,7 +81,8 @@ _db0_words() {
         "completions") echo "install show --help -h" ;;
         "completions install") echo "--help -h --json" ;;
         "completions show") echo "--help -h" ;;
-        "daemon") echo "logs restart run start status stop --help -h" ;;
+        "daemon") echo "install-service logs restart run start status stop --help -h" ;;
+        "daemon install-service") echo "--help -h --json --no-enable --remove" ;;
         "daemon logs") echo "--follow -f --help -h --json --lines -n" ;;
         "daemon restart") echo "--help -h --json" ;;
         "daemon run") echo "--help -h" ;;

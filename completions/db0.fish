@@ -42,7 +42,9 @@ function __db0_subs
         case 'completions show'
             echo ''
         case 'daemon'
-            echo 'logs restart run start status stop'
+            echo 'install-service logs restart run start status stop'
+        case 'daemon install-service'
+            echo ''
         case 'daemon logs'
             echo ''
         case 'daemon restart'
@@ -213,6 +215,7 @@ complete -c db0 -n '__db0_at completions' -l help -s h -d 'Show the help'
 complete -c db0 -n '__db0_at completions install' -l help -s h -d 'Show the help'
 complete -c db0 -n '__db0_at completions install' -l json -d 'Print one JSON document.'
 complete -c db0 -n '__db0_at completions show' -l help -s h -d 'Show the help'
+complete -c db0 -n '__db0_at daemon' -a install-service
 complete -c db0 -n '__db0_at daemon' -a logs
 complete -c db0 -n '__db0_at daemon' -a restart
 complete -c db0 -n '__db0_at daemon' -a run
@@ -220,6 +223,10 @@ complete -c db0 -n '__db0_at daemon' -a start
 complete -c db0 -n '__db0_at daemon' -a status
 complete -c db0 -n '__db0_at daemon' -a stop
 complete -c db0 -n '__db0_at daemon' -l help -s h -d 'Show the help'
+complete -c db0 -n '__db0_at daemon install-service' -l help -s h -d 'Show the help'
+complete -c db0 -n '__db0_at daemon install-service' -l json -d 'Print one JSON document.'
+complete -c db0 -n '__db0_at daemon install-service' -l no-enable -d 'Write the unit only; enable it yourself.'
+complete -c db0 -n '__db0_at daemon install-service' -l remove -d 'Disable the service and delete its unit.'
 complete -c db0 -n '__db0_at daemon logs' -l follow -s f -d 'Keep printing.'
 complete -c db0 -n '__db0_at daemon logs' -l help -s h -d 'Show the help'
 complete -c db0 -n '__db0_at daemon logs' -l json -d 'Print one JSON document.'

@@ -90,6 +90,7 @@ COMMAND_MODULES = {
     "integrate": "integrate",
     "git": "git",
     "completions": "completions",
+    "watch": "watch",
 }
 
 

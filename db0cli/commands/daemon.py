@@ -139,5 +139,28 @@ def run() -> int:
     return 0  # not reached
 
 
+@daemon_app.command("install-service")
+def install_service(
+    remove: Annotated[bool, typer.Option("--remove", help="Disable the service and delete its "
+                                         "unit.")] = False,
+    no_enable: Annotated[bool, typer.Option("--no-enable", help="Write the unit only; enable "
+                                            "it yourself.")] = False,
+    json_: JsonOpt = False,
+) -> int:
+    """Run the daemon as a user service: a systemd user unit (launchd agent on macOS) running
+    `db0 daemon run`, restarted on failure, stopped with SIGTERM."""
+    from db0.cli import service
+
+    res = service.remove() if remove else service.install(enable=not no_enable)
+    if json_:
+        output.emit_json(res)
+    elif remove:
+        output.notice(f"db0: {'removed' if res['removed'] else 'no service at'} {res['unit']}")
+    else:
+        what = "enabled and started" if res["enabled"] else "written (not enabled)"
+        output.notice(f"db0: {res['manager']} service {what}: {res['unit']}")
+    return 0
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(daemon_app, name="daemon")

@@ -43,6 +43,9 @@ def doctor(json_: JsonOpt = False) -> int:
                   "runtime": str(paths.runtime_dir), "socket": str(paths.socket)},
         "checks": {"runtime_dir": _check_dir(paths.runtime_dir, private=True)},
     }
+    from db0.cli import service
+
+    report["service"] = service.status()
     problems = [k for k, v in report["checks"].items() if v.startswith("problem")]
     try:
         report["daemon"] = call("daemon.doctor", {}, timeout=30.0)
@@ -58,6 +61,7 @@ def doctor(json_: JsonOpt = False) -> int:
         rows: list[tuple[str, Any]] = [("db0", report["version"]), ("python", report["python"])]
         rows += [(f"path.{k}", v) for k, v in report["paths"].items() if v]
         rows += [(f"check.{k}", v) for k, v in report["checks"].items()]
+        rows += [(f"service.{k}", v) for k, v in report["service"].items()]
         for k, v in report["daemon"].items():
             if isinstance(v, dict):
                 rows += [(f"{k}.{kk}", vv) for kk, vv in v.items()]
