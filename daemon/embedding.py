@@ -17,9 +17,10 @@ until it completes. With no model installed, recall is keyword-only and says so 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,8 @@ class Loaded:
     query: Any                # query embedding (request threads, under qlock)
     index: Any                # store.vectors.VectorIndex
     qlock: threading.Lock
+    workers: list[Any] = field(default_factory=list)  # more 1-thread batch contexts
+    query1: Any = None        # a 1-thread query context, for a busy machine
 
 
 class EmbeddingService:
@@ -169,8 +172,21 @@ class EmbeddingService:
         from db0.store.search import QueryVector
 
         with a.qlock:
-            vec = a.query.embed([text[:MAX_CHARS]])[0]
+            vec = self._query_context(a).embed([text[:MAX_CHARS]])[0]
         return QueryVector(a.model_id, np.asarray(vec, dtype=np.float32), a.index)
+
+    def _query_context(self, a: Loaded) -> Any:
+        """The multi-thread context on an idle machine, else the 1-thread one.
+
+        llama.cpp's threads wait for each other by spinning: on 2 cores with other work
+        running, a 2-thread context fell to 6 embeddings/s where a 1-thread one kept 40/s
+        (/tmp/mexp/par.py, same run); on an idle machine 2 threads are the faster."""
+        if a.query1 is None or a.query1 is a.query:
+            return a.query
+        busy = self.state in ("embedding", "switching")
+        if not busy and hasattr(os, "getloadavg"):
+            busy = os.getloadavg()[0] > (os.cpu_count() or 1) - 0.75
+        return a.query1 if busy else a.query
 
     def embed_texts(self, texts: list[str]) -> tuple[str, list[list[float]]]:
         """Embed texts with the active model (for other features: near-duplicates, rerank)."""
@@ -306,7 +322,7 @@ class EmbeddingService:
             if h not in have:
                 todo.setdefault(h, content[:MAX_CHARS])
         if todo:
-            made = self._embed_grouped(t.embedder, list(todo.values()))
+            made = self._embed_parallel(t, list(todo.values()))
             for h, vec in zip(todo, made, strict=True):
                 have[h] = vectors.to_blob(vec)
         out = [(rid, h, have[h]) for rid, _, h in rows]
@@ -317,6 +333,39 @@ class EmbeddingService:
         self.copied += len(rows) - len(todo)
         with self._cond:
             self._cond.notify_all()
+
+    def _embed_parallel(self, t: Loaded, texts: list[str]) -> list[list[float]]:
+        """Split the texts between the 1-thread batch contexts, one Python thread each
+        (llama.cpp releases the GIL while it computes). Measured on 2 busy cores, same run:
+        two 1-thread contexts 37 embeddings/s, one 2-thread context 6/s (its threads spin
+        waiting for each other when the cores are shared)."""
+        contexts = [t.embedder, *t.workers]
+        if len(contexts) == 1 or len(texts) < 2 * len(contexts):
+            return self._embed_grouped(t.embedder, texts)
+        n = len(contexts)
+        shards = [texts[i::n] for i in range(n)]
+        results: list[list[list[float]]] = [[] for _ in range(n)]
+        errors: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                results[i] = self._embed_grouped(contexts[i], shards[i])
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,), name=f"db0-embed-{i}")
+                   for i in range(1, n)]
+        for th in threads:
+            th.start()
+        work(0)
+        for th in threads:
+            th.join()
+        if errors:
+            raise errors[0]
+        out: list[list[float]] = [[] for _ in texts]
+        for i in range(n):
+            out[i::n] = results[i]
+        return out
 
     def _embed_grouped(self, embedder: Any, texts: list[str]) -> list[list[float]]:
         """Embed in small groups: a BERT batch attends over all its tokens at once, so one call
@@ -409,15 +458,20 @@ class EmbeddingService:
         from db0.store import vectors
 
         path = Path(info.path)
-        emb = Embedder(str(path), self.threads)
+        # Batch work: one 1-thread context per thread asked for, run side by side (see
+        # _embed_parallel). Queries: a context with every thread, and a 1-thread one.
+        emb = Embedder(str(path), 1)
+        workers = [Embedder(str(path), 1) for _ in range(self.threads - 1)]
         query = Embedder(str(path), self.threads)
+        query1 = Embedder(str(path), 1) if self.threads > 1 else query
         name, sha, dim = str(info.name), _sha(info), int(emb.dim)
         mid = self.srv.write(lambda s: vectors.model_id(s, name, sha, dim))
         with self.srv.reader() as store:
             index = vectors.VectorIndex.load(store, mid, dim)
         log.info("loaded embedding model %s from %s (%d vectors in the index)", name, path,
                  len(index))
-        return Loaded(name, sha, path, dim, mid, emb, query, index, threading.Lock())
+        return Loaded(name, sha, path, dim, mid, emb, query, index, threading.Lock(), workers,
+                      query1)
 
 
 def _sha(info: Any) -> str:
