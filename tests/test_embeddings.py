@@ -168,7 +168,8 @@ def test_switching_models_reembeds_everything_and_search_keeps_working(mdb0: Db0
     # During the switch recall uses the old model's complete vectors.
     res = mdb0.json("recall", PARAPHRASE)["results"]
     assert res[0]["content"] == FACTS[0] and "vector_rank" in res[0]["score_parts"]
-    done = mdb0.json("model", "use", new)  # waits (a bar on a terminal) until complete
+    # It waits (a bar on a terminal) until complete: minutes on a busy 2-core machine.
+    done = mdb0.json("model", "use", new, timeout=900)
     assert done["status"]["progress"]["complete"]
     st = status(mdb0)
     assert st["searching_with"] == new and st["pending"] == 0 and "switch" not in st

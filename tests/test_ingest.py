@@ -3,7 +3,6 @@ transcript, idempotent; and the `git` target handed to git capture."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -132,10 +131,3 @@ def test_bad_input(d: Db0, tmp_path: Path) -> None:
     assert r.code == 2 and "--format" in r.err
     empty = d.json("ingest", "-", "--format", "messages", input="not json at all\n")
     assert empty["turns"] == 0 and empty["stored"] == 0 and empty["skipped_lines"] == 1
-
-
-def test_git_target_goes_to_git_capture(d: Db0) -> None:
-    if importlib.util.find_spec("db0.cli.gitcapture") is not None:
-        pytest.skip("git capture is installed; tests/test_gitcapture.py covers it")
-    r = d.run("ingest", "git", "HEAD~1..HEAD", check=False)
-    assert r.code == 5 and "git capture" in r.err and "Traceback" not in r.err
