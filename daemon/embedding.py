@@ -183,9 +183,7 @@ class EmbeddingService:
         (/tmp/mexp/par.py, same run); on an idle machine 2 threads are the faster."""
         if a.query1 is None or a.query1 is a.query:
             return a.query
-        busy = self.state in ("embedding", "switching")
-        if not busy and hasattr(os, "getloadavg"):
-            busy = os.getloadavg()[0] > (os.cpu_count() or 1) - 0.75
+        busy = self.state in ("embedding", "switching") or not _cores_free()
         return a.query1 if busy else a.query
 
     def embed_texts(self, texts: list[str]) -> tuple[str, list[list[float]]]:
@@ -472,6 +470,19 @@ class EmbeddingService:
                  len(index))
         return Loaded(name, sha, path, dim, mid, emb, query, index, threading.Lock(), workers,
                       query1)
+
+
+def _cores_free() -> bool:
+    """Whether nothing but the caller is running right now: the runnable count in
+    /proc/loadavg (which counts the caller), else the 1-minute load average. An instant
+    reading, since a burst of other work is what makes a multi-thread context spin."""
+    cores = os.cpu_count() or 1
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return hasattr(os, "getloadavg") and os.getloadavg()[0] <= cores - 0.75
+    return running <= max(1, cores - 1)
 
 
 def _sha(info: Any) -> str:
