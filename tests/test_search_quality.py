@@ -1,0 +1,66 @@
+"""Retrieval quality through the real daemon and the real model: neighbour context (a reply is
+found through the turn before it) and stop words left out of the keyword query."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Db0
+from tests.test_embeddings import models_dir  # noqa: F401  (the session-wide models folder)
+
+pytestmark = pytest.mark.slow
+
+# (created_at, content): two-turn exchanges days apart; the answer to the query below is a
+# reply that shares no word with it, right after the turn that names the subject.
+TURNS = [
+    ("2024-03-01T10:00:00Z", "Bob: What got you into long-distance running, Alice?"),
+    ("2024-03-01T10:00:00Z", "Alice: Honestly it clears my head after a stressful week."),
+    ("2024-03-05T18:00:00Z", "Alice: I tried a new pasta recipe with fresh basil."),
+    ("2024-03-05T18:00:00Z", "Bob: Nice, I mostly cook rice and beans these days."),
+    ("2024-03-09T08:00:00Z", "Bob: My car broke down on the highway again."),
+    ("2024-03-09T08:00:00Z", "Alice: That sounds awful, did you call a tow truck?"),
+    ("2024-03-14T20:00:00Z", "Alice: The quarterly report is due next Thursday."),
+    ("2024-03-14T20:00:00Z", "Bob: I will send my numbers on Monday then."),
+]
+ANSWER = TURNS[1][1]
+
+
+@pytest.fixture
+def conv(db0: Db0, models_dir: Path) -> Db0:  # noqa: F811
+    shutil.copytree(models_dir, db0.home / "data" / "models")
+    lines = "".join(json.dumps({"content": c, "created_at": t}) + "\n" for t, c in TURNS)
+    db0.run("import", "-", "--wait", input=lines)
+    return db0
+
+
+def recall(db: Db0, query: str, k: int = 8) -> list[dict[str, Any]]:
+    res: list[dict[str, Any]] = db.json("recall", query, "-k", str(k))["results"]
+    return res
+
+
+def test_reply_is_found_through_the_turn_before_it(conv: Db0) -> None:
+    res = recall(conv, "Why does Alice go long-distance running?")
+    contents = [r["content"] for r in res]
+    assert contents[0] == TURNS[0][1]
+    # The reply names neither running nor why; the turn before it does.
+    assert contents.index(ANSWER) == 1, contents
+    parts = res[1]["score_parts"]
+    assert parts["context"] > 0 and parts["fused"] > parts["relevance"]
+    # Turns days apart are not neighbours: the pasta turn written after the answer gets none
+    # of the question turn's relevance.
+    pasta = next(r for r in res if r["content"] == TURNS[2][1])
+    assert "context" not in pasta["score_parts"] or \
+        pasta["score_parts"]["context"] < parts["context"] / 2
+
+
+def test_question_words_are_not_keywords(conv: Db0) -> None:
+    # "what", "did" and "you" are in other turns; only "basil" says what is asked about.
+    res = recall(conv, "What did you think of the basil?")
+    assert res[0]["content"] == TURNS[2][1] and "bm25" in res[0]["score_parts"]
+    tow = next(r for r in res if r["content"] == TURNS[5][1])
+    assert "bm25" not in tow["score_parts"]  # "did you" alone is no keyword match
