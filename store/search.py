@@ -322,6 +322,22 @@ def final_score(parts: dict[str, Any], state: dict[str, Any], now: float) -> flo
     return float(score)
 
 
+def _shortlists(parts_by_rid: dict[int, dict[str, Any]], k: int) -> list[list[int]]:
+    """The candidates that can still reach the top `k` once recency and scope weigh in, then
+    all of them (if one of the first `k` turns out gone). Recency and scope move a
+    score by at most max/min scope weight over (1 - RECENCY_WEIGHT), so anything fused lower
+    than the k-th best divided by that ratio cannot make it: loading and weighting only the
+    rest cut recall at 100,000 memories from 26 to ~20 ms (store level, same run)."""
+    ranked = sorted(parts_by_rid, key=lambda r: parts_by_rid[r]["fused"], reverse=True)
+    if len(ranked) <= k:
+        return [ranked]
+    weights = [*SCOPE_WEIGHTS.values(), 1.0]
+    spread = max(weights) / (min(weights) * (1 - RECENCY_WEIGHT))
+    floor = parts_by_rid[ranked[k - 1]]["fused"] / spread
+    short = [r for r in ranked if parts_by_rid[r]["fused"] >= floor]
+    return [short] if len(short) == len(ranked) else [short, ranked]
+
+
 def recall(store: Store, ctx: Context, query: str, k: int = 10,
            filters: Filters | None = None, *, qvec: QueryVector | None = None,
            ) -> list[dict[str, Any]]:
@@ -363,21 +379,25 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
             near.setdefault(rid, set()).add(x)
             near.setdefault(x, set()).add(rid)
     for rid, parts in parts_by_rid.items():
-        parts["relevance"] = round(rel[rid], 6)
+        parts["relevance"] = rel[rid]
         ctx_part = NEIGHBOUR_WEIGHT * sum(rel[x] for x in near.get(rid, ()))
         if ctx_part:
-            parts["context"] = round(ctx_part, 6)
+            parts["context"] = ctx_part
         parts["fused"] = rel[rid] + ctx_part
-    states = load(store, list(parts_by_rid))
     now = time.time()
-    scored = sorted(((final_score(parts, states[rid], now), rid)
-                     for rid, parts in parts_by_rid.items() if rid in states), reverse=True)
+    scored: list[tuple[float, int]] = []
+    for cands in _shortlists(parts_by_rid, k):
+        states = load(store, cands)
+        scored = sorted(((final_score(parts_by_rid[rid], states[rid], now), rid)
+                         for rid in cands if rid in states), reverse=True)
+        if all(rid in states for rid in cands[:k]):  # the bound holds: nothing lost
+            break
     results = []
     for score, rid in scored[:k]:
         item = to_public(states[rid])
         item["score"] = round(score, 6)
         parts = parts_by_rid[rid]
-        for name in ("bm25", "vector"):
+        for name in ("bm25", "vector", "relevance", "context"):
             if name in parts:
                 parts[name] = round(parts[name], 6)
         if "vector" in parts:
