@@ -163,7 +163,7 @@ class Watcher:
 
     def _schedule(self, live: _Live) -> None:
         path = live.watch.path
-        if not os.path.isdir(path):
+        if self._observer is None or not os.path.isdir(path):
             live.mode = "none"
             return
         try:
@@ -582,8 +582,8 @@ class Watcher:
             with self.srv.reader() as store:
                 counts = sw.counts(store.conn).get(live.watch.id)
         counts = counts or {"files": 0, "sections": 0}
-        skipped = sorted(live.skipped.items())
-        errors = sorted(live.errors.items())
+        skipped = sorted(dict(live.skipped).items())  # copies: the worker changes them
+        errors = sorted(dict(live.errors).items())
         return {
             **live.watch.public(), "state": live.state, "mode": live.mode,
             "files": counts["files"], "sections": counts["sections"],
