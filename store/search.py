@@ -386,7 +386,10 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
         parts["fused"] = rel[rid] + ctx_part
     now = time.time()
     scored: list[tuple[float, int]] = []
-    for cands in _shortlists(parts_by_rid, k):
+    # A neighbour that matches the query in no way (keyword-only search, no BM25 match) lends
+    # its context to the hit beside it but is not a result itself.
+    eligible = {rid: p for rid, p in parts_by_rid.items() if "bm25" in p or "vector" in p}
+    for cands in _shortlists(eligible, k) if eligible else []:
         states = load(store, cands)
         scored = sorted(((final_score(parts_by_rid[rid], states[rid], now), rid)
                          for rid in cands if rid in states), reverse=True)
