@@ -8,7 +8,6 @@ stores nothing new. `db0 ingest git [RANGE]` imports commits (db0cli/gitcapture.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from typing import Annotated, Any
 
@@ -47,14 +46,6 @@ def _chunks(data: bytes, size: int = CHUNK) -> list[bytes]:
     return out
 
 
-def git_capture() -> Any:
-    try:
-        return importlib.import_module("db0.cli.gitcapture")
-    except ImportError:
-        raise Db0Error("unavailable", "git capture is not part of this db0 build",
-                       "upgrade db0 (db0cli/gitcapture.py provides it)") from None
-
-
 def ingest(
     source: Annotated[str, typer.Argument(help="A transcript file, '-' for stdin, or 'git' "
                                           "for commits.")],
@@ -77,7 +68,9 @@ def ingest(
     Running it twice stores nothing new.
     """
     if source == "git":
-        rc: int = git_capture().ingest(range_, json_)
+        from db0.cli import gitcapture
+
+        rc: int = gitcapture.ingest(range_, json_)
         return rc
     if range_ is not None:
         raise typer.BadParameter(f"unexpected argument {range_!r} (a RANGE goes with 'git')")

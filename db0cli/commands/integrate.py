@@ -11,7 +11,6 @@ Claude Code and Codex, milliseconds for Gemini CLI.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -499,14 +498,6 @@ def status(project_too: bool = True) -> list[dict[str, Any]]:
     return rows
 
 
-def git_capture() -> Any:
-    try:
-        return importlib.import_module("db0.cli.gitcapture")
-    except ImportError:
-        raise Db0Error("unavailable", "git capture is not part of this db0 build",
-                       "upgrade db0 (db0cli/gitcapture.py provides it)") from None
-
-
 def integrate(
     target: Annotated[str, typer.Argument(help="claude-code, codex, gemini, mcp (the MCP "
                                           "server in every agent found), git, or status.")],
@@ -533,7 +524,9 @@ def integrate(
     if user_scope and project:
         raise typer.BadParameter("--user and --project exclude each other")
     if target == "git":
-        rc: int = git_capture().integrate(global_, remove, dry_run, json_)
+        from db0.cli import gitcapture
+
+        rc: int = gitcapture.integrate(global_, remove, dry_run, json_)
         return rc
     if target == "status":
         rows = status()
