@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,11 @@ def test_installed_command_runs(dirs: tuple[Path, Path]) -> None:
     p = subprocess.run(["sh", "-c", cmd], input=b'{"session_id": "x", "cwd": "/tmp"}',
                        env=env, capture_output=True, timeout=60, cwd=proj)
     assert p.returncode == 0 and p.stdout == b"" and b"Traceback" not in p.stderr
+    # The hook started a daemon in the background without waiting: let it come up before
+    # stopping it, or it outlives the test.
+    deadline = time.monotonic() + 60
+    while run(home, proj, "daemon", "status").code != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
     run(home, proj, "daemon", "stop")
 
 
