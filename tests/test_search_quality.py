@@ -64,3 +64,33 @@ def test_question_words_are_not_keywords(conv: Db0) -> None:
     assert res[0]["content"] == TURNS[2][1] and "bm25" in res[0]["score_parts"]
     tow = next(r for r in res if r["content"] == TURNS[5][1])
     assert "bm25" not in tow["score_parts"]  # "did you" alone is no keyword match
+
+
+# The other party names John as often as John does; what John said answers questions about him.
+SUNDAYS = [
+    ("2024-05-02T19:00:00Z", "Maria: John, what do you usually do on Sundays?"),
+    ("2024-05-02T19:00:00Z", "John: On Sundays I go fishing at the lake with my dad."),
+    ("2024-05-09T12:00:00Z", "Maria: I started volunteering at the shelter on Saturdays."),
+    ("2024-05-09T12:00:00Z", "John: That is kind of you, the shelter needs the help."),
+]
+
+
+def test_what_the_named_speaker_said_comes_first(db0: Db0, models_dir: Path) -> None:  # noqa: F811
+    shutil.copytree(models_dir, db0.home / "data" / "models")
+    db0.run("import", "-", "--wait", input="".join(
+        json.dumps({"content": c, "created_at": t}) + "\n" for t, c in SUNDAYS))
+    res = recall(db0, "What does John do on Sundays?")
+    assert res[0]["content"] == SUNDAYS[1][1], [r["content"] for r in res]
+    by = {r["content"]: r["score_parts"] for r in res}
+    assert by[SUNDAYS[1][1]]["speaker_weight"] > 1
+    assert "speaker_weight" not in by[SUNDAYS[0][1]]  # Maria said it, naming John
+    # A question about Maria weighs her turns, not John's.
+    res = recall(db0, "What did Maria start doing on Saturdays?")
+    assert res[0]["content"] == SUNDAYS[2][1]
+    for r in res:
+        assert ("speaker_weight" in r["score_parts"]) == r["content"].startswith("Maria:")
+    # metadata {"speaker": ...} names the speaker when the content has no prefix.
+    db0.run("remember", "I keep bees behind the barn.", "--meta", "speaker=Ana", "--wait")
+    res = recall(db0, "What does Ana keep behind the barn?")
+    assert res[0]["content"] == "I keep bees behind the barn."
+    assert res[0]["score_parts"]["speaker_weight"] > 1
