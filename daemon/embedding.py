@@ -17,7 +17,6 @@ until it completes. With no model installed, recall is keyword-only and says so 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,11 +44,10 @@ class Loaded:
     dim: int
     model_id: int
     embedder: Any             # batch embedding (the embedder thread only)
-    query: Any                # query embedding (request threads, under qlock)
+    query: Any                # query embedding: a 1-thread context (request threads, qlock)
     index: Any                # store.vectors.VectorIndex
     qlock: threading.Lock
     workers: list[Any] = field(default_factory=list)  # more 1-thread batch contexts
-    query1: Any = None        # a 1-thread query context, for a busy machine
 
 
 class EmbeddingService:
@@ -171,20 +169,11 @@ class EmbeddingService:
 
         from db0.store.search import QueryVector
 
+        started = time.perf_counter()
         with a.qlock:
-            vec = self._query_context(a).embed([text[:MAX_CHARS]])[0]
-        return QueryVector(a.model_id, np.asarray(vec, dtype=np.float32), a.index)
-
-    def _query_context(self, a: Loaded) -> Any:
-        """The multi-thread context on an idle machine, else the 1-thread one.
-
-        llama.cpp's threads wait for each other by spinning: on 2 cores with other work
-        running, a 2-thread context fell to 6 embeddings/s where a 1-thread one kept 40/s
-        (/tmp/mexp/par.py, same run); on an idle machine 2 threads are the faster."""
-        if a.query1 is None or a.query1 is a.query:
-            return a.query
-        busy = self.state in ("embedding", "switching") or not _cores_free()
-        return a.query1 if busy else a.query
+            vec = a.query.embed([text[:MAX_CHARS]])[0]
+        return QueryVector(a.model_id, np.asarray(vec, dtype=np.float32), a.index,
+                           took_ms=(time.perf_counter() - started) * 1000)
 
     def embed_texts(self, texts: list[str]) -> tuple[str, list[list[float]]]:
         """Embed texts with the active model (for other features: near-duplicates, rerank)."""
@@ -457,32 +446,22 @@ class EmbeddingService:
 
         path = Path(info.path)
         # Batch work: one 1-thread context per thread asked for, run side by side (see
-        # _embed_parallel). Queries: a context with every thread, and a 1-thread one.
+        # _embed_parallel). Queries: a 1-thread context too. In the daemon a 2-thread query
+        # context was slower even on an idle machine: embedding 12.8-15.0 ms median with a
+        # tail past 100 ms, against 10.8-11.3 ms and p95 35.9 ms for the whole recall with
+        # 1 thread (/tmp/lat.py, 150 recalls at 100,000 memories, two rounds each). Running
+        # the keyword half of a search meanwhile on the other core made it slower (33.2 ms);
+        # a 2-thread context with OMP_WAIT_POLICY=PASSIVE (no spinning) took 13.7 ms.
         emb = Embedder(str(path), 1)
         workers = [Embedder(str(path), 1) for _ in range(self.threads - 1)]
-        query = Embedder(str(path), self.threads)
-        query1 = Embedder(str(path), 1) if self.threads > 1 else query
+        query = Embedder(str(path), 1)
         name, sha, dim = str(info.name), _sha(info), int(emb.dim)
         mid = self.srv.write(lambda s: vectors.model_id(s, name, sha, dim))
         with self.srv.reader() as store:
             index = vectors.VectorIndex.load(store, mid, dim)
         log.info("loaded embedding model %s from %s (%d vectors in the index)", name, path,
                  len(index))
-        return Loaded(name, sha, path, dim, mid, emb, query, index, threading.Lock(), workers,
-                      query1)
-
-
-def _cores_free() -> bool:
-    """Whether nothing but the caller is running right now: the runnable count in
-    /proc/loadavg (which counts the caller), else the 1-minute load average. An instant
-    reading, since a burst of other work is what makes a multi-thread context spin."""
-    cores = os.cpu_count() or 1
-    try:
-        with open("/proc/loadavg", "rb") as f:
-            running = int(f.read().split()[3].split(b"/")[0])
-    except (OSError, ValueError, IndexError):
-        return hasattr(os, "getloadavg") and os.getloadavg()[0] <= cores - 0.75
-    return running <= max(1, cores - 1)
+        return Loaded(name, sha, path, dim, mid, emb, query, index, threading.Lock(), workers)
 
 
 def _sha(info: Any) -> str:

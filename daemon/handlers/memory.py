@@ -145,6 +145,8 @@ def recall(srv: Server, req: Request) -> dict[str, Any]:
             where, args = filters.sql(req.ctx)
             out["results"] += links.expand(store, out["results"], where, args)
     out["took_ms"] = round((time.perf_counter() - started) * 1000, 3)  # query embedding too
+    if qvec is not None:
+        out["embed_ms"] = round(qvec.took_ms, 3)
     notices = embedder.notices() if embedder is not None else []
     if notices:
         out["notices"] = notices
