@@ -205,8 +205,12 @@ class EmbeddingService:
             if left <= 0:
                 raise Db0Error("timeout", f"embedding not done after {timeout:g}s",
                                "it continues in the background; see db0 daemon status")
-            if self._stop.is_set():
-                raise Db0Error("shutting_down", "the daemon is shutting down", "try again")
+            # The server's stop comes first: it lets requests in flight finish (up to 30 s)
+            # before stopping the components, and this request would be one of them.
+            if self._stop.is_set() or self.srv.stopping.is_set():
+                raise Db0Error("shutting_down", "the daemon stopped before the embeddings were "
+                               "done; what was written is kept and embedded at the next start",
+                               "db0 daemon start, then db0 model status")
             with self._cond:
                 self._cond.wait(min(left, 0.5))
 

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Db0, _wait_dead
+from tests.conftest import DB0, Db0, _wait_dead
 
 pytestmark = pytest.mark.slow
 
@@ -141,6 +142,32 @@ def test_kill9_with_pending_resumes_and_pending_is_found_by_keyword(mdb0: Db0) -
     n = mdb0.json("stats")["memories"]
     models = mdb0.json("model", "list")["models"]
     assert [m["vectors"] for m in models if m["current"]] == [n]
+
+
+def test_stop_during_import_wait_is_prompt_and_keeps_the_import(mdb0: Db0) -> None:
+    # The waiting request used to hold the stop for the server's 30 s grace for requests in
+    # flight; now it answers at once, and what it imported stays (embedded at the next start).
+    data = "".join(json.dumps({"content": f"stop test note {i}: item {i * 7919 % 10007}"}) + "\n"
+                   for i in range(2500))
+    src = mdb0.home / "notes.jsonl"
+    src.write_text(data)
+    waiting = subprocess.Popen([DB0, "import", str(src), "--wait"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=mdb0.env)
+
+    def importing() -> bool:
+        st = mdb0.run("daemon", "status", "--json", check=False)
+        return st.code == 0 and (st.json()["embedder"]["pending"] or 0) > 0
+
+    wait_until(importing, 120, "the import")
+    started = time.monotonic()
+    mdb0.run("daemon", "stop")
+    took = time.monotonic() - started
+    _, err = waiting.communicate(timeout=60)
+    assert took < 20, f"daemon stop took {took:.1f}s"  # the grace is 30 s; this took ~2 s
+    assert waiting.returncode != 0 and b"kept and embedded at the next start" in err
+    mdb0.run("daemon", "start")
+    assert mdb0.json("stats")["memories"] == 2500
+    wait_until(lambda: status(mdb0)["pending"] == 0, 600, "embedding to finish")
 
 
 def _second_model(db: Db0) -> str:
