@@ -12,6 +12,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from db0.store import db as dbmod
@@ -210,6 +211,8 @@ RECENCY_HALF_LIFE_DAYS = 30.0
 RECENCY_WEIGHT = 0.1      # at most +10% for a memory made just now
 SCOPE_WEIGHTS = {"task": 1.15, "session": 1.10, "agent": 1.05, "user": 1.0}
 SPEAKER_WEIGHT = 1.3      # a turn said by someone the query names
+DATE_WEIGHT = 1.4         # a memory made in (or soon after) a day or month the query names
+DATE_AFTER_S = 14 * 86400.0  # what happened is told up to two weeks later
 
 
 @dataclass
@@ -338,8 +341,52 @@ def named_speaker(state: dict[str, Any], query_words: set[str]) -> bool:
                              for w in _WORD.findall(who or ""))
 
 
+# Dates: "What did Maria donate in December 2023?", "... on 3 June, 2023?". A memory made in
+# the day or month the query names, or up to DATE_AFTER_S later (an event is told after it
+# happens), is weighted by DATE_WEIGHT.
+_MON = r"(january|february|march|april|may|june|july|august|september|october|november|december)"
+_MONTHS = {m: i for i, m in enumerate(_MON.strip("()").split("|"), 1)}
+_DAY_MONTH_YEAR = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+{_MON},?\s+(\d{{4}})\b", re.I)
+_MONTH_DAY_YEAR = re.compile(rf"\b{_MON}\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b", re.I)
+_MONTH_YEAR = re.compile(rf"\b{_MON},?\s+(\d{{4}})\b", re.I)
+_ISO_DAY = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+
+
+def query_periods(query: str) -> list[tuple[float, float]]:
+    """The (start, end) epoch seconds (UTC) of each day or month named in `query`."""
+    out: list[tuple[float, float]] = []
+    days: list[tuple[int, int, int]] = []
+    for m in _DAY_MONTH_YEAR.finditer(query):
+        days.append((int(m.group(3)), _MONTHS[m.group(2).lower()], int(m.group(1))))
+    for m in _MONTH_DAY_YEAR.finditer(query):
+        days.append((int(m.group(3)), _MONTHS[m.group(1).lower()], int(m.group(2))))
+    for m in _ISO_DAY.finditer(query):
+        days.append((int(m.group(1)), int(m.group(2)), int(m.group(3))))
+    for y, mo, d in days:
+        try:
+            day = datetime(y, mo, d, tzinfo=UTC).timestamp()
+        except (ValueError, OverflowError):
+            continue  # 30 February
+        out.append((day, day + 86400.0))
+    if not out:  # a month alone, when no day of it is named
+        for m in _MONTH_YEAR.finditer(query):
+            y, mo = int(m.group(2)), _MONTHS[m.group(1).lower()]
+            try:
+                start = datetime(y, mo, 1, tzinfo=UTC).timestamp()
+                end = datetime(y + mo // 12, mo % 12 + 1, 1, tzinfo=UTC).timestamp()
+            except (ValueError, OverflowError):
+                continue
+            out.append((start, end))
+    return out
+
+
+def in_periods(ts: float, periods: list[tuple[float, float]]) -> bool:
+    return any(start <= ts < end + DATE_AFTER_S for start, end in periods)
+
+
 def final_score(parts: dict[str, Any], state: dict[str, Any], now: float,
-                query_words: set[str] | None = None) -> float:
+                query_words: set[str] | None = None,
+                periods: list[tuple[float, float]] | None = None) -> float:
     """Fused relevance weighted by recency (exponential decay), scope and speaker; fills
     `parts`."""
     age_days = max(0.0, now - float(state["created_ts"])) / 86400
@@ -351,6 +398,9 @@ def final_score(parts: dict[str, Any], state: dict[str, Any], now: float,
     if query_words and named_speaker(state, query_words):
         parts["speaker_weight"] = SPEAKER_WEIGHT
         score *= SPEAKER_WEIGHT
+    if periods and in_periods(float(state["created_ts"]), periods):
+        parts["date_weight"] = DATE_WEIGHT
+        score *= DATE_WEIGHT
     parts["fused"] = round(parts["fused"], 6)
     return float(score)
 
@@ -366,7 +416,7 @@ def _shortlists(parts_by_rid: dict[int, dict[str, Any]], k: int) -> list[list[in
     if len(ranked) <= k:
         return [ranked]
     weights = [*SCOPE_WEIGHTS.values(), 1.0]
-    spread = max(weights) * SPEAKER_WEIGHT / (min(weights) * (1 - RECENCY_WEIGHT))
+    spread = max(weights) * SPEAKER_WEIGHT * DATE_WEIGHT / (min(weights) * (1 - RECENCY_WEIGHT))
     floor = parts_by_rid[ranked[k - 1]]["fused"] / spread
     short = [r for r in ranked if parts_by_rid[r]["fused"] >= floor]
     return [short] if len(short) == len(ranked) else [short, ranked]
@@ -419,13 +469,15 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
         parts["fused"] = rel[rid] + ctx_part
     now = time.time()
     query_words = {w.lower() for w in _WORD.findall(query)}
+    periods = query_periods(query)
     scored: list[tuple[float, int]] = []
     # A neighbour that matches the query in no way (keyword-only search, no BM25 match) lends
     # its context to the hit beside it but is not a result itself.
     eligible = {rid: p for rid, p in parts_by_rid.items() if "bm25" in p or "vector" in p}
     for cands in _shortlists(eligible, k) if eligible else []:
         states = load(store, cands)
-        scored = sorted(((final_score(parts_by_rid[rid], states[rid], now, query_words), rid)
+        scored = sorted(((final_score(parts_by_rid[rid], states[rid], now, query_words,
+                                       periods), rid)
                          for rid in cands if rid in states), reverse=True)
         if all(rid in states for rid in cands[:k]):  # the bound holds: nothing lost
             break

@@ -94,3 +94,22 @@ def test_what_the_named_speaker_said_comes_first(db0: Db0, models_dir: Path) -> 
     res = recall(db0, "What does Ana keep behind the barn?")
     assert res[0]["content"] == "I keep bees behind the barn."
     assert res[0]["score_parts"]["speaker_weight"] > 1
+
+
+def test_a_day_or_month_named_in_the_query_weighs_what_was_written_then(
+        db0: Db0, models_dir: Path) -> None:  # noqa: F811
+    shutil.copytree(models_dir, db0.home / "data" / "models")
+    notes = [("2023-06-03T10:00:00Z", "Ana: We planted tomatoes in the garden yesterday."),
+             ("2023-08-20T10:00:00Z", "Ana: We planted sunflowers in the garden today."),
+             ("2023-12-28T10:00:00Z", "Ana: We planted garlic in the garden for winter.")]
+    db0.run("import", "-", "--wait", input="".join(
+        json.dumps({"content": c, "created_at": t}) + "\n" for t, c in notes))
+    for query, want in (("What did Ana plant on 2 June, 2023?", 0),
+                        ("What did Ana plant in August 2023?", 1),
+                        ("What did Ana plant in December 2023?", 2)):
+        res = recall(db0, query)
+        assert res[0]["content"] == notes[want][1], (query, [r["content"] for r in res])
+        assert res[0]["score_parts"]["date_weight"] > 1
+        assert all("date_weight" not in r["score_parts"] for r in res[1:])
+    res = recall(db0, "What did Ana plant in the garden?")  # no date: no date weight
+    assert all("date_weight" not in r["score_parts"] for r in res)
