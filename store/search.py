@@ -213,6 +213,7 @@ SCOPE_WEIGHTS = {"task": 1.15, "session": 1.10, "agent": 1.05, "user": 1.0}
 SPEAKER_WEIGHT = 1.3      # a turn said by someone the query names
 DATE_WEIGHT = 1.4         # a memory made in (or soon after) a day or month the query names
 DATE_AFTER_S = 14 * 86400.0  # what happened is told up to two weeks later
+QUESTION_WEIGHT = 0.85    # a memory that is a question asks more than it tells
 
 
 @dataclass
@@ -380,6 +381,14 @@ def query_periods(query: str) -> list[tuple[float, float]]:
     return out
 
 
+def is_question(content: str) -> bool:
+    """A memory that ends with a question mark (before an image caption): in a conversation
+    the answer is the reply, and the question matches the query's words better than the
+    reply does. LoCoMo r@5/10/25 0.661/0.757/0.829 -> 0.670/0.762/0.839 with weight 0.85
+    (0.7: 0.668/0.752/0.828)."""
+    return content.split(" [image:", 1)[0].rstrip().endswith("?")
+
+
 def in_periods(ts: float, periods: list[tuple[float, float]]) -> bool:
     return any(start <= ts < end + DATE_AFTER_S for start, end in periods)
 
@@ -398,6 +407,9 @@ def final_score(parts: dict[str, Any], state: dict[str, Any], now: float,
     if query_words and named_speaker(state, query_words):
         parts["speaker_weight"] = SPEAKER_WEIGHT
         score *= SPEAKER_WEIGHT
+    if is_question(state.get("content") or ""):
+        parts["question_weight"] = QUESTION_WEIGHT
+        score *= QUESTION_WEIGHT
     if periods and in_periods(float(state["created_ts"]), periods):
         parts["date_weight"] = DATE_WEIGHT
         score *= DATE_WEIGHT
@@ -407,8 +419,8 @@ def final_score(parts: dict[str, Any], state: dict[str, Any], now: float,
 
 def _shortlists(parts_by_rid: dict[int, dict[str, Any]], k: int) -> list[list[int]]:
     """The candidates that can still reach the top `k` once recency and scope weigh in, then
-    all of them (if one of the first `k` turns out gone). Recency, scope and speaker move a
-    score by at most max/min scope weight x speaker weight over (1 - RECENCY_WEIGHT), so
+    all of them (if one of the first `k` turns out gone). Recency, scope, speaker, date and
+    question weights move a score by at most their largest over their smallest product, so
     anything fused lower
     than the k-th best divided by that ratio cannot make it: loading and weighting only the
     rest cut recall at 100,000 memories from 26 to ~20 ms (store level, same run)."""
@@ -416,7 +428,8 @@ def _shortlists(parts_by_rid: dict[int, dict[str, Any]], k: int) -> list[list[in
     if len(ranked) <= k:
         return [ranked]
     weights = [*SCOPE_WEIGHTS.values(), 1.0]
-    spread = max(weights) * SPEAKER_WEIGHT * DATE_WEIGHT / (min(weights) * (1 - RECENCY_WEIGHT))
+    spread = (max(weights) * SPEAKER_WEIGHT * DATE_WEIGHT
+              / (min(weights) * QUESTION_WEIGHT * (1 - RECENCY_WEIGHT)))
     floor = parts_by_rid[ranked[k - 1]]["fused"] / spread
     short = [r for r in ranked if parts_by_rid[r]["fused"] >= floor]
     return [short] if len(short) == len(ranked) else [short, ranked]

@@ -47,6 +47,8 @@ def test_reply_is_found_through_the_turn_before_it(conv: Db0) -> None:
     res = recall(conv, "Why does Alice go long-distance running?")
     contents = [r["content"] for r in res]
     assert contents[0] == TURNS[0][1]
+    assert res[0]["score_parts"]["question_weight"] < 1  # it asks; the reply tells
+    assert "question_weight" not in res[1]["score_parts"]
     # The reply names neither running nor why; the turn before it does.
     assert contents.index(ANSWER) == 1, contents
     parts = res[1]["score_parts"]
