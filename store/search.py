@@ -201,11 +201,13 @@ def load(store: Store, rids: list[int]) -> dict[int, dict[str, Any]]:
 #
 # Measured on LoCoMo dev (bench/locomo.py, evidence recall@5/@10/@25, 760 questions): rank
 # fusion 0.505/0.602/0.748; + stop words 0.501/0.591/0.750 (BM25 got better, the fusion did
-# not); score fusion 0.574/0.688/0.776; + neighbour context 0.609/0.713/0.803.
+# not); score fusion 0.574/0.688/0.776; + neighbour context 0.609/0.713/0.803; + speaker
+# 0.643/0.739/0.819; + dates 0.661/0.757/0.829; + questions 0.670/0.762/0.839; neighbour weight
+# 0.2 -> 0.3 0.682/0.766/0.842 (0.4: 0.686/0.765/0.844, 0.5: 0.679/0.763/0.842).
 
 POOL = 50                 # at least this many candidates per retriever
 KEYWORD_WEIGHT = 0.3      # relevance = 0.3 * bm25 / best bm25 + 0.7 * cosine similarity
-NEIGHBOUR_WEIGHT = 0.2    # each neighbour adds this share of its relevance
+NEIGHBOUR_WEIGHT = 0.3    # each neighbour adds this share of its relevance
 NEIGHBOUR_GAP_S = 3600.0  # neighbours are written within an hour of each other
 RECENCY_HALF_LIFE_DAYS = 30.0
 RECENCY_WEIGHT = 0.1      # at most +10% for a memory made just now
