@@ -203,11 +203,14 @@ def load(store: Store, rids: list[int]) -> dict[int, dict[str, Any]]:
 # fusion 0.505/0.602/0.748; + stop words 0.501/0.591/0.750 (BM25 got better, the fusion did
 # not); score fusion 0.574/0.688/0.776; + neighbour context 0.609/0.713/0.803; + speaker
 # 0.643/0.739/0.819; + dates 0.661/0.757/0.829; + questions 0.670/0.762/0.839; neighbour weight
-# 0.2 -> 0.3 0.682/0.766/0.842 (0.4: 0.686/0.765/0.844, 0.5: 0.679/0.763/0.842).
+# 0.2 -> 0.3 0.682/0.766/0.842 (0.4: 0.686/0.765/0.844, 0.5: 0.679/0.763/0.842); the reply to a
+# question gets 0.5 of the question's relevance 0.690/0.770/0.847 (0.4: 0.685/0.773/0.848, 0.8:
+# 0.668/0.757/0.854).
 
 POOL = 50                 # at least this many candidates per retriever
 KEYWORD_WEIGHT = 0.3      # relevance = 0.3 * bm25 / best bm25 + 0.7 * cosine similarity
 NEIGHBOUR_WEIGHT = 0.3    # each neighbour adds this share of its relevance
+REPLY_WEIGHT = 0.5        # the reply to a question gets this share of the question's
 NEIGHBOUR_GAP_S = 3600.0  # neighbours are written within an hour of each other
 RECENCY_HALF_LIFE_DAYS = 30.0
 RECENCY_WEIGHT = 0.1      # at most +10% for a memory made just now
@@ -276,32 +279,40 @@ def _passing(store: Store, where: str, args: list[Any], rids: list[int]) -> set[
     return out
 
 
-_NEIGHBOURS = """
+_IS_QUESTION = ("(rtrim({t}.content, ' ' || char(9, 10, 13)) LIKE '%?'"
+                " OR instr({t}.content, '? [image:') > 0)")
+_NEIGHBOURS = f"""
 WITH c AS (
-  SELECT m.rid, m.session_id AS sess, m.created_ts AS ts,
+  SELECT m.rid, m.session_id AS sess, m.created_ts AS ts, {_IS_QUESTION.format(t="m")} AS q,
     (SELECT p.rid FROM memories p WHERE p.scope=m.scope AND p.owner=m.owner AND p.rid<m.rid
        AND p.superseded_by IS NULL AND p.forgotten_ts IS NULL ORDER BY p.rid DESC LIMIT 1) AS prev,
     (SELECT n.rid FROM memories n WHERE n.scope=m.scope AND n.owner=m.owner AND n.rid>m.rid
        AND n.superseded_by IS NULL AND n.forgotten_ts IS NULL ORDER BY n.rid LIMIT 1) AS next
   FROM memories m WHERE m.rid IN (SELECT value FROM json_each(?)))
-SELECT c.rid, x.rid FROM c JOIN memories x ON x.rid IN (c.prev, c.next)
-WHERE x.session_id IS c.sess AND abs(x.created_ts - c.ts) <= ? AND {where}"""
+SELECT c.rid, x.rid, x.rid = c.prev,
+  CASE WHEN x.rid = c.prev THEN {_IS_QUESTION.format(t="x")} ELSE c.q END
+FROM c JOIN memories x ON x.rid IN (c.prev, c.next)
+WHERE x.session_id IS c.sess AND abs(x.created_ts - c.ts) <= ? AND {{where}}"""
 
 
 def neighbours(store: Store, rids: list[int], filters: Filters, ctx: Context,
-               ) -> dict[int, list[int]]:
-    """rid -> the visible memories written just before and after it in the same conversation:
-    the adjacent live memories of its scope and owner (by row order), when they have the same
-    session and were made within NEIGHBOUR_GAP_S of it. One statement (three took 1 ms more
-    at 100,000 memories)."""
-    out: dict[int, list[int]] = {}
+               ) -> dict[int, dict[int, float]]:
+    """Who gains from whom: gains[a][b] is the share of b's relevance that a gets, for a
+    memory and the visible memories written just before and after it in the same
+    conversation (the adjacent live memories of its scope and owner by row order, with the
+    same session, made within NEIGHBOUR_GAP_S of it), both ways. The reply to a question
+    gets REPLY_WEIGHT of the question's relevance, every other pair NEIGHBOUR_WEIGHT. One
+    statement (three took 1 ms more at 100,000 memories)."""
+    gains: dict[int, dict[int, float]] = {}
     if not rids:
-        return out
+        return gains
     where, args = filters.sql(ctx, "x")
-    for rid, x in store.conn.execute(_NEIGHBOURS.format(where=where),
-                                     [json.dumps(rids), NEIGHBOUR_GAP_S, *args]):
-        out.setdefault(int(rid), []).append(int(x))  # type: ignore[arg-type]
-    return out
+    for rid, x, x_first, first_asks in store.conn.execute(
+            _NEIGHBOURS.format(where=where), [json.dumps(rids), NEIGHBOUR_GAP_S, *args]):
+        first, then = (int(x), int(rid)) if x_first else (int(rid), int(x))  # type: ignore[arg-type]
+        gains.setdefault(then, {})[first] = REPLY_WEIGHT if first_asks else NEIGHBOUR_WEIGHT
+        gains.setdefault(first, {})[then] = NEIGHBOUR_WEIGHT
+    return gains
 
 
 def relevance(parts: dict[str, Any], best_bm25: float, with_vectors: bool) -> float:
@@ -419,7 +430,8 @@ def final_score(parts: dict[str, Any], state: dict[str, Any], now: float,
     return float(score)
 
 
-def _shortlists(parts_by_rid: dict[int, dict[str, Any]], k: int) -> list[list[int]]:
+def _shortlists(parts_by_rid: dict[int, dict[str, Any]], k: int,
+                dated: bool = False) -> list[list[int]]:
     """The candidates that can still reach the top `k` once recency and scope weigh in, then
     all of them (if one of the first `k` turns out gone). Recency, scope, speaker, date and
     question weights move a score by at most their largest over their smallest product, so
@@ -430,7 +442,7 @@ def _shortlists(parts_by_rid: dict[int, dict[str, Any]], k: int) -> list[list[in
     if len(ranked) <= k:
         return [ranked]
     weights = [*SCOPE_WEIGHTS.values(), 1.0]
-    spread = (max(weights) * SPEAKER_WEIGHT * DATE_WEIGHT
+    spread = (max(weights) * SPEAKER_WEIGHT * (DATE_WEIGHT if dated else 1.0)
               / (min(weights) * QUESTION_WEIGHT * (1 - RECENCY_WEIGHT)))
     floor = parts_by_rid[ranked[k - 1]]["fused"] / spread
     short = [r for r in ranked if parts_by_rid[r]["fused"] >= floor]
@@ -456,10 +468,9 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
             parts[f"{name}_rank"] = rank
     if not parts_by_rid:
         return []
-    adj = neighbours(store, list(parts_by_rid), filters, ctx)
-    for xs in adj.values():
-        for x in xs:
-            parts_by_rid.setdefault(x, {})
+    gains = neighbours(store, list(parts_by_rid), filters, ctx)
+    for x in gains:
+        parts_by_rid.setdefault(x, {})
     # Each candidate (and neighbour) gets the score of the retriever that did not find it.
     if match:
         missing = [r for r, p in parts_by_rid.items() if "bm25" not in p]
@@ -471,14 +482,9 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
             parts_by_rid[rid]["vector"] = d
     best = bm[0][1] if bm else 0.0
     rel = {rid: relevance(p, best, qvec is not None) for rid, p in parts_by_rid.items()}
-    near: dict[int, set[int]] = {}  # both ways: a neighbour gains from the hit beside it too
-    for rid, xs in adj.items():
-        for x in xs:
-            near.setdefault(rid, set()).add(x)
-            near.setdefault(x, set()).add(rid)
     for rid, parts in parts_by_rid.items():
         parts["relevance"] = rel[rid]
-        ctx_part = NEIGHBOUR_WEIGHT * sum(rel[x] for x in near.get(rid, ()))
+        ctx_part = sum(rel[x] * w for x, w in gains.get(rid, {}).items())
         if ctx_part:
             parts["context"] = ctx_part
         parts["fused"] = rel[rid] + ctx_part
@@ -489,7 +495,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     # A neighbour that matches the query in no way (keyword-only search, no BM25 match) lends
     # its context to the hit beside it but is not a result itself.
     eligible = {rid: p for rid, p in parts_by_rid.items() if "bm25" in p or "vector" in p}
-    for cands in _shortlists(eligible, k) if eligible else []:
+    for cands in _shortlists(eligible, k, bool(periods)) if eligible else []:
         states = load(store, cands)
         scored = sorted(((final_score(parts_by_rid[rid], states[rid], now, query_words,
                                        periods), rid)

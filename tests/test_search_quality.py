@@ -46,13 +46,13 @@ def recall(db: Db0, query: str, k: int = 8) -> list[dict[str, Any]]:
 def test_reply_is_found_through_the_turn_before_it(conv: Db0) -> None:
     res = recall(conv, "Why does Alice go long-distance running?")
     contents = [r["content"] for r in res]
-    assert contents[0] == TURNS[0][1]
-    assert res[0]["score_parts"]["question_weight"] < 1  # it asks; the reply tells
-    assert "question_weight" not in res[1]["score_parts"]
-    # The reply names neither running nor why; the turn before it does.
-    assert contents.index(ANSWER) == 1, contents
-    parts = res[1]["score_parts"]
-    assert parts["context"] > 0 and parts["fused"] > parts["relevance"]
+    # The reply names neither running nor why; the question before it does, and lends it
+    # REPLY_WEIGHT of its relevance; the question itself is weighted down (it only asks).
+    assert contents[:2] == [ANSWER, TURNS[0][1]], contents
+    parts = res[0]["score_parts"]
+    assert parts["context"] > parts["relevance"] and "question_weight" not in parts
+    assert res[1]["score_parts"]["question_weight"] < 1
+    assert res[1]["score_parts"]["relevance"] > parts["relevance"]
     # Turns days apart are not neighbours: the pasta turn written after the answer gets none
     # of the question turn's relevance.
     pasta = next(r for r in res if r["content"] == TURNS[2][1])
