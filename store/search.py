@@ -2,8 +2,9 @@
 
 User text never reaches FTS5's query syntax: it is split into words and each word is quoted,
 so `C++ "quotes AND OR NEAR( *` is a search for those words, not a syntax error.
-Hybrid: BM25 and vector neighbours (store/vectors.py) fused by rank, weighted by recency and
-scope; later layers (reranking, context) add candidates and score parts to the same results.
+Hybrid: BM25 and vector neighbours (store/vectors.py), every candidate scored on both, with
+context from the turns beside it, then weighted by recency, scope, speaker, date and whether
+it is a question (see "hybrid ranking" below); every part is in the result's `score_parts`.
 """
 
 from __future__ import annotations
@@ -279,6 +280,7 @@ def _passing(store: Store, where: str, args: list[Any], rids: list[int]) -> set[
     return out
 
 
+# is_question() in SQL, for the neighbours statement: a question lends its reply REPLY_WEIGHT.
 _IS_QUESTION = ("(rtrim({t}.content, ' ' || char(9, 10, 13)) LIKE '%?'"
                 " OR instr({t}.content, '? [image:') > 0)")
 _NEIGHBOURS = f"""
@@ -409,8 +411,8 @@ def in_periods(ts: float, periods: list[tuple[float, float]]) -> bool:
 def final_score(parts: dict[str, Any], state: dict[str, Any], now: float,
                 query_words: set[str] | None = None,
                 periods: list[tuple[float, float]] | None = None) -> float:
-    """Fused relevance weighted by recency (exponential decay), scope and speaker; fills
-    `parts`."""
+    """Fused relevance weighted by recency (exponential decay), scope, speaker, question and
+    date; fills `parts`."""
     age_days = max(0.0, now - float(state["created_ts"])) / 86400
     recency = 0.5 ** (age_days / RECENCY_HALF_LIFE_DAYS)
     scope_w = SCOPE_WEIGHTS.get(state["scope"], 1.0)
@@ -435,9 +437,9 @@ def _shortlists(parts_by_rid: dict[int, dict[str, Any]], k: int,
     """The candidates that can still reach the top `k` once recency and scope weigh in, then
     all of them (if one of the first `k` turns out gone). Recency, scope, speaker, date and
     question weights move a score by at most their largest over their smallest product, so
-    anything fused lower
-    than the k-th best divided by that ratio cannot make it: loading and weighting only the
-    rest cut recall at 100,000 memories from 26 to ~20 ms (store level, same run)."""
+    anything fused lower than the k-th best divided by that ratio cannot make it: loading and
+    weighting only the rest cut recall at 100,000 memories from 26 to ~20 ms (store level,
+    same run)."""
     ranked = sorted(parts_by_rid, key=lambda r: parts_by_rid[r]["fused"], reverse=True)
     if len(ranked) <= k:
         return [ranked]
