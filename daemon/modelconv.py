@@ -59,7 +59,7 @@ def default_checkpoint_dir(cache_dir: Path) -> Path:
     return cache_dir
 
 
-def _vocab(src: Path) -> list[str]:
+def read_vocab(src: Path) -> list[str]:
     tj = src / "tokenizer.json"
     if tj.exists():
         model = json.loads(tj.read_text(encoding="utf-8")).get("model") or {}
@@ -111,19 +111,47 @@ def _weights(src: Path) -> dict[str, Any]:
 
 def convert(src: Path, out: Path, name: str) -> None:
     """Write a GGUF for the checkpoint in `src` to `out` (atomically: a temporary file first)."""
+    src = Path(src)
+    cfg = read_config(src)
+    tokens = read_vocab(src)
+    tensors = {key: arr for key, arr in _weights(src).items()
+               if not key.endswith("position_ids")
+               and not key.startswith(("pooler", "cls.", "bert.pooler", "classifier"))}
+    write_gguf(out, name, cfg, tokens, tensors, str(src))
+
+
+def write_gguf(out: Path, name: str, cfg: dict[str, Any], tokens: list[str],
+               tensors: dict[str, Any], src: str, *, rank: bool = False,
+               q8: bool = False) -> None:
+    """Write a BERT GGUF from Hugging Face tensor names, atomically (a temporary file first).
+
+    `rank` makes a cross-encoder (pooling RANK): the pooler goes in as `cls` and the classifier
+    as `cls.output`. llama.cpp adds only token type 0's embedding to every token, so the second
+    segment of a pair is given a vocabulary of its own: rows `len(tokens)` onwards repeat the
+    token embeddings with `type[1] - type[0]` added, under names the tokenizer never produces.
+    `q8` stores the layers' weight matrices as Q8_0 (8-bit, a scale per 32 values), which
+    llama.cpp multiplies faster than float32 on a CPU.
+    """
     import gguf
     import numpy as np
 
-    src = Path(src)
-    cfg = read_config(src)
-    tokens = _vocab(src)
+    tensors = {key.removeprefix("bert."): arr for key, arr in tensors.items()}
     index = {t: i for i, t in enumerate(tokens)}
     for special in ("[CLS]", "[SEP]", "[UNK]", "[PAD]"):
         if special not in index:
             raise ConversionError(f"{src}: the vocabulary has no {special}")
-    weights = _weights(src)
     layers = int(cfg["num_hidden_layers"])
     tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.BERT, layers)
+    names = [phantom(t) for t in tokens]
+    kinds = [gguf.TokenType.CONTROL if t.startswith("[") and t.endswith("]")
+             else gguf.TokenType.NORMAL for t in tokens]
+    if rank:
+        words = tensors["embeddings.word_embeddings.weight"]
+        types = tensors["embeddings.token_type_embeddings.weight"]
+        tensors = {**tensors, "embeddings.word_embeddings.weight":
+                   np.concatenate([words, words + (types[1] - types[0])])}
+        names += ["[B]" + t for t in tokens]
+        kinds += [gguf.TokenType.UNUSED] * len(tokens)
 
     tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
     w = gguf.GGUFWriter(str(tmp), "bert")
@@ -136,12 +164,13 @@ def convert(src: Path, out: Path, name: str) -> None:
         w.add_head_count(int(cfg["num_attention_heads"]))
         w.add_layer_norm_eps(float(cfg.get("layer_norm_eps", 1e-12)))
         w.add_causal_attention(False)
-        w.add_pooling_type(gguf.PoolingType.MEAN)
-        w.add_file_type(gguf.LlamaFileType.ALL_F32)
+        w.add_pooling_type(gguf.PoolingType.RANK if rank else gguf.PoolingType.MEAN)
+        if rank:
+            w.add_classifier_output_labels(["relevance"])
+        w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if q8 else gguf.LlamaFileType.ALL_F32)
         w.add_tokenizer_model("bert")
-        w.add_token_list([phantom(t) for t in tokens])
-        w.add_token_types([gguf.TokenType.CONTROL if t.startswith("[") and t.endswith("]")
-                           else gguf.TokenType.NORMAL for t in tokens])
+        w.add_token_list(names)
+        w.add_token_types(kinds)
         w.add_token_type_count(int(cfg.get("type_vocab_size", 2)))
         w.add_bos_token_id(index["[CLS]"])
         w.add_eos_token_id(index["[SEP]"])
@@ -152,13 +181,21 @@ def convert(src: Path, out: Path, name: str) -> None:
             w.add_mask_token_id(index["[MASK]"])
         w.add_add_bos_token(True)
         w.add_add_eos_token(True)
-        for key, arr in weights.items():
-            if key.endswith("position_ids") or key.startswith(("pooler", "cls.")):
-                continue
-            gname = tmap.get_name(key, try_suffixes=(".weight", ".bias"))
+        for key, raw in tensors.items():
+            if key.startswith("pooler.dense.") and rank:
+                gname: str | None = "cls." + key.rsplit(".", 1)[1]
+            elif key.startswith("classifier.") and rank:
+                gname = "cls.output." + key.rsplit(".", 1)[1]
+            else:
+                gname = tmap.get_name(key, try_suffixes=(".weight", ".bias"))
             if gname is None:
                 raise ConversionError(f"{src}: unknown tensor {key}; not a plain BERT checkpoint")
-            w.add_tensor(gname, np.ascontiguousarray(arr, dtype=np.float32))
+            arr = np.ascontiguousarray(raw, dtype=np.float32)
+            if q8 and gname.startswith("blk.") and arr.ndim == 2 and arr.shape[1] % 32 == 0:
+                q8_0 = gguf.GGMLQuantizationType.Q8_0
+                w.add_tensor(gname, gguf.quants.quantize(arr, q8_0), raw_dtype=q8_0)
+            else:
+                w.add_tensor(gname, arr)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
