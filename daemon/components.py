@@ -17,6 +17,7 @@ def install(srv: Server) -> None:
     # Each feature adds its component here, one line each.
     __import__("db0.daemon.syncer", fromlist=["install"]).install(srv)
     __import__("db0.daemon.embedding", fromlist=["install"]).install(srv)
+    __import__("db0.daemon.reranking", fromlist=["install"]).install(srv)
     __import__("db0.daemon.expiry", fromlist=["install"]).install(srv)
     __import__("db0.daemon.spool", fromlist=["install"]).install(srv)
     __import__("db0.daemon.watcher", fromlist=["install"]).install(srv)

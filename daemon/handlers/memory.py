@@ -126,6 +126,30 @@ def _k(req: Request) -> int:
     return k
 
 
+def _rerank_n(req: Request) -> int:
+    from db0.store.rerank import MAX_RERANK
+
+    n = req.params.get("rerank") or 0
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_RERANK:
+        raise InvalidError(f"rerank must be a whole number from 0 to {MAX_RERANK}",
+                           "pass --rerank 20")
+    return n
+
+
+def _rerank(srv: Server, query: str, results: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """Rescore the top `n` results in place with the cross-encoder; what to add to the answer."""
+    from db0.store.rerank import blend
+
+    service = srv.components.get("reranker")
+    if service is None:
+        raise Db0Error("unavailable", "this daemon has no reranker", "restart the daemon")
+    started = time.perf_counter()
+    name, logits = service.score(query, [r["content"] for r in results[:n]])
+    results[:] = blend(results, logits)
+    return {"reranked": len(logits), "rerank_model": name,
+            "rerank_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+
 @rpc("memory.recall")
 def recall(srv: Server, req: Request) -> dict[str, Any]:
     query = req.params.get("query")
@@ -133,16 +157,21 @@ def recall(srv: Server, req: Request) -> dict[str, Any]:
         raise InvalidError("the query is empty", "give words to search for")
     filters = search.Filters.from_params(req.params)
     k = _k(req)
+    n = _rerank_n(req)
     started = time.perf_counter()
     embedder = srv.components.get("embedder")
     qvec = embedder.query_vector(query) if embedder is not None else None
     with srv.reader() as store:
-        out: dict[str, Any] = {"results": search.recall(store, req.ctx, query, k, filters,
-                                                        qvec=qvec)}
-        if req.params.get("expand"):
-            from db0.store import links
+        out: dict[str, Any] = {"results": search.recall(store, req.ctx, query, max(k, n),
+                                                        filters, qvec=qvec)}
+    if n:
+        out.update(_rerank(srv, query, out["results"], n))
+        out["results"] = out["results"][:k]
+    if req.params.get("expand"):
+        from db0.store import links
 
-            where, args = filters.sql(req.ctx)
+        where, args = filters.sql(req.ctx)
+        with srv.reader() as store:
             out["results"] += links.expand(store, out["results"], where, args)
     out["took_ms"] = round((time.perf_counter() - started) * 1000, 3)  # query embedding too
     if qvec is not None:

@@ -37,6 +37,14 @@ def install(srv: Server, req: Request) -> dict[str, Any]:
     mdir = srv.paths.models_dir
     src = req.params.get("from")
     name = req.params.get("name") or None
+    if req.params.get("reranker"):
+        path = Path(str(src)).expanduser() if src else None
+        if path is not None and not path.is_dir():
+            raise Db0Error("not_found", f"{path} is not a folder",
+                           "give the folder of an ONNX cross-encoder (model.onnx, "
+                           "tokenizer.json)")
+        with _install_lock:
+            return {"model": _public(models.install_reranker(mdir, path)), "reranker": True}
     with _install_lock:  # two `make install`s at once convert once
         if src:
             path = Path(str(src)).expanduser()
@@ -80,8 +88,9 @@ def list_(srv: Server, req: Request) -> dict[str, Any]:
         d["searching"] = info.name == searching
         d["vectors"] = cov.get(mid, 0) if mid is not None else 0
         out.append(d)
+    rr = models.reranker(mdir)
     return {"models": out, "current": current.name if current else None,
-            "searching": searching}
+            "searching": searching, "reranker": _public(rr) if rr else None}
 
 
 @rpc("model.use")

@@ -152,6 +152,10 @@ def recall(
                                               "at this time (ISO 8601).")] = None,
     expand: Annotated[bool, typer.Option("--expand", help="Pull in linked memories.")]
     = False,
+    rerank: Annotated[int, typer.Option("--rerank", metavar="N", help="Rescore the top N "
+                                        "with the cross-encoder (db0 model install "
+                                        "--reranker): better order, ~30-60 ms a result.")]
+    = 0,
     queries: Annotated[str | None, typer.Option("--queries", help="JSON lines {query, k} or "
                                                 "plain lines from FILE or '-'; one JSON line "
                                                 "out per query.")] = None,
@@ -168,6 +172,11 @@ def recall(
         extra["as_of"] = as_of
     if expand:
         extra["expand"] = True
+    if rerank:
+        if remote:
+            raise Db0Error("bad_request", "--rerank works on local memory only",
+                           "drop --remote, or --rerank")
+        extra["rerank"] = rerank
     ctx = context(user, agent, session, task)
     if queries:
         return _queries(queries, _recall_params("", k, scope, tag, meta, since, until, key,

@@ -23,21 +23,28 @@ def install(
                                             "checkpoint folder, or a .gguf file.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Install under this name.")]
     = None,
+    reranker: Annotated[bool, typer.Option("--reranker", help="Build the reranker instead "
+                                           "(for recall --rerank): ms-marco-MiniLM-L-12-v2, or "
+                                           "--from an ONNX cross-encoder folder.")] = False,
     json_: JsonOpt = False,
 ) -> int:
     """Build (or install) an embedding model; the default is all-MiniLM-L6-v2."""
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = {"reranker": True} if reranker else {}
     if src:
         params["from"] = str(Path(src).expanduser().absolute())
     if name:
         params["name"] = name
     if output.is_tty(sys.stderr):
-        output.notice("db0: installing the embedding model (converting takes a moment once)")
+        what = "reranker" if reranker else "embedding model"
+        output.notice(f"db0: installing the {what} (converting takes a moment once)")
     res = call("model.install", params, timeout=3600.0)
     if json_:
         output.emit_json(res)
         return 0
     m = res["model"]
+    if reranker:
+        sys.stdout.write(f"{m.get('name')}\t{m.get('path', '')}\n")
+        return 0
     sys.stdout.write(f"{m.get('name')}\t{m.get('path', '')}\n")
     if res.get("switched"):
         output.notice(f"db0: {m.get('name')} is now the current model; embedding memories "
@@ -50,14 +57,17 @@ def install(
 
 @model_app.command("list")
 def list_(json_: JsonOpt = False) -> int:
-    """Installed models; * marks the current one."""
+    """Installed models; * marks the current one, r the reranker."""
     res = call("model.list", {})
     if json_:
         output.emit_json(res)
         return 0
-    output.table(("", "name", "dim", "vectors", "path"),
-                 [("*" if m["current"] else "", m["name"], m.get("dim", ""), m["vectors"],
-                   m.get("path", "")) for m in res["models"]])
+    rows = [("*" if m["current"] else "", m["name"], m.get("dim", ""), m["vectors"],
+             m.get("path", "")) for m in res["models"]]
+    rr = res.get("reranker")
+    if rr:
+        rows.append(("r", rr["name"], "", "", rr.get("path", "")))
+    output.table(("", "name", "dim", "vectors", "path"), rows)
     return 0
 
 
