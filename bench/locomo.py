@@ -10,8 +10,12 @@ A question's recall@k is the fraction of its evidence turns among the top k resu
 figures are the mean over questions, overall and per category (1 multi-hop, 2 temporal,
 3 open-domain, 4 single-hop).
 
-Prints a table and one JSON document (also written to bench/results/locomo.json).
-Usage: python bench/locomo.py [--limit N] [--models DIR] [--label TEXT]
+With `--rerank N` the questions are asked with `db0 recall --rerank N`: the top N results are
+rescored by the cross-encoder (`db0 model install --reranker`; a --models folder must hold it).
+
+Prints a table and one JSON document (also written to bench/results/locomo.json, or
+locomo-rerankN.json with --rerank N).
+Usage: python bench/locomo.py [--limit N] [--models DIR] [--rerank N] [--label TEXT]
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ def run(home: Path, args: list[str], stdin: str | None = None, timeout: float = 
     return p.stdout
 
 
-def conversation(item: dict[str, Any], models: Path) -> dict[str, Any]:
+def conversation(item: dict[str, Any], models: Path, rerank: int) -> dict[str, Any]:
     qs = questions(item)
     with tempfile.TemporaryDirectory(prefix="db0l", dir="/tmp") as tmp:
         home = Path(tmp)
@@ -100,7 +104,8 @@ def conversation(item: dict[str, Any], models: Path) -> dict[str, Any]:
             import_s = time.perf_counter() - t0
             stdin = "".join(json.dumps({"query": q["question"]}) + "\n" for q in qs)
             t0 = time.perf_counter()
-            out = run(home, ["recall", "--queries", "-", "-k", str(max(KS)), "--json"], stdin)
+            out = run(home, ["recall", "--queries", "-", "-k", str(max(KS)), "--json",
+                             *(["--rerank", str(rerank)] if rerank else [])], stdin)
             recall_s = time.perf_counter() - t0
         finally:
             subprocess.run([DB0, "daemon", "stop"], env={**os.environ, "DB0_HOME": str(home)},
@@ -113,7 +118,7 @@ def conversation(item: dict[str, Any], models: Path) -> dict[str, Any]:
         ev = set(q["evidence"])
         rows.append({"category": q["category"],
                      **{f"r@{k}": len(ev & set(got[:k])) / len(ev) for k in KS},
-                     "took_ms": a["took_ms"]})
+                     "took_ms": a["took_ms"], "rerank_ms": a.get("rerank_ms")})
     return {"sample_id": item["sample_id"], "memories": len(lines),
             "stored": imported.get("stored"), "questions": len(qs),
             "import_wait_s": round(import_s, 1), "recall_s": round(recall_s, 1), "rows": rows}
@@ -133,22 +138,28 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="only the first N conversations")
     ap.add_argument("--models", help="a models folder to copy instead of installing")
     ap.add_argument("--label", default="", help="a name for this run, kept in the JSON")
-    ap.add_argument("--out", default=str(HERE / "results" / "locomo.json"))
+    ap.add_argument("--rerank", type=int, default=0, metavar="N",
+                    help="ask with recall --rerank N (the cross-encoder rescores the top N)")
+    ap.add_argument("--out")
     args = ap.parse_args()
+    args.out = args.out or str(HERE / "results" / (
+        f"locomo-rerank{args.rerank}.json" if args.rerank else "locomo.json"))
     items = json.loads(Path(args.data).read_text())[:args.limit]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="db0m", dir="/tmp") as mtmp:
         if args.models:
             models = Path(args.models)
         else:  # install the default model once, copy its folder into every conversation's home
-            subprocess.run([DB0, "model", "install"], env={**os.environ, "DB0_HOME": mtmp},
-                           check=True, capture_output=True, timeout=1800)
+            for extra in ([], ["--reranker"]) if args.rerank else ([],):
+                subprocess.run([DB0, "model", "install", *extra],
+                               env={**os.environ, "DB0_HOME": mtmp},
+                               check=True, capture_output=True, timeout=1800)
             subprocess.run([DB0, "daemon", "stop"], env={**os.environ, "DB0_HOME": mtmp},
                            capture_output=True, check=False, timeout=120)
             models = Path(mtmp) / "data" / "models"
         convs = []
         for item in items:
-            convs.append(conversation(item, models))
+            convs.append(conversation(item, models, args.rerank))
             c = convs[-1]
             print(f"{c['sample_id']}: {c['memories']} turns, {c['questions']} questions, "
                   f"{means(c['rows'])}", file=sys.stderr, flush=True)
@@ -157,12 +168,15 @@ def main() -> None:
                             capture_output=True, text=True).stdout.strip()
     result: dict[str, Any] = {
         "label": args.label, "commit": commit, "data": Path(args.data).name,
+        "rerank": args.rerank,
         "conversations": [c["sample_id"] for c in convs],
         "overall": means(rows),
         "by_category": {f"{n} {name}": means([r for r in rows if r["category"] == n])
                         for n, name in CATEGORIES.items()},
         "by_conversation": {c["sample_id"]: means(c["rows"]) for c in convs},
         "recall_took_ms_median": round(statistics.median(r["took_ms"] for r in rows), 2),
+        "rerank_ms_median": round(statistics.median(r["rerank_ms"] for r in rows), 2)
+        if args.rerank else None,
         "import_wait_s": {c["sample_id"]: c["import_wait_s"] for c in convs},
         "total_s": round(time.perf_counter() - started, 1),
     }

@@ -244,10 +244,15 @@ def build(ctx: dict[str, Any]) -> Any:
                                            "time (ISO 8601).")] = None,
         include_superseded: Annotated[bool, Field(description="Show replaced facts "
                                                   "too.")] = False,
+        rerank: Annotated[int, Field(description="Rescore the top N with the local "
+                                     "cross-encoder: a better order for ~30-60 ms a result "
+                                     "(0: off).", ge=0, le=100)] = 0,
     ) -> str:
         """Search memories by meaning and keywords. Answers {results: [{id, score, scope,
         key, content, created_at, ...}]}, best first."""
         params: dict[str, Any] = {"query": query, "k": limit}
+        if rerank:
+            params["rerank"] = rerank
         if scopes:
             params["scopes"] = scopes
         if tags:
