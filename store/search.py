@@ -317,6 +317,27 @@ def neighbours(store: Store, rids: list[int], filters: Filters, ctx: Context,
     return gains
 
 
+_PREVIOUS = """
+WITH c AS (
+  SELECT m.id, m.session_id AS sess, m.created_ts AS ts,
+    (SELECT p.rid FROM memories p WHERE p.scope=m.scope AND p.owner=m.owner AND p.rid<m.rid
+       AND p.superseded_by IS NULL AND p.forgotten_ts IS NULL ORDER BY p.rid DESC LIMIT 1) AS prev
+  FROM memories m WHERE m.id IN (SELECT value FROM json_each(?)))
+SELECT c.id, x.id, x.content FROM c JOIN memories x ON x.rid = c.prev
+WHERE x.session_id IS c.sess AND abs(x.created_ts - c.ts) <= ? AND {where}"""
+
+
+def previous_turns(store: Store, ids: list[str], filters: Filters, ctx: Context,
+                   ) -> dict[str, tuple[str, str]]:
+    """(id, content) of the visible memory written just before each of `ids` in the same
+    conversation (as in neighbours()), for the reranker to read a reply with what it answers."""
+    if not ids:
+        return {}
+    where, args = filters.sql(ctx, "x")
+    return {str(i): (str(p), str(c)) for i, p, c in store.conn.execute(
+        _PREVIOUS.format(where=where), [json.dumps(ids), NEIGHBOUR_GAP_S, *args])}
+
+
 def relevance(parts: dict[str, Any], best_bm25: float, with_vectors: bool) -> float:
     """Weighted sum of the BM25 score relative to the best keyword hit and cosine similarity."""
     kw = parts.get("bm25", 0.0) / best_bm25 if best_bm25 > 0 else 0.0

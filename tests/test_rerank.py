@@ -90,6 +90,19 @@ def test_relevant_text_scores_higher_and_long_pairs_fit(reranker: Reranker) -> N
     assert np.isfinite(reranker.score("word " * 300, ["text " * 900])[0])
 
 
+def test_a_reply_read_after_its_question_scores_higher(reranker: Reranker) -> None:
+    # why recall --rerank gives the reranker the turn before each memory
+    for query, before, reply in [
+        ("When did Bob adopt his dog?",
+         "Alice: Did you end up adopting that rescue greyhound?",
+         "Bob: Yes! I picked him up last Saturday."),
+        ("What did Melanie paint?", "Caroline: What did you paint for the art show?",
+         "Melanie: A sunset over the lake, my favourite so far."),
+    ]:
+        alone, with_question = reranker.score(query, [reply, f"{before}\n{reply}"])
+        assert with_question > alone + 3, (query, alone, with_question)
+
+
 def test_bad_sources_are_refused(installed: tuple[Path, models.ModelInfo],
                                  tmp_path: Path) -> None:
     mdir, info = installed
@@ -142,5 +155,15 @@ def test_recall_rerank_through_the_daemon(db0: Db0, models_dir: Path) -> None:  
     assert parts[0]["rerank"] == max(p["rerank"] for p in parts)
     assert [g["score"] for g in got] == sorted((g["score"] for g in got), reverse=True)
     assert all("first_stage" in p for p in parts)
+    # each memory is read after the turn before it in the same conversation (within an hour),
+    # and score_parts say which; the first turn of a conversation is read alone
+    ids = {g["content"]: g["id"] for g in db0.json("recall", query, "-k", "6")["results"]}
+    every = db0.json("recall", query, "-k", "6", "--rerank", "6")["results"]
+    assert len(every) == len(TURNS) == len(ids)
+    for g in every:
+        i = next(i for i, (_, c) in enumerate(TURNS) if c == g["content"])
+        same_talk = i > 0 and TURNS[i - 1][0] == TURNS[i][0]
+        want = ids[TURNS[i - 1][1]] if same_talk else None
+        assert g["score_parts"].get("read_after") == want, (g["content"], g["score_parts"])
     st = db0.json("daemon", "status")
     assert st["reranker"]["loaded"] is True and st["reranker"]["pairs_scored"] >= 5

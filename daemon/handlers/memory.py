@@ -136,15 +136,30 @@ def _rerank_n(req: Request) -> int:
     return n
 
 
-def _rerank(srv: Server, query: str, results: list[dict[str, Any]], n: int) -> dict[str, Any]:
-    """Rescore the top `n` results in place with the cross-encoder; what to add to the answer."""
+PREVIOUS_CHARS = 600  # the reranker reads at most the last 600 characters of the turn before
+
+
+def _rerank(srv: Server, req: Request, query: str, results: list[dict[str, Any]], n: int,
+            filters: search.Filters) -> dict[str, Any]:
+    """Rescore the top `n` results in place with the cross-encoder; what to add to the answer.
+    Each memory is read after the one written just before it in the same conversation, so a
+    reply ("Yes, last Tuesday!") is judged with what it answers (LoCoMo recall@10 0.795 ->
+    0.810, store/rerank.py)."""
     from db0.store.rerank import blend
 
     service = srv.components.get("reranker")
     if service is None:
         raise Db0Error("unavailable", "this daemon has no reranker", "restart the daemon")
     started = time.perf_counter()
-    name, logits = service.score(query, [r["content"] for r in results[:n]])
+    head = results[:n]
+    with srv.reader() as store:
+        before = search.previous_turns(store, [r["id"] for r in head], filters, req.ctx)
+    texts = [f"{before[r['id']][1][-PREVIOUS_CHARS:]}\n{r['content']}" if r["id"] in before
+             else r["content"] for r in head]
+    name, logits = service.score(query, texts)
+    for r in head:
+        if r["id"] in before:
+            r.setdefault("score_parts", {})["read_after"] = before[r["id"]][0]
     results[:] = blend(results, logits)
     return {"reranked": len(logits), "rerank_model": name,
             "rerank_ms": round((time.perf_counter() - started) * 1000, 3)}
@@ -165,7 +180,7 @@ def recall(srv: Server, req: Request) -> dict[str, Any]:
         out: dict[str, Any] = {"results": search.recall(store, req.ctx, query, max(k, n),
                                                         filters, qvec=qvec)}
     if n:
-        out.update(_rerank(srv, query, out["results"], n))
+        out.update(_rerank(srv, req, query, out["results"], n, filters))
         out["results"] = out["results"][:k]
     if req.params.get("expand"):
         from db0.store import links
