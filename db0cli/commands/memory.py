@@ -154,7 +154,7 @@ def recall(
     = False,
     rerank: Annotated[int, typer.Option("--rerank", metavar="N", help="Rescore the top N "
                                         "with the cross-encoder (db0 model install "
-                                        "--reranker): better order, ~30-60 ms a result.")]
+                                        "--reranker): better order, 15-70 ms a result.")]
     = 0,
     queries: Annotated[str | None, typer.Option("--queries", help="JSON lines {query, k} or "
                                                 "plain lines from FILE or '-'; one JSON line "
