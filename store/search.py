@@ -283,11 +283,13 @@ def _passing(store: Store, where: str, args: list[Any], rids: list[int]) -> set[
 # is_question() in SQL, for the neighbours statement: a question lends its reply REPLY_WEIGHT.
 _IS_QUESTION = ("(rtrim({t}.content, ' ' || char(9, 10, 13)) LIKE '%?'"
                 " OR instr({t}.content, '? [image:') > 0)")
+# The live memory of the same scope and owner written just before memory m (by row order).
+_PREV = """(SELECT p.rid FROM memories p WHERE p.scope=m.scope AND p.owner=m.owner AND p.rid<m.rid
+       AND p.superseded_by IS NULL AND p.forgotten_ts IS NULL ORDER BY p.rid DESC LIMIT 1)"""
 _NEIGHBOURS = f"""
 WITH c AS (
   SELECT m.rid, m.session_id AS sess, m.created_ts AS ts, {_IS_QUESTION.format(t="m")} AS q,
-    (SELECT p.rid FROM memories p WHERE p.scope=m.scope AND p.owner=m.owner AND p.rid<m.rid
-       AND p.superseded_by IS NULL AND p.forgotten_ts IS NULL ORDER BY p.rid DESC LIMIT 1) AS prev,
+    {_PREV} AS prev,
     (SELECT n.rid FROM memories n WHERE n.scope=m.scope AND n.owner=m.owner AND n.rid>m.rid
        AND n.superseded_by IS NULL AND n.forgotten_ts IS NULL ORDER BY n.rid LIMIT 1) AS next
   FROM memories m WHERE m.rid IN (SELECT value FROM json_each(?)))
@@ -317,14 +319,13 @@ def neighbours(store: Store, rids: list[int], filters: Filters, ctx: Context,
     return gains
 
 
-_PREVIOUS = """
+_PREVIOUS = f"""
 WITH c AS (
   SELECT m.id, m.session_id AS sess, m.created_ts AS ts,
-    (SELECT p.rid FROM memories p WHERE p.scope=m.scope AND p.owner=m.owner AND p.rid<m.rid
-       AND p.superseded_by IS NULL AND p.forgotten_ts IS NULL ORDER BY p.rid DESC LIMIT 1) AS prev
+    {_PREV} AS prev
   FROM memories m WHERE m.id IN (SELECT value FROM json_each(?)))
 SELECT c.id, x.id, x.content FROM c JOIN memories x ON x.rid = c.prev
-WHERE x.session_id IS c.sess AND abs(x.created_ts - c.ts) <= ? AND {where}"""
+WHERE x.session_id IS c.sess AND abs(x.created_ts - c.ts) <= ? AND {{where}}"""
 
 
 def previous_turns(store: Store, ids: list[str], filters: Filters, ctx: Context,
