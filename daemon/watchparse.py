@@ -304,13 +304,12 @@ def _drop_comments(kept: list[str | None], first: int, end: int, want: list[str]
     if not pieces:
         return
     new = ("".join(pieces) + text[pos:]).split("\n")
-    for k, j in enumerate(idx):
-        line = new[k] if k < len(new) else ""
-        if mark in line:  # "a <!-- x --> b" leaves "a b"
+    for k, j in enumerate(idx):  # a comment over n lines leaves n - 1 fewer at the end
+        line = new[k] if k < len(new) else None
+        if line is not None and mark in line:  # "a <!-- x --> b" leaves "a b"
             line = re.sub(f"[ \\t]+{mark}(?=[ \\t])", "", line).replace(mark, "").rstrip()
-            kept[j] = line if line.strip() else None
-        else:
-            kept[j] = line if k < len(new) else None
+            line = line if line.strip() else None
+        kept[j] = line
 
 
 def _front_matter(lines: list[str]) -> tuple[dict[str, str | list[str]] | str | None, int]:
