@@ -1,4 +1,4 @@
-"""Git capture (issue 8): commits rewritten by an amend or a rebase.
+"""Git capture: commits rewritten by an amend or a rebase.
 
 `git_rewrites` remembers each old -> new pair that `post-rewrite` reported, so a capture of the
 old commit that arrives late (hooks run in the background and race) is stored already

@@ -1,4 +1,4 @@
-"""Agents (issue 7): which db0 session an agent's session maps to, what was captured already.
+"""Agents: which db0 session an agent's session maps to, what was captured already.
 
 - `agent_sessions`: an agent's own session id (Claude Code, Codex, Gemini) -> one db0 session,
   with the working directory and the latest summary (a compaction summary, else one made from

@@ -1,4 +1,4 @@
-"""Watched folders (issue 8): the folders the daemon keeps in step, and what it indexed there.
+"""Watched folders: the folders the daemon keeps in step, and what it indexed there.
 
 - `watches`: a folder (its real path), the glob patterns it takes, and the scope and context
   its memories are written in.
@@ -7,8 +7,7 @@
 - `watch_sections`: each section of a file (by its heading anchor), the hash of its text and
   the memory that holds it, so an edit rewrites only the sections that changed.
 
-Paths in the last two are relative to the watched folder. `IF NOT EXISTS` because
-`store.watch.ensure_schema` runs this on databases migrated past 6 before m006 existed.
+Paths in the last two are relative to the watched folder.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from __future__ import annotations
 import apsw
 
 SQL = """
-CREATE TABLE IF NOT EXISTS watches (
+CREATE TABLE watches (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL UNIQUE,
     globs TEXT NOT NULL,           -- JSON list of fnmatch patterns
@@ -27,7 +26,7 @@ CREATE TABLE IF NOT EXISTS watches (
     task_id TEXT,
     created_ts REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS watch_files (
+CREATE TABLE watch_files (
     watch_id INTEGER NOT NULL REFERENCES watches(id) ON DELETE CASCADE,
     path TEXT NOT NULL,
     size INTEGER NOT NULL,
@@ -36,7 +35,7 @@ CREATE TABLE IF NOT EXISTS watch_files (
     indexed_ts REAL NOT NULL,
     PRIMARY KEY (watch_id, path)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS watch_sections (
+CREATE TABLE watch_sections (
     watch_id INTEGER NOT NULL REFERENCES watches(id) ON DELETE CASCADE,
     path TEXT NOT NULL,
     anchor TEXT NOT NULL,
