@@ -55,11 +55,10 @@ def create(store: Store, ctx: Context, label: str | None, state: Any) -> dict[st
 
 
 def get(store: Store, ref: str) -> dict[str, Any]:
-    cur = store.conn.execute("SELECT * FROM checkpoints WHERE id=?", (ref.strip(),))
-    row = cur.fetchone()
-    if row is None:
+    found = dbmod.row(store.conn, "SELECT * FROM checkpoints WHERE id=?", (ref.strip(),))
+    if found is None:
         raise NotFoundError(f"no checkpoint {ref}", "see: db0 checkpoint list")
-    return dict(zip([d[0] for d in cur.getdescription()], row, strict=True))
+    return found
 
 
 def public(cp: dict[str, Any]) -> dict[str, Any]:
@@ -79,10 +78,8 @@ def list_(store: Store, ctx: Context, everything: bool = False) -> list[dict[str
         where, args = "user_id=?", [ctx.user]
     else:
         where, args = "session_id=?", [ctx.session]
-    cur = store.conn.execute(f"SELECT * FROM checkpoints WHERE {where} ORDER BY created_ts DESC",
-                             args)
-    names = [d[0] for d in cur.getdescription()]
-    return [public(dict(zip(names, r, strict=True))) for r in cur]
+    return [public(r) for r in dbmod.rows(
+        store.conn, f"SELECT * FROM checkpoints WHERE {where} ORDER BY created_ts DESC", args)]
 
 
 def _state_at(store: Store, memory_id: str, seq: int) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from typing import Any
 import apsw
 
 from db0.store import db as dbmod
+from db0.store.errors import StoreError
 from db0.store.ids import HybridClock, new_device_id, new_id
 
 # Columns of `memories` an op carries (everything but the local rowid).
@@ -46,10 +47,17 @@ class Store:
     listeners: list[Any] = field(default_factory=list)
 
     @classmethod
-    def open(cls, path: Path, clock: HybridClock | None = None) -> Store:
-        conn = dbmod.connect(path)
+    def open(cls, path: Path, clock: HybridClock | None = None, *, readonly: bool = False,
+             durability: str = "normal") -> Store:
+        """The store at `path`; `readonly` for a read connection (the writer opens first, so
+        the schema and the device id exist)."""
+        conn = dbmod.connect(path, readonly=readonly, durability=durability)
         device = dbmod.meta_get(conn, "device_id")
         if device is None:
+            if readonly:
+                conn.close()
+                raise StoreError("the database has no device id yet",
+                                 "open it for writing first")
             device = new_device_id()
             with conn:
                 dbmod.meta_set(conn, "device_id", device)

@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from db0.store import memories
+from db0.store import write
 from db0.store.context import Context
 from db0.store.core import Store, state_of, write_state
 
@@ -45,11 +45,11 @@ def rewritten_to(store: Store, repo: str, sha: str) -> str | None:
 
 
 def capture(store: Store, ctx: Context, repo: str, scope: str,
-            items: list[tuple[str, dict[str, Any]]],
+            items: list[tuple[str, write.Prepared]],
             rewrites: list[tuple[str, str]], kind: str) -> dict[str, int]:
     """Store the commits not seen before, then apply old -> new rewrites; in one transaction.
 
-    `items` are (sha, validated memory item with its key set)."""
+    `items` are (sha, the prepared memory with its key set)."""
     out = {"stored": 0, "duplicate": 0, "superseded": 0}
     now = time.time()
     for old_sha, new_sha in rewrites:
@@ -57,12 +57,12 @@ def capture(store: Store, ctx: Context, repo: str, scope: str,
             "INSERT INTO git_rewrites(repo, old_sha, new_sha, kind, ts) VALUES (?,?,?,?,?) "
             "ON CONFLICT(repo, old_sha) DO UPDATE SET new_sha=excluded.new_sha, "
             "kind=excluded.kind, ts=excluded.ts", (repo, old_sha, new_sha, kind, now))
-    for _sha, item in items:
-        if _any_version(store, item["key"], item["scope"],
-                        ctx.owner(item["scope"])) is not None:
+    for _sha, p in items:
+        if _any_version(store, p.item["key"], p.item["scope"],
+                        ctx.owner(p.item["scope"])) is not None:
             out["duplicate"] += 1
             continue
-        res = memories.remember(store, ctx, item, kind="git")
+        res = write.remember(store, ctx, p, kind="git")
         out["stored" if res["status"] == "stored" else "duplicate"] += 1
     # The rewrites that touch these commits, applied to whatever is stored now: a capture
     # that arrived after its rewrite is superseded here too.

@@ -1,5 +1,6 @@
-"""Writing and reading memories: remember (with duplicates and keys), import, show, list,
-forget, history and export. Every change goes through `core.write_state` (row + op log).
+"""Memories once written: show, list, forget, purge, history and export, and the value rules
+they share (content hash, durations, times, the public JSON shape). New memories are written by
+`store/write.py` alone; every change goes through `core.write_state` (row + op log).
 """
 
 from __future__ import annotations
@@ -11,17 +12,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from db0.store.context import Context, check_scope, visible_sql
+from db0.store.context import Context, visible_sql
 from db0.store.core import (
     STATE_COLUMNS,
     Store,
     append_op,
-    insert_states,
     state_of,
     write_state,
 )
 from db0.store.errors import InvalidError, NotFoundError
-from db0.store.ids import new_id
 
 MAX_CONTENT_BYTES = 64 * 1024
 MAX_TAGS = 64
@@ -68,50 +67,6 @@ def now_iso(ts: float) -> str:
         "+00:00", "Z")
 
 
-def validate(item: Any, where: str = "") -> dict[str, Any]:
-    """Check and normalise one memory to write; raise InvalidError saying what is wrong."""
-    at = f"{where}: " if where else ""
-    if not isinstance(item, dict):
-        raise InvalidError(f"{at}expected a JSON object with a 'content' field")
-    content = item.get("content")
-    if not isinstance(content, str) or not content.strip():
-        raise InvalidError(f"{at}content is empty", "give the text to remember")
-    if len(content.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES:
-        raise InvalidError(f"{at}content is {len(content.encode('utf-8', 'surrogatepass'))} "
-                           f"bytes, over the {MAX_CONTENT_BYTES}-byte limit",
-                           "split it into smaller memories")
-    try:
-        content.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidError(f"{at}content is not valid UTF-8", "re-encode it as UTF-8") from None
-    out: dict[str, Any] = {"content": content.strip()}
-    out["scope"] = check_scope(str(item.get("scope") or "user"))
-    key = item.get("key")
-    if key is not None and (not isinstance(key, str) or not key.strip()):
-        raise InvalidError(f"{at}key must be a non-empty string")
-    out["key"] = key.strip() if isinstance(key, str) else None
-    tags = item.get("tags") or []
-    if isinstance(tags, str):
-        tags = [t for t in tags.split(",")]
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise InvalidError(f"{at}tags must be a list of strings")
-    tags = sorted({t.strip() for t in tags if t.strip()})
-    if len(tags) > MAX_TAGS:
-        raise InvalidError(f"{at}{len(tags)} tags, over the limit of {MAX_TAGS}")
-    out["tags"] = tags
-    metadata = item.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise InvalidError(f"{at}metadata must be a JSON object")
-    out["metadata"] = metadata
-    out["created_at"] = parse_time(item["created_at"]) if item.get("created_at") else None
-    out["pinned"] = bool(item.get("pinned"))
-    out["ttl"] = parse_duration(item["ttl"]) if item.get("ttl") else None
-    if item.get("expires_at"):
-        out["expires_ts"] = parse_time(item["expires_at"])[1]
-    out["id"] = str(item["id"]) if item.get("id") else None
-    return out
-
-
 def to_public(state: dict[str, Any]) -> dict[str, Any]:
     """The JSON shape of a memory in answers (the contract: only add fields)."""
     return {
@@ -135,116 +90,6 @@ def to_public(state: dict[str, Any]) -> dict[str, Any]:
         "superseded_at": now_iso(state["superseded_ts"]) if state["superseded_ts"] else None,
         "forgotten_at": now_iso(state["forgotten_ts"]) if state["forgotten_ts"] else None,
     }
-
-
-def _live_match(store: Store, where: str, args: list[Any]) -> dict[str, Any] | None:
-    # At most one live memory matches (duplicates are refused, keys supersede), so no ORDER BY:
-    # its sorter cost ~200 µs a write (measured), most of an import's time.
-    cols = ", ".join(STATE_COLUMNS)
-    row = store.conn.execute(
-        f"SELECT {cols} FROM memories WHERE {where} AND superseded_by IS NULL "
-        "AND forgotten_ts IS NULL AND (expires_ts IS NULL OR expires_ts > ?) "
-        "LIMIT 1", [*args, time.time()]).fetchone()
-    return None if row is None else dict(zip(STATE_COLUMNS, row, strict=True))
-
-
-def _new_state(ctx: Context, item: dict[str, Any], scope: str, owner: str, digest: str,
-               now: float) -> dict[str, Any]:
-    created_at, created_ts = item["created_at"] or (now_iso(now), now)
-    ttl = item.get("ttl")
-    return {
-        "id": item.get("id") or new_id(int(now * 1000)),
-        "content": item["content"], "content_hash": digest, "scope": scope, "owner": owner,
-        "user_id": ctx.user, "agent_id": ctx.agent, "session_id": ctx.session,
-        "task_id": ctx.task, "key": item["key"],
-        "metadata": (json.dumps(item["metadata"], ensure_ascii=False, sort_keys=True)
-                     if item["metadata"] else "{}"),
-        "tags": json.dumps(item["tags"], ensure_ascii=False) if item["tags"] else "[]",
-        "pinned": int(item["pinned"]), "created_at": created_at, "created_ts": created_ts,
-        "updated_ts": now, "expires_ts": (now + ttl) if ttl else item.get("expires_ts"),
-        "superseded_by": None, "superseded_ts": None, "supersede_reason": None,
-        "forgotten_ts": None,
-    }
-
-
-def remember_many(store: Store, ctx: Context, items: list[dict[str, Any]],
-                  kind: str = "import") -> list[dict[str, Any]]:
-    """`remember` for a batch, in the caller's transaction, with the same outcome item by item.
-
-    Plain new memories are checked for duplicates with one query and written with
-    executemany; items with a key or an id of their own take `remember`'s path. Measured on
-    2 busy cores: per-item statements cost ~500 µs a memory, this ~50 µs.
-    """
-    now = time.time()
-    prepared = []
-    for item in items:
-        scope = item["scope"]
-        prepared.append((item, scope, ctx.owner(scope), content_hash(item["content"])))
-    live: dict[tuple[str, str, str], tuple[str, str | None]] = {
-        (h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(
-            "SELECT content_hash, scope, owner, id, key FROM memories "
-            "WHERE content_hash IN (SELECT value FROM json_each(?)) AND superseded_by IS NULL "
-            "AND forgotten_ts IS NULL AND (expires_ts IS NULL OR expires_ts > ?)",
-            (json.dumps([p[3] for p in prepared]), now))}
-    results: list[dict[str, Any]] = []
-    pending: list[dict[str, Any]] = []
-    for item, scope, owner, digest in prepared:
-        found = live.get((digest, scope, owner))
-        if found is not None and (item["key"] is None or found[1] == item["key"]):
-            results.append({"id": found[0], "status": "duplicate", "scope": scope})
-            continue
-        if item["key"] or item.get("id"):
-            insert_states(store, pending, kind)  # so its checks see what came before it
-            pending = []
-            res = remember(store, ctx, item, kind=kind)
-            live[(digest, scope, owner)] = (res["id"], item["key"])
-            results.append(res)
-            continue
-        state = _new_state(ctx, item, scope, owner, digest, now)
-        pending.append(state)
-        live[(digest, scope, owner)] = (state["id"], None)
-        results.append({"id": state["id"], "status": "stored", "scope": scope})
-    insert_states(store, pending, kind)
-    return results
-
-
-def remember(store: Store, ctx: Context, item: dict[str, Any], *,
-             supersedes: str | None = None, reason: str | None = None,
-             kind: str = "remember") -> dict[str, Any]:
-    """Store one validated memory (from `validate`), in the caller's transaction."""
-    now = time.time()
-    scope = item["scope"]
-    owner = ctx.owner(scope)
-    digest = content_hash(item["content"])
-    dup = _live_match(store, "content_hash=? AND scope=? AND owner=?", [digest, scope, owner])
-    if dup is not None and (item["key"] is None or dup["key"] == item["key"]):
-        return {"id": dup["id"], "status": "duplicate", "scope": scope}
-    old: dict[str, Any] | None = None
-    if supersedes:
-        old = state_of(store.conn, resolve_id(store, supersedes))
-        if old is None:
-            raise NotFoundError(f"no memory {supersedes} to supersede", "check the id: db0 list")
-        for _ in range(10_000):  # superseding an old version supersedes its chain's current one
-            nxt = state_of(store.conn, old["superseded_by"]) if old["superseded_by"] else None
-            if nxt is None:
-                break
-            old = nxt
-    elif item["key"]:
-        old = _live_match(store, "key=? AND scope=? AND owner=?", [item["key"], scope, owner])
-    state = _new_state(ctx, item, scope, owner, digest, now)
-    if item.get("id") and state_of(store.conn, state["id"]) is not None:
-        return {"id": state["id"], "status": "duplicate", "scope": scope}
-    write_state(store, state, kind, new=True)
-    result: dict[str, Any] = {"id": state["id"], "status": "stored", "scope": scope}
-    if old is not None and old["superseded_by"] is None:
-        why = reason or ("same key" if not supersedes else "superseded")
-        old.update(superseded_by=state["id"], superseded_ts=now, supersede_reason=why,
-                   updated_ts=now)
-        write_state(store, old, "supersede", {"by": state["id"], "reason": why})
-        result["superseded"] = old["id"]
-    elif old is not None:
-        result["superseded"] = old["id"]
-    return result
 
 
 def resolve_id(store: Store, ref: str) -> str:

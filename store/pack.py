@@ -108,7 +108,10 @@ def _wrapper_cost(fmt: str) -> tuple[int, int]:
 
 
 def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
-         filters: search.Filters | None = None, qvec: Any = None) -> dict[str, Any]:
+         filters: search.Filters | None = None, qvec: Any = None,
+         exclude: set[str] | None = None) -> dict[str, Any]:
+    """The memories most worth their tokens: pinned first, then by relevance, no near-repeats,
+    never over `budget` tokens; `exclude` names memories the reader already has."""
     if fmt not in FORMATS:
         raise InvalidError(f"unknown format {fmt!r}", "use md, json or xml")
     if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= MAX_BUDGET:
@@ -129,8 +132,8 @@ def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
     groups: set[str] = set()
     chosen: list[dict[str, Any]] = []
     taken_words: list[set[str]] = []
-    seen: set[str] = set()
-    skipped = {"near_repeat": 0, "over_budget": 0}
+    seen: set[str] = set(exclude or ())
+    skipped = {"near_repeat": 0, "over_budget": 0, "excluded": len(seen)}
     for cand in candidates:
         if cand["id"] in seen:
             continue
@@ -165,7 +168,7 @@ def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
             "items": [{"id": c["id"], "scope": c["scope"], "content": c["content"],
                        "age": age(c["created_at"], now), "pinned": bool(c.get("pinned")),
                        "score": c.get("score"), "created_at": c["created_at"]} for c in items],
-            "considered": len(seen), "skipped": skipped}
+            "considered": len(seen) - skipped["excluded"], "skipped": skipped}
 
 
 def dumps(result: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from db0.store import write
 from db0.store.core import Store, apply_remote_states
 from db0.store.errors import StoreError
 
@@ -395,6 +396,7 @@ def apply_pulled(store: Store, remote: str, rows: list[tuple[Any, ...]], cursor:
     ops = [((json.loads(payload) if isinstance(payload, str) else payload)["state"], kind,
             op_id, hlc, device_id) for _seq, op_id, hlc, device_id, kind, payload in rows]
     changed = apply_remote_states(store, ops)
+    write.converge(store, changed)
     store.conn.executemany("INSERT OR IGNORE INTO sync_origin(op_id, remote) VALUES (?, ?)",
                            [(r[1], remote) for r in rows])
     store.conn.execute("UPDATE sync_state SET pulled_seq=max(pulled_seq, ?), "

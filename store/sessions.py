@@ -17,14 +17,6 @@ from db0.store.errors import InvalidError, NotFoundError
 from db0.store.ids import new_id
 
 
-def _row(conn: Any, sql: str, args: Any) -> dict[str, Any] | None:
-    cur = conn.execute(sql, args)
-    row = cur.fetchone()
-    if row is None:
-        return None
-    return dict(zip([d[0] for d in cur.getdescription()], row, strict=True))
-
-
 def start_session(store: Store, ctx: Context, *, label: str | None = None,
                   idle_ttl: float | None = None, parent: str | None = None,
                   cutoff_ts: float | None = None, cutoff_seq: int | None = None,
@@ -41,7 +33,7 @@ def start_session(store: Store, ctx: Context, *, label: str | None = None,
 
 
 def get_session(store: Store, sid: str) -> dict[str, Any]:
-    row = _row(store.conn, "SELECT * FROM sessions WHERE id=?", (sid,))
+    row = dbmod.row(store.conn, "SELECT * FROM sessions WHERE id=?", (sid,))
     if row is None:
         raise NotFoundError(f"no session {sid}", "see: db0 session list")
     return row
@@ -96,10 +88,8 @@ def end_session(store: Store, sid: str, reason: str = "ended") -> dict[str, Any]
 def list_sessions(store: Store, ctx: Context, include_ended: bool = False,
                   limit: int = 100) -> list[dict[str, Any]]:
     where = "user_id=?" + ("" if include_ended else " AND ended_ts IS NULL")
-    cur = store.conn.execute(f"SELECT * FROM sessions WHERE {where} ORDER BY started_ts DESC "
-                             "LIMIT ?", (ctx.user, limit))
-    names = [d[0] for d in cur.getdescription()]
-    return [dict(zip(names, r, strict=True)) for r in cur]
+    return dbmod.rows(store.conn, f"SELECT * FROM sessions WHERE {where} "
+                      "ORDER BY started_ts DESC LIMIT ?", (ctx.user, limit))
 
 
 def touch(store: Store, seen: dict[str, float]) -> None:
@@ -117,7 +107,7 @@ def start_task(store: Store, ctx: Context, label: str | None = None) -> dict[str
 
 
 def get_task(store: Store, tid: str) -> dict[str, Any]:
-    row = _row(store.conn, "SELECT * FROM tasks WHERE id=?", (tid,))
+    row = dbmod.row(store.conn, "SELECT * FROM tasks WHERE id=?", (tid,))
     if row is None:
         raise NotFoundError(f"no task {tid}", "see: db0 task list")
     return row
@@ -136,10 +126,8 @@ def end_task(store: Store, tid: str, reason: str = "ended") -> dict[str, Any]:
 def list_tasks(store: Store, ctx: Context, include_ended: bool = False,
                limit: int = 100) -> list[dict[str, Any]]:
     where = "user_id=?" + ("" if include_ended else " AND ended_ts IS NULL")
-    cur = store.conn.execute(f"SELECT * FROM tasks WHERE {where} ORDER BY started_ts DESC "
-                             "LIMIT ?", (ctx.user, limit))
-    names = [d[0] for d in cur.getdescription()]
-    return [dict(zip(names, r, strict=True)) for r in cur]
+    return dbmod.rows(store.conn, f"SELECT * FROM tasks WHERE {where} "
+                      "ORDER BY started_ts DESC LIMIT ?", (ctx.user, limit))
 
 
 def expire_due(store: Store, default_idle_ttl: float, now: float | None = None) -> dict[str, int]:

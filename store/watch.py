@@ -21,7 +21,7 @@ from typing import Any
 
 import apsw
 
-from db0.store import memories, secrets
+from db0.store import memories, write
 from db0.store.context import Context, check_scope
 from db0.store.core import Store, state_of
 from db0.store.errors import InvalidError, NotFoundError
@@ -59,15 +59,7 @@ class Section:
     """One section to store: its anchor, the hash of its text as read, and the memory item."""
     anchor: str
     text_hash: str
-    item: dict[str, Any]
-
-
-def ensure_schema(store: Store) -> None:
-    """Create m006's tables in a database migrated past 6 before m006 existed."""
-    if store.conn.execute("SELECT 1 FROM sqlite_master WHERE name='watches'").fetchone() is None:
-        from db0.store.migrations.m006_watch import SQL
-
-        store.conn.execute(SQL)
+    item: write.Prepared
 
 
 _COLS = "id, path, globs, scope, user_id, agent_id, session_id, task_id, created_ts"
@@ -145,14 +137,20 @@ def counts(conn: apsw.Connection) -> dict[int, dict[str, int]]:
     return out
 
 
-def item(watch: Watch, rel: str, anchor: str, content: str) -> dict[str, Any]:
-    """The validated memory item for one section (secrets redacted, as at every front door)."""
-    raw: dict[str, Any] = {
-        "content": content, "scope": watch.scope, "key": watch.key(rel, anchor),
-        "tags": [TAG],
-        "metadata": {"source": "watch", "folder": watch.path, "path": rel, "heading": anchor}}
-    secrets.scrub_item(raw, False)
-    return memories.validate(raw)
+MAX_FRONT_MATTER = 4096  # characters of a note's front matter kept in each section's metadata
+
+
+def item(watch: Watch, rel: str, anchor: str, content: str,
+         front_matter: dict[str, Any] | str | None = None) -> write.Prepared:
+    """One section as a memory, through the write path (secrets redacted as everywhere); the
+    note's front matter goes in its metadata when it is small."""
+    meta: dict[str, Any] = {"source": "watch", "folder": watch.path, "path": rel,
+                            "heading": anchor}
+    if front_matter and len(json.dumps(front_matter)) <= MAX_FRONT_MATTER:
+        meta["front_matter"] = front_matter
+    return write.prepare({
+        "content": content.replace("\x00", ""), "scope": watch.scope,
+        "key": watch.key(rel, anchor), "tags": [TAG], "metadata": meta})
 
 
 def _forget(store: Store, memory_id: str, reason: str) -> int:
@@ -197,10 +195,10 @@ def sync_file(store: Store, watch: Watch, rel: str, row: FileRow, sections: list
                 continue
             why = (f"renamed from {src}" if src != rel
                    else "heading renamed" if prev != sec.anchor else "edited")
-            res = memories.remember(store, ctx, sec.item, supersedes=o_mid, reason=why,
-                                    kind="watch")
+            res = write.remember(store, ctx, sec.item, supersedes=o_mid, reason=why,
+                                 kind="watch")
         else:
-            res = memories.remember(store, ctx, sec.item, kind="watch")
+            res = write.remember(store, ctx, sec.item, kind="watch")
         rows.append((sec.anchor, ord_, sec.text_hash, str(res["id"])))
         if res["status"] == "stored":
             ids.append(str(res["id"]))

@@ -56,7 +56,7 @@ def fresh_scan(folder: Path, limit: int = 4096) -> dict[str, str]:
             note = watchparse.read(path, limit)
             if isinstance(note, watchparse.Note):
                 for anchor, content in watchparse.sections(rel, note.text):
-                    out[w.key(rel, anchor)] = sw.item(w, rel, anchor, content)["content"]
+                    out[w.key(rel, anchor)] = sw.item(w, rel, anchor, content).item["content"]
     return out
 
 

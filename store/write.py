@@ -1,0 +1,436 @@
+"""The one write path for new memories: every front door (the CLI's remember and import, MCP,
+agent hooks and transcript ingest, git capture, watched folders) calls `prepare`, then
+`remember` or `remember_many`, and nothing else writes a new memory.
+
+In order, for each memory:
+1. redaction: secrets become `[REDACTED:kind]` and `<private>` blocks go, in the content, the
+   key, the tags and every string of the metadata (`store/secrets.py`), unless the caller asked
+   to keep secrets for this write;
+2. validation: types, sizes and times checked and normalised, with a one-line error naming the
+   field (and the line, for an import);
+3. de-duplication: the same text in the same scope and owner is not stored twice;
+4. keys and superseding: a new fact with the same key (or `supersedes`) replaces the current
+   one, which stays in history;
+5. the row and its op, in the caller's transaction (`core.write_state`).
+
+A write into a session or task scope makes that session or task exist (an id the caller chose
+is listed and ended like one db0 made). Other text db0 keeps beside memories (checkpoint labels
+and states, agent-session summaries) goes through `text` and `document`, the same redaction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from db0.store import db as dbmod
+from db0.store import secrets
+from db0.store.context import Context, check_scope
+from db0.store.core import STATE_COLUMNS, Store, insert_states, state_of, write_state
+from db0.store.errors import InvalidError, NotFoundError
+from db0.store.ids import new_id
+from db0.store.memories import (
+    MAX_CONTENT_BYTES,
+    MAX_TAGS,
+    content_hash,
+    now_iso,
+    parse_duration,
+    parse_time,
+    resolve_id,
+)
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A memory that went through redaction and validation (only `prepare` makes one)."""
+
+    item: dict[str, Any]
+    redacted: dict[str, int]
+
+    def staged(self) -> str:
+        """As JSON, for an import staged before it is committed."""
+        return json.dumps({"item": self.item, "redacted": self.redacted}, ensure_ascii=False)
+
+    @classmethod
+    def from_staged(cls, text: str) -> Prepared:
+        d = json.loads(text)
+        return cls(d["item"], d["redacted"])
+
+
+def prepare(raw: Any, *, allow_secrets: bool = False, where: str = "") -> Prepared:
+    """Redact, then validate one memory as given by a front door (a dict; it is not changed)."""
+    at = f"{where}: " if where else ""
+    if not isinstance(raw, dict):
+        raise InvalidError(f"{at}expected a JSON object with a 'content' field")
+    item = dict(raw)
+    found: dict[str, int] = {}
+    for name in ("content", "key"):
+        if isinstance(item.get(name), str):
+            item[name], f = _redact(item[name], allow_secrets)
+            _add(found, f)
+    for name in ("tags", "metadata"):
+        if isinstance(item.get(name), list | dict):
+            item[name], f = secrets.scrub_json(item[name], allow_secrets)
+            _add(found, f)
+    return Prepared(_validate(item, where), found)
+
+
+def text(value: str | None, allow_secrets: bool = False) -> tuple[str | None, dict[str, int]]:
+    """A label or a summary kept beside memories, redacted like a memory's content."""
+    if value is None:
+        return None, {}
+    return _redact(value, allow_secrets)
+
+
+def document(value: Any, allow_secrets: bool = False) -> tuple[Any, dict[str, int]]:
+    """A JSON document kept beside memories (a checkpoint's state): every string redacted."""
+    return secrets.scrub_json(value, allow_secrets)
+
+
+def _redact(value: str, allow_secrets: bool) -> tuple[str, dict[str, int]]:
+    return secrets.strip_private(value) if allow_secrets else secrets.redact(value)
+
+
+def _add(total: dict[str, int], found: dict[str, int]) -> None:
+    for k, n in found.items():
+        total[k] = total.get(k, 0) + n
+
+
+def remember(store: Store, ctx: Context, p: Prepared, *, supersedes: str | None = None,
+             reason: str | None = None, kind: str = "remember") -> dict[str, Any]:
+    """Store one prepared memory, in the caller's transaction; the result says whether it was
+    stored or a duplicate, what it superseded and what was redacted."""
+    ensure_owners(store, ctx, [p.item["scope"]])
+    result = _store_one(store, ctx, p.item, supersedes=supersedes, reason=reason, kind=kind)
+    if p.redacted:
+        result["redacted"] = p.redacted
+    return result
+
+
+def remember_many(store: Store, ctx: Context, ps: list[Prepared], kind: str = "import"
+                  ) -> list[dict[str, Any]]:
+    """`remember` for a batch, in the caller's transaction, with the same outcome item by item
+    (a batch's items are all prepared before anything is written)."""
+    if not ps:
+        return []
+    ensure_owners(store, ctx, list({p.item["scope"] for p in ps}))
+    return _store_many(store, ctx, [p.item for p in ps], kind)
+
+
+def redacted_total(ps: list[Prepared]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for p in ps:
+        _add(total, p.redacted)
+    return total
+
+
+def ensure_owners(store: Store, ctx: Context, scopes: list[str]) -> None:
+    """A session or task id the caller chose exists from its first write (listed, endable)."""
+    now = time.time()
+    if "session" in scopes and ctx.session:
+        store.conn.execute(
+            "INSERT OR IGNORE INTO sessions(id, user_id, agent_id, label, started_ts, "
+            "last_seen_ts) VALUES (?, ?, ?, NULL, ?, ?)",
+            (ctx.session, ctx.user, ctx.agent, now, now))
+    if "task" in scopes and ctx.task:
+        store.conn.execute(
+            "INSERT OR IGNORE INTO tasks(id, session_id, user_id, agent_id, label, started_ts) "
+            "VALUES (?, ?, ?, ?, NULL, ?)", (ctx.task, ctx.session, ctx.user, ctx.agent, now))
+
+
+def _kind(v: Any) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _clean(value: str, what: str, at: str) -> str:
+    if "\x00" in value:
+        raise InvalidError(f"{at}{what} holds a NUL byte", "strip them first (tr -d '\\0')")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidError(f"{at}{what} is not valid Unicode (a lone surrogate at character "
+                           f"{e.start})", "re-encode it as UTF-8") from None
+    return value
+
+
+def _validate(item: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Check and normalise one memory to write; raise InvalidError naming what is wrong.
+    Fields it does not know are ignored (an export's lines import as they are)."""
+    at = f"{where}: " if where else ""
+    content = item.get("content")
+    if content is None:
+        raise InvalidError(f"{at}content is missing", "give the text to remember")
+    if not isinstance(content, str):
+        raise InvalidError(f"{at}content must be text, got {_kind(content)}",
+                           'write it as a JSON string: {"content": "..."}')
+    _clean(content, "content", at)
+    if not content.strip():
+        raise InvalidError(f"{at}content is empty", "give the text to remember")
+    size = len(content.encode("utf-8"))
+    if size > MAX_CONTENT_BYTES:
+        raise InvalidError(f"{at}content is {size} bytes, over the {MAX_CONTENT_BYTES}-byte "
+                           "limit", "split it into smaller memories")
+    out: dict[str, Any] = {"content": content.strip()}
+    scope = item.get("scope") or "user"
+    if not isinstance(scope, str):
+        raise InvalidError(f"{at}scope must be text, got {_kind(scope)}",
+                           "one of: user, agent, session, task")
+    out["scope"] = check_scope(scope)
+    key = item.get("key")
+    if key is not None and (not isinstance(key, str) or not key.strip()):
+        raise InvalidError(f"{at}key must be a non-empty string")
+    out["key"] = _clean(key, "key", at).strip() if isinstance(key, str) else None
+    tags = item.get("tags") or []
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise InvalidError(f"{at}tags must be a list of strings")
+    tags = sorted({_clean(t, "a tag", at).strip() for t in tags if t.strip()})
+    if len(tags) > MAX_TAGS:
+        raise InvalidError(f"{at}{len(tags)} tags, over the limit of {MAX_TAGS}")
+    out["tags"] = tags
+    metadata = item.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InvalidError(f"{at}metadata must be a JSON object, got {_kind(metadata)}")
+    out["metadata"] = metadata
+    for name in ("created_at", "expires_at"):
+        v = item.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, str | int | float)):
+            raise InvalidError(f"{at}{name} must be an ISO 8601 time, got {_kind(v)}",
+                               "write it like 2024-05-08T13:56:00Z")
+    out["created_at"] = parse_time(item["created_at"]) if item.get("created_at") else None
+    pinned = item.get("pinned", False)
+    if not isinstance(pinned, bool | int) or pinned not in (0, 1):
+        raise InvalidError(f"{at}pinned must be true or false, got {_kind(pinned)}")
+    out["pinned"] = bool(pinned)
+    ttl = item.get("ttl")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, str | int | float)):
+        raise InvalidError(f"{at}ttl must be a duration, got {_kind(ttl)}",
+                           "write it like 90s, 15m, 2h, 7d")
+    out["ttl"] = parse_duration(ttl) if ttl else None
+    if item.get("expires_at"):
+        out["expires_ts"] = parse_time(item["expires_at"])[1]
+    mid = item.get("id")
+    if mid is not None and (not isinstance(mid, str) or not _ID.match(mid)):
+        raise InvalidError(f"{at}id must be 1-64 letters, digits, '-' or '_'",
+                           "leave it out and db0 makes one")
+    out["id"] = mid.lower() if isinstance(mid, str) else None
+    return out
+
+
+def _live_match(store: Store, where: str, args: list[Any]) -> dict[str, Any] | None:
+    # At most one live memory matches (duplicates are refused, keys supersede), so no ORDER BY:
+    # its sorter cost ~200 µs a write (measured), most of an import's time.
+    cols = ", ".join(STATE_COLUMNS)
+    row = store.conn.execute(
+        f"SELECT {cols} FROM memories WHERE {where} AND superseded_by IS NULL "
+        "AND forgotten_ts IS NULL AND (expires_ts IS NULL OR expires_ts > ?) "
+        "LIMIT 1", [*args, time.time()]).fetchone()
+    return None if row is None else dict(zip(STATE_COLUMNS, row, strict=True))
+
+
+def _new_state(ctx: Context, item: dict[str, Any], scope: str, owner: str, digest: str,
+               now: float) -> dict[str, Any]:
+    created_at, created_ts = item["created_at"] or (now_iso(now), now)
+    ttl = item.get("ttl")
+    return {
+        "id": item.get("id") or new_id(int(now * 1000)),
+        "content": item["content"], "content_hash": digest, "scope": scope, "owner": owner,
+        "user_id": ctx.user, "agent_id": ctx.agent, "session_id": ctx.session,
+        "task_id": ctx.task, "key": item["key"],
+        "metadata": (json.dumps(item["metadata"], ensure_ascii=False, sort_keys=True)
+                     if item["metadata"] else "{}"),
+        "tags": json.dumps(item["tags"], ensure_ascii=False) if item["tags"] else "[]",
+        "pinned": int(item["pinned"]), "created_at": created_at, "created_ts": created_ts,
+        "updated_ts": now, "expires_ts": (now + ttl) if ttl else item.get("expires_ts"),
+        "superseded_by": None, "superseded_ts": None, "supersede_reason": None,
+        "forgotten_ts": None,
+    }
+
+
+def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
+                kind: str = "import") -> list[dict[str, Any]]:
+    """`_store_one` for a batch, with the same outcome item by item: plain new memories are
+    checked for duplicates with one query and written with executemany; items with a key or an
+    id of their own take the one-by-one path, after what came before them."""
+    now = time.time()
+    prepared = []
+    for item in items:
+        scope = item["scope"]
+        prepared.append((item, scope, ctx.owner(scope), content_hash(item["content"])))
+    live: dict[tuple[str, str, str], tuple[str, str | None]] = {
+        (h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(
+            "SELECT content_hash, scope, owner, id, key FROM memories "
+            "WHERE content_hash IN (SELECT value FROM json_each(?)) AND superseded_by IS NULL "
+            "AND forgotten_ts IS NULL AND (expires_ts IS NULL OR expires_ts > ?)",
+            (json.dumps([p[3] for p in prepared]), now))}
+    results: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+    for item, scope, owner, digest in prepared:
+        found = live.get((digest, scope, owner))
+        if found is not None and (item["key"] is None or found[1] == item["key"]):
+            results.append({"id": found[0], "status": "duplicate", "scope": scope})
+            continue
+        if item["key"] or item.get("id"):
+            insert_states(store, pending, kind)  # so its checks see what came before it
+            pending = []
+            res = _store_one(store, ctx, item, kind=kind)
+            live[(digest, scope, owner)] = (res["id"], item["key"])
+            results.append(res)
+            continue
+        state = _new_state(ctx, item, scope, owner, digest, now)
+        pending.append(state)
+        live[(digest, scope, owner)] = (state["id"], None)
+        results.append({"id": state["id"], "status": "stored", "scope": scope})
+    insert_states(store, pending, kind)
+    return results
+
+
+def _store_one(store: Store, ctx: Context, item: dict[str, Any], *,
+               supersedes: str | None = None, reason: str | None = None,
+               kind: str = "remember") -> dict[str, Any]:
+    """Store one prepared item, in the caller's transaction."""
+    now = time.time()
+    scope = item["scope"]
+    owner = ctx.owner(scope)
+    digest = content_hash(item["content"])
+    dup = _live_match(store, "content_hash=? AND scope=? AND owner=?", [digest, scope, owner])
+    if dup is not None and (item["key"] is None or dup["key"] == item["key"]):
+        return {"id": dup["id"], "status": "duplicate", "scope": scope}
+    old: dict[str, Any] | None = None
+    if supersedes:
+        old = state_of(store.conn, resolve_id(store, supersedes))
+        if old is None:
+            raise NotFoundError(f"no memory {supersedes} to supersede", "check the id: db0 list")
+        for _ in range(10_000):  # superseding an old version supersedes its chain's current one
+            nxt = state_of(store.conn, old["superseded_by"]) if old["superseded_by"] else None
+            if nxt is None:
+                break
+            old = nxt
+    elif item["key"]:
+        old = _live_match(store, "key=? AND scope=? AND owner=?", [item["key"], scope, owner])
+    state = _new_state(ctx, item, scope, owner, digest, now)
+    if item.get("id") and state_of(store.conn, state["id"]) is not None:
+        return {"id": state["id"], "status": "duplicate", "scope": scope}
+    write_state(store, state, kind, new=True)
+    result: dict[str, Any] = {"id": state["id"], "status": "stored", "scope": scope}
+    if old is not None and old["superseded_by"] is None:
+        why = reason or ("same key" if not supersedes else "superseded")
+        old.update(superseded_by=state["id"], superseded_ts=now, supersede_reason=why,
+                   updated_ts=now)
+        write_state(store, old, "supersede", {"by": state["id"], "reason": why})
+        result["superseded"] = old["id"]
+    elif old is not None:
+        result["superseded"] = old["id"]
+    return result
+
+
+
+
+# -- imports staged batch by batch, committed at once ---------------------------------------------
+
+def stage(store: Store, import_id: str, first: int, ps: list[Prepared]) -> int:
+    """Keep a batch of an import, invisible, numbered from `first`; how many lines it now has."""
+    now = time.time()
+    store.conn.executemany(
+        "INSERT OR REPLACE INTO import_staging(import_id, n, item, staged_ts) VALUES (?,?,?,?)",
+        [(import_id, first + i, p.staged(), now) for i, p in enumerate(ps)])
+    return int(dbmod.scalar(store.conn, "SELECT count(*) FROM import_staging WHERE "
+                            "import_id=?", (import_id,)))
+
+
+def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepared]
+                  ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every staged line of the import and the last batch, as memories, in this one
+    transaction; the staged rows go. Returns the results and what was redacted."""
+    staged = [Prepared.from_staged(str(t)) for (t,) in store.conn.execute(
+        "SELECT item FROM import_staging WHERE import_id=? ORDER BY n", (import_id,))]
+    ps = staged + last
+    results = remember_many(store, ctx, ps, kind="import")
+    store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
+    store.conn.execute("INSERT OR REPLACE INTO imports_done VALUES (?, ?, ?, ?)",
+                       (import_id, len(ps), sum(r["status"] == "stored" for r in results),
+                        time.time()))
+    return results, redacted_total(ps)
+
+
+def abort_import(store: Store, import_id: str) -> int:
+    """Drop an import's staged lines; how many there were."""
+    n = dbmod.scalar(store.conn, "SELECT count(*) FROM import_staging WHERE import_id=?",
+                     (import_id,))
+    store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
+    return int(n)
+
+
+def import_done(store: Store, import_id: str) -> dict[str, Any] | None:
+    row = store.conn.execute("SELECT lines, stored, done_ts FROM imports_done WHERE import_id=?",
+                             (import_id,)).fetchone()
+    return None if row is None else {"lines": row[0], "stored": row[1], "done_at":
+                                     now_iso(float(row[2]))}
+
+
+def clear_staging(store: Store, older_than: float | None = None) -> int:
+    """Drop staged lines of imports that can no longer commit: all of them at start (their
+    clients lost the daemon), or those idle longer than `older_than` seconds."""
+    if older_than is None:
+        cur = store.conn.execute("DELETE FROM import_staging RETURNING 1")
+    else:
+        cur = store.conn.execute(
+            "DELETE FROM import_staging WHERE import_id IN (SELECT import_id FROM "
+            "import_staging GROUP BY import_id HAVING max(staged_ts) < ?) RETURNING 1",
+            (time.time() - older_than,))
+    return len(cur.fetchall())
+
+
+# -- the rules, kept after another device's writes are merged ------------------------------------
+
+def converge(store: Store, memory_ids: list[str]) -> list[str]:
+    """After ops from other devices were applied (last writer wins per memory), keep the rules
+    a single device keeps: at most one live memory per scope, owner and key (the newest, by its
+    id, which orders by creation time), and per scope, owner, key and text (the oldest). The
+    others are superseded by it, with a reason history shows; every device picks the same one
+    from the same memories, and their supersedes agree. Returns the ids superseded here."""
+    if not memory_ids:
+        return []
+    conn = store.conn
+    touched = json.dumps(memory_ids)
+    live = "superseded_by IS NULL AND forgotten_ts IS NULL"
+    done: list[str] = []
+    groups = conn.execute(
+        f"SELECT DISTINCT scope, owner, key FROM memories WHERE key IS NOT NULL AND {live} "
+        "AND id IN (SELECT value FROM json_each(?))", (touched,)).fetchall()
+    for scope, owner, key in groups:
+        ids = [str(r[0]) for r in conn.execute(
+            f"SELECT id FROM memories WHERE key=? AND scope=? AND owner=? AND {live} "
+            "ORDER BY id", (key, scope, owner))]
+        done += _supersede_all(store, ids[:-1], ids[-1], "same key written on another device")
+    groups = conn.execute(
+        f"SELECT DISTINCT scope, owner, content_hash, key FROM memories WHERE {live} "
+        "AND id IN (SELECT value FROM json_each(?))", (touched,)).fetchall()
+    for scope, owner, digest, key in groups:
+        ids = [str(r[0]) for r in conn.execute(
+            f"SELECT id FROM memories WHERE content_hash=? AND scope=? AND owner=? AND key IS ? "
+            f"AND {live} ORDER BY id", (digest, scope, owner, key))]
+        done += _supersede_all(store, ids[1:], ids[0] if ids else "",
+                               "same text remembered on another device")
+    return done
+
+
+def _supersede_all(store: Store, losers: list[str], winner: str, why: str) -> list[str]:
+    now = time.time()
+    out = []
+    for mid in losers:
+        state = state_of(store.conn, mid)
+        if state is None or state["superseded_by"] is not None:
+            continue
+        state.update(superseded_by=winner, superseded_ts=now, supersede_reason=why,
+                     updated_ts=now)
+        write_state(store, state, "supersede", {"by": winner, "reason": why})
+        out.append(mid)
+    return out
