@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install dev refresh model test test-fast lint typecheck bench completions clean help
+.PHONY: install dev refresh model test test-fast lint typecheck bench completions docs clean help
 
 help:
 	@echo "make install   create $(VENV), install db0, its embedding model and reranker"
@@ -74,3 +74,7 @@ bench: $(PY)
 
 clean:
 	rm -rf build $(VENV) *.egg-info
+
+# docs/protocol.md, generated from the daemon's method registry (a test checks it is current).
+docs: $(PY)
+	$(PY) -c "from db0.daemon.handlers import load_all; from db0.daemon.shapes import markdown; print(markdown(load_all()))" > docs/protocol.md

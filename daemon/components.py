@@ -1,23 +1,18 @@
-"""The daemon's long-lived parts beside the socket server (embedder, jobs, watcher, sync).
-
-Each is registered under a name on `srv.components` and may have start(), stop(),
-status() -> dict and apply_config(cfg). Heavy imports stay inside the factories.
-"""
+"""The daemon's services beside the socket server, created in start order (they stop in
+reverse). Each is a `runtime.Component`, registered on the runtime by its class."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from db0.daemon.server import Server
+from db0.daemon.runtime import Runtime
 
 
-def install(srv: Server) -> None:
-    """Create the components, in start order (they stop in reverse)."""
-    # Each feature adds its component here, one line each.
-    __import__("db0.daemon.syncer", fromlist=["install"]).install(srv)
-    __import__("db0.daemon.embedding", fromlist=["install"]).install(srv)
-    __import__("db0.daemon.reranking", fromlist=["install"]).install(srv)
-    __import__("db0.daemon.expiry", fromlist=["install"]).install(srv)
-    __import__("db0.daemon.spool", fromlist=["install"]).install(srv)
-    __import__("db0.daemon.watcher", fromlist=["install"]).install(srv)
+def install(rt: Runtime) -> None:
+    from db0.daemon.embedding import EmbeddingService
+    from db0.daemon.expiry import Expiry
+    from db0.daemon.reranking import RerankService
+    from db0.daemon.spool import Spool
+    from db0.daemon.syncer import Syncer
+    from db0.daemon.watcher import Watcher
+
+    for cls in (Syncer, EmbeddingService, RerankService, Expiry, Spool, Watcher):
+        rt.add(cls(rt))

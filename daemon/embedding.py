@@ -21,13 +21,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from db0.daemon.config import Config
 from db0.daemon.protocol import Db0Error
+from db0.daemon.runtime import Component, Runtime
 from db0.store import db as dbmod
-
-if TYPE_CHECKING:
-    from db0.daemon.server import Server
 
 log = logging.getLogger("db0.embed")
 ACTIVE_KEY = "embedding_active"
@@ -50,9 +49,11 @@ class Loaded:
     workers: list[Any] = field(default_factory=list)  # more 1-thread batch contexts
 
 
-class EmbeddingService:
-    def __init__(self, srv: Server) -> None:
-        self.srv = srv
+class EmbeddingService(Component):
+    name = "embedder"
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(rt)
         self.batch = 64
         self.threads = 2
         self.group_chars = 160            # characters per llama.cpp call (~40 tokens)
@@ -70,33 +71,21 @@ class EmbeddingService:
         self._done = 0
         self._guard = threading.Lock()
         self._cond = threading.Condition()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.apply_config(srv.config)
+        self._last_scan = time.monotonic()
 
     # -- component protocol ------------------------------------------------------------------
 
-    def apply_config(self, cfg: dict[str, Any]) -> None:
-        embed = cfg.get("embed") or {}
-        try:
-            self.threads = max(1, int(embed.get("threads") or 2))
-            self.batch = max(1, min(512, int(embed.get("batch") or 64)))
-            self.group_chars = max(1, int(embed.get("group_chars") or 160))
-        except (TypeError, ValueError):
-            log.error("config: [embed] threads and batch must be whole numbers")
+    def apply_config(self, cfg: Config) -> None:
+        self.threads = cfg.embed.threads
+        self.batch = cfg.embed.batch
+        self.group_chars = cfg.embed.group_chars
 
-    def start(self) -> None:
-        assert self.srv.writer is not None
-        self.srv.writer.after_commit.append(self._on_commit)
-        self._thread = threading.Thread(target=self._run, name="db0-embed", daemon=True)
-        self._thread.start()
+    def on_start(self) -> None:
+        assert self.rt.writer is not None
+        self.rt.writer.after_commit.append(self._on_commit)
+        self.interval = 0.0
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(30)
+    def on_stop(self) -> None:
         with self._cond:
             self._cond.notify_all()
 
@@ -137,7 +126,7 @@ class EmbeddingService:
             return 0
         from db0.store import vectors
 
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             return vectors.pending_count(store, t.model_id)
 
     def progress(self) -> dict[str, Any]:
@@ -145,7 +134,7 @@ class EmbeddingService:
         t = self.target
         from db0.store import vectors
 
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             total = int(dbmod.scalar(
                 store.conn, "SELECT count(*) FROM memories WHERE forgotten_ts IS NULL"))
             left = vectors.pending_count(store, t.model_id) if t else total
@@ -175,6 +164,24 @@ class EmbeddingService:
         return QueryVector(a.model_id, np.asarray(vec, dtype=np.float32), a.index,
                            took_ms=(time.perf_counter() - started) * 1000)
 
+    def vector_of(self, memory_id: str) -> Any:
+        """A memory's own stored vector from the active model, as a QueryVector (None when it
+        has none yet): near-duplicates are found with it, nothing is embedded again."""
+        a = self.active
+        if a is None:
+            return None
+        from db0.store import vectors
+        from db0.store.search import QueryVector
+
+        with self.rt.reader() as store:
+            row = store.conn.execute(
+                "SELECT v.vector FROM memory_vectors v JOIN memories m ON m.rid=v.rid "
+                "AND m.content_hash=v.content_hash WHERE m.id=? AND v.model_id=?",
+                (memory_id, a.model_id)).fetchone()
+        if row is None:
+            return None
+        return QueryVector(a.model_id, vectors.from_blob(bytes(row[0])), a.index)
+
     def embed_texts(self, texts: list[str]) -> tuple[str, list[list[float]]]:
         """Embed texts with the active model (for other features: near-duplicates, rerank)."""
         a = self.active
@@ -195,7 +202,7 @@ class EmbeddingService:
             if t is None and not loading:
                 return  # no model: nothing will ever be embedded, keyword search has them
             if t is not None:
-                with self.srv.reader() as store:
+                with self.rt.reader() as store:
                     if not vectors.pending_of(store, t.model_id, ids):
                         return
                 with self._guard:
@@ -207,7 +214,7 @@ class EmbeddingService:
                                "it continues in the background; see db0 daemon status")
             # The server's stop comes first: it lets requests in flight finish (up to 30 s)
             # before stopping the components, and this request would be one of them.
-            if self._stop.is_set() or self.srv.stopping.is_set():
+            if self.stopping:
                 raise Db0Error("shutting_down", "the daemon stopped before the embeddings were "
                                "done; what was written is kept and embedded at the next start",
                                "db0 daemon start, then db0 model status")
@@ -229,45 +236,45 @@ class EmbeddingService:
                 self._scan = True  # a write that names no ids (sync, say): look at everything
         self._wake.set()
 
-    def _run(self) -> None:
-        last_scan = time.monotonic()
-        while not self._stop.is_set():
-            try:
+    def tick(self) -> None:
+        """One round: load what was asked for, embed a batch, or go idle until woken (or until
+        the next rescan, which finds writes that named no ids)."""
+        try:
+            with self._guard:
+                asked = self._asked
+            if self._done < asked:
+                try:
+                    self._load()
+                finally:
+                    self._done = asked
+                    with self._cond:
+                        self._cond.notify_all()
+            if self.target is None:
+                self._idle(None)
+                return
+            if self._step():
+                self._last_scan = time.monotonic()
+                self.interval = 0.0
+                return
+            self._promote_if_done()
+            self._idle(max(1.0, RESCAN_S - (time.monotonic() - self._last_scan)))
+            if time.monotonic() - self._last_scan >= RESCAN_S:
                 with self._guard:
-                    asked = self._asked
-                if self._done < asked:
-                    try:
-                        self._load()
-                    finally:
-                        self._done = asked
-                        with self._cond:
-                            self._cond.notify_all()
-                if self.target is None:
-                    self._idle(None)
-                    continue
-                if self._step():
-                    last_scan = time.monotonic()
-                    continue
-                self._promote_if_done()
-                self._idle(max(1.0, RESCAN_S - (time.monotonic() - last_scan)))
-                if time.monotonic() - last_scan >= RESCAN_S:
-                    with self._guard:
-                        self._scan = True
-                    last_scan = time.monotonic()
-            except Exception as e:
-                if self._stop.is_set():
-                    return
-                log.exception("embedder: %s", e)
-                self.error = f"{type(e).__name__}: {e}"
-                self._stop.wait(5.0)
+                    self._scan = True
+                self._last_scan = time.monotonic()
+        except Exception as e:
+            if self.stopping:
+                return
+            log.exception("embedder: %s", e)
+            self.error = f"{type(e).__name__}: {e}"
+            self.interval = 5.0
 
     def _idle(self, timeout: float | None) -> None:
         if self.target is not None:
             self.state = "ready" if self.active is self.target else "switching"
         with self._cond:
             self._cond.notify_all()
-        self._wake.wait(timeout if timeout is not None else 3600)
-        self._wake.clear()
+        self.interval = timeout if timeout is not None else 3600.0
 
     def _step(self) -> bool:
         """Embed one batch of what waits; False when nothing does."""
@@ -279,7 +286,7 @@ class EmbeddingService:
             hints, self._hints = self._hints[:4 * self.batch], self._hints[4 * self.batch:]
             scan = self._scan
         rows: list[tuple[int, str, str]] = []
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             if hints:
                 rows = vectors.pending_of(store, t.model_id, hints)
             if not rows and scan:
@@ -306,7 +313,7 @@ class EmbeddingService:
 
         from db0.store import vectors
 
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             have = vectors.cached(store, t.model_id, [h for _, _, h in rows])
         todo: dict[str, str] = {}
         for _, content, h in rows:
@@ -317,7 +324,7 @@ class EmbeddingService:
             for h, vec in zip(todo, made, strict=True):
                 have[h] = vectors.to_blob(vec)
         out = [(rid, h, have[h]) for rid, _, h in rows]
-        self.srv.write(lambda s: vectors.put(s, t.model_id, out))
+        self.rt.write(lambda s: vectors.put(s, t.model_id, out))
         t.index.add([rid for rid, _, _ in out], np.frombuffer(
             b"".join(b for _, _, b in out), dtype="<f4").reshape(len(out), t.dim))
         self.embedded += len(todo)
@@ -382,12 +389,12 @@ class EmbeddingService:
             return
         from db0.store import vectors
 
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             if vectors.pending_count(store, t.model_id):
                 with self._guard:
                     self._scan = True
                 return
-        self.srv.write(lambda s: dbmod.meta_set(s.conn, ACTIVE_KEY, str(t.model_id)))
+        self.rt.write(lambda s: dbmod.meta_set(s.conn, ACTIVE_KEY, str(t.model_id)))
         log.info("embedding model %s is ready; recall now uses it (was %s)", t.name,
                  a.name if a else None)
         self.active = t
@@ -401,7 +408,7 @@ class EmbeddingService:
 
         self.state = "loading"
         self.error = None
-        mdir = self.srv.paths.models_dir
+        mdir = self.rt.paths.models_dir
         info = models.current(mdir)
         if info is None:
             self.target = self.active = None
@@ -412,7 +419,7 @@ class EmbeddingService:
                 self.target.sha256 != _sha(info):
             self.target = self._open(info)
         t = self.target
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             raw = dbmod.meta_get(store.conn, ACTIVE_KEY)
         active_id = int(raw) if raw and raw.isdigit() else None
         if active_id is None or active_id == t.model_id:
@@ -420,7 +427,7 @@ class EmbeddingService:
         elif self.active is None or self.active.model_id != active_id:
             self.active = self._open_by_id(active_id) or t
         if self.active is t and active_id != t.model_id:
-            self.srv.write(lambda s: dbmod.meta_set(s.conn, ACTIVE_KEY, str(t.model_id)))
+            self.rt.write(lambda s: dbmod.meta_set(s.conn, ACTIVE_KEY, str(t.model_id)))
         with self._guard:
             self._scan = True
         self._cursor = None
@@ -431,12 +438,12 @@ class EmbeddingService:
         """The previous model, for search during a switch, if its file is still installed."""
         from db0.daemon import models
 
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             row = store.conn.execute("SELECT name, sha256 FROM embed_models WHERE model_id=?",
                                      (model_id,)).fetchone()
         if row is None:
             return None
-        for info in models.list_models(self.srv.paths.models_dir):
+        for info in models.list_models(self.rt.paths.models_dir):
             if info.name == row[0] and _sha(info) == row[1]:
                 try:
                     return self._open(info)
@@ -460,8 +467,8 @@ class EmbeddingService:
         workers = [Embedder(str(path), 1) for _ in range(self.threads - 1)]
         query = Embedder(str(path), 1)
         name, sha, dim = str(info.name), _sha(info), int(emb.dim)
-        mid = self.srv.write(lambda s: vectors.model_id(s, name, sha, dim))
-        with self.srv.reader() as store:
+        mid = self.rt.write(lambda s: vectors.model_id(s, name, sha, dim))
+        with self.rt.reader() as store:
             index = vectors.VectorIndex.load(store, mid, dim)
         log.info("loaded embedding model %s from %s (%d vectors in the index)", name, path,
                  len(index))
@@ -471,6 +478,3 @@ class EmbeddingService:
 def _sha(info: Any) -> str:
     return str(getattr(info, "sha256", "") or "")
 
-
-def install(srv: Server) -> None:
-    srv.components["embedder"] = EmbeddingService(srv)

@@ -6,6 +6,7 @@ Shared by the CLI and the daemon, so it imports only the standard library and pl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -97,10 +98,29 @@ def get_paths() -> Paths:
     )
 
 
+def make_private_dir(path: Path) -> Path:
+    """Create `path` and any missing parent 0700 (XDG's rule for the directories an app makes;
+    `mkdir(parents=True)` would make the parents with the default mode). Existing ones are
+    left as they are."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, 0o700)
+    return path
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` 0700, or check an existing one is ours, a real directory and private."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(path)
+        if not path.is_dir():
+            raise FileExistsError(path)
     except FileExistsError as e:
         raise RuntimeDirError(f"{path} exists and is not a directory; to fix: remove it") from e
     st = os.lstat(path)
@@ -111,3 +131,43 @@ def ensure_private_dir(path: Path) -> Path:
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
+
+
+def loose_modes(paths: Paths) -> list[tuple[Path, int]]:
+    """Everything db0 keeps that another user could read or write: (path, mode), for
+    `db0 doctor` (directories should be 0700, files 0600; the socket is checked at bind)."""
+    out: list[tuple[Path, int]] = []
+    roots = [paths.config_dir, paths.data_dir, paths.log_dir, paths.runtime_dir]
+    if paths.home is not None:
+        roots.insert(0, paths.home)
+    seen: set[Path] = set()
+    for root in roots:
+        if root in seen or not root.exists():
+            continue
+        seen.add(root)
+        for dirpath, dirnames, filenames in os.walk(root):
+            d = Path(dirpath)
+            for p in [d, *(d / f for f in filenames)]:
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                if stat.S_ISLNK(st.st_mode) or stat.S_ISSOCK(st.st_mode) or st.st_uid != \
+                        os.getuid():
+                    continue
+                if st.st_mode & 0o077:
+                    out.append((p, stat.S_IMODE(st.st_mode)))
+            dirnames[:] = [n for n in dirnames if (d / n) not in seen]
+    return sorted(set(out))
+
+
+def fix_modes(paths: Paths) -> list[tuple[Path, int]]:
+    """Make what `loose_modes` finds private (0700 directories, 0600 files); what was fixed."""
+    fixed = []
+    for p, mode in loose_modes(paths):
+        try:
+            os.chmod(p, 0o700 if p.is_dir() else 0o600)
+            fixed.append((p, mode))
+        except OSError:
+            continue
+    return fixed

@@ -30,9 +30,16 @@ ERROR_EXIT = {
     "unavailable": EXIT_UNAVAILABLE,
     "incompatible": EXIT_UNAVAILABLE,
     "conflict": EXIT_FAILED,
-    "internal": EXIT_FAILED,
     "shutting_down": EXIT_UNAVAILABLE,
+    "busy": EXIT_UNAVAILABLE,          # too many connections, or the database locked too long
+    "disk_full": EXIT_FAILED,
+    "read_only": EXIT_FAILED,          # the database or its directory cannot be written
+    "no_model": EXIT_UNAVAILABLE,
+    "internal": EXIT_FAILED,           # a bug in db0: nothing a caller sent should reach it
 }
+# Codes a client may retry later with the same request (the spool replays them).
+RETRYABLE = frozenset({"unavailable", "shutting_down", "busy", "unknown_method"})
+MAX_DEPTH = 64  # JSON nesting a frame may have (deeper is refused, never a RecursionError)
 
 
 class Db0Error(Exception):
@@ -61,8 +68,17 @@ class FrameError(Exception):
     """The peer sent something that is not a frame (closed early, too large, not JSON)."""
 
 
+class BadFrame(FrameError):
+    """A whole frame was read but its body is not a usable JSON object: the stream is still
+    in step, so the connection can answer and go on."""
+
+
 def encode(obj: dict[str, Any]) -> bytes:
-    body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate cannot be UTF-8: escaped as \udXXX it is still valid JSON.
+        body = json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii")
     if len(body) > MAX_FRAME:
         raise Db0Error(
             "too_large",
@@ -92,12 +108,21 @@ def read_frame(sock: socket.socket, max_frame: int = MAX_FRAME) -> dict[str, Any
     (length,) = _HEADER.unpack(header)
     if length > max_frame:
         raise FrameError(f"frame of {length} bytes is over the {max_frame}-byte limit")
+    return decode(_recv_exact(sock, length))
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """A frame's body as a JSON object; BadFrame (the connection stays usable) otherwise."""
     try:
-        obj = json.loads(_recv_exact(sock, length))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FrameError(f"frame is not JSON: {e}") from e
+        obj = json.loads(body)
+    except UnicodeDecodeError as e:
+        raise BadFrame(f"frame is not UTF-8 (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise BadFrame(f"frame is not JSON: {e.msg} at char {e.pos}") from None
+    except RecursionError:  # the parser's own limit (~1,000 levels); shapes allow MAX_DEPTH
+        raise BadFrame("frame nests too deeply") from None
     if not isinstance(obj, dict):
-        raise FrameError("frame is not a JSON object")
+        raise BadFrame("frame is not a JSON object")
     return obj
 
 

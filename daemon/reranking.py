@@ -10,37 +10,31 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from db0.daemon.config import Config
 from db0.daemon.protocol import Db0Error
-
-if TYPE_CHECKING:
-    from db0.daemon.server import Server
+from db0.daemon.runtime import Component, Runtime
 
 log = logging.getLogger("db0.rerank")
 MAX_CHARS = 2000  # a memory's first 2,000 characters are enough to judge it
 
 
-class RerankService:
-    def __init__(self, srv: Server) -> None:
-        self.srv = srv
+class RerankService(Component):
+    name = "reranker"
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(rt)
         self.threads = 2
         self._model: Any = None
         self._sha = ""
         self._lock = threading.Lock()
         self.scored = 0
-        self.apply_config(srv.config)
 
-    def apply_config(self, cfg: dict[str, Any]) -> None:
-        try:
-            self.threads = max(1, int((cfg.get("embed") or {}).get("threads") or 2))
-        except (TypeError, ValueError):
-            pass  # the embedder logs the bad value
+    def apply_config(self, cfg: Config) -> None:
+        self.threads = cfg.embed.threads
 
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
+    def on_stop(self) -> None:
         with self._lock:
             model, self._model = self._model, None
         if model is not None:
@@ -49,7 +43,7 @@ class RerankService:
     def status(self) -> dict[str, Any]:
         from db0.daemon import models
 
-        info = models.reranker(self.srv.paths.models_dir)
+        info = models.reranker(self.rt.paths.models_dir)
         return {"model": info.name if info else None, "loaded": self._model is not None,
                 "pairs_scored": self.scored}
 
@@ -64,7 +58,7 @@ class RerankService:
     def _load(self) -> Any:
         from db0.daemon import models
 
-        info = models.reranker(self.srv.paths.models_dir)
+        info = models.reranker(self.rt.paths.models_dir)
         if info is None:
             raise Db0Error("unavailable", "no reranker is installed",
                            "run: db0 model install --reranker (or recall without --rerank)")
@@ -84,6 +78,3 @@ class RerankService:
         log.info("reranker %s loaded", info.name)
         return self._model
 
-
-def install(srv: Server) -> None:
-    srv.components["reranker"] = RerankService(srv)

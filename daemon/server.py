@@ -1,20 +1,28 @@
-"""The daemon: a Unix socket server over the store, with its writer, jobs and config watcher.
+"""The daemon's socket server: lifecycle, connections, and nothing about what requests mean
+(that is `dispatch.py`).
 
 Lifecycle: take the pid file's lock (the lock, not the file, says "running"), replace a stale
-socket only if connecting to it is refused, bind 0600 in a 0700 directory, serve one thread per
-connection (the peer's uid checked), and on SIGTERM stop accepting, finish the requests in
-flight, drain the writer and close the database. The signal handler only sets a flag.
+socket only if connecting to it is refused, bind 0600 in a 0700 directory with the system's
+largest listen backlog, and on SIGTERM stop accepting, finish the requests in flight, drain
+the writer and close the database. The signal handler only sets a flag.
+
+Connections: one selector thread watches the listener and every idle connection; a readable
+connection is handed to a bounded pool of workers, which reads one frame (a frame once started
+must arrive whole within `frame_timeout`), answers it and gives the connection back. An idle
+connection holds no thread. Past `max_connections` open connections a new one is answered
+`busy` and closed; a connection idle past `idle_timeout` is closed. Everything db0 creates is
+private: the daemon runs with umask 077.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import getpass
 import logging
 import logging.handlers
 import os
 import queue
+import selectors
 import signal
 import socket
 import stat
@@ -22,82 +30,75 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from concurrent.futures import ThreadPoolExecutor
 
 from db0.daemon import __version__
 from db0.daemon import config as configmod
+from db0.daemon.dispatch import Dispatcher
 from db0.daemon.handlers import load_all
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
 from db0.daemon.protocol import (
     MAX_FRAME,
+    BadFrame,
     Db0Error,
     FrameError,
     encode,
     err,
-    ok,
     read_frame,
 )
-from db0.daemon.writer import Writer
-from db0.store.context import Context
-from db0.store.core import Store
+from db0.daemon.runtime import Runtime
 from db0.store.errors import StoreError
 
 log = logging.getLogger("db0.daemon")
-T = TypeVar("T")
+WORKERS = 64  # requests served at once; more wait for a worker, they are not refused
 
 
-@dataclass
-class Request:
-    id: Any
-    method: str
-    params: dict[str, Any]
-    ctx: Context
-    conn_info: dict[str, Any]
+def raise_fd_limit() -> int:
+    """Lift the open-files limit to what the system allows (a connection is a descriptor);
+    the descriptors left for connections."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = want
+    return max(16, soft - 128)  # room for the database, models, logs and watches
+
+
+def listen_backlog() -> int:
+    """The system's largest listen backlog (a burst of clients queues instead of failing)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return max(128, int(f.read().strip()))
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
 
 
 class Server:
-    def __init__(self, paths: Paths) -> None:
-        self.paths = paths
-        self.started = time.time()
-        self.stopping = threading.Event()
-        self.config: dict[str, Any] = configmod.DEFAULTS
-        self.methods = load_all()
-        self._readers: queue.SimpleQueue[Store] = queue.SimpleQueue()
-        self._conns: set[socket.socket] = set()
-        self._busy = 0
-        self._lock = threading.Lock()
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.paths = rt.paths
+        self.dispatcher = Dispatcher(rt, load_all())
+        rt.replay = self.dispatcher.handle
+        rt.stopper = self.request_stop
         self._pid_fd: int | None = None
         self._listener: socket.socket | None = None
-        self.store: Store | None = None
-        self.writer: Writer | None = None
+        self._sel = selectors.DefaultSelector()
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="db0-req")
+        self._back: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._conns: dict[socket.socket, float] = {}  # open connections, last activity
+        self._busy = 0
+        self._lock = threading.Lock()
         self.watcher: configmod.ConfigWatcher | None = None
-        # Components that later issues hang on the server (embedder, jobs, sync) register here
-        # a name -> object, with optional start/stop/status methods.
-        self.components: dict[str, Any] = {}
-        self.default_user = os.environ.get("DB0_USER") or getpass.getuser()
+        self._fd_room = raise_fd_limit()
 
-    # -- store access ------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def reader(self) -> Iterator[Store]:
-        """A read connection from the pool (readers never block the writer in WAL mode)."""
-        try:
-            store = self._readers.get_nowait()
-        except queue.Empty:
-            assert self.store is not None
-            store = Store.open(self.paths.db_file, clock=self.store.clock)
-        try:
-            yield store
-        finally:
-            self._readers.put(store)
-
-    def write(self, fn: Callable[[Store], T]) -> T:
-        assert self.writer is not None
-        if self.stopping.is_set():
-            raise Db0Error("shutting_down", "the daemon is shutting down", "try again")
-        return self.writer.run(fn)
+    @property
+    def stopping(self) -> threading.Event:
+        return self.rt.stopping
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -129,43 +130,35 @@ class Server:
             finally:
                 probe.close()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            sock.bind(str(path))
-        finally:
-            os.umask(old)
+        sock.bind(str(path))  # umask 077: the socket is born 0600
         os.chmod(path, 0o600)
-        sock.listen(128)
-        sock.settimeout(0.25)
+        sock.listen(listen_backlog())
+        sock.setblocking(False)
         return sock
 
-    def apply_config(self, cfg: dict[str, Any]) -> None:
-        self.config = cfg
-        level = str(cfg["daemon"].get("log_level", "INFO")).upper()
-        if level in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            logging.getLogger("db0").setLevel(level)
-        else:
-            log.error("config: log_level %r is not one of DEBUG, INFO, WARNING, ERROR", level)
-        for comp in self.components.values():
-            if hasattr(comp, "apply_config"):
-                comp.apply_config(cfg)
-        log.info("config applied")
+    def _load_config(self) -> None:
+        try:
+            cfg, unknown = configmod.load(self.paths.config_file)
+        except ValueError as e:
+            log.error("config not applied, using defaults: %s", e)
+            self.rt.apply_config(self.rt.config)
+            self.rt.config_error = str(e)
+            return
+        self.rt.apply_config(cfg, unknown)
+
+    def _config_error(self, message: str) -> None:
+        self.rt.config_error = message
 
     def serve(self) -> int:
         ensure_private_dir(self.paths.runtime_dir)
         if not self._lock_pid():
             log.info("another daemon holds %s; exiting", self.paths.pid_file)
             return 0
-        try:
-            self.config = configmod.load(self.paths.config_file)
-        except ValueError as e:
-            log.error("config not applied, using defaults: %s", e)
-        self.apply_config(self.config)
-        self.store = Store.open(self.paths.db_file)
-        self.writer = Writer(self.store)
-        self.writer.start()
+        self._load_config()
+        self.rt.open()
         self._listener = self._bind()
-        self.watcher = configmod.ConfigWatcher(self.paths.config_file, self.apply_config)
+        self.watcher = configmod.ConfigWatcher(self.paths.config_file, self.rt.apply_config,
+                                               self._config_error)
         try:
             self.watcher.start()
         except Exception as e:  # no inotify slots, say: serve without live reload
@@ -173,35 +166,20 @@ class Server:
             self.watcher = None
         from db0.daemon import components
 
-        components.install(self)
-        for name, comp in list(self.components.items()):
-            if hasattr(comp, "start"):
-                try:
-                    comp.start()
-                except Exception:
-                    log.exception("component %s failed to start", name)
+        components.install(self.rt)
+        for comp in self.rt.components:
+            try:
+                comp.apply_config(self.rt.config)
+                comp.start()
+            except Exception:
+                log.exception("component %s failed to start", comp.name)
         log.info("db0 daemon %s started, pid %d, socket %s", __version__, os.getpid(),
                  self.paths.socket)
         try:
-            self._accept_loop()
+            self._loop()
         finally:
             self._shutdown()
         return 0
-
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self.stopping.is_set():
-                    break
-                raise
-            conn.settimeout(None)
-            threading.Thread(target=self._serve_conn, args=(conn,), daemon=True,
-                             name="db0-conn").start()
 
     def request_stop(self, why: str) -> None:
         if not self.stopping.is_set():
@@ -210,9 +188,13 @@ class Server:
             with contextlib.suppress(OSError):
                 os.unlink(self.paths.socket)
             self.stopping.set()
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"s")
 
     def _shutdown(self) -> None:
         if self._listener is not None:
+            with contextlib.suppress(Exception):
+                self._sel.unregister(self._listener)
             self._listener.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # let requests in flight finish
@@ -221,28 +203,20 @@ class Server:
                     break
             time.sleep(0.02)
         with self._lock:
-            for c in self._conns:
+            for c in list(self._conns):
                 with contextlib.suppress(OSError):
                     c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            self._conns.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self.watcher:
             self.watcher.stop()
-        for name, comp in reversed(list(self.components.items())):
-            if hasattr(comp, "stop"):
-                try:
-                    comp.stop()
-                except Exception:
-                    log.exception("component %s failed to stop", name)
-        if self.writer:
-            self.writer.stop()
-        while True:
+        for comp in reversed(self.rt.components):
             try:
-                self._readers.get_nowait().close()
-            except queue.Empty:
-                break
-        if self.store:
-            with contextlib.suppress(Exception):
-                self.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self.store.close()
+                comp.stop()
+            except Exception:
+                log.exception("component %s failed to stop", comp.name)
+        self.rt.close()
         with contextlib.suppress(OSError):
             if self._listener is not None and os.path.exists(self.paths.socket):
                 os.unlink(self.paths.socket)
@@ -254,6 +228,88 @@ class Server:
 
     # -- connections -------------------------------------------------------------------------
 
+    def _loop(self) -> None:
+        assert self._listener is not None
+        self._sel.register(self._listener, selectors.EVENT_READ)
+        self._sel.register(self._wake_r, selectors.EVENT_READ)
+        last_sweep = time.monotonic()
+        while not self.stopping.is_set():
+            for key, _ in self._sel.select(timeout=1.0):
+                if key.fileobj is self._listener:
+                    self._accept()
+                elif key.fileobj == self._wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                    self._take_back()
+                else:
+                    conn = key.fileobj
+                    assert isinstance(conn, socket.socket)
+                    self._sel.unregister(conn)
+                    self._pool.submit(self._serve_one, conn)
+            if time.monotonic() - last_sweep > 1.0:
+                self._close_idle()
+                last_sweep = time.monotonic()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        dcfg = self.rt.config.daemon
+        limit = min(dcfg.max_connections, self._fd_room)
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of file descriptors, say: the clients retry
+                log.warning("accept failed: %s", e)
+                return
+            if not self._peer_ok(conn):
+                log.warning("refused a connection from another user")
+                conn.close()
+                continue
+            conn.settimeout(dcfg.frame_timeout)
+            with self._lock:
+                full = len(self._conns) >= limit
+                if not full:
+                    self._conns[conn] = time.monotonic()
+            if full:
+                with contextlib.suppress(OSError):
+                    conn.sendall(encode(err(None, Db0Error(
+                        "busy", f"the daemon has {limit} connections open",
+                        "try again in a moment"))))
+                conn.close()
+                continue
+            self._sel.register(conn, selectors.EVENT_READ)
+
+    def _take_back(self) -> None:
+        while True:
+            try:
+                conn = self._back.get_nowait()
+            except queue.Empty:
+                return
+            if conn.fileno() < 0:
+                continue
+            try:
+                self._sel.register(conn, selectors.EVENT_READ)
+            except (ValueError, KeyError, OSError):
+                self._drop(conn)
+
+    def _close_idle(self) -> None:
+        limit = time.monotonic() - self.rt.config.daemon.idle_timeout
+        with self._lock:
+            idle = [c for c, t in self._conns.items() if t < limit]
+        for c in idle:
+            try:
+                self._sel.unregister(c)
+            except (KeyError, ValueError):
+                continue  # a worker has it right now
+            self._drop(c)
+
+    def _drop(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._conns.pop(conn, None)
+        with contextlib.suppress(OSError):
+            conn.close()
+
     def _peer_ok(self, conn: socket.socket) -> bool:
         so_peercred = getattr(socket, "SO_PEERCRED", None)
         if so_peercred is None:  # not Linux: the 0700 directory is the guard
@@ -262,82 +318,59 @@ class Server:
         _pid, uid, _gid = struct.unpack("3i", creds)
         return bool(uid == os.getuid())
 
-    def _serve_conn(self, conn: socket.socket) -> None:
+    def _serve_one(self, conn: socket.socket) -> None:
+        """Read one frame from a readable connection, answer it, hand the connection back."""
         with self._lock:
-            self._conns.add(conn)
+            self._busy += 1
+        keep = False
         try:
-            if not self._peer_ok(conn):
-                log.warning("refused a connection from another user")
-                return
-            max_frame = int(self.config["daemon"].get("max_frame_mb", 32) * 1024 * 1024)
-            while not self.stopping.is_set():
-                try:
-                    msg = read_frame(conn, min(max_frame, MAX_FRAME * 4))
-                except FrameError as e:
-                    with contextlib.suppress(OSError):
-                        conn.sendall(encode(err(None, Db0Error(
-                            "too_large" if "limit" in str(e) else "bad_request", str(e),
-                            "send smaller requests"))))
-                    return
-                except OSError:
-                    return
-                if msg is None:
-                    return
-                with self._lock:
-                    self._busy += 1
-                try:
-                    resp = self.handle(msg)
-                finally:
-                    with self._lock:
-                        self._busy -= 1
-                try:
-                    conn.sendall(encode(resp))
-                except Db0Error as e:
-                    conn.sendall(encode(err(msg.get("id"), e)))
-                except OSError:
-                    return
+            keep = self._answer(conn)
+        except Exception:
+            log.exception("connection failed")
         finally:
             with self._lock:
-                self._conns.discard(conn)
-            conn.close()
+                self._busy -= 1
+                if conn in self._conns:
+                    self._conns[conn] = time.monotonic()
+            if keep and not self.stopping.is_set():
+                self._back.put(conn)
+                with contextlib.suppress(OSError):
+                    os.write(self._wake_w, b"c")
+            else:
+                self._drop(conn)
 
-    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
-        req_id = msg.get("id")
-        method = msg.get("method")
-        params = msg.get("params") or {}
-        fn = self.methods.get(method) if isinstance(method, str) else None
-        if fn is None:
-            return err(req_id, Db0Error("unknown_method", f"unknown method {method!r}",
-                                        "upgrade the client or the daemon: db0 daemon restart"))
-        if not isinstance(params, dict):
-            return err(req_id, Db0Error("bad_request", "params must be a JSON object"))
-        started = time.perf_counter()
+    def _answer(self, conn: socket.socket) -> bool:
+        max_frame = min(self.rt.config.daemon.max_frame_mb * 1024 * 1024, MAX_FRAME * 4)
         try:
-            ctx = Context.from_params(params, self.config["context"].get("user")
-                                      or self.default_user)
-            if not params.get("context", {}).get("agent") and self.config["context"].get(
-                    "agent"):
-                ctx = Context(ctx.user, str(self.config["context"]["agent"]), ctx.session,
-                              ctx.task)
-            expiry = self.components.get("expiry")
-            if expiry is not None:
-                ctx = expiry.context(ctx)  # a branched session's lineage; marks it seen
-            result = fn(self, Request(req_id, str(method), params, ctx, {}))
-            resp = ok(req_id, result)
-        except Db0Error as e:
-            resp = err(req_id, e)
-        except StoreError as e:
-            resp = err(req_id, Db0Error(e.code, e.message, e.hint))
-        except Exception as e:
-            log.exception("%s failed", method)  # the traceback, never the memory text
-            resp = err(req_id, Db0Error("internal", f"{method} failed: {type(e).__name__}",
-                                        f"see the daemon log: {self.paths.log_file}"))
-        log.debug("%s %.1f ms", method, (time.perf_counter() - started) * 1000)
-        return resp
+            msg = read_frame(conn, max_frame)
+        except BadFrame as e:  # the frame was read whole: answer and go on
+            return self._send(conn, err(None, Db0Error("bad_request", str(e),
+                                                       "send one JSON object per frame")))
+        except FrameError as e:
+            if "limit" in str(e):
+                self._send(conn, err(None, Db0Error("too_large", str(e),
+                                                    "send smaller requests")))
+            return False
+        except (TimeoutError, OSError):
+            return False  # a frame that never finished, or a peer gone
+        if msg is None:
+            return False
+        return self._send(conn, self.dispatcher.handle(msg))
+
+    def _send(self, conn: socket.socket, resp: dict[str, object]) -> bool:
+        try:
+            data = encode(resp)
+        except Db0Error as e:  # an answer over the frame limit
+            data = encode(err(resp.get("id"), e))
+        try:
+            conn.sendall(data)
+        except OSError:
+            return False
+        return True
 
 
 def _setup_logging(paths: Paths) -> None:
-    paths.log_dir.mkdir(parents=True, exist_ok=True)
+    paths.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(paths.log_file, maxBytes=5 << 20,
                                                    backupCount=3, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -347,16 +380,27 @@ def _setup_logging(paths: Paths) -> None:
 
 
 def run() -> int:
+    os.umask(0o077)  # everything the daemon creates is its user's alone
     paths = get_paths()
-    _setup_logging(paths)
     try:
-        server = Server(paths)
+        _setup_logging(paths)
+    except OSError as e:
+        print(f"db0 daemon: cannot start: cannot write its log in {paths.log_dir}: "
+              f"{e.strerror} (to fix: check that directory's permissions)", file=sys.stderr)
+        return 1
+    try:
+        server = Server(Runtime(paths))
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda s, _f: server.request_stop(signal.Signals(s).name))
         return server.serve()
     except (RuntimeDirError, StoreError) as e:
         log.error("cannot start: %s", e)
         print(f"db0 daemon: cannot start: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        print(f"db0 daemon: cannot start: {e.strerror}: {e.filename or ''} "
+              "(to fix: check that path's permissions and free space)", file=sys.stderr)
         return 1
     except Exception as e:
         log.exception("cannot start")

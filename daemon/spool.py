@@ -1,15 +1,14 @@
-"""The hook spool: events `db0 hook` could not hand over, drained into the store.
+"""The spool's drain: requests a client could not hand over, replayed through the dispatcher.
 
-A hook never waits for a daemon to boot: when the socket does not answer it writes its event
-to `<data>/spool/<time>-<event id>.json` (a temporary name, then a rename, so a file is whole
-or absent), starts a daemon in the background and exits. This component drains the folder at
-start and then every second: each event goes through the same handler as a live one, and the
-file is removed once its transaction committed. The event id is recorded in that transaction,
-so a file left by a crash between commit and unlink, or an event that also reached the daemon
-directly, is handled once. A file that cannot be an event is moved to `spool/bad/`.
-
-Problems the hooks met (bad JSON, a daemon that was down) are in `<logs>/hooks.log`; the last
-few show in `db0 daemon status` and `db0 doctor`.
+A hook or a git hook never waits for a daemon to boot: when the socket does not answer in time,
+the client (`daemon/client.py`, `spool_request`) writes the whole request frame to
+`<data>/spool/<time>-<id>.json` (a temporary name, then a rename, so a file is whole or absent)
+and exits. This component replays each file through the same dispatcher as a live request, with
+the same context rules, at start and then every second, and removes the file once its answer
+came back. A request that fails for a reason that can pass (busy, shutting down) stays for the
+next round; one that fails for good is moved to `spool/bad/` and said in the log. Requests carry
+their own ids (a hook event's `event_id`, a commit's sha), so one replayed after it also reached
+the daemon directly changes nothing.
 """
 
 from __future__ import annotations
@@ -20,45 +19,37 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from db0.daemon.protocol import Db0Error
-from db0.store import transcripts
-from db0.store.context import Context
-from db0.store.errors import StoreError
-
-if TYPE_CHECKING:
-    from db0.daemon.server import Server
+from db0.daemon.protocol import RETRYABLE
+from db0.daemon.runtime import Component, Runtime
 
 log = logging.getLogger("db0.spool")
 
-MAX_EVENT_BYTES = 64 * 1024 * 1024
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
-class Spool:
-    def __init__(self, srv: Server) -> None:
-        self.srv = srv
-        self.dir: Path = srv.paths.spool_dir
-        self.interval = 1.0
+class Spool(Component):
+    name = "spool"
+    interval: float | None = 1.0
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(rt)
+        self.dir: Path = rt.paths.spool_dir
         self.drained = 0
         self.bad = 0
         self.last_drain: float | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self.srv.write(transcripts.ensure_schema)
+    def on_start(self) -> None:
         self.drain()
-        self._thread = threading.Thread(target=self._loop, name="db0-spool", daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+    def tick(self) -> None:
+        if self.pending():
+            self.drain()
 
     def pending(self) -> list[Path]:
         try:
@@ -74,72 +65,59 @@ class Spool:
         self.last_error = f"{path.name}: {why}"
         log.warning("spool: %s set aside: %s", path.name, why)
         bad = self.dir / "bad"
-        bad.mkdir(exist_ok=True)
+        bad.mkdir(mode=0o700, exist_ok=True)
         with contextlib.suppress(OSError):
             os.replace(path, bad / path.name)
 
-    def drain(self) -> int:
-        """Handle every spooled event now; how many were handled."""
-        from db0.daemon.handlers.hook import handle_event
+    def _read(self, path: Path) -> dict[str, Any] | str:
+        """The request in a spool file, or why it is not one."""
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                return "too large"
+            msg = json.loads(path.read_bytes())
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+            return f"not a request ({type(e).__name__})"
+        if not isinstance(msg, dict):
+            return "not a JSON object"
+        if "method" not in msg and "event" in msg:  # a hook event spooled by db0 before 0.2
+            msg = {"v": 1, "id": None, "method": "hook.event", "params": msg}
+        return msg
 
+    def drain(self) -> int:
+        """Replay every spooled request now; how many were handled."""
+        replay: Callable[..., dict[str, Any]] | None = self.rt.replay
+        if replay is None:
+            return 0
         done = 0
         with self._lock:
             for path in self.pending():
-                if self._stop.is_set() or self.srv.stopping.is_set():
+                if self.stopping:
                     break
-                try:
-                    if path.stat().st_size > MAX_EVENT_BYTES:
-                        self._set_aside(path, "too large")
-                        continue
-                    params = json.loads(path.read_bytes())
-                except FileNotFoundError:
+                if not path.exists():
                     continue
-                except (OSError, ValueError, UnicodeDecodeError) as e:
-                    self._set_aside(path, f"not an event ({type(e).__name__})")
+                msg = self._read(path)
+                if isinstance(msg, str):
+                    self._set_aside(path, msg)
                     continue
-                if not isinstance(params, dict):
-                    self._set_aside(path, "not a JSON object")
+                resp = replay(msg, replay=True)
+                if not resp.get("ok"):
+                    error = resp.get("error") or {}
+                    if error.get("code") in RETRYABLE:
+                        self.last_error = f"{path.name}: {error.get('message')}"
+                        break  # left for the next round
+                    self._set_aside(path, str(error.get("message") or error.get("code")))
                     continue
-                cfg_user = self.srv.config["context"].get("user") or self.srv.default_user
-                try:
-                    ctx = Context.from_params(params, cfg_user)
-                    if params.get("method") == "git.capture":  # from `db0 git capture`
-                        from db0.daemon.handlers.git import apply
-
-                        apply(self.srv, params, ctx)
-                    else:
-                        handle_event(self.srv, params, ctx, inject=False)
-                except Db0Error as e:
-                    if e.code in ("shutting_down", "unavailable"):
-                        break  # left for the next start
-                    self._set_aside(path, e.message)
-                    continue
-                except StoreError as e:
-                    self._set_aside(path, e.message)
-                    continue
-                except Exception as e:
-                    self.last_error = f"{path.name}: {type(e).__name__}"
-                    log.exception("spool: %s failed; kept for a retry", path.name)
-                    break
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 done += 1
             self.drained += done
             self.last_drain = time.time()
         if done:
-            log.info("spool: %d hook events drained", done)
+            log.info("spool: %d requests replayed", done)
         return done
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                if self.pending():
-                    self.drain()
-            except Exception:
-                log.exception("spool drain failed")
-
     def hook_problems(self, n: int = 5) -> list[str]:
-        path = self.srv.paths.log_dir / "hooks.log"
+        path = self.rt.paths.log_dir / "hooks.log"
         try:
             with open(path, "rb") as f:
                 f.seek(0, os.SEEK_END)
@@ -158,7 +136,3 @@ class Spool:
         if problems:
             out["hook_problems"] = problems
         return out
-
-
-def install(srv: Server) -> None:
-    srv.components["spool"] = Spool(srv)

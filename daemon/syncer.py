@@ -14,93 +14,60 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from db0.daemon.config import Config
+from db0.daemon.runtime import Component, Runtime
 from db0.store import pgsync, remotes
 from db0.store.errors import StoreError
-from db0.store.memories import parse_duration
-
-if TYPE_CHECKING:
-    from db0.daemon.server import Server
 
 log = logging.getLogger("db0.sync")
 
 
-class Syncer:
-    def __init__(self, srv: Server) -> None:
-        self.srv = srv
-        self.interval: float | None = None
+class Syncer(Component):
+    name = "sync"
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(rt)
         self.scopes: list[str] = list(remotes.DEFAULT_SCOPES)
         self.batch = 5000
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.last: dict[str, dict[str, Any]] = {}
         self.running: set[str] = set()
-        self.apply_config(srv.config)
 
     @property
     def path(self) -> Path:
-        return self.srv.paths.config_dir / "remotes.json"
+        return self.rt.paths.config_dir / "remotes.json"
 
-    # -- config and lifecycle ----------------------------------------------------------------
-
-    def apply_config(self, cfg: dict[str, Any]) -> None:
-        sync = cfg.get("sync") or {}
-        raw = sync.get("interval")
-        try:
-            self.interval = parse_duration(raw) if raw not in (None, "", 0, "0") else None
-        except StoreError as e:
-            log.error("config: [sync] interval: %s", e.message)
-            self.interval = None
-        try:
-            self.scopes = remotes.check_scopes(list(sync.get("scopes") or [])) or list(
-                remotes.DEFAULT_SCOPES)
-        except StoreError as e:
-            log.error("config: [sync] scopes: %s", e.message)
-        self.batch = max(100, int(sync.get("batch") or 5000))
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="db0-sync", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(15)
+    def apply_config(self, cfg: Config) -> None:
+        self.interval = cfg.sync.interval or None  # no interval: sync only when asked
+        self.scopes = list(cfg.sync.scopes)
+        self.batch = cfg.sync.batch
+        self.wake()
 
     def status(self) -> dict[str, Any]:
         return {"interval_s": self.interval, "running": sorted(self.running),
                 "remotes": len(remotes.load(self.path)) if self.path.exists() else 0}
 
-    def _loop(self) -> None:
-        last = time.monotonic()
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if self.interval is None or now < last + self.interval:
-                wait = 1.0 if self.interval is None else min(last + self.interval - now, 1.0)
-                self._wake.wait(max(wait, 0.05))
-                self._wake.clear()
-                continue
-            last = time.monotonic()
+    def tick(self) -> None:
+        """Sync every remote (on the timer)."""
+        if self.interval is None:
+            return
+        try:
+            names = list(remotes.load(self.path))
+        except StoreError as e:
+            log.error("auto-sync: %s", e.message)
+            return
+        for name in names:
+            if self.stopping:
+                return
             try:
-                names = list(remotes.load(self.path))
-            except StoreError as e:
-                log.error("auto-sync: %s", e.message)
-                continue
-            for name in names:
-                if self._stop.is_set():
-                    return
-                try:
-                    self.run_one(name)
-                except StoreError:
-                    pass  # recorded and logged by run_one
-                except Exception:
-                    log.exception("auto-sync with %s failed", name)
+                self.run_one(name)
+            except StoreError:
+                pass  # recorded and logged by run_one
+            except Exception:
+                log.exception("auto-sync with %s failed", name)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -117,7 +84,7 @@ class Syncer:
             self.running.add(name)
             try:
                 dsn = remotes.resolve(remote.dsn, env)
-                result = pgsync.run(name, dsn, self.srv.reader, self.srv.write,
+                result = pgsync.run(name, dsn, self.rt.reader, self.rt.write,
                                     scopes=self.scopes_for(remote), batch=self.batch,
                                     budget_s=budget_s, on_vectors=self._index_vectors)
             except StoreError as e:
@@ -141,24 +108,27 @@ class Syncer:
         embeds itself, and finds nothing pending for these)."""
         import numpy as np
 
-        embedder = self.srv.components.get("embedder")
-        for loaded in {id(x): x for x in (getattr(embedder, "active", None),
-                                          getattr(embedder, "target", None)) if x}.values():
+        from db0.daemon.embedding import EmbeddingService
+
+        embedder = self.rt.service(EmbeddingService)
+        if embedder is None:
+            return
+        for loaded in {id(x): x for x in (embedder.active, embedder.target) if x}.values():
             mine = [(rid, blob) for mid, rid, blob in stored if mid == loaded.model_id]
-            if mine and getattr(loaded, "index", None) is not None:
+            if mine and loaded.index is not None:
                 loaded.index.add([r for r, _ in mine], np.frombuffer(
                     b"".join(b for _, b in mine), dtype="<f4").reshape(len(mine), loaded.dim))
 
     def _record(self, name: str, error: str | None) -> None:
         try:
-            self.srv.write(lambda s: pgsync.record_result(s, name, error))
+            self.rt.write(lambda s: pgsync.record_result(s, name, error))
         except Exception:  # shutting down: the state is only informative
             log.debug("could not record the sync result", exc_info=True)
 
     def local_status(self, name: str) -> dict[str, Any]:
         remote = remotes.get(self.path, name)
         scopes = self.scopes_for(remote)
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             st = pgsync.local_state(store, name)
             pending = pgsync.pending_count(store, name, scopes)
         return {**remote.public(), "scopes": scopes, "pending_push": pending,
@@ -168,6 +138,3 @@ class Syncer:
                 "last_error": st["last_error"], "last_error_ts": st["last_error_ts"],
                 "running": name in self.running}
 
-
-def install(srv: Server) -> None:
-    srv.components["sync"] = Syncer(srv)

@@ -29,16 +29,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon import watchparse as wp
+from db0.daemon.config import Config
 from db0.daemon.protocol import Db0Error
+from db0.daemon.runtime import Component, Runtime
 from db0.store import watch as sw
 from db0.store.context import Context
 from db0.store.errors import StoreError
-from db0.store.memories import now_iso, parse_duration
+from db0.store.memories import now_iso
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from db0.daemon.server import Server
     from db0.store.core import Store
 
 log = logging.getLogger("db0.watch")
@@ -87,21 +88,22 @@ def _rel(root: str, path: str) -> str | None:
     return None
 
 
-class Watcher:
-    def __init__(self, srv: Server) -> None:
-        self.srv = srv
+class Watcher(Component):
+    """The folder watcher (its own thread: it debounces events and rescans on a schedule)."""
+
+    name = "watcher"
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(rt)
         self.debounce = 0.5
         self.rescan = 300.0
         self.max_bytes = 1 << 20
-        self._wake = threading.Event()
-        self.apply_config(srv.config)
-        p = srv.paths
+        p = rt.paths
         self._own = [os.path.realpath(d) for d in (p.data_dir, p.log_dir, p.runtime_dir,
                                                     p.config_dir)]
         self._live: dict[int, _Live] = {}
         self._lock = threading.Lock()  # the pending sets and _live
         self._work = threading.Lock()  # one folder's processing, or a remove, at a time
-        self._stop = threading.Event()
         self._dirty: dict[int, set[str]] = {}
         self._dirs: dict[int, set[str]] = {}
         self._hints: dict[int, dict[str, str]] = {}
@@ -111,27 +113,21 @@ class Watcher:
         self._busy = False
         self._observer: Any = None
         self._poller: Any = None
-        self._thread: threading.Thread | None = None
         self._next_rescan = 0.0
         self.events = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def apply_config(self, cfg: dict[str, Any]) -> None:
-        sec = cfg.get("watch") or {}
-        try:
-            self.debounce = parse_duration(sec.get("debounce") or "0.5s")
-            self.rescan = max(1.0, parse_duration(sec.get("rescan_interval") or "5m"))
-            self.max_bytes = int(sec.get("max_file_size") or (1 << 20))
-        except (StoreError, ValueError, TypeError) as e:
-            log.error("config: [watch]: %s", getattr(e, "message", e))
+    def apply_config(self, cfg: Config) -> None:
+        self.debounce = cfg.watch.debounce
+        self.rescan = cfg.watch.rescan_interval
+        self.max_bytes = cfg.watch.max_file_size
         self._wake.set()
 
     def start(self) -> None:
         from watchdog.observers import Observer
 
-        self.srv.write(sw.ensure_schema)
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             watches = sw.all_watches(store.conn)
         self._observer = Observer()
         self._observer.daemon = True
@@ -142,7 +138,7 @@ class Watcher:
         self._thread = threading.Thread(target=self._loop, name="db0-watch", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20.0) -> None:
         self._stop.set()
         self._wake.set()
         for obs in (self._observer, self._poller):
@@ -151,7 +147,7 @@ class Watcher:
                     obs.stop()
                     obs.join(5)
         if self._thread is not None:
-            self._thread.join(20)
+            self._thread.join(timeout)
 
     def _begin(self, w: sw.Watch) -> _Live:
         live = _Live(w)
@@ -350,7 +346,7 @@ class Watcher:
             live.errors.pop("", None)
             if live.observed is None:
                 self._schedule(live)
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             tracked = sw.files(store.conn, w.id)
         present: dict[str, os.stat_result] = {}
         gone: dict[str, str] = {}  # rel -> why its memories go
@@ -441,10 +437,12 @@ class Watcher:
                  old_rel: str | None) -> Callable[[Store], list[str]]:
         w = live.watch
         sections = []
-        for anchor, content in wp.sections(rel, note.text):
+        parsed = wp.parse(rel, note.text)
+        for anchor, content in parsed.sections:
             try:
-                sections.append(sw.Section(anchor, wp.text_hash(content),
-                                           sw.item(w, rel, anchor, content)))
+                sections.append(sw.Section(anchor, wp.section_hash(content, parsed.front_matter),
+                                           sw.item(w, rel, anchor, content,
+                                                   parsed.front_matter)))
             except StoreError as e:  # a section of nothing but a <private> block, say
                 live.errors[f"{rel}#{anchor}"] = e.message
         row = sw.FileRow(note.size, note.mtime_ns, note.sha256)
@@ -491,7 +489,7 @@ class Watcher:
                 return
             chunk = ops[i:i + BATCH_FILES]
             try:
-                self.srv.write(batch(chunk))
+                self.rt.write(batch(chunk))
                 for rel, _op in chunk:
                     live.errors.pop(rel, None)
                 continue
@@ -503,7 +501,7 @@ class Watcher:
                     continue
             for one in chunk:
                 try:
-                    self.srv.write(batch([one]))
+                    self.rt.write(batch([one]))
                     live.errors.pop(one[0], None)
                 except Db0Error:
                     raise
@@ -556,7 +554,7 @@ class Watcher:
     def add(self, path: str, globs: list[str], scope: str, ctx: Context, wait: float
             ) -> dict[str, Any]:
         real = self.check_folder(path)
-        w = self.srv.write(lambda s: sw.add(s, real, globs, scope, ctx))
+        w = self.rt.write(lambda s: sw.add(s, real, globs, scope, ctx))
         live = self._begin(w)
         if wait > 0:
             live.scanned.wait(wait)
@@ -564,11 +562,11 @@ class Watcher:
 
     def remove(self, path: str, forget: bool) -> dict[str, Any]:
         real = os.path.realpath(path)
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             known = {w.path for w in sw.all_watches(store.conn)}
         target = real if real in known else os.path.abspath(path)
         with self._work:
-            res: dict[str, Any] = self.srv.write(lambda s: sw.remove(s, target, forget))
+            res: dict[str, Any] = self.rt.write(lambda s: sw.remove(s, target, forget))
             with self._lock:
                 gone = [lv for lv in self._live.values() if lv.watch.path == target]
                 for lv in gone:
@@ -579,7 +577,7 @@ class Watcher:
 
     def _public(self, live: _Live, counts: dict[str, int] | None = None) -> dict[str, Any]:
         if counts is None:
-            with self.srv.reader() as store:
+            with self.rt.reader() as store:
                 counts = sw.counts(store.conn).get(live.watch.id)
         counts = counts or {"files": 0, "sections": 0}
         skipped = sorted(dict(live.skipped).items())  # copies: the worker changes them
@@ -596,7 +594,7 @@ class Watcher:
         }
 
     def watches(self) -> list[dict[str, Any]]:
-        with self.srv.reader() as store:
+        with self.rt.reader() as store:
             counts = sw.counts(store.conn)
         with self._lock:
             lives = sorted(self._live.values(), key=lambda lv: lv.watch.path)
@@ -616,9 +614,3 @@ class Watcher:
                 "debounce_s": self.debounce, "rescan_interval_s": self.rescan,
                 "max_file_size": self.max_bytes}
 
-
-def install(srv: Server) -> None:
-    try:
-        srv.components["watcher"] = Watcher(srv)
-    except Exception:  # the daemon serves memory without a watcher rather than not at all
-        log.exception("watch: the folder watcher could not be created")

@@ -1,8 +1,15 @@
-"""The one writer: a thread that owns the write connection and runs jobs from a queue, each in
-`BEGIN IMMEDIATE`, in order (datasette's pattern). Callers wait on a Future.
+"""The one writer: a thread that owns the write connection and runs jobs from a queue, in order
+(datasette's pattern), with group commit.
 
-After a job commits, the writer calls the store's listeners (the embedder's queue, for one),
-outside the transaction.
+Jobs queued while a commit is under way share the next one: each runs in its own savepoint
+inside one `BEGIN IMMEDIATE … COMMIT`, so a job that fails is rolled back alone and the others
+keep their writes. A caller's future resolves only after the commit returned, so a write is
+acknowledged only once it is durable (as durable as the connection's `synchronous` setting
+makes a commit). If the commit itself fails (a full disk, say), every job of the group gets
+that error and nothing of it is kept.
+
+After a group commits, the writer calls `after_commit` with each successful job's result,
+outside the transaction (the embedder's queue listens there).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from db0.store.core import Store
 T = TypeVar("T")
 log = logging.getLogger("db0.writer")
 _STOP = object()
+MAX_GROUP = 512  # jobs in one commit at most (bounds the time a caller waits behind others)
 
 
 class Writer:
@@ -27,6 +35,8 @@ class Writer:
         self._q: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="db0-writer", daemon=True)
         self.after_commit: list[Callable[[Any], None]] = []
+        self.commits = 0
+        self.jobs = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -44,20 +54,65 @@ class Writer:
         return self._q.qsize()
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             job = self._q.get()
             if job is _STOP:
                 break
-            fn, fut = job
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                with self.store.transaction():
+            group = [job]
+            while len(group) < MAX_GROUP:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                group.append(nxt)
+            self._commit(group)
+
+    def _commit(self, group: list[tuple[Callable[[Store], Any], Future[Any]]]) -> None:
+        live = [(fn, fut) for fn, fut in group if fut.set_running_or_notify_cancel()]
+        if not live:
+            return
+        conn = self.store.conn
+        done: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, fut in live:
+                conn.execute("SAVEPOINT job")
+                try:
                     result = fn(self.store)
-            except BaseException as e:  # the caller gets it; the writer lives on
-                fut.set_exception(e)
+                except BaseException as e:  # this job's writes go, the group's stay
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    done.append((fut, None, e))
+                    continue
+                conn.execute("RELEASE job")
+                done.append((fut, result, None))
+            conn.execute("COMMIT")
+        except BaseException as e:  # BEGIN, a rollback or the COMMIT failed: nothing is kept
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except Exception:
+                    log.exception("rollback failed")
+            failed = {id(f) for f, _, err in done if err is not None}
+            for fn_fut in live:
+                fut = fn_fut[1]
+                own = next((err for f, _, err in done if f is fut and err is not None), None)
+                fut.set_exception(own if id(fut) in failed and own is not None else e)
+            return
+        self.commits += 1
+        self.jobs += len(done)
+        for fut, result, err in done:
+            if err is not None:
+                fut.set_exception(err)
+            else:
+                fut.set_result(result)
+        for _fut, result, err in done:
+            if err is not None:
                 continue
-            fut.set_result(result)
             for cb in self.after_commit:
                 try:
                     cb(result)

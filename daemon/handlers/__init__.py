@@ -1,8 +1,9 @@
-"""RPC methods, one module per noun (`memory.py` serves `memory.*`), registered by name;
-every module in this package is loaded at start.
+"""RPC methods, one module per noun (`memory.py` serves `memory.*`), registered by name with
+their declared parameters; every module in this package is loaded at start.
 
-A handler takes the server and the request and returns a JSON-able result; it raises
-`Db0Error` or a store error for the client to see.
+A handler takes the runtime and the request (its params already checked against the declared
+shape, defaults filled in) and returns a JSON-able result; it raises `Db0Error` or a store
+error for the client to see.
 """
 
 from __future__ import annotations
@@ -12,21 +13,26 @@ import pkgutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from db0.daemon.shapes import Method, P
+
 if TYPE_CHECKING:
-    from db0.daemon.server import Request, Server
+    from db0.daemon.dispatch import Request
+    from db0.daemon.runtime import Runtime
 
-Handler = Callable[["Server", "Request"], Any]
-METHODS: dict[str, Handler] = {}
+Handler = Callable[["Runtime", "Request"], Any]
+METHODS: dict[str, Method] = {}
 
 
-def rpc(name: str) -> Callable[[Handler], Handler]:
+def rpc(name: str, params: dict[str, P] | None = None, *, writes: bool = False
+        ) -> Callable[[Handler], Handler]:
+    """Register a handler as method `name` taking `params` (the declared shape)."""
     def register(fn: Handler) -> Handler:
-        METHODS[name] = fn
+        METHODS[name] = Method(name, fn, dict(params or {}), (fn.__doc__ or "").strip(), writes)
         return fn
     return register
 
 
-def load_all() -> dict[str, Handler]:
+def load_all() -> dict[str, Method]:
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")
     return METHODS

@@ -2,62 +2,73 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from db0.daemon.handlers import rpc
-from db0.daemon.protocol import Db0Error
-from db0.store import checkpoints, secrets
+from db0.daemon.shapes import Bool, Json, P, Str
+from db0.store import checkpoints, write
 
 if TYPE_CHECKING:
-    from db0.daemon.server import Request, Server
+    from db0.daemon.dispatch import Request
+    from db0.daemon.runtime import Runtime
+
+REF = Str(nonempty=True, max_len=200, strip=True)
+ID = P(REF, "a checkpoint id", required=True)
 
 
-def _ref(req: Request, name: str = "id") -> str:
-    ref = req.params.get(name)
-    if not isinstance(ref, str) or not ref.strip():
-        raise Db0Error("bad_request", "a checkpoint id is required", "see: db0 checkpoint list")
-    return ref
-
-
-@rpc("checkpoint.create")
-def create(srv: Server, req: Request) -> dict[str, Any]:
-    allow = bool(req.params.get("allow_secrets"))
-    scrubbed, redacted = secrets.scrub_json(
-        [req.params.get("label"), req.params.get("state")], allow)  # never stored as given
-    label, state = cast("list[Any]", scrubbed)
-    cp = srv.write(lambda s: checkpoints.create(s, req.ctx, label, state))
+@rpc("checkpoint.create", {
+    "label": P(Str(max_len=2000), "what this point is"),
+    "state": P(Json(), "a JSON state document to keep with it"),
+    "allow_secrets": P(Bool(), "keep what looks like a secret", default=False),
+}, writes=True)
+def create(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Record a label, an optional state document and the op log position."""
+    allow = req.params["allow_secrets"]
+    label, found = write.text(req.params.get("label"), allow)
+    state, found_state = write.document(req.params.get("state"), allow)
+    for k, n in found_state.items():
+        found[k] = found.get(k, 0) + n
+    cp = rt.write(lambda s: checkpoints.create(s, req.ctx, label, state))
     out = checkpoints.public(cp)
-    if redacted:
-        out["redacted"] = redacted
+    if found:
+        out["redacted"] = found
     return out
 
 
-@rpc("checkpoint.list")
-def list_(srv: Server, req: Request) -> dict[str, Any]:
-    with srv.reader() as s:
-        return {"checkpoints": checkpoints.list_(s, req.ctx, bool(req.params.get("all")))}
+@rpc("checkpoint.list", {"all": P(Bool(), "every session's, not only this one's",
+                                  default=False)})
+def list_(rt: Runtime, req: Request) -> dict[str, Any]:
+    """The checkpoints of this session (or all of this user's)."""
+    with rt.reader() as s:
+        return {"checkpoints": checkpoints.list_(s, req.ctx, req.params["all"])}
 
 
-@rpc("checkpoint.show")
-def show(srv: Server, req: Request) -> dict[str, Any]:
-    with srv.reader() as s:
-        return checkpoints.show(s, _ref(req))
+@rpc("checkpoint.show", {"id": ID})
+def show(rt: Runtime, req: Request) -> dict[str, Any]:
+    """A checkpoint with its state document."""
+    with rt.reader() as s:
+        return checkpoints.show(s, req.params["id"])
 
 
-@rpc("checkpoint.restore")
-def restore(srv: Server, req: Request) -> dict[str, Any]:
-    ref = _ref(req)
-    return srv.write(lambda s: checkpoints.restore(s, ref))
+@rpc("checkpoint.restore", {"id": ID}, writes=True)
+def restore(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Roll the session's and task's memories back to the checkpoint."""
+    ref = req.params["id"]
+    return rt.write(lambda s: checkpoints.restore(s, ref))
 
 
-@rpc("checkpoint.branch")
-def branch(srv: Server, req: Request) -> dict[str, Any]:
-    ref, label = _ref(req), req.params.get("label")
-    return srv.write(lambda s: checkpoints.branch(s, req.ctx, ref, label))
+@rpc("checkpoint.branch", {"id": ID, "label": P(Str(max_len=2000), "the new session's label")},
+     writes=True)
+def branch(rt: Runtime, req: Request) -> dict[str, Any]:
+    """A new session that sees the parent as it was at the checkpoint."""
+    ref = req.params["id"]
+    label, _ = write.text(req.params.get("label"))
+    return rt.write(lambda s: checkpoints.branch(s, req.ctx, ref, label))
 
 
-@rpc("checkpoint.diff")
-def diff(srv: Server, req: Request) -> dict[str, Any]:
-    a, b = _ref(req, "a"), _ref(req, "b")
-    with srv.reader() as s:
-        return checkpoints.diff(s, a, b)
+@rpc("checkpoint.diff", {"a": P(REF, "the earlier checkpoint", required=True),
+                         "b": P(REF, "the later checkpoint", required=True)})
+def diff(rt: Runtime, req: Request) -> dict[str, Any]:
+    """What changed between two checkpoints."""
+    with rt.reader() as s:
+        return checkpoints.diff(s, req.params["a"], req.params["b"])

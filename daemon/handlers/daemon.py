@@ -1,4 +1,4 @@
-"""`daemon.*`: hello, status, stop, and the store-wide `store.stats`."""
+"""`daemon.*`: hello, status, stop, doctor, and the store-wide `store.stats`."""
 
 from __future__ import annotations
 
@@ -9,58 +9,67 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon import __version__
+from db0.daemon.embedding import EmbeddingService
 from db0.daemon.handlers import METHODS, rpc
+from db0.daemon.paths import fix_modes, loose_modes
 from db0.daemon.protocol import MAX_FRAME, PROTOCOL
+from db0.daemon.shapes import Bool, Int, P, Str
 from db0.store import db as dbmod
 
 if TYPE_CHECKING:
-    from db0.daemon.server import Request, Server
+    from db0.daemon.dispatch import Request
+    from db0.daemon.runtime import Runtime
 
 
-@rpc("daemon.hello")
-def hello(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("daemon.hello", {"client_version": P(Str(max_len=64), "the client's db0 version"),
+                      "protocol": P(Int(0), "the client's protocol")})
+def hello(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Who answers: version, protocol, pid and the methods it serves."""
     return {"name": "db0", "version": __version__, "protocol": PROTOCOL, "pid": os.getpid(),
             "capabilities": sorted(METHODS), "max_frame": MAX_FRAME}
 
 
-def _components_status(srv: Server) -> dict[str, Any]:
+def _components_status(rt: Runtime) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, comp in srv.components.items():
-        if hasattr(comp, "status"):
-            try:
-                out[name] = comp.status()
-            except Exception as e:
-                out[name] = {"error": str(e)}
+    for comp in rt.components:
+        try:
+            out[comp.name] = comp.status()
+        except Exception as e:
+            out[comp.name] = {"error": f"{type(e).__name__}: {e}"}
     return out
 
 
 @rpc("daemon.status")
-def status(srv: Server, req: Request) -> dict[str, Any]:
-    assert srv.writer is not None
-    with srv.reader() as store:
+def status(rt: Runtime, req: Request) -> dict[str, Any]:
+    """The daemon's state: pid, uptime, paths, queues and each component's status."""
+    assert rt.writer is not None
+    with rt.reader() as store:
         memories = dbmod.scalar(store.conn, "SELECT count(*) FROM memories WHERE "
                                 "superseded_by IS NULL AND forgotten_ts IS NULL")
     return {
         "running": True, "pid": os.getpid(), "version": __version__, "protocol": PROTOCOL,
-        "socket": str(srv.paths.socket), "database": str(srv.paths.db_file),
-        "log": str(srv.paths.log_file), "config": str(srv.paths.config_file),
-        "uptime_s": round(time.time() - srv.started, 3), "memories": memories,
-        "threads": threading.active_count(), "writer_queue": srv.writer.pending,
-        "python": sys.version.split()[0], **_components_status(srv),
+        "socket": str(rt.paths.socket), "database": str(rt.paths.db_file),
+        "log": str(rt.paths.log_file), "config": str(rt.paths.config_file),
+        "uptime_s": round(time.time() - rt.started, 3), "memories": memories,
+        "threads": threading.active_count(), "writer_queue": rt.writer.pending,
+        "commits": rt.writer.commits, "writes": rt.writer.jobs,
+        "python": sys.version.split()[0], **_components_status(rt),
     }
 
 
-@rpc("daemon.stop")
-def stop(srv: Server, req: Request) -> dict[str, Any]:
-    # Answer first, then stop: the socket goes at once, so no client mistakes us for alive.
-    threading.Timer(0.05, srv.request_stop, args=(str(req.params.get("reason") or "asked"),)
-                    ).start()
+@rpc("daemon.stop", {"reason": P(Str(max_len=200), "why (logged)", default="asked")})
+def stop(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Stop the daemon (it answers first; requests in flight finish)."""
+    stopper = rt.stopper
+    assert stopper is not None
+    threading.Timer(0.05, stopper, args=(req.params["reason"],)).start()
     return {"stopping": True, "pid": os.getpid()}
 
 
 @rpc("store.stats")
-def stats(srv: Server, req: Request) -> dict[str, Any]:
-    with srv.reader() as store:
+def stats(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Counts by scope and state, the op log, the file sizes."""
+    with rt.reader() as store:
         c = store.conn
         by_scope = {s: n for s, n in c.execute(
             "SELECT scope, count(*) FROM memories WHERE superseded_by IS NULL AND "
@@ -76,9 +85,9 @@ def stats(srv: Server, req: Request) -> dict[str, Any]:
             "expired": row[3] or 0, "ops": ops[0] or 0, "last_seq": ops[1] or 0,
             "tags": dbmod.scalar(c, "SELECT count(DISTINCT tag) FROM memory_tags"),
             "schema_version": dbmod.schema_version(c), "device_id": store.device_id,
-            "database": str(srv.paths.db_file),
-            "database_bytes": _size(srv.paths.db_file),
-            "wal_bytes": _size(srv.paths.db_file.with_name(srv.paths.db_file.name + "-wal")),
+            "database": str(rt.paths.db_file),
+            "database_bytes": _size(rt.paths.db_file),
+            "wal_bytes": _size(rt.paths.db_file.with_name(rt.paths.db_file.name + "-wal")),
         }
 
 
@@ -89,16 +98,20 @@ def _size(p: os.PathLike[str]) -> int:
         return 0
 
 
-@rpc("daemon.doctor")
-def doctor(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("daemon.doctor", {"fix": P(Bool(), "repair what can be repaired (file modes)",
+                                default=False)})
+def doctor(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Health checks: the database, its schema, file modes, the config and the model."""
     import apsw
 
     problems: list[str] = []
-    with srv.reader() as store:
+    fixed: list[str] = []
+    with rt.reader() as store:
         c = store.conn
         quick = dbmod.scalar(c, "PRAGMA quick_check")
         if quick != "ok":
-            problems.append(f"database: quick_check says {quick}")
+            problems.append(f"database: quick_check says {quick} (to fix: restore a backup, "
+                            "or db0 export what is readable and import it into a new home)")
         journal = dbmod.scalar(c, "PRAGMA journal_mode")
         try:
             vec = dbmod.scalar(c, "SELECT vec_version()")
@@ -106,9 +119,28 @@ def doctor(srv: Server, req: Request) -> dict[str, Any]:
             vec = None
         fts5 = bool(dbmod.scalar(c, "SELECT sqlite_compileoption_used('ENABLE_FTS5')"))
         schema = dbmod.schema_version(c)
+        drift = dbmod.schema_drift(c)
+    problems += [f"schema: {d} (to fix: report it; db0 export, then import into a new home)"
+                 for d in drift]
+    if req.params["fix"]:
+        fixed = [f"{p}: {m:04o} -> private" for p, m in fix_modes(rt.paths)]
+    problems += [f"{p} is readable by others ({m:04o}) (to fix: db0 doctor --fix)"
+                 for p, m in loose_modes(rt.paths)]
+    if rt.config_error:
+        problems.append(f"config not applied: {rt.config_error}")
+    problems += [f"config: unknown setting {u} (ignored)" for u in rt.config_unknown]
+    warnings: list[str] = []
+    embedder = rt.service(EmbeddingService)
+    if embedder is None or embedder.target is None:
+        warnings.append("no embedding model: recall finds keywords only, not meaning (to fix: "
+                        "db0 model install)")
+    elif embedder.error:
+        problems.append(f"embedder: {embedder.error}")
     return {
         "running": True, "pid": os.getpid(), "version": __version__,
         "sqlite": apsw.sqlite_lib_version(), "apsw": apsw.apswversion(),
         "sqlite_vec": vec, "fts5": fts5, "journal_mode": journal, "schema_version": schema,
-        "quick_check": quick, **_components_status(srv), "problems": problems,
+        "durability": rt.config.store.durability,
+        "quick_check": quick, **_components_status(rt), "problems": problems,
+        "warnings": warnings, "fixed": fixed,
     }

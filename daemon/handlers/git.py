@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
-from db0.store import gitcommits, memories, secrets
-from db0.store.context import SCOPES, Context
+from db0.daemon.shapes import ListOf, Obj, OneOf, P, Str
+from db0.store import gitcommits, write
+from db0.store.context import SCOPES
 
 if TYPE_CHECKING:
-    from db0.daemon.server import Request, Server
+    from db0.daemon.dispatch import Request
+    from db0.daemon.runtime import Runtime
     from db0.store.core import Store
 
 SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
@@ -47,7 +49,7 @@ def content_of(rec: dict[str, Any], repo: str) -> str:
     return "\n".join(lines)
 
 
-def item_of(rec: Any, repo: str, scope: str) -> dict[str, Any]:
+def item_of(rec: Any, repo: str, scope: str) -> write.Prepared:
     if not isinstance(rec, dict) or not isinstance(rec.get("sha"), str) \
             or not SHA.match(rec["sha"]):
         raise Db0Error("bad_request", "each commit needs a full hex sha",
@@ -57,46 +59,50 @@ def item_of(rec: Any, repo: str, scope: str) -> dict[str, Any]:
             "branch": _str(rec, "branch", 300) or None, "author": _str(rec, "author", 300),
             "parents": [p for p in rec.get("parents") or [] if isinstance(p, str)][:8],
             "files": files}
-    raw: dict[str, Any] = {"content": content_of(rec, repo), "scope": scope,
-                           "key": gitcommits.key(repo, rec["sha"]), "tags": ["git", repo],
-                           "metadata": {k: v for k, v in meta.items() if v not in (None, "")},
-                           "created_at": _str(rec, "date", 64) or None}
-    secrets.scrub_item(raw, False)  # commit messages carry tokens too
-    return memories.validate(raw)
+    return write.prepare({"content": content_of(rec, repo), "scope": scope,
+                          "key": gitcommits.key(repo, rec["sha"]), "tags": ["git", repo],
+                          "metadata": {k: v for k, v in meta.items() if v not in (None, "")},
+                          "created_at": _str(rec, "date", 64) or None})
 
 
-def apply(srv: Server, params: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    repo = params.get("repo")
-    if not isinstance(repo, str) or not repo.strip() or len(repo) > 300:
-        raise Db0Error("bad_request", "repo must be the repository's name")
-    kind = params.get("kind") or "commit"
-    if kind not in KINDS:
-        raise Db0Error("bad_request", f"unknown capture kind {kind!r}", "one of: "
-                       + ", ".join(KINDS))
-    commits = params.get("commits") or []
-    rewrites = params.get("rewrites") or []
-    if not isinstance(commits, list) or len(commits) > MAX_COMMITS:
-        raise Db0Error("bad_request", f"commits must be a list of at most {MAX_COMMITS}",
-                       "send them in batches")
-    if not isinstance(rewrites, list) or not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) and SHA.match(s)
-                                                        for s in p) for p in rewrites):
-        raise Db0Error("bad_request", "rewrites must be [old sha, new sha] pairs")
-    scope = str(params.get("scope") or srv.config.get("git", {}).get("scope") or "agent")
-    if scope not in SCOPES:
-        raise Db0Error("bad_request", f"unknown scope {scope!r}", "one of: " + ", ".join(SCOPES))
-    items = [(rec["sha"], item_of(rec, repo, scope)) for rec in commits]  # all checked first
+SHA_SHAPE = Str(nonempty=True, max_len=64)
+TEXT = Str(max_len=100_000)
+COMMIT = Obj({
+    "sha": P(SHA_SHAPE, "the full hex sha", required=True),
+    "subject": P(TEXT, "the first line"), "body": P(TEXT, "the rest of the message"),
+    "branch": P(Str(max_len=1000), "the branch it was made on"),
+    "author": P(Str(max_len=1000), "the author"), "date": P(Str(max_len=64), "ISO 8601"),
+    "parents": P(ListOf(SHA_SHAPE, max_items=64), "parent shas"),
+    "files": P(ListOf(Str(max_len=4096), max_items=100_000), "the files it changed"),
+})
+
+
+@rpc("git.capture", {
+    "repo": P(Str(nonempty=True, max_len=300, strip=True), "the repository's name",
+              required=True),
+    "kind": P(OneOf(KINDS), "what made these commits", default="commit"),
+    "commits": P(ListOf(COMMIT, max_items=MAX_COMMITS),
+                 "commit records: sha, subject, body, branch, author, date, parents, files",
+                 default=list),
+    "rewrites": P(ListOf(ListOf(SHA_SHAPE, max_items=2), max_items=MAX_COMMITS),
+                  "[old sha, new sha] pairs an amend or a rebase made", default=list),
+    "scope": P(OneOf(SCOPES), "the scope of the commits' memories (default [git] scope)"),
+}, writes=True)
+def capture(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Commits as memories, keyed by sha; rewritten commits superseded by their new selves."""
+    p = req.params
+    repo, kind, rewrites = p["repo"], p["kind"], p["rewrites"]
+    if not all(len(pair) == 2 and all(SHA.match(s) for s in pair) for pair in rewrites):
+        raise Db0Error("bad_request", "rewrites must be [old sha, new sha] pairs of full shas")
+    scope = p.get("scope") or rt.config.git.scope
+    items = [(rec["sha"], item_of(rec, repo, scope)) for rec in p["commits"]]  # checked first
     how = kind if kind in ("amend", "rebase") else "rebase"
+    ctx = req.ctx
 
     def job(store: Store) -> dict[str, int]:
         return gitcommits.capture(store, ctx, repo, scope, items,
                                   [(str(o), str(n)) for o, n in rewrites], how)
 
-    result: dict[str, Any] = srv.write(job)
+    result: dict[str, Any] = rt.write(job)
     result["repo"] = repo
     return result
-
-
-@rpc("git.capture")
-def capture(srv: Server, req: Request) -> dict[str, Any]:
-    return apply(srv, req.params, req.ctx)

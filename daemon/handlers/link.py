@@ -5,17 +5,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon.handlers import rpc
-from db0.daemon.protocol import Db0Error
+from db0.daemon.shapes import P, Str
 from db0.store import links
 
 if TYPE_CHECKING:
-    from db0.daemon.server import Request, Server
+    from db0.daemon.dispatch import Request
+    from db0.daemon.runtime import Runtime
+
+REF = Str(nonempty=True, max_len=200, strip=True)
 
 
-@rpc("memory.link")
-def link(srv: Server, req: Request) -> dict[str, Any]:
-    a, b = req.params.get("a"), req.params.get("b")
-    if not isinstance(a, str) or not isinstance(b, str) or not a or not b:
-        raise Db0Error("bad_request", "two memory ids are required", "db0 link ID1 ID2")
-    kind = str(req.params.get("type") or "related")
-    return srv.write(lambda s: links.link(s, a, b, kind))
+@rpc("memory.link", {
+    "a": P(REF, "a memory id", required=True),
+    "b": P(REF, "another memory id", required=True),
+    "type": P(Str(nonempty=True, max_len=64, strip=True), "the link's type", default="related"),
+}, writes=True)
+def link(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Link two memories (recall --expand follows links)."""
+    a, b, kind = req.params["a"], req.params["b"], req.params["type"]
+    return rt.write(lambda s: links.link(s, a, b, kind))

@@ -1,158 +1,206 @@
-"""`memory.*`: remember, recall, get, list, forget, history, import, export."""
+"""`memory.*`: remember, recall, get, list, forget, purge, history, import, export, wait."""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
 
+from db0.daemon.embedding import EmbeddingService
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
-from db0.store import memories, search, secrets
-from db0.store.errors import InvalidError
+from db0.daemon.reranking import RerankService
+from db0.daemon.shapes import Bool, Either, Int, Json, ListOf, MapOf, Num, OneOf, P, Str
+from db0.store import memories, search, write
+from db0.store.context import SCOPES
+from db0.store.core import Store
+from db0.store.rerank import MAX_RERANK
 
 if TYPE_CHECKING:
-    from db0.daemon.server import Request, Server
+    from db0.daemon.dispatch import Request
+    from db0.daemon.runtime import Runtime
 
 MAX_K = 1000
-MAX_BATCH = 10_000
+MAX_BATCH = 20_000
+TEXT = Str(nonempty=True, max_len=1 << 20)
+ID = P(Str(nonempty=True, max_len=200, strip=True), "a memory id or a unique prefix of 6+",
+       required=True)
+TIME = Either((Str(nonempty=True, max_len=64), Num()))
+DURATION = Either((Str(nonempty=True, max_len=32), Num(lo=0)))
+SCOPE_LIST = ListOf(OneOf(SCOPES), max_items=4, comma_string=True)
+TAGS = ListOf(Str(nonempty=True, max_len=200), max_items=64, comma_string=True)
+
+MEMORY = {
+    # Emptiness and the other rules of a memory are checked by the write path, which says so
+    # in a memory's terms ("content is empty").
+    "content": P(Str(max_len=1 << 20), "the text to remember", required=True),
+    "scope": P(OneOf(SCOPES), "who sees it", default="user"),
+    "key": P(Str(nonempty=True, max_len=500), "a stable key: a new fact with it supersedes"),
+    "tags": P(TAGS, "tags"),
+    "metadata": P(Json(object_only=True), "any JSON object"),
+    "pinned": P(Bool(), "pack puts it first", default=False),
+    "ttl": P(DURATION, "expire after this long (90s, 15m, 2h, 7d)"),
+    "created_at": P(TIME, "when it was true (ISO 8601); default now"),
+    "expires_at": P(TIME, "when it expires (ISO 8601)"),
+    "id": P(Str(nonempty=True, max_len=64), "an id of its own (an import keeps ids)"),
+}
+WAIT = {
+    "wait": P(Bool(), "answer once the memory is embedded", default=False),
+    "wait_timeout": P(Num(lo=0, hi=86_400), "seconds to wait at most", default=600.0),
+}
+FILTERS = {
+    "scopes": P(SCOPE_LIST, "only these scopes"),
+    "tags": P(TAGS, "only memories with all these tags"),
+    "metadata": P(MapOf(Either((Str(max_len=10_000), Num(), Bool()))),
+                  "only memories whose metadata has these values"),
+    "key": P(Str(nonempty=True, max_len=500), "only memories with this key"),
+    "since": P(TIME, "made at or after (ISO 8601)"),
+    "until": P(TIME, "made at or before (ISO 8601)"),
+    "include_superseded": P(Bool(), "superseded memories too", default=False),
+    "as_of": P(TIME, "as things were at this time (ISO 8601)"),
+}
 
 
-def _ref(req: Request) -> str:
-    ref = req.params.get("id")
-    if not isinstance(ref, str) or not ref.strip():
-        raise Db0Error("bad_request", "an id is required", "pass the memory's id")
-    return ref
+def _wait_indexed(rt: Runtime, ids: list[str], timeout: float) -> None:
+    """Block until the embedder has indexed these memories (if one runs)."""
+    embedder = rt.service(EmbeddingService)
+    if embedder is not None and ids:
+        embedder.wait_for(ids, timeout=timeout)
 
 
-@rpc("memory.remember")
-def remember(srv: Server, req: Request) -> dict[str, Any]:
-    raw = dict(req.params)
-    if isinstance(raw.get("metadata"), dict):
-        raw["metadata"] = dict(raw["metadata"])
-    redacted = secrets.scrub_item(raw, bool(req.params.get("allow_secrets")))
-    item = memories.validate(raw)
+@rpc("memory.remember", {
+    **MEMORY, **WAIT,
+    "supersedes": P(Str(nonempty=True, max_len=200), "the id of the memory this replaces"),
+    "reason": P(Str(max_len=500), "why it supersedes"),
+    "allow_secrets": P(Bool(), "keep what looks like a secret, this once", default=False),
+}, writes=True)
+def remember(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Store one memory (redacted, de-duplicated, superseding by key)."""
+    p = req.params
+    prepared = write.prepare({k: p[k] for k in MEMORY if k in p},
+                             allow_secrets=p["allow_secrets"])
     ctx = req.ctx
-    supersedes = req.params.get("supersedes")
-    result: dict[str, Any] = srv.write(lambda s: memories.remember(
-        s, ctx, item, supersedes=supersedes, reason=req.params.get("reason")))
-    if redacted:
-        result["redacted"] = redacted
-    if result.get("status") == "stored":
-        near = _near_duplicates(srv, req, item["content"], result)
-        if near:
-            result["near_duplicates"] = near
-    _wait_indexed(srv, req, [result["id"]])
+    result: dict[str, Any] = rt.write(lambda s: write.remember(
+        s, ctx, prepared, supersedes=p.get("supersedes"), reason=p.get("reason")))
+    if p["wait"]:
+        _wait_indexed(rt, [result["id"]], p["wait_timeout"])
+        if result.get("status") == "stored":
+            near = _near_duplicates(rt, req, result)
+            if near:
+                result["near_duplicates"] = near
     return result
 
 
 NEAR_DISTANCE = 0.08  # cosine similarity of 0.92 and above: the same fact in other words
 
 
-def _near_duplicates(srv: Server, req: Request, content: str, result: dict[str, Any]
+def _near_duplicates(rt: Runtime, req: Request, result: dict[str, Any]
                      ) -> list[dict[str, Any]]:
-    """Visible memories whose meaning is nearly the same (reported; the caller decides)."""
-    embedder = srv.components.get("embedder")
-    qvec = embedder.query_vector(content) if embedder is not None else None
+    """Visible memories whose meaning is nearly the same, found with the memory's own stored
+    vector (nothing is embedded for this)."""
+    embedder = rt.service(EmbeddingService)
+    qvec = embedder.vector_of(result["id"]) if embedder is not None else None
     if qvec is None:
         return []
     skip = {result["id"], result.get("superseded")}
-    with srv.reader() as store:
+    with rt.reader() as store:
         hits = [(rid, d) for rid, d in search.vector_candidates(
-            store, req.ctx, qvec, search.Filters(), 5) if d <= NEAR_DISTANCE]
+            store, req.ctx, qvec, search.Filters(), 6) if d <= NEAR_DISTANCE]
         states = search.load(store, [rid for rid, _ in hits])
     return [{"id": states[rid]["id"], "similarity": round(1 - d, 4),
              "content": states[rid]["content"][:200]}
             for rid, d in hits if rid in states and states[rid]["id"] not in skip]
 
 
-@rpc("memory.import")
-def import_batch(srv: Server, req: Request) -> dict[str, Any]:
-    """One batch, all in or all out: every item is checked before anything is written."""
-    raw = req.params.get("items")
-    if not isinstance(raw, list):
-        raise Db0Error("bad_request", "items must be a list")
-    if len(raw) > MAX_BATCH:
-        raise Db0Error("too_large", f"{len(raw)} items in one batch, over {MAX_BATCH}",
-                       "send smaller batches")
-    lines = req.params.get("lines") or list(range(1, len(raw) + 1))
-    allow = bool(req.params.get("allow_secrets"))
-    redacted: dict[str, int] = {}
-    scrubbed = []
-    for given in raw:
-        it = dict(given) if isinstance(given, dict) else given
-        if isinstance(it, dict):
-            if isinstance(it.get("metadata"), dict):
-                it["metadata"] = dict(it["metadata"])
-            for kind, n in secrets.scrub_item(it, allow).items():
-                redacted[kind] = redacted.get(kind, 0) + n
-        scrubbed.append(it)
-    items = [memories.validate(it, f"line {n}") for n, it in zip(lines, scrubbed, strict=False)]
+@rpc("memory.import", {
+    "items": P(ListOf(Json(object_only=True), max_items=MAX_BATCH),
+               "the memories, as `db0 export` writes them", required=True),
+    "lines": P(ListOf(Int(lo=1)), "the line number of each item, for errors"),
+    "import_id": P(Str(nonempty=True, max_len=64),
+                   "stage this batch under an import id; nothing is visible until commit"),
+    "commit": P(Bool(), "with import_id: this is the last batch, commit them all", default=True),
+    "dry_run": P(Bool(), "check only", default=False),
+    "allow_secrets": P(Bool(), "keep what looks like a secret", default=False),
+    **WAIT,
+}, writes=True)
+def import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Import memories, all or nothing: every item is checked before anything is written; with
+    `import_id`, batches are staged and made visible together by the one that commits."""
+    p = req.params
+    raw = p["items"]
+    lines = p.get("lines") or list(range(1, len(raw) + 1))
+    if len(lines) != len(raw):
+        raise Db0Error("bad_request", "lines must give one number per item")
+    allow = p["allow_secrets"]
+    prepared = [write.prepare(it, allow_secrets=allow, where=f"line {n}")
+                for n, it in zip(lines, raw, strict=True)]
     ctx = req.ctx
-    for it in items:
-        ctx.owner(it["scope"])  # a scope the context cannot own fails the whole batch now
-    if req.params.get("dry_run"):
-        return {"checked": len(items), "redacted": redacted}
+    for it in prepared:
+        ctx.owner(it.item["scope"])  # a scope the context cannot own fails the whole batch now
+    if p["dry_run"]:
+        return {"checked": len(prepared), "redacted": write.redacted_total(prepared)}
+    import_id = p.get("import_id")
+    if import_id and not p["commit"]:
+        staged = rt.write(lambda s: write.stage(s, import_id, lines[0] if lines else 1,
+                                                prepared))
+        return {"import_id": import_id, "staged": staged,
+                "redacted": write.redacted_total(prepared)}
 
-    def job(s: Any) -> dict[str, Any]:
-        out = memories.remember_many(s, ctx, items, kind="import")
-        stored = [r["id"] for r in out if r["status"] == "stored"]
-        return {"stored": len(stored), "duplicate": len(out) - len(stored),
-                "ids": [r["id"] for r in out]}
+    def job(s: Store) -> dict[str, Any]:
+        if import_id:
+            out, redacted = write.commit_import(s, ctx, import_id, prepared)
+        else:
+            out, redacted = write.remember_many(s, ctx, prepared), write.redacted_total(prepared)
+        stored = sum(r["status"] == "stored" for r in out)
+        return {"stored": stored, "duplicate": len(out) - stored, "lines": len(out),
+                "ids": [r["id"] for r in out], "redacted": redacted}
 
-    result: dict[str, Any] = srv.write(job)
-    result["redacted"] = redacted
-    _wait_indexed(srv, req, result["ids"])
+    result: dict[str, Any] = rt.write(job)
+    if p["wait"]:
+        _wait_indexed(rt, result["ids"], p["wait_timeout"])
     return result
 
 
-def _wait_indexed(srv: Server, req: Request, ids: list[str], force: bool = False) -> None:
-    """With `wait`, block until the embedder has indexed these memories (if one runs)."""
-    embedder = srv.components.get("embedder")
-    if (force or req.params.get("wait")) and embedder is not None and ids:
-        embedder.wait_for(ids, timeout=float(req.params.get("wait_timeout") or 600))
+@rpc("memory.import_abort", {"import_id": P(Str(nonempty=True, max_len=64), required=True)},
+     writes=True)
+def import_abort(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Drop an import's staged batches (the client met a bad line or was interrupted)."""
+    iid = req.params["import_id"]
+    return {"import_id": iid, "dropped": rt.write(lambda s: write.abort_import(s, iid))}
 
 
-@rpc("memory.wait")
-def wait(srv: Server, req: Request) -> dict[str, Any]:
-    ids = [str(i) for i in req.params.get("ids") or []]
-    _wait_indexed(srv, req, ids, force=True)
+@rpc("memory.import_status", {"import_id": P(Str(nonempty=True, max_len=64), required=True)})
+def import_status(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Whether an import committed (for a client that lost the daemon during the commit)."""
+    with rt.reader() as store:
+        done = write.import_done(store, req.params["import_id"])
+    return {"import_id": req.params["import_id"], "committed": done is not None,
+            **(done or {})}
+
+
+@rpc("memory.wait", {"ids": P(ListOf(Str(nonempty=True, max_len=64), max_items=MAX_BATCH),
+                              "memory ids", required=True),
+                     "wait_timeout": WAIT["wait_timeout"]})
+def wait(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Block until these memories are embedded."""
+    ids = req.params["ids"]
+    _wait_indexed(rt, ids, req.params["wait_timeout"])
     return {"indexed": len(ids)}
-
-
-def _k(req: Request) -> int:
-    k = req.params.get("k", 10)
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-        raise InvalidError(f"k must be a whole number from 1 to {MAX_K}", "pass -k 10")
-    return k
-
-
-def _rerank_n(req: Request) -> int:
-    from db0.store.rerank import MAX_RERANK
-
-    n = req.params.get("rerank") or 0
-    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_RERANK:
-        raise InvalidError(f"rerank must be a whole number from 0 to {MAX_RERANK}",
-                           "pass --rerank 20")
-    return n
 
 
 PREVIOUS_CHARS = 600  # the reranker reads at most the last 600 characters of the turn before
 
 
-def _rerank(srv: Server, req: Request, query: str, results: list[dict[str, Any]], n: int,
+def _rerank(rt: Runtime, req: Request, query: str, results: list[dict[str, Any]], n: int,
             filters: search.Filters) -> dict[str, Any]:
     """Rescore the top `n` results in place with the cross-encoder; what to add to the answer.
     Each memory is read after the one written just before it in the same conversation, so a
-    reply ("Yes, last Tuesday!") is judged with what it answers (LoCoMo recall@10 0.795 ->
-    0.810, store/rerank.py)."""
+    reply ("Yes, last Tuesday!") is judged with what it answers."""
     from db0.store.rerank import blend
 
-    service = srv.components.get("reranker")
-    if service is None:
-        raise Db0Error("unavailable", "this daemon has no reranker", "restart the daemon")
+    service = rt.need(RerankService)
     started = time.perf_counter()
     head = results[:n]
-    with srv.reader() as store:
+    with rt.reader() as store:
         before = search.previous_turns(store, [r["id"] for r in head], filters, req.ctx)
     texts = [f"{before[r['id']][1][-PREVIOUS_CHARS:]}\n{r['content']}" if r["id"] in before
              else r["content"] for r in head]
@@ -165,28 +213,32 @@ def _rerank(srv: Server, req: Request, query: str, results: list[dict[str, Any]]
             "rerank_ms": round((time.perf_counter() - started) * 1000, 3)}
 
 
-@rpc("memory.recall")
-def recall(srv: Server, req: Request) -> dict[str, Any]:
-    query = req.params.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise InvalidError("the query is empty", "give words to search for")
-    filters = search.Filters.from_params(req.params)
-    k = _k(req)
-    n = _rerank_n(req)
+@rpc("memory.recall", {
+    "query": P(TEXT, "what to look for", required=True),
+    "k": P(Int(1, MAX_K), "how many results", default=10),
+    "rerank": P(Int(0, MAX_RERANK), "rescore the top N with the cross-encoder", default=0),
+    "expand": P(Bool(), "add the memories linked to the results", default=False),
+    **FILTERS,
+})
+def recall(rt: Runtime, req: Request) -> dict[str, Any]:
+    """The memories most relevant to a query, best first, each with its score parts."""
+    p = req.params
+    query, k, n = p["query"], p["k"], p["rerank"]
+    filters = search.Filters.from_params(p)
     started = time.perf_counter()
-    embedder = srv.components.get("embedder")
+    embedder = rt.service(EmbeddingService)
     qvec = embedder.query_vector(query) if embedder is not None else None
-    with srv.reader() as store:
+    with rt.reader() as store:
         out: dict[str, Any] = {"results": search.recall(store, req.ctx, query, max(k, n),
                                                         filters, qvec=qvec)}
     if n:
-        out.update(_rerank(srv, req, query, out["results"], n, filters))
+        out.update(_rerank(rt, req, query, out["results"], n, filters))
         out["results"] = out["results"][:k]
-    if req.params.get("expand"):
+    if p["expand"]:
         from db0.store import links
 
         where, args = filters.sql(req.ctx)
-        with srv.reader() as store:
+        with rt.reader() as store:
             out["results"] += links.expand(store, out["results"], where, args)
     out["took_ms"] = round((time.perf_counter() - started) * 1000, 3)  # query embedding too
     if qvec is not None:
@@ -197,51 +249,67 @@ def recall(srv: Server, req: Request) -> dict[str, Any]:
     return out
 
 
-@rpc("memory.get")
-def get(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("memory.get", {"id": ID})
+def get(rt: Runtime, req: Request) -> dict[str, Any]:
+    """One memory, with its links."""
     from db0.store import links
 
-    with srv.reader() as store:
-        m = memories.get(store, _ref(req))
+    with rt.reader() as store:
+        m = memories.get(store, req.params["id"])
         m["links"] = links.links_of(store, m["id"])
         return m
 
 
-@rpc("memory.list")
-def list_(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("memory.list", {
+    "scopes": FILTERS["scopes"], "tags": FILTERS["tags"],
+    "include_superseded": FILTERS["include_superseded"],
+    "limit": P(Int(1, 10_000), "how many", default=50),
+    "offset": P(Int(0, 10_000_000), "skip this many first", default=0),
+})
+def list_(rt: Runtime, req: Request) -> dict[str, Any]:
+    """The newest memories this context can see."""
     p = req.params
-    with srv.reader() as store:
+    with rt.reader() as store:
         items = memories.list_memories(
-            store, req.ctx, scopes=p.get("scopes") or None, limit=int(p.get("limit") or 50),
-            offset=int(p.get("offset") or 0), tags=p.get("tags") or None,
-            include_superseded=bool(p.get("include_superseded")))
+            store, req.ctx, scopes=p.get("scopes") or None, limit=p["limit"],
+            offset=p["offset"], tags=p.get("tags") or None,
+            include_superseded=p["include_superseded"])
     return {"memories": items}
 
 
-@rpc("memory.forget")
-def forget(srv: Server, req: Request) -> dict[str, Any]:
-    ref = _ref(req)
-    return srv.write(lambda s: memories.forget(s, ref, req.params.get("reason")))
+@rpc("memory.forget", {"id": ID, "reason": P(Str(max_len=500), "why")}, writes=True)
+def forget(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Tombstone a memory (history keeps it; purge erases)."""
+    ref, reason = req.params["id"], req.params.get("reason")
+    return rt.write(lambda s: memories.forget(s, ref, reason))
 
 
-@rpc("memory.purge")
-def purge(srv: Server, req: Request) -> dict[str, Any]:
-    ref = _ref(req)
-    return srv.write(lambda s: memories.purge(s, ref))
+@rpc("memory.purge", {"id": ID}, writes=True)
+def purge(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Erase a memory for real: its row, index entries and the op payloads with its text."""
+    ref = req.params["id"]
+    return rt.write(lambda s: memories.purge(s, ref))
 
 
-@rpc("memory.history")
-def history(srv: Server, req: Request) -> dict[str, Any]:
-    with srv.reader() as store:
-        return memories.history(store, _ref(req))
+@rpc("memory.history", {"id": ID})
+def history(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Every version of a fact, oldest first, with its ops."""
+    with rt.reader() as store:
+        return memories.history(store, req.params["id"])
 
 
-@rpc("memory.export")
-def export(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("memory.export", {
+    "after": P(Int(0), "the `next` of the previous page", default=0),
+    "limit": P(Int(1, MAX_BATCH), "memories per page", default=1000),
+    "all": P(Bool(), "superseded, forgotten and expired too", default=False),
+    "everyone": P(Bool(), "every user's and agent's memories, not only this context's",
+                  default=False),
+})
+def export(rt: Runtime, req: Request) -> dict[str, Any]:
+    """A page of memories in a stable order (row id)."""
     p = req.params
-    with srv.reader() as store:
-        items, last = memories.export_page(
-            store, None if p.get("everyone") else req.ctx, after=int(p.get("after") or 0),
-            limit=min(int(p.get("limit") or 1000), MAX_BATCH),
-            include_all=bool(p.get("all")))
+    with rt.reader() as store:
+        items, last = memories.export_page(store, None if p["everyone"] else req.ctx,
+                                           after=p["after"], limit=p["limit"],
+                                           include_all=p["all"])
     return {"items": items, "next": last if items else None}

@@ -11,11 +11,14 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from db0.daemon.embedding import EmbeddingService
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
+from db0.daemon.shapes import Bool, P, Str
 
 if TYPE_CHECKING:
-    from db0.daemon.server import Request, Server
+    from db0.daemon.dispatch import Request
+    from db0.daemon.runtime import Runtime
 
 _install_lock = threading.Lock()
 
@@ -26,18 +29,24 @@ def _public(info: Any) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in raw.items()}
 
 
-def _embedder(srv: Server) -> Any:
-    return srv.components.get("embedder")
+NAME = Str(nonempty=True, max_len=200, strip=True)
 
 
-@rpc("model.install")
-def install(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("model.install", {
+    "from": P(Str(nonempty=True, max_len=4096), "a Hugging Face checkpoint folder, a .gguf "
+              "file, or (with reranker) an ONNX cross-encoder folder"),
+    "name": P(NAME, "the name to install it under"),
+    "reranker": P(Bool(), "install the reranker instead of an embedder", default=False),
+}, writes=True)
+def install(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Install an embedding model (the default, or from a folder or GGUF) or the reranker."""
     from db0.daemon import models
 
-    mdir = srv.paths.models_dir
+    mdir = rt.paths.models_dir
+    mdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     src = req.params.get("from")
-    name = req.params.get("name") or None
-    if req.params.get("reranker"):
+    name = req.params.get("name")
+    if req.params["reranker"]:
         path = Path(str(src)).expanduser() if src else None
         if path is not None and not path.is_dir():
             raise Db0Error("not_found", f"{path} is not a folder",
@@ -59,7 +68,7 @@ def install(srv: Server, req: Request) -> dict[str, Any]:
         if current is None:
             models.set_current(mdir, info.name)
             switched = True
-    emb = _embedder(srv)
+    emb = rt.service(EmbeddingService)
     if emb is not None and switched:
         emb.reload()
         emb.wait_loaded()
@@ -68,17 +77,18 @@ def install(srv: Server, req: Request) -> dict[str, Any]:
 
 
 @rpc("model.list")
-def list_(srv: Server, req: Request) -> dict[str, Any]:
+def list_(rt: Runtime, req: Request) -> dict[str, Any]:
+    """The installed models, which one is current and which one recall searches with."""
     from db0.daemon import models
     from db0.store import vectors
 
-    mdir = srv.paths.models_dir
+    mdir = rt.paths.models_dir
     current = models.current(mdir)
-    with srv.reader() as store:
+    with rt.reader() as store:
         cov = vectors.coverage(store)
         ids = {(n, s): int(m) for m, n, s in store.conn.execute(
             "SELECT model_id, name, sha256 FROM embed_models")}
-    emb = _embedder(srv)
+    emb = rt.service(EmbeddingService)
     searching = emb.active.name if emb is not None and emb.active is not None else None
     out = []
     for info in models.list_models(mdir):
@@ -93,20 +103,19 @@ def list_(srv: Server, req: Request) -> dict[str, Any]:
             "searching": searching, "reranker": _public(rr) if rr else None}
 
 
-@rpc("model.use")
-def use(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("model.use", {"name": P(NAME, "an installed model's name", required=True)}, writes=True)
+def use(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Make an installed model current (memories are re-embedded in the background)."""
     from db0.daemon import models
 
-    name = req.params.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise Db0Error("bad_request", "a model name is required", "see: db0 model list")
-    mdir = srv.paths.models_dir
+    name = req.params["name"]
+    mdir = rt.paths.models_dir
     known = [m.name for m in models.list_models(mdir)]
     if name not in known:
         raise Db0Error("not_found", f"no installed model named {name!r}",
                        "installed: " + (", ".join(known) or "none; run db0 model install"))
     models.set_current(mdir, name)
-    emb = _embedder(srv)
+    emb = rt.service(EmbeddingService)
     if emb is not None:
         emb.reload()
         emb.wait_loaded()
@@ -114,8 +123,9 @@ def use(srv: Server, req: Request) -> dict[str, Any]:
 
 
 @rpc("model.status")
-def status(srv: Server, req: Request) -> dict[str, Any]:
-    emb = _embedder(srv)
+def status(rt: Runtime, req: Request) -> dict[str, Any]:
+    """The embedder's state and how far the current model has embedded memories."""
+    emb = rt.service(EmbeddingService)
     if emb is None:
         return {"state": "absent"}
     st: dict[str, Any] = emb.status()
@@ -123,13 +133,12 @@ def status(srv: Server, req: Request) -> dict[str, Any]:
     return st
 
 
-@rpc("model.pull")
-def pull(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("model.pull", {"repo": P(NAME, "OWNER/REPO on the Hugging Face Hub", required=True),
+                    "file": P(NAME, "the .gguf file in it", required=True)}, writes=True)
+def pull(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Download a GGUF from the Hugging Face Hub (where the network allows)."""
     from db0.daemon import models
 
-    repo, filename = req.params.get("repo"), req.params.get("file")
-    if not isinstance(repo, str) or not isinstance(filename, str) or not repo or not filename:
-        raise Db0Error("bad_request", "a repository and a file name are required",
-                       "db0 model pull OWNER/REPO FILE.gguf")
-    info = models.pull(srv.paths.models_dir, repo, filename)
+    rt.paths.models_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = models.pull(rt.paths.models_dir, req.params["repo"], req.params["file"])
     return {"model": _public(info)}

@@ -5,23 +5,37 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from db0.daemon.embedding import EmbeddingService
 from db0.daemon.handlers import rpc
+from db0.daemon.handlers.memory import FILTERS
+from db0.daemon.shapes import Int, ListOf, OneOf, P, Str
 from db0.store import pack, search
 
 if TYPE_CHECKING:
-    from db0.daemon.server import Request, Server
+    from db0.daemon.dispatch import Request
+    from db0.daemon.runtime import Runtime
+
+MAX_BUDGET = 200_000
 
 
-@rpc("memory.pack")
-def pack_(srv: Server, req: Request) -> dict[str, Any]:
-    query = str(req.params.get("query") or "")
-    budget = req.params.get("budget", 2000)
-    fmt = str(req.params.get("format") or "md")
-    filters = search.Filters.from_params(req.params)
+@rpc("memory.pack", {
+    "query": P(Str(max_len=1 << 20), "what the context is for", default=""),
+    "budget": P(Int(1, MAX_BUDGET), "tokens at most", default=2000),
+    "format": P(OneOf(("md", "json", "xml")), "md, json or xml", default="md"),
+    "exclude": P(ListOf(Str(nonempty=True, max_len=64), max_items=100_000),
+                 "memory ids to leave out (already given)"),
+    **FILTERS,
+})
+def pack_(rt: Runtime, req: Request) -> dict[str, Any]:
+    """The memories most worth their tokens, within the budget."""
+    p = req.params
+    query = p["query"]
+    filters = search.Filters.from_params(p)
     started = time.perf_counter()
-    embedder = srv.components.get("embedder")
+    embedder = rt.service(EmbeddingService)
     qvec = embedder.query_vector(query) if embedder is not None and query.strip() else None
-    with srv.reader() as store:
-        out = pack.pack(store, req.ctx, query, budget, fmt, filters, qvec=qvec)
+    with rt.reader() as store:
+        out = pack.pack(store, req.ctx, query, p["budget"], p["format"], filters, qvec=qvec,
+                        exclude=set(p.get("exclude") or ()))
     out["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return out

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from db0.daemon.expiry import Expiry
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
-from db0.store import sessions
+from db0.daemon.shapes import Bool, Either, Num, P, Str
+from db0.store import sessions, write
 from db0.store.memories import now_iso
 
 if TYPE_CHECKING:
-    from db0.daemon.server import Request, Server
+    from db0.daemon.dispatch import Request
+    from db0.daemon.runtime import Runtime
+
+REF = P(Str(nonempty=True, max_len=200, strip=True), "its id (default: the context's)")
+LABEL = P(Str(max_len=2000), "what it is for")
+ALL = P(Bool(), "ended ones too", default=False)
 
 
 def public_session(s: dict[str, Any]) -> dict[str, Any]:
@@ -45,54 +52,60 @@ def _id(req: Request, name: str, fallback: str | None) -> str:
     return ref
 
 
-@rpc("session.start")
-def session_start(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("session.start", {
+    "label": LABEL,
+    "idle_ttl": P(Either((Str(nonempty=True, max_len=32), Num(lo=1))),
+                  "end it after this long idle (30m, 2h)"),
+}, writes=True)
+def session_start(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Start a session (its memories end with it)."""
     ttl = sessions.check_ttl(req.params.get("idle_ttl"))
-    label = req.params.get("label")
-    s = srv.write(lambda st: sessions.start_session(st, req.ctx, label=label, idle_ttl=ttl))
+    label, _ = write.text(req.params.get("label"))
+    s = rt.write(lambda st: sessions.start_session(st, req.ctx, label=label, idle_ttl=ttl))
     return public_session(s)
 
 
-@rpc("session.end")
-def session_end(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("session.end", {"id": REF}, writes=True)
+def session_end(rt: Runtime, req: Request) -> dict[str, Any]:
+    """End a session: its session memories leave search (history keeps them)."""
     sid = _id(req, "session", req.ctx.session)
-    s = srv.write(lambda st: sessions.end_session(st, sid))
+    s = rt.write(lambda st: sessions.end_session(st, sid))
     return public_session(s)
 
 
-@rpc("session.list")
-def session_list(srv: Server, req: Request) -> dict[str, Any]:
-    with srv.reader() as st:
-        rows = sessions.list_sessions(st, req.ctx, bool(req.params.get("all")))
+@rpc("session.list", {"all": ALL})
+def session_list(rt: Runtime, req: Request) -> dict[str, Any]:
+    """This user's sessions, newest first."""
+    with rt.reader() as st:
+        rows = sessions.list_sessions(st, req.ctx, req.params["all"])
     return {"sessions": [public_session(s) for s in rows]}
 
 
-@rpc("task.start")
-def task_start(srv: Server, req: Request) -> dict[str, Any]:
-    label = req.params.get("label")
-    t = srv.write(lambda st: sessions.start_task(st, req.ctx, label))
+@rpc("task.start", {"label": LABEL}, writes=True)
+def task_start(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Start a task (its memories end with it)."""
+    label, _ = write.text(req.params.get("label"))
+    t = rt.write(lambda st: sessions.start_task(st, req.ctx, label))
     return public_task(t)
 
 
-@rpc("task.end")
-def task_end(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("task.end", {"id": REF}, writes=True)
+def task_end(rt: Runtime, req: Request) -> dict[str, Any]:
+    """End a task: its task memories leave search (history keeps them)."""
     tid = _id(req, "task", req.ctx.task)
-    t = srv.write(lambda st: sessions.end_task(st, tid))
+    t = rt.write(lambda st: sessions.end_task(st, tid))
     return public_task(t)
 
 
-@rpc("task.list")
-def task_list(srv: Server, req: Request) -> dict[str, Any]:
-    with srv.reader() as st:
-        rows = sessions.list_tasks(st, req.ctx, bool(req.params.get("all")))
+@rpc("task.list", {"all": ALL})
+def task_list(rt: Runtime, req: Request) -> dict[str, Any]:
+    """This user's tasks, newest first."""
+    with rt.reader() as st:
+        rows = sessions.list_tasks(st, req.ctx, req.params["all"])
     return {"tasks": [public_task(t) for t in rows]}
 
 
-@rpc("expiry.run")
-def expiry_run(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("expiry.run", writes=True)
+def expiry_run(rt: Runtime, req: Request) -> dict[str, Any]:
     """Run the expiry job now (tests, and `db0 doctor --fix` style use)."""
-    comp = srv.components.get("expiry")
-    if comp is None:
-        raise Db0Error("unavailable", "the expiry job is not running", "db0 daemon restart")
-    out: dict[str, Any] = comp.run_once()
-    return out
+    return dict(rt.need(Expiry).run_once())

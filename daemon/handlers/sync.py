@@ -4,51 +4,44 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from db0.daemon.embedding import EmbeddingService
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
+from db0.daemon.shapes import Bool, Int, Json, ListOf, Num, OneOf, P, Str
+from db0.daemon.syncer import Syncer
 from db0.store import pgsync, remotes
+from db0.store.context import SCOPES
 from db0.store.errors import InvalidError, StoreError
 
 if TYPE_CHECKING:
-    from db0.daemon.server import Request, Server
-    from db0.daemon.syncer import Syncer
+    from db0.daemon.dispatch import Request
+    from db0.daemon.runtime import Runtime
+
+NAME = P(Str(nonempty=True, max_len=64, strip=True), "the remote's name", required=True)
+ENV = P(Json(object_only=True), "environment variables for env:NAME passwords")
 
 
-def _syncer(srv: Server) -> Syncer:
-    comp = srv.components.get("sync")
-    if comp is None:
-        raise Db0Error("unavailable", "sync is not running in this daemon",
-                       "restart it: db0 daemon restart")
-    return comp  # type: ignore[no-any-return]
-
-
-def _name(req: Request, required: bool = True) -> str | None:
+def _name(req: Request) -> str | None:
     name = req.params.get("name")
-    if name is None and not required:
-        return None
-    if not isinstance(name, str) or not name.strip():
-        raise Db0Error("bad_request", "a remote name is required", "db0 remote list")
-    return remotes.check_name(name.strip())
+    return remotes.check_name(name) if name else None
 
 
 def _env(req: Request) -> dict[str, str]:
-    env = req.params.get("env") or {}
-    if not isinstance(env, dict):
-        raise Db0Error("bad_request", "env must be an object of NAME: value")
-    return {str(k): str(v) for k, v in env.items()}
+    return {str(k): str(v) for k, v in (req.params.get("env") or {}).items()}
 
 
-@rpc("remote.add")
-def remote_add(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("remote.add", {
+    "name": NAME,
+    "dsn": P(Str(nonempty=True, max_len=4096), "postgresql://user@host/db", required=True),
+    "scopes": P(ListOf(OneOf(SCOPES), max_items=4), "the scopes synced with it"),
+    "replace": P(Bool(), "replace a remote of that name", default=False),
+}, writes=True)
+def remote_add(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Add a Postgres remote to sync with."""
     name = _name(req)
     assert name is not None
-    dsn = req.params.get("dsn")
-    if not isinstance(dsn, str):
-        raise Db0Error("bad_request", "a DSN is required",
-                       "db0 remote add NAME postgresql://me@host/db")
-    scopes = req.params.get("scopes") or None
-    remote = remotes.add(_syncer(srv).path, name, dsn, scopes,
-                         replace=bool(req.params.get("replace")))
+    remote = remotes.add(rt.need(Syncer).path, name, req.params["dsn"],
+                         req.params.get("scopes") or None, replace=req.params["replace"])
     out = remote.public()
     if remotes.mask(remote.dsn) != remote.dsn:
         out["notices"] = ["the DSN holds a password (kept in a 0600 file); to keep it out of "
@@ -57,32 +50,36 @@ def remote_add(srv: Server, req: Request) -> dict[str, Any]:
 
 
 @rpc("remote.list")
-def remote_list(srv: Server, req: Request) -> dict[str, Any]:
-    syncer = _syncer(srv)
+def remote_list(rt: Runtime, req: Request) -> dict[str, Any]:
+    """The remotes, with their DSNs masked."""
+    syncer = rt.need(Syncer)
     items = []
     for r in remotes.load(syncer.path).values():
         items.append({**r.public(), "scopes": syncer.scopes_for(r)})
     return {"remotes": items}
 
 
-@rpc("remote.remove")
-def remote_remove(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("remote.remove", {"name": NAME}, writes=True)
+def remote_remove(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Remove a remote (what was synced stays on both sides)."""
     name = _name(req)
     assert name is not None
-    gone = remotes.remove(_syncer(srv).path, name)
-    srv.write(lambda s: pgsync.forget_remote(s, name))
+    gone = remotes.remove(rt.need(Syncer).path, name)
+    rt.write(lambda s: pgsync.forget_remote(s, name))
     return {"removed": gone.name}
 
 
-@rpc("sync.run")
-def sync_run(srv: Server, req: Request) -> dict[str, Any]:
+@rpc("sync.run", {
+    "name": P(NAME.shape, "one remote (default: all)"),
+    "budget_s": P(Num(lo=0.01, hi=86_400), "stop after about this many seconds"),
+    "env": ENV,
+}, writes=True)
+def sync_run(rt: Runtime, req: Request) -> dict[str, Any]:
     """Sync one remote (or all). With `budget_s`, stop after about that long; `done` says
     whether everything was pushed and pulled (the CLI calls again to show progress)."""
-    syncer = _syncer(srv)
-    name = _name(req, required=False)
+    syncer = rt.need(Syncer)
+    name = _name(req)
     budget = req.params.get("budget_s")
-    if budget is not None and (not isinstance(budget, int | float) or budget <= 0):
-        raise InvalidError("budget_s must be a positive number of seconds")
     names = [name] if name else list(remotes.load(syncer.path))
     if not names:
         raise InvalidError("no remotes to sync with",
@@ -103,35 +100,35 @@ def sync_run(srv: Server, req: Request) -> dict[str, Any]:
     return {"results": results, "done": all(r.get("done") for r in results)}
 
 
-@rpc("sync.status")
-def sync_status(srv: Server, req: Request) -> dict[str, Any]:
-    syncer = _syncer(srv)
-    name = _name(req, required=False)
+@rpc("sync.status", {"name": P(NAME.shape, "one remote (default: all)")})
+def sync_status(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Each remote's sync state: pending pushes, marks, the last error."""
+    syncer = rt.need(Syncer)
+    name = _name(req)
     names = [name] if name else list(remotes.load(syncer.path))
     return {"remotes": [syncer.local_status(n) for n in names],
             "interval_s": syncer.interval, "scopes": syncer.scopes}
 
 
-@rpc("sync.recall")
-def sync_recall(srv: Server, req: Request) -> dict[str, Any]:
-    """Search a remote's searchable copy (full text) within the context's scopes."""
+@rpc("sync.recall", {
+    "name": NAME,
+    "query": P(Str(nonempty=True, max_len=1 << 16), "what to look for", required=True),
+    "k": P(Int(1, 1000), "how many results", default=10),
+    "scopes": P(ListOf(OneOf(SCOPES), max_items=4), "only these scopes"),
+    "env": ENV,
+})
+def sync_recall(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Search a remote's searchable copy within the context's scopes."""
     name = _name(req)
     assert name is not None
-    query = req.params.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise InvalidError("the query is empty", "give words to search for")
-    k = req.params.get("k", 10)
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
-        raise InvalidError("k must be a whole number from 1 to 1000", "pass -k 10")
+    query, k = req.params["query"], req.params["k"]
     scopes = req.params.get("scopes") or None
-    if scopes:
-        remotes.check_scopes(scopes)
-    remote = remotes.get(_syncer(srv).path, name)
+    remote = remotes.get(rt.need(Syncer).path, name)
     ctx = req.ctx
     owners = {"user": ctx.user, "agent": ctx.agent, "session": ctx.session, "task": ctx.task}
     qvec = None
-    embedder = srv.components.get("embedder")
-    active = getattr(embedder, "active", None)
+    embedder = rt.service(EmbeddingService)
+    active = embedder.active if embedder is not None else None
     if embedder is not None and active is not None:
         qv = embedder.query_vector(query.strip())
         if qv is not None:

@@ -6,62 +6,48 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon.handlers import rpc
-from db0.daemon.protocol import Db0Error
+from db0.daemon.shapes import Bool, ListOf, Num, OneOf, P, Str
+from db0.daemon.watcher import Watcher
 from db0.daemon.watchparse import DEFAULT_GLOBS
 from db0.store.context import SCOPES
 
 if TYPE_CHECKING:
-    from db0.daemon.server import Request, Server
-    from db0.daemon.watcher import Watcher
+    from db0.daemon.dispatch import Request
+    from db0.daemon.runtime import Runtime
 
 MAX_GLOBS = 32
+PATH = P(Str(nonempty=True, max_len=4096), "the folder", required=True)
 
 
-def _watcher(srv: Server) -> Watcher:
-    w = srv.components.get("watcher")
-    if w is None:
-        raise Db0Error("unavailable", "this daemon runs no folder watcher",
-                       "restart it: db0 daemon restart")
-    return w  # type: ignore[no-any-return]
-
-
-def _path(req: Request) -> str:
-    path = req.params.get("path")
-    if not isinstance(path, str) or not path.strip():
-        raise Db0Error("bad_request", "a folder is required", "pass the folder: db0 watch add DIR")
-    if "\0" in path:
-        raise Db0Error("bad_request", "the folder's path holds a NUL byte", "check the path")
-    return path
-
-
-@rpc("watch.add")
-def add(srv: Server, req: Request) -> dict[str, Any]:
-    globs = req.params.get("globs") or list(DEFAULT_GLOBS)
-    if not isinstance(globs, list) or not globs or len(globs) > MAX_GLOBS or not all(
-            isinstance(g, str) and g.strip() and "\0" not in g for g in globs):
-        raise Db0Error("bad_request", f"globs must be 1 to {MAX_GLOBS} patterns",
-                       "write them like --glob '*.md'")
-    scope = str(req.params.get("scope") or "user")
-    if scope not in SCOPES:
-        raise Db0Error("bad_request", f"unknown scope {scope!r}", "one of: " + ", ".join(SCOPES))
-    wait = req.params.get("wait", 600)
-    if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
-        raise Db0Error("bad_request", "wait must be a number of seconds")
-    return _watcher(srv).add(_path(req), [g.strip() for g in globs], scope, req.ctx,
-                             float(min(wait, 3600)))
+@rpc("watch.add", {
+    "path": PATH,
+    "globs": P(ListOf(Str(nonempty=True, max_len=500, strip=True), max_items=MAX_GLOBS),
+               "the files to take (default *.md, *.markdown, *.txt)"),
+    "scope": P(OneOf(SCOPES), "the scope of its memories", default="user"),
+    "wait": P(Num(lo=0, hi=3600), "seconds to wait for the first indexing", default=600.0),
+}, writes=True)
+def add(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Keep a folder's notes in step with memory, one memory per heading section."""
+    p = req.params
+    globs = p.get("globs") or list(DEFAULT_GLOBS)
+    return rt.need(Watcher).add(p["path"], globs, p["scope"], req.ctx, p["wait"])
 
 
 @rpc("watch.list")
-def list_(srv: Server, req: Request) -> dict[str, Any]:
-    return {"watches": _watcher(srv).watches()}
+def list_(rt: Runtime, req: Request) -> dict[str, Any]:
+    """The watched folders."""
+    return {"watches": rt.need(Watcher).watches()}
 
 
-@rpc("watch.remove")
-def remove(srv: Server, req: Request) -> dict[str, Any]:
-    return _watcher(srv).remove(_path(req), bool(req.params.get("forget")))
+@rpc("watch.remove", {"path": PATH, "forget": P(Bool(), "forget its memories too",
+                                                default=False)}, writes=True)
+def remove(rt: Runtime, req: Request) -> dict[str, Any]:
+    """Stop watching a folder."""
+    return rt.need(Watcher).remove(req.params["path"], req.params["forget"])
 
 
 @rpc("watch.status")
-def status(srv: Server, req: Request) -> dict[str, Any]:
-    w = _watcher(srv)
+def status(rt: Runtime, req: Request) -> dict[str, Any]:
+    """The watcher's state and each folder's skipped files and errors."""
+    w = rt.need(Watcher)
     return {**w.status(), "folders": w.watches()}

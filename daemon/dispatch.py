@@ -1,0 +1,108 @@
+"""The one dispatcher: every request, live from a socket or replayed from the spool, goes
+through `Dispatcher.handle` with the same rules.
+
+1. The method is looked up in the registry (`daemon/handlers`); an unknown one is
+   `unknown_method`.
+2. Its parameters are checked against the method's declared shape (`daemon/shapes.py`), so a
+   handler never sees a wrong type: a misfit is `bad_request` naming the parameter.
+3. The context is resolved once (`Runtime.context`: flags, config defaults, lineage).
+4. Errors become one-line answers with a fix: store errors keep their code; operational
+   failures (a full disk, a read-only file, a lock held too long) get their own codes; only a
+   real bug is `internal`, logged with its traceback (never with memory text).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+from db0.daemon.protocol import Db0Error, err, ok
+from db0.daemon.runtime import Runtime
+from db0.daemon.shapes import Method, ShapeError
+from db0.store.context import Context
+from db0.store.errors import StoreError
+
+log = logging.getLogger("db0.daemon")
+
+
+@dataclass
+class Request:
+    id: Any
+    method: str
+    params: dict[str, Any]
+    ctx: Context
+    replay: bool = False  # from the spool: nobody waits for the answer
+
+
+def operational(rt: Runtime, e: BaseException) -> Db0Error | None:
+    """The error a caller can act on for a failure of the machine rather than of db0."""
+    db, data = rt.paths.db_file, rt.paths.data_dir
+    if isinstance(e, apsw.FullError) or (isinstance(e, OSError) and e.errno == errno.ENOSPC):
+        return Db0Error("disk_full", f"the disk holding {data} is full; nothing was written",
+                        "free some space, then try again")
+    if isinstance(e, apsw.ReadOnlyError | apsw.CantOpenError | apsw.PermissionsError) or (
+            isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EROFS, errno.EPERM)):
+        return Db0Error("read_only", f"db0 cannot write {db}",
+                        f"check the permissions of {data} (db0 doctor --fix)")
+    if isinstance(e, apsw.BusyError | apsw.LockedError):
+        return Db0Error("busy", f"{db} stayed locked by another process",
+                        "stop whatever else has the database open, then try again")
+    if isinstance(e, apsw.IOError):
+        return Db0Error("read_only", f"a disk error stopped a write to {db}",
+                        "check the disk (dmesg) and its free space")
+    if isinstance(e, apsw.CorruptError | apsw.NotADBError):
+        return Db0Error("invalid", f"{db} is damaged", "run db0 doctor")
+    if isinstance(e, concurrent.futures.TimeoutError | TimeoutError):
+        return Db0Error("busy", "the daemon did not finish the request in time",
+                        "try again; db0 daemon status shows what it is doing")
+    if isinstance(e, MemoryError):
+        return Db0Error("busy", "the daemon ran out of memory for this request",
+                        "send less at once")
+    return None
+
+
+class Dispatcher:
+    def __init__(self, rt: Runtime, methods: dict[str, Method]) -> None:
+        self.rt = rt
+        self.methods = methods
+
+    def handle(self, msg: dict[str, Any], *, replay: bool = False) -> dict[str, Any]:
+        req_id = msg.get("id")
+        name = msg.get("method")
+        method = self.methods.get(name) if isinstance(name, str) else None
+        if method is None:
+            shown = name if isinstance(name, str) and len(name) < 80 else "?"
+            return err(req_id, Db0Error("unknown_method", f"unknown method {shown!r}",
+                                        "upgrade the client or the daemon: db0 daemon restart"))
+        started = time.perf_counter()
+        try:
+            params = method.check(msg.get("params") or {})
+            ctx = self.rt.context(params.get("context") or {})
+            resp = ok(req_id, method.fn(self.rt, Request(req_id, method.name, params, ctx,
+                                                          replay)))
+        except Db0Error as e:
+            resp = err(req_id, e)
+        except ShapeError as e:  # a nested value a handler checked against a declared shape
+            got = f", got {e.got}" if e.got else ""
+            resp = err(req_id, Db0Error("bad_request", f"{method.name}: '{e.path}' must be "
+                                        f"{e.expects}{got}", "fix that value and send again"))
+        except StoreError as e:
+            resp = err(req_id, Db0Error(e.code, e.message, e.hint))
+        except Exception as e:
+            known = operational(self.rt, e)
+            if known is not None:
+                log.warning("%s: %s (%s)", method.name, known.code, type(e).__name__)
+                resp = err(req_id, known)
+            else:
+                log.exception("%s failed", method.name)  # the traceback, never memory text
+                resp = err(req_id, Db0Error("internal",
+                                            f"{method.name} failed: {type(e).__name__}",
+                                            f"see the daemon log: {self.rt.paths.log_file}"))
+        log.debug("%s %.1f ms", method.name, (time.perf_counter() - started) * 1000)
+        return resp

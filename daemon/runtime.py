@@ -1,0 +1,256 @@
+"""The daemon's typed core: what handlers and components share, below both of them.
+
+`Runtime` holds the paths, the typed config, the one writer, the pool of read-only
+connections and the optional services (embedder, reranker, expiry, spool, sync, watcher),
+looked up by their class, so every use is type-checked. `Component` is the scaffolding each
+service shares: config, start and stop, status, and an optional worker thread that wakes on an
+interval or when asked.
+
+Imports: the store, the config and the protocol; never the socket server, the handlers or a
+component module (components import this, not the other way round).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from db0.daemon.config import Config
+from db0.daemon.paths import Paths
+from db0.daemon.protocol import Db0Error
+from db0.daemon.writer import Writer
+from db0.store import db as dbmod
+from db0.store import sessions
+from db0.store.context import Context
+from db0.store.core import Store
+
+T = TypeVar("T")
+C = TypeVar("C", bound="Component")
+log = logging.getLogger("db0.daemon")
+
+READERS_AHEAD = 4  # read connections opened at start, so the first requests never open one
+
+
+class Component:
+    """A long-lived part of the daemon. Subclasses set `name`, and either override `tick` and
+    set `interval` (seconds; None: only when woken) to get a worker thread, or leave `tick`
+    alone for a component without one."""
+
+    name = "component"
+    interval: float | None = None
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- what a subclass may override -----------------------------------------------------------
+
+    def apply_config(self, cfg: Config) -> None:
+        """Take the settings this component reads (called at start and on every reload)."""
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def on_start(self) -> None:
+        """Work to do before the thread starts (on the daemon's start-up path)."""
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def on_stop(self) -> None:
+        """Work to do after the thread stopped."""
+
+    # -- the scaffolding ------------------------------------------------------------------------
+
+    @property
+    def threaded(self) -> bool:
+        return type(self).tick is not Component.tick
+
+    def start(self) -> None:
+        self.on_start()
+        if self.threaded:
+            self._thread = threading.Thread(target=self._loop, name=f"db0-{self.name}",
+                                            daemon=True)
+            self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set() or self.rt.stopping.is_set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.on_stop()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.tick()
+            except Exception:
+                log.exception("%s failed", self.name)
+
+
+class Runtime:
+    def __init__(self, paths: Paths, config: Config | None = None) -> None:
+        self.paths = paths
+        self.config = config or Config()
+        self.config_unknown: list[str] = []
+        self.config_error: str | None = None
+        self.started = time.time()
+        self.stopping = threading.Event()
+        self.default_user = os.environ.get("DB0_USER") or getpass.getuser()
+        self.store: Store | None = None
+        self.writer: Writer | None = None
+        self._readers: queue.SimpleQueue[Store] = queue.SimpleQueue()
+        self._services: dict[type[Component], Component] = {}
+        # The dispatcher's entry, for requests replayed from the spool (set by the server).
+        self.replay: Callable[..., dict[str, Any]] | None = None
+        # Asks the server to stop (set by the server; `daemon.stop` calls it).
+        self.stopper: Callable[[str], None] | None = None
+        self._guard = threading.Lock()
+        self._seen: dict[str, float] = {}
+        self._lineage: dict[str, tuple[tuple[str, float], ...]] = {}
+
+    # -- the database -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the write connection (migrating the schema), the writer and the readers."""
+        self.store = Store.open(self.paths.db_file, durability=self.config.store.durability)
+        self.writer = Writer(self.store)
+        self.writer.start()
+        from db0.store import write
+
+        dropped = self.writer.run(write.clear_staging)  # their imports can no longer commit
+        if dropped:
+            log.info("dropped %d staged lines of imports a stop interrupted", dropped)
+        for _ in range(READERS_AHEAD):
+            self._readers.put(self._open_reader())
+
+    def _open_reader(self) -> Store:
+        assert self.store is not None
+        return Store.open(self.paths.db_file, clock=self.store.clock, readonly=True)
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Store]:
+        """A read-only connection from the pool (readers never block the writer in WAL)."""
+        try:
+            store = self._readers.get_nowait()
+        except queue.Empty:
+            store = self._open_reader()
+        try:
+            yield store
+        finally:
+            self._readers.put(store)
+
+    def write(self, fn: Callable[[Store], T]) -> T:
+        """Run `fn` in the writer's transaction; returns once its commit is durable."""
+        assert self.writer is not None
+        if self.stopping.is_set():
+            raise Db0Error("shutting_down", "the daemon is shutting down", "try again")
+        return self.writer.run(fn)
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.stop()
+        while True:
+            try:
+                self._readers.get_nowait().close()
+            except queue.Empty:
+                break
+        if self.store:
+            with contextlib.suppress(Exception):
+                self.store.conn.execute("PRAGMA optimize")
+            with contextlib.suppress(Exception):
+                self.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.store.close()
+
+    def schema_drift(self) -> list[str]:
+        with self.reader() as store:
+            return dbmod.schema_drift(store.conn)
+
+    # -- services ---------------------------------------------------------------------------
+
+    def add(self, comp: Component) -> None:
+        self._services[type(comp)] = comp
+
+    def service(self, cls: type[C]) -> C | None:
+        """The running service of this class, or None when the daemon has none."""
+        comp = self._services.get(cls)
+        return comp if isinstance(comp, cls) else None
+
+    def need(self, cls: type[C]) -> C:
+        comp = self.service(cls)
+        if comp is None:
+            raise Db0Error("unavailable", f"this daemon runs no {cls.name}",
+                           "restart it: db0 daemon restart")
+        return comp
+
+    @property
+    def components(self) -> list[Component]:
+        return list(self._services.values())
+
+    def apply_config(self, cfg: Config, unknown: list[str] | None = None) -> None:
+        self.config = cfg
+        self.config_unknown = list(unknown or [])
+        self.config_error = None
+        logging.getLogger("db0").setLevel(cfg.daemon.log_level)
+        for u in self.config_unknown:
+            log.warning("config: unknown setting %s (ignored)", u)
+        for comp in self.components:
+            try:
+                comp.apply_config(cfg)
+            except Exception:
+                log.exception("config: %s did not take it", comp.name)
+        log.info("config applied")
+
+    # -- who is asking ------------------------------------------------------------------------
+
+    def context(self, given: dict[str, Any]) -> Context:
+        """A request's context: what it says, then the config's defaults, then the login name,
+        with a branched session's lineage. A request in a session marks the session as seen
+        (the expiry job writes the marks in one batch, so no request waits on that write)."""
+        ctx = Context(
+            user=str(given.get("user") or self.config.context.user or self.default_user),
+            agent=str(given.get("agent") or self.config.context.agent or "default"),
+            session=str(given["session"]) if given.get("session") else None,
+            task=str(given["task"]) if given.get("task") else None,
+        )
+        if not ctx.session:
+            return ctx
+        with self._guard:
+            self._seen[ctx.session] = time.time()
+            lin = self._lineage.get(ctx.session)
+        if lin is None:
+            with self.reader() as store:
+                lin = sessions.lineage(store.conn, ctx.session)
+            with self._guard:
+                self._lineage[ctx.session] = lin
+        return Context(ctx.user, ctx.agent, ctx.session, ctx.task, lin) if lin else ctx
+
+    def take_seen(self) -> dict[str, float]:
+        """The sessions seen since the last call, with when (for the expiry job to write)."""
+        with self._guard:
+            seen, self._seen = self._seen, {}
+        return seen
+
+    def forget_lineage(self, session_id: str) -> None:
+        with self._guard:
+            self._lineage.pop(session_id, None)
