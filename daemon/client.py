@@ -1,8 +1,18 @@
-"""The client side of the daemon: connect, auto-start, hello, call.
+"""The one wire client: every front door (the CLI, `db0 mcp`, the agent hooks, the git hooks)
+talks to the daemon through `Client`, and nothing else speaks the protocol.
 
-The CLI and `db0 mcp` use this; it imports only the standard library, `protocol` and `paths`.
-Auto-start follows atuin: take the startup lock, probe again, spawn, poll the socket; a daemon
-of another version is asked to stop and replaced.
+- Auto-start, three ways (`autostart`): "wait" starts a daemon when none answers and waits for
+  it (atuin's way: take the startup lock, probe again, spawn, poll the socket); "background"
+  starts one without waiting (a hook must not wait for a boot); "never" does not start one.
+  A daemon of another version is asked to stop and replaced ("wait" only).
+- A deadline: `call(..., timeout=)` bounds the whole exchange. Connecting retries while the
+  listen queue is full (EAGAIN) and while the daemon answers `busy`, within the deadline.
+- Reconnect: a connection the daemon closed (idle, or restarted) is noticed before a request
+  is sent on it and replaced, so a long-lived client (`db0 mcp`) keeps working.
+- Deliver or spool: `deliver` hands a request over within a short deadline or writes the whole
+  frame to the spool (`<data>/spool/`), which the daemon replays through its dispatcher.
+
+Imports only the standard library, `protocol` and `paths`.
 """
 
 from __future__ import annotations
@@ -10,44 +20,155 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
+import select
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from db0.daemon import __version__
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
-from db0.daemon.protocol import PROTOCOL, Db0Error, FrameError, encode, read_frame, request
+from db0.daemon.protocol import (
+    PROTOCOL,
+    RETRYABLE,
+    Db0Error,
+    FrameError,
+    encode,
+    read_frame,
+    request,
+)
 
 START_TIMEOUT = 15.0
+Autostart = Literal["wait", "background", "never"]
+_NOT_THERE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK)
 
 
 class Client:
-    """One connection to the daemon; `call` sends a request and waits for its answer."""
+    """A connection to the daemon, opened on the first call and re-opened when lost."""
 
-    def __init__(self, sock: socket.socket, paths: Paths, hello: dict[str, Any] | None = None):
-        self.sock = sock
-        self.paths = paths
-        self.hello: dict[str, Any] = hello or {}
+    def __init__(self, paths: Paths | None = None, *, autostart: Autostart = "wait") -> None:
+        self.paths = paths or get_paths()
+        self.autostart = autostart
+        self.sock: socket.socket | None = None
+        self.hello: dict[str, Any] = {}
         self._next_id = 0
+
+    @classmethod
+    def attach(cls, paths: Paths | None = None) -> Client | None:
+        """A client on the running daemon whatever its version (for `daemon status` and
+        `daemon stop`), or None when none runs; it never starts one."""
+        paths = paths or get_paths()
+        sock = probe(paths, time.monotonic() + 2.0)
+        if sock is None:
+            return None
+        c = cls(paths, autostart="never")
+        c.sock = sock
+        c._attached = True
+        return c
+
+    _attached = False
+
+    # -- connecting ----------------------------------------------------------------------------
+
+    def _alive(self) -> bool:
+        """Whether the open connection is still there (the daemon may have closed it)."""
+        if self.sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if readable and not self.sock.recv(1, socket.MSG_PEEK):
+                return False
+        except OSError:
+            return False
+        return True
+
+    def connect(self, deadline: float | None = None) -> None:
+        """Make sure a connection to a daemon of this version is open."""
+        if self._alive():
+            return
+        if self._attached:
+            raise Db0Error("unavailable", "the daemon closed the connection",
+                           f"see its log: {self.paths.log_file}")
+        self.close()
+        end = time.monotonic() + (START_TIMEOUT if deadline is None else deadline)
+        sock = probe(self.paths, end)
+        if sock is None:
+            if self.autostart == "never":
+                raise Db0Error("unavailable", "the db0 daemon is not running",
+                               "start it: db0 daemon start")
+            if self.autostart == "background":
+                start_in_background(self.paths)
+                raise Db0Error("unavailable", "the db0 daemon is starting",
+                               "try again in a moment")
+            sock = _start_and_connect(self.paths, max(1.0, end - time.monotonic()))
+        self.sock = sock
+        hello_s = min(10.0, max(0.05, end - time.monotonic()))
+        try:
+            self.hello = self._exchange("daemon.hello", {"client_version": __version__,
+                                                         "protocol": PROTOCOL}, hello_s)
+        except Db0Error as e:
+            if e.code == "unavailable" and "lost the connection" in e.message:
+                # Closed at once: the daemon was past its connection limit (or stopping).
+                raise Db0Error("busy", "the daemon closed a new connection at once",
+                               "try again in a moment") from e
+            raise
+        if self.hello.get("version") == __version__ and self.hello.get("protocol") == PROTOCOL:
+            return
+        if self.autostart != "wait":
+            if self.autostart == "background":  # a hook of a newer db0: make way for it
+                with contextlib.suppress(Db0Error):
+                    self._exchange("daemon.stop", {"reason": "version"}, 1.0)
+            self.close()
+            raise Db0Error("incompatible", f"the daemon runs db0 {self.hello.get('version')}, "
+                           f"this is {__version__}", "restart it: db0 daemon restart")
+        pid = self.hello.get("pid")
+        with contextlib.suppress(Db0Error):
+            self._exchange("daemon.stop", {"reason": "version"}, 10.0)
+        self.close()
+        wait_gone(self.paths, pid)
+        self.sock = _start_and_connect(self.paths)
+        self.hello = self._exchange("daemon.hello", {"client_version": __version__,
+                                                     "protocol": PROTOCOL}, 10.0)
+
+    # -- calling -------------------------------------------------------------------------------
 
     def call(self, method: str, params: dict[str, Any] | None = None,
              timeout: float | None = 120.0) -> Any:
+        """Send one request and return its result; Db0Error with the daemon's error."""
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            try:
+                self.connect(None if end is None else max(0.05, end - time.monotonic()))
+                return self._exchange(method, params or {}, _left(end))
+            except Db0Error as e:
+                if e.code != "busy" or (end is not None and time.monotonic() + delay > end):
+                    raise
+                self.close()  # the daemon closes a connection it answered busy at accept
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def _exchange(self, method: str, params: dict[str, Any], timeout: float | None) -> Any:
+        assert self.sock is not None
         self._next_id += 1
         self.sock.settimeout(timeout)
         try:
-            self.sock.sendall(encode(request(self._next_id, method, params or {})))
+            self.sock.sendall(encode(request(self._next_id, method, params)))
             resp = read_frame(self.sock)
         except TimeoutError as e:
-            raise Db0Error("unavailable", f"the daemon did not answer {method} in {timeout:g}s",
-                           f"see its log: {self.paths.log_file}") from e
+            self.close()
+            raise Db0Error("unavailable", f"the daemon did not answer {method} in "
+                           f"{timeout:g}s", f"see its log: {self.paths.log_file}") from e
         except (FrameError, OSError) as e:
+            self.close()
             raise Db0Error("unavailable", f"lost the connection to the daemon ({e})",
                            f"see its log: {self.paths.log_file}") from e
         if resp is None:
+            self.close()
             raise Db0Error("unavailable", "the daemon closed the connection",
                            f"see its log: {self.paths.log_file}")
         if not resp.get("ok"):
@@ -55,8 +176,10 @@ class Client:
         return resp.get("result")
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
 
     def __enter__(self) -> Client:
         return self
@@ -65,7 +188,51 @@ class Client:
         self.close()
 
 
-def _connect_socket(path: Path, timeout: float = 5.0) -> socket.socket:
+def _left(end: float | None) -> float | None:
+    return None if end is None else max(0.001, end - time.monotonic())
+
+
+def deliver(method: str, params: dict[str, Any], deadline: float,
+            paths: Paths | None = None) -> Any:
+    """Hand a request to the daemon within `deadline` seconds, or spool it for the daemon to
+    replay (a daemon is started in the background if none runs, and one of another version is
+    asked to stop so the next start is this version). Returns the result, or None when the
+    request was spooled. An error the request itself caused is raised: spooling it would only
+    fail again."""
+    paths = paths or get_paths()
+    client = Client(paths, autostart="background")
+    try:
+        return client.call(method, params, timeout=deadline)
+    except Db0Error as e:
+        if e.code not in RETRYABLE and e.code != "incompatible":
+            raise
+    finally:
+        client.close()
+    spool_request(paths, method, params)
+    return None
+
+
+def spool_request(paths: Paths, method: str, params: dict[str, Any]) -> Path:
+    """Write a whole request frame where the daemon replays it: a temporary name, then a
+    rename, so a file is whole or absent; private to the user."""
+    d = paths.spool_dir
+    ensure_private_dir(d)
+    token = os.urandom(8).hex()
+    name = f"{time.time_ns():020d}-{token}.json"
+    body = json.dumps(request(0, method, params), ensure_ascii=False).encode("utf-8",
+                                                                            "surrogatepass")
+    tmp = d / f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, d / name)
+    return d / name
+
+
+def _connect_socket(path: Path, timeout: float) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -76,23 +243,31 @@ def _connect_socket(path: Path, timeout: float = 5.0) -> socket.socket:
     return s
 
 
-def probe(paths: Paths) -> socket.socket | None:
-    """A connected socket if a daemon answers at the socket path, else None."""
-    try:
-        return _connect_socket(paths.socket)
-    except (FileNotFoundError, ConnectionRefusedError):
-        return None
-    except OSError as e:
-        if e.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+def probe(paths: Paths, until: float | None = None) -> socket.socket | None:
+    """A connected socket if a daemon answers at the socket path, else None. A full listen
+    queue (EAGAIN) is retried until `until` (a monotonic time), then reported unavailable."""
+    delay = 0.002
+    while True:
+        left = 5.0 if until is None else max(0.01, until - time.monotonic())
+        try:
+            return _connect_socket(paths.socket, min(left, 5.0))
+        except (FileNotFoundError, ConnectionRefusedError):
             return None
-        raise
-
-
-def _hello(sock: socket.socket, paths: Paths) -> Client:
-    c = Client(sock, paths)
-    c.hello = c.call("daemon.hello", {"client_version": __version__, "protocol": PROTOCOL},
-                     timeout=10.0)
-    return c
+        except (BlockingIOError, TimeoutError) as e:  # the daemon's queue is full
+            if until is None or time.monotonic() + delay > until:
+                raise Db0Error("busy", "the daemon is not accepting connections",
+                               "try again in a moment") from e
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        except OSError as e:
+            if e.errno in _NOT_THERE:
+                return None
+            if e.errno == errno.EAGAIN and until is not None and time.monotonic() < until:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                continue
+            raise Db0Error("unavailable", f"cannot reach the daemon at {paths.socket}: "
+                           f"{e.strerror}", "check that directory's permissions") from e
 
 
 def _last_log_line(paths: Paths) -> str:
@@ -107,9 +282,14 @@ def _last_log_line(paths: Paths) -> str:
 
 
 def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
-    paths.log_dir.mkdir(parents=True, exist_ok=True)
-    log = open(paths.log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
     try:
+        ensure_private_dir(paths.log_dir)
+        log = open(paths.log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
+    except (OSError, RuntimeDirError) as e:
+        raise Db0Error("unavailable", f"cannot write the daemon's log in {paths.log_dir}: {e}",
+                       "check that directory's permissions, or set DB0_HOME") from e
+    try:
+        os.chmod(paths.log_file, 0o600)
         return subprocess.Popen(
             [sys.executable, "-m", "db0.daemon", "run"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -119,13 +299,37 @@ def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
         log.close()
 
 
-def _start_and_connect(paths: Paths, timeout: float = START_TIMEOUT) -> socket.socket:
+def _runtime_dir(paths: Paths) -> None:
     try:
         ensure_private_dir(paths.runtime_dir)
-    except RuntimeDirError as e:
-        raise Db0Error("unavailable", str(e)) from e
+    except (RuntimeDirError, OSError) as e:
+        raise Db0Error("unavailable", f"cannot use the runtime directory {paths.runtime_dir}: "
+                       f"{e}", "fix its permissions, or set DB0_HOME or XDG_RUNTIME_DIR") from e
+
+
+def _startup_lock(paths: Paths) -> Any:
+    return os.fdopen(os.open(paths.startup_lock, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+
+
+def start_in_background(paths: Paths) -> None:
+    """Start a daemon without waiting for it (another may be starting: then nothing)."""
+    _runtime_dir(paths)
+    with _startup_lock(paths) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # someone is starting it right now
+        sock = probe(paths)
+        if sock is not None:
+            sock.close()
+            return
+        spawn_daemon(paths)
+
+
+def _start_and_connect(paths: Paths, timeout: float = START_TIMEOUT) -> socket.socket:
+    _runtime_dir(paths)
     deadline = time.monotonic() + timeout
-    with open(paths.startup_lock, "a") as lock:
+    with _startup_lock(paths) as lock:
         while True:  # another CLI may be starting the daemon: wait for it, then probe again
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -135,18 +339,18 @@ def _start_and_connect(paths: Paths, timeout: float = START_TIMEOUT) -> socket.s
                     raise Db0Error("unavailable", "timed out waiting for another db0 to start "
                                    "the daemon", f"see its log: {paths.log_file}") from None
                 time.sleep(0.01)
-        sock = probe(paths)
+        sock = probe(paths, deadline)
         if sock is not None:
             return sock
         proc = spawn_daemon(paths)
         delay = 0.005
         while time.monotonic() < deadline:
-            sock = probe(paths)
+            sock = probe(paths, deadline)
             if sock is not None:
                 return sock
             code = proc.poll()
             if code is not None:
-                sock = probe(paths)  # it may have lost a race to a daemon that is now up
+                sock = probe(paths, deadline)  # it may have lost a race to a daemon now up
                 if sock is not None:
                     return sock
                 why = _last_log_line(paths) or f"exit status {code}"
@@ -179,23 +383,8 @@ def wait_gone(paths: Paths, pid: int | None, timeout: float = 10.0) -> bool:
 
 
 def connect(paths: Paths | None = None, autostart: bool = True) -> Client:
-    """Connect to the daemon, starting it (or replacing one of another version) as needed."""
-    paths = paths or get_paths()
-    sock = probe(paths)
-    if sock is None:
-        if not autostart:
-            raise Db0Error("unavailable", "the db0 daemon is not running",
-                           "start it: db0 daemon start")
-        sock = _start_and_connect(paths)
-    client = _hello(sock, paths)
-    if client.hello.get("version") != __version__ or client.hello.get("protocol") != PROTOCOL:
-        if not autostart:
-            raise Db0Error("incompatible", f"the daemon runs db0 {client.hello.get('version')}, "
-                           f"this is {__version__}", "restart it: db0 daemon restart")
-        pid = client.hello.get("pid")
-        with contextlib.suppress(Db0Error):
-            client.call("daemon.stop", {"reason": "version"}, timeout=10.0)
-        client.close()
-        wait_gone(paths, pid)
-        client = _hello(_start_and_connect(paths), paths)
+    """A connected client, starting the daemon (or replacing one of another version) as
+    needed; `autostart=False` only connects to a running one."""
+    client = Client(paths, autostart="wait" if autostart else "never")
+    client.connect()
     return client

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 from db0.daemon.protocol import EXIT_INTERRUPTED, EXIT_USAGE, Db0Error
 
@@ -38,10 +38,6 @@ typer: Any = None
 app: Any = None
 
 
-def _root() -> None:
-    """db0: memory for AI agents. Remember, recall and pack context through a local daemon."""
-
-
 def _build_app() -> Any:
     global typer, app
     if app is None:
@@ -55,7 +51,14 @@ def _build_app() -> Any:
             pretty_exceptions_enable=False,
             context_settings={"help_option_names": ["-h", "--help"]},
         )
-        app.callback()(_root)
+        def root(version: Annotated[bool, typer.Option(
+                "--version", "-V", help="Print db0's version and exit.")] = False) -> None:
+            """db0: memory for AI agents. Remember, recall and pack context through a local
+            daemon."""
+            # --version is answered in main(), before any of this is built; declared here so
+            # that --help lists it.
+
+        app.callback()(root)
     return app
 
 
@@ -126,6 +129,11 @@ def fail(message: str, hint: str = "", code: int = 1) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["--version"], ["-V"]):
+        from db0.daemon import __version__
+
+        sys.stdout.write(f"db0 {__version__}\n")
+        return 0
     if args[:1] == ["hook"]:  # the agents' hot path: no Typer, always exit 0
         from db0.cli.hook import main as hook_main
 
@@ -153,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         e.show()
         return EXIT_USAGE if isinstance(e, click.UsageError) else e.exit_code
+    except SystemExit as e:
+        # Typer turns a reader that went away (db0 export | head -1) into exit 1: it is not
+        # an error of ours.
+        if e.code == 1 and isinstance(e.__context__, BrokenPipeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        raise
     except (KeyboardInterrupt, click.exceptions.Abort):
         sys.stderr.write("db0: interrupted\n")
         return EXIT_INTERRUPTED

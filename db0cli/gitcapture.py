@@ -36,6 +36,7 @@ END = "# <<< db0 git capture <<<"
 CONFIG_HOOKS = (2, 54)
 SHELLS = re.compile(r"^#!\s*(?:/usr)?/bin/(?:env\s+)?(?:sh|bash|dash|zsh|ksh)\b")
 MAX_STDIN = 1 << 20
+SEND_DEADLINE_S = 10.0  # a capture runs in the background: it may wait for a busy daemon
 BATCH = 500
 FORMAT = "%x1e%H%x1f%P%x1f%an%x1f%aI%x1f%s%x1f%b%x1f"
 
@@ -113,33 +114,18 @@ def commits(revs: list[str], walk: bool, cwd: str | None = None,
 # -- the hook's entry point ------------------------------------------------------------------
 
 def _send(params: dict[str, Any]) -> None:
+    """Hand the capture to the daemon, or spool it when none answers in time."""
     from db0.cli import hook
+    from db0.daemon.client import deliver
     from db0.daemon.paths import get_paths
-    from db0.daemon.protocol import PROTOCOL, encode, read_frame
+    from db0.daemon.protocol import Db0Error
 
     paths = get_paths()
-    sock = hook.connect(paths)
-    if sock is not None:
-        try:
-            sock.settimeout(30)
-            sock.sendall(encode({"v": PROTOCOL, "id": 1, "method": "git.capture",
-                                 "params": params}))
-            resp = read_frame(sock)
-        except (OSError, ValueError):
-            resp = None
-        finally:
-            sock.close()
-        if resp is not None and resp.get("ok"):
-            return
-        err = (resp or {}).get("error") or {}
-        if err and err.get("code") not in ("unknown_method", "shutting_down", "unavailable",
-                                           "internal"):
-            hook._log(paths, "git", params["kind"], f"daemon: {err.get('message')}")
-            return
-    hook.spool(paths, {**params, "event_id": os.urandom(16).hex()})
-    with contextlib.suppress(Exception):
-        hook.start_daemon(paths)
-    hook._log(paths, "git", params["kind"], "daemon not answering: capture spooled")
+    try:
+        if deliver("git.capture", params, SEND_DEADLINE_S, paths) is None:
+            hook._log(paths, "git", params["kind"], "daemon not answering: capture spooled")
+    except Db0Error as e:
+        hook._log(paths, "git", params["kind"], f"daemon: {e.message}")
 
 
 def _read_pairs(kind: str) -> list[list[str]]:
@@ -174,7 +160,7 @@ def capture(argv: list[str]) -> None:
         return
     if background:
         os.setsid()
-    params = {"method": "git.capture", "kind": kind, "repo": repo_name(),
+    params = {"kind": kind, "repo": repo_name(),
               "commits": commits(shas, walk=False, branch_name=branch_name), "rewrites": pairs,
               "context": {k: v for k, v in (("user", os.environ.get("DB0_USER")),
                                             ("agent", os.environ.get("DB0_AGENT"))) if v}}

@@ -8,10 +8,11 @@ Fail-open, always: exit status 0, nothing on stdout but output that is well-form
 STDIN_SECONDS; more, or something that is not a JSON object, is a malformed event, logged to
 `<logs>/hooks.log` (`db0 doctor` shows the last ones) and otherwise ignored.
 
-The event goes to the daemon with a short deadline. If no daemon answers at once, the hook
-writes the event to the spool (`<data>/spool/`), starts a daemon in the background without
-waiting for it, and exits; the daemon drains the spool. Each event carries an id, so one that
-reached the daemon and was also spooled (a reply that came too late) is handled once.
+The event goes to the daemon through the one client (`daemon/client.py` `deliver`) with a
+deadline that bounds the whole hook (BUDGET_S from its start): if the daemon does not answer in
+time (stopped, frozen, overloaded), the request is spooled (`<data>/spool/`), a daemon is started
+in the background if none runs, and the hook exits; the daemon replays the spool. Each event
+carries an id, so one that reached the daemon and was also spooled is handled once.
 """
 
 from __future__ import annotations
@@ -19,21 +20,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sys
 import time
 from typing import Any
 
 from db0.daemon.paths import Paths, get_paths
-from db0.daemon.protocol import PROTOCOL, encode, read_frame
 
 EVENTS = ("session-start", "prompt", "turn-end", "pre-compact", "post-compact", "session-end")
 AGENTS = ("claude-code", "codex", "gemini")
 MAX_STDIN = 8 * 1024 * 1024
 STDIN_SECONDS = 3.0
-# How long the hook waits for the daemon's answer before it spools the event instead.
-DEADLINE = {"session-start": 3.0, "prompt": 2.0}
-DEFAULT_DEADLINE = 2.0
+# The whole hook, from its start to its answer: an agent waits for it at every prompt, so a
+# daemon that is slow to answer costs the prompt no more than this (the event is spooled).
+BUDGET_S = 0.25
+_STARTED = time.monotonic()
 # The agents' own names for the events that inject, for hookSpecificOutput.hookEventName.
 INJECT_NAME = {
     ("claude-code", "session-start"): "SessionStart",
@@ -66,7 +66,9 @@ class Malformed(Exception):
 def _log(paths: Paths, agent: str, event: str, message: str) -> None:
     """One line in the hooks log: when, which hook, what went wrong (never memory text)."""
     try:
-        paths.log_dir.mkdir(parents=True, exist_ok=True)
+        from db0.daemon.paths import make_private_dir
+
+        make_private_dir(paths.log_dir)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         line = f"{stamp} {agent or '?'} {event or '?'}: {message}\n"
         fd = os.open(paths.log_dir / "hooks.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -132,11 +134,22 @@ def read_stdin(limit: int = MAX_STDIN, seconds: float = STDIN_SECONDS) -> bytes:
 
 
 def _str(d: dict[str, Any], *names: str) -> str | None:
+    """The first of these fields that is non-empty text, cleaned of what db0 cannot store
+    (NUL bytes, lone surrogates)."""
     for n in names:
         v = d.get(n)
         if isinstance(v, str) and v:
-            return v
+            v = v.replace("\x00", "")
+            return v.encode("utf-8", "replace").decode("utf-8") if _has_surrogate(v) else v
     return None
+
+
+def _has_surrogate(v: str) -> bool:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def normalise(agent: str, event: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -169,63 +182,6 @@ def _context(agent: str) -> dict[str, Any]:
     return {k: v for k, v in ctx.items() if v}
 
 
-def spool(paths: Paths, params: dict[str, Any]) -> None:
-    """Write the event where the daemon drains it: a temporary name, then a rename."""
-    d = paths.spool_dir
-    d.mkdir(parents=True, exist_ok=True)
-    name = f"{time.time_ns():020d}-{params['event_id']}.json"
-    tmp = d / f".{name}.tmp"
-    body = json.dumps({**params, "inject": False}, ensure_ascii=False).encode("utf-8",
-                                                                             "surrogatepass")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, body)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, d / name)
-
-
-def start_daemon(paths: Paths) -> None:
-    """Start a daemon in the background, without waiting for it (another may be starting)."""
-    import fcntl
-
-    from db0.daemon.client import probe, spawn_daemon
-    from db0.daemon.paths import ensure_private_dir
-
-    ensure_private_dir(paths.runtime_dir)
-    with open(paths.startup_lock, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # someone is starting it right now
-        sock = probe(paths)
-        if sock is not None:
-            sock.close()
-            return
-        spawn_daemon(paths)
-
-
-def connect(paths: Paths) -> socket.socket | None:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(0.5)
-    try:
-        s.connect(str(paths.socket))
-    except OSError:
-        s.close()
-        return None
-    return s
-
-
-def call(sock: socket.socket, params: dict[str, Any], deadline: float) -> dict[str, Any]:
-    sock.settimeout(deadline)
-    sock.sendall(encode({"v": PROTOCOL, "id": 1, "method": "hook.event", "params": params}))
-    resp = read_frame(sock)
-    if resp is None:
-        raise ConnectionError("the daemon closed the connection")
-    return resp
-
-
 def render(agent: str, event: str, text: str | None, hook_event_name: str | None) -> str:
     """What the agent reads on stdout: JSON it understands, or nothing."""
     name = INJECT_NAME.get((agent, event))
@@ -254,36 +210,21 @@ def run(argv: list[str]) -> str:
     params = {"event_id": os.urandom(16).hex(), "agent": agent, "event": event, "data": data,
               "context": _context(agent), "inject": event in ("session-start", "prompt")}
     paths = get_paths()
-    sock = connect(paths)
-    if sock is None:
-        spool(paths, params)
-        try:
-            start_daemon(paths)
-        except Exception as e:
-            _log(paths, agent, event, f"could not start the daemon ({type(e).__name__}: {e})")
-        _log(paths, agent, event, "daemon not running: event spooled, daemon starting")
-        return render(agent, event, None, data.get("hook_event_name"))
+    from db0.daemon.client import deliver
+    from db0.daemon.protocol import Db0Error
+
+    left = max(0.05, BUDGET_S - (time.monotonic() - _STARTED))
     try:
-        resp = call(sock, params, DEADLINE.get(event, DEFAULT_DEADLINE))
-    except (OSError, ValueError, Exception) as e:
-        spool(paths, params)
-        _log(paths, agent, event, f"daemon did not answer in time ({type(e).__name__}): "
-             "event spooled")
+        result = deliver("hook.event", params, left, paths)
+    except Db0Error as e:
+        _log(paths, agent, event, f"daemon: {e.message}")
         return render(agent, event, None, data.get("hook_event_name"))
-    finally:
-        sock.close()
-    if not resp.get("ok"):
-        err = resp.get("error") or {}
-        if err.get("code") in ("unknown_method", "shutting_down", "unavailable", "internal"):
-            spool(paths, params)
-            _log(paths, agent, event, f"daemon refused ({err.get('code')}): event spooled; "
-                 "if it persists: db0 daemon restart")
-        else:
-            _log(paths, agent, event, f"daemon: {err.get('message')}")
+    if result is None:
+        _log(paths, agent, event, "daemon not running or not answering in time: event spooled")
         return render(agent, event, None, data.get("hook_event_name"))
-    result = resp.get("result") or {}
-    text = result.get("inject") if isinstance(result.get("inject"), str) else None
-    return render(agent, event, text, data.get("hook_event_name"))
+    text = result.get("inject") if isinstance(result, dict) else None
+    return render(agent, event, text if isinstance(text, str) else None,
+                  data.get("hook_event_name"))
 
 
 def main(argv: list[str]) -> int:

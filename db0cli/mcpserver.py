@@ -133,29 +133,19 @@ class ToolFailure(Exception):
 def call(method: str, params: dict[str, Any], retry: bool = True) -> Any:
     """One RPC to the daemon (started on first use, like any command).
 
-    A connection lost between calls (the daemon restarted) is opened again once for
-    idempotent methods; every db0 error becomes a one-line message with its fix."""
+    The client reconnects by itself when the daemon closed an idle connection or restarted;
+    a call that lost its connection midway is tried once more (`retry`, for methods that are
+    safe to repeat). Every db0 error becomes a one-line message with its fix."""
     with _lock:
         try:
             return rpc.call(method, params, timeout=60.0)
         except Db0Error as e:
-            lost = e.code == "unavailable"
-            if lost:
-                _drop_connection()
-            if lost and retry:
-                try:
-                    return rpc.call(method, params, timeout=60.0)
-                except Db0Error as e2:
-                    if e2.code == "unavailable":
-                        _drop_connection()
-                    raise ToolFailure(_message(method, e2)) from None
-            raise ToolFailure(_message(method, e)) from None
-
-
-def _drop_connection() -> None:
-    if rpc._client is not None:
-        rpc._client.close()
-    rpc._client = None
+            if not (e.code == "unavailable" and retry):
+                raise ToolFailure(_message(method, e)) from None
+        try:
+            return rpc.call(method, params, timeout=60.0)
+        except Db0Error as e2:
+            raise ToolFailure(_message(method, e2)) from None
 
 
 def _message(method: str, e: Db0Error) -> str:

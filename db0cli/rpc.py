@@ -1,11 +1,11 @@
-"""One daemon connection per CLI process, opened on first use."""
+"""The CLI process's one daemon client (`daemon/client.py`), connected on first use."""
 
 from __future__ import annotations
 
 import atexit
 from typing import Any
 
-from db0.daemon.client import Client, connect
+from db0.daemon.client import Client
 
 _client: Client | None = None
 
@@ -13,7 +13,7 @@ _client: Client | None = None
 def client() -> Client:
     global _client
     if _client is None:
-        _client = connect()
+        _client = Client()
         atexit.register(_client.close)
     return _client
 

@@ -22,11 +22,10 @@ daemon_app = typer.Typer(help="Manage the background daemon (started automatical
 
 def _status() -> dict[str, Any]:
     paths = get_paths()
-    sock = dclient.probe(paths)
-    if sock is None:
+    c = dclient.Client.attach(paths)
+    if c is None:
         return {"running": False, "pid": None, "version": None, "socket": str(paths.socket),
                 "log": str(paths.log_file)}
-    c = dclient.Client(sock, paths)
     try:
         return c.call("daemon.status", {}, timeout=10.0)  # type: ignore[no-any-return]
     finally:
@@ -65,10 +64,9 @@ def start(json_: JsonOpt = False) -> int:
 
 def _stop() -> dict[str, Any]:
     paths = get_paths()
-    sock = dclient.probe(paths)
-    if sock is None:
+    c = dclient.Client.attach(paths)
+    if c is None:
         return {"stopped": False, "running": False}
-    c = dclient.Client(sock, paths)
     try:
         res = c.call("daemon.stop", {"reason": "db0 daemon stop"}, timeout=10.0)
     finally:

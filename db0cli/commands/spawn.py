@@ -33,8 +33,16 @@ def spawn(
     user: UserOpt = None,
 ) -> int:
     """Run COMMAND as sub-agent NAME with a new session (and task); returns its exit code."""
+    if not agent:
+        raise Db0Error("bad_request", "spawn needs --agent NAME (the sub-agent's name)",
+                       "db0 spawn --agent reviewer -- COMMAND")
     if not command:
         raise Db0Error("bad_request", "no command to run", "db0 spawn --agent NAME -- COMMAND")
+    import shutil
+
+    if shutil.which(command[0]) is None:  # before anything is started for it
+        raise Db0Error("not_found", f"cannot run {command[0]}: no such command",
+                       "check the command and your PATH")
     ctx = context(user, agent, None, None)
     s = call("session.start", {"context": ctx, "label": label or f"spawn {agent}"})
     env = {**os.environ, "DB0_AGENT": agent, "DB0_SESSION": s["session"]}

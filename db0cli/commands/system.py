@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -31,9 +31,21 @@ def _check_dir(path: os.PathLike[str], private: bool) -> str:
     return "ok"
 
 
-def doctor(json_: JsonOpt = False) -> int:
-    """Check paths, versions and health; exit 1 if anything is wrong."""
+def doctor(
+    fix: Annotated[bool, typer.Option("--fix", help="Make db0's files private again "
+                                      "(0700 directories, 0600 files).")] = False,
+    json_: JsonOpt = False,
+) -> int:
+    """Check paths, versions, file modes and health; exit 1 if anything is wrong.
+
+    Examples:
+      db0 doctor
+      db0 doctor --fix     # repair loose file modes an older version left
+    """
+    from db0.daemon.paths import fix_modes, loose_modes
+
     paths = get_paths()
+    fixed = [f"{p}: {m:04o} -> private" for p, m in fix_modes(paths)] if fix else []
     report: dict[str, Any] = {
         "version": __version__, "python": sys.version.split()[0],
         "executable": sys.executable,
@@ -47,13 +59,19 @@ def doctor(json_: JsonOpt = False) -> int:
 
     report["service"] = service.status()
     problems = [k for k, v in report["checks"].items() if v.startswith("problem")]
+    warnings: list[str] = []
     try:
         report["daemon"] = call("daemon.doctor", {}, timeout=30.0)
         problems += report["daemon"].get("problems", [])
+        warnings += report["daemon"].get("warnings", [])
     except Db0Error as e:
         report["daemon"] = {"running": False, "error": e.message, "hint": e.hint}
         problems.append(f"daemon: {e.message}")
+        problems += [f"{p} is readable by others ({m:04o}) (to fix: db0 doctor --fix)"
+                     for p, m in loose_modes(paths)]
     report["problems"] = problems
+    report["warnings"] = warnings
+    report["fixed"] = fixed
     report["ok"] = not problems
     if json_:
         output.emit_json(report)
@@ -65,13 +83,19 @@ def doctor(json_: JsonOpt = False) -> int:
         for k, v in report["daemon"].items():
             if isinstance(v, dict):
                 rows += [(f"{k}.{kk}", vv) for kk, vv in v.items()]
-            elif k != "problems":
+            elif k not in ("problems", "warnings", "fixed"):
                 rows.append((f"daemon.{k}" if k not in ("sqlite", "apsw") else k, v))
         output.keyvalues(rows)
+        for f in fixed:
+            output.notice(f"fixed: {f}")
         for p in problems:
             output.notice(f"problem: {p}")
+        for w in warnings:
+            output.notice(f"warning: {w}")
         if not problems:
-            output.notice("db0: all checks passed")
+            output.notice("db0: all checks passed" + (
+                f" ({len(warnings)} warning{'s' if len(warnings) > 1 else ''})"
+                if warnings else ""))
     return 0 if not problems else 1
 
 

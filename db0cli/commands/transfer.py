@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from typing import Annotated, Any
 
@@ -13,7 +15,7 @@ from db0.cli.options import AgentOpt, JsonOpt, SessionOpt, TaskOpt, UserOpt, con
 from db0.cli.rpc import client
 from db0.daemon.protocol import Db0Error
 
-BATCH = 5000
+BATCH = 10_000  # lines a request; more are staged and committed at once
 EXPORT_FIELDS = ("id", "content", "scope", "key", "tags", "metadata", "created_at", "pinned",
                  "expires_at", "user", "agent", "session", "task", "superseded_by",
                  "forgotten_at")
@@ -54,47 +56,78 @@ def import_(
 ) -> int:
     """Import memories from JSON lines {content, scope?, key?, tags?, metadata?, created_at?}.
 
-    All or nothing: every line is checked before anything is written.
+    All or nothing, at any size: every line is checked, the batches are staged out of sight,
+    and one commit makes them all visible; a bad line or an interruption keeps none.
+
+    Examples:
+      db0 export > memories.jsonl && db0 import memories.jsonl
+      cat notes.jsonl | db0 import - --wait
     """
     items = _parse_lines(read_source(source), "stdin" if source == "-" else source)
     ctx = context(user, agent, session, task)
     c = client()
-    # First pass: the daemon checks every batch without writing, so a bad line anywhere
-    # means nothing at all is imported.
-    for i in range(0, len(items), BATCH):
-        chunk = items[i:i + BATCH]
-        c.call("memory.import", {"items": [o for _, o in chunk], "lines": [n for n, _ in chunk],
-                                 "dry_run": True, "context": ctx,
-                                 "allow_secrets": allow_secrets})
-    stored = duplicate = 0
-    ids: list[str] = []
-    redacted: dict[str, int] = {}
+    if not items:
+        raise Db0Error("invalid", f"{source}: no lines to import", "give JSON lines")
+    import_id = None if len(items) <= BATCH else os.urandom(12).hex()
+    res: dict[str, Any] = {}
+    checked = 0
     with output.progress("importing", len(items)) as bar:
         for i in range(0, len(items), BATCH):
             chunk = items[i:i + BATCH]
-            res = c.call("memory.import", {"items": [o for _, o in chunk], "context": ctx,
-                                           "lines": [n for n, _ in chunk],
-                                           "allow_secrets": allow_secrets})
-            for kind, n in (res.get("redacted") or {}).items():
-                redacted[kind] = redacted.get(kind, 0) + n
-            stored += res["stored"]
-            duplicate += res["duplicate"]
-            ids += res["ids"]
+            last = i + BATCH >= len(items)
+            params: dict[str, Any] = {
+                "items": [o for _, o in chunk], "lines": [n for n, _ in chunk],
+                "context": ctx, "allow_secrets": allow_secrets}
+            if import_id:
+                params.update(import_id=import_id, commit=last)
+            try:
+                res = c.call("memory.import", params, timeout=None if last else 300.0)
+            except Db0Error as e:
+                raise _failed(c, import_id, e, checked, last, len(items)) from None
+            checked += len(chunk)
             bar.advance(len(chunk))
     if wait:
-        c.call("memory.wait", {"ids": ids}, timeout=None)
-    summary = {"stored": stored, "duplicate": duplicate, "total": len(items),
+        c.call("memory.wait", {"ids": res["ids"]}, timeout=None)
+    redacted = res.get("redacted") or {}
+    summary = {"stored": res["stored"], "duplicate": res["duplicate"], "total": len(items),
                "redacted": redacted}
     if redacted and not json_:
         from db0.cli.commands.memory import redaction_notice
 
         output.notice(redaction_notice(redacted))
     if json_:
-        output.emit_json({**summary, "ids": ids})
+        output.emit_json({**summary, "ids": res["ids"]})
     else:
-        output.notice(f"db0: imported {stored} memories ({duplicate} duplicates) "
+        output.notice(f"db0: imported {res['stored']} memories ({res['duplicate']} duplicates) "
                       f"from {len(items)} lines")
     return 0
+
+
+def _failed(c: Any, import_id: str | None, e: Db0Error, checked: int, last: bool,
+            total: int) -> Db0Error:
+    """The one error an import that did not commit reports (and its staged lines dropped)."""
+    if e.code in ("unavailable", "shutting_down"):
+        if import_id and last:  # the commit was under way: ask a daemon still there
+            from db0.daemon.client import Client
+
+            with contextlib.suppress(Db0Error), Client(autostart="never") as probe:
+                st = probe.call("memory.import_status", {"import_id": import_id}, timeout=30.0)
+                if st.get("committed"):
+                    return Db0Error("invalid", "the connection was lost after the import "
+                                    "committed: every line was imported",
+                                    "see them with: db0 list")
+                return Db0Error(e.code, f"the import was interrupted ({e.message}); none of "
+                                "its lines were kept", "run the same import again")
+            return Db0Error(e.code, f"the daemon stopped while the import was committing "
+                            f"({e.message}): either all {total} lines are in or none are, "
+                            "nothing in between", "see which with: db0 list")
+        return Db0Error(e.code, f"the import was interrupted ({e.message}); none of its "
+                        "lines were kept", "run the same import again")
+    if import_id:
+        with contextlib.suppress(Db0Error):
+            c.call("memory.import_abort", {"import_id": import_id}, timeout=30.0)
+    return Db0Error(e.code, f"{e.message} ({checked} lines checked before it; nothing was "
+                    "imported)", e.hint or "fix that line and run the import again")
 
 
 def export(
