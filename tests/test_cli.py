@@ -136,11 +136,11 @@ def test_bad_input_one_line_errors(db0: Db0) -> None:
         (("remember", "-"), b"   \n", 1, "content is empty"),
         (("remember", "-"), b"\xff\xfe bad", 1, "not valid UTF-8"),
         (("remember", "-"), b"x" * (64 * 1024 + 1), 1, "over the"),
-        (("remember", "--scope", "galaxy", "hi"), None, 1, "unknown scope"),
+        (("remember", "--scope", "galaxy", "hi"), None, 2, "scope must be one of"),
         (("remember", "--scope", "session", "hi"), None, 1, "needs a session id"),
         (("show", "01nosuchid0000000000000000"), None, 4, "no memory"),
         (("forget", "zzzzzzzz"), None, 4, "no memory"),
-        (("recall", "x", "-k", "0"), None, 1, "k must be"),
+        (("recall", "x", "-k", "0"), None, 2, "k must be"),
         (("remember", "--ttl", "soon", "x"), None, 1, "not a duration"),
     ]
     for args, data, code, text in cases:

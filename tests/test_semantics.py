@@ -216,7 +216,7 @@ def test_pack_formats_and_pinned_first(pack_user: Db0) -> None:
     piped = pack_user.run("pack", "-", "--budget", "100", input="deploy cache").out
     assert tokens.count(piped.rstrip("\n")) <= 100
     bad = pack_user.run("pack", "x", "--budget", "0", check=False)
-    assert bad.code == 1 and len(bad.err.strip().splitlines()) == 1
+    assert bad.code == 2 and "budget must be" in bad.err and len(bad.err.strip().splitlines()) == 1
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
