@@ -127,12 +127,12 @@ def score(items: Iterable[dict[str, Any]],
 
 def load_impl(path: str | None) -> ModuleType:
     if path is None:
-        from db0.store import extract
-        return extract
+        return importlib.import_module("db0.store.extract")
     spec = importlib.util.spec_from_file_location("extract_impl", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}: give the path of an extract.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["extract_impl"] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
 

@@ -10,12 +10,13 @@ extracting nothing. Measured on a hand-labelled set by bench/extraction.py.
 What is a fact:
 - identity ("my name is Ada", "I live in Lyon", "I work at X", "I'm a backend engineer"):
   user, `identity.name`, `identity.location`, `identity.employer`, `identity.role`, ...
-- preference ("I prefer tabs over spaces", "my editor is vim", "use pnpm, not npm"): user,
-  `pref.<topic>`.
+- preference ("I prefer tabs over spaces", "my editor is vim", "I use neovim", "use pnpm, not
+  npm", "I'm on macOS"): user, `pref.<topic>`. "We use X" is about the project, not the user's
+  taste: not a preference.
 - remember ("remember that the deploy is on Fridays"): user, `note.<subject>` when it has one;
   "remember that my editor is vim" is the preference it states.
-- decision ("we decided to use Postgres for the queue", "let's go with FastAPI"): user,
-  `decision.<project>.<topic>`.
+- decision ("we decided to use Postgres for the queue", "let's go with FastAPI", "the plan is
+  to use Kafka"): user, `decision.<project>.<topic>`.
 - instruction ("always run the tests before committing", "from now on ...", "never ...",
   "whenever you X, Y"): agent, `instruction.<topic>`.
 - correction ("actually, ...", "no, ..."): the fact it corrects, so it supersedes it, marked
@@ -109,7 +110,8 @@ _LOG_LINE = re.compile(
 _SUBORDINATE = re.compile(
     r"^(?:if|when|whenever|before|after|once|since|because|although|though|unless|while|until|"
     r"every time|each time|in case|assuming|suppose|supposing|say|imagine|pretend|even if|"
-    r"as long as|what if|from now on|going forward|in the future|from here on|moving forward|"
+    r"as long as|what if|from now on|going forward|in the future|in future|from here on|"
+    r"moving forward|"
     r"let's say)\b", re.I)
 _CUT = re.compile(
     r"(?:,\s*(?:and|but|so)?|\s+(?:and|but|so))\s+(?=(?:i|i'm|i am|i've|i'd|i'll|we|we're|"
@@ -152,18 +154,25 @@ _REDACTED = re.compile(r"\[REDACTED\b", re.I)
 
 _NAME = r"(?P<v>[^\W\d_][\w'.-]*(?:\s+[A-Z][\w'.-]*){0,3})"
 _IDENTITY = [
-    (re.compile(r"^my (?:full |first )?name(?:'s|\s+is)\s+(?:spelled\s+)?" + _NAME, re.I),
-     "identity.name"),
+    (re.compile(r"^(?:my (?:full |first )?name(?:'s|\s+is)|name's)\s+(?:spelled\s+)?" + _NAME,
+                re.I), "identity.name"),
     (re.compile(r"^(?:you can )?call me\s+" + _NAME, re.I), "identity.name"),
-    (re.compile(r"^i(?:\s+live|\s+am based|'m based|\s+am located|'m located)\s+in\s+\S", re.I),
+    (re.compile(r"^i(?:\s+live|\s+am based|'m based|\s+am located|'m located)\s+(?:in|out of)\s+\S",
+                re.I),
      "identity.location"),
     (re.compile(r"^i(?:\s+work|\s+am working|'m working)\s+(?:at|for)\s+\S", re.I),
      "identity.employer"),
-    (re.compile(r"^i(?:'m| am)\s+(?:a|an)\s+[\w -]{0,40}?\b(?:engineer|developer|dev|designer|"
+    (re.compile(r"^i(?:'m| am)\s+(?:the\s+(?=[\w -]{0,30}?\blead\b)|a\s+|an\s+)[\w -]{0,40}?\b"
+                r"(?:engineer|developer|dev|designer|tech lead|team lead|engineering lead|"
                 r"scientist|manager|student|researcher|architect|admin|administrator|analyst|"
                 r"writer|founder|consultant|sre|programmer|maintainer|tester|freelancer|"
                 r"contractor|intern|devops|cto|ceo)s?\b", re.I), "identity.role"),
 ]
+_IM_NAME = re.compile(r"^(?:I'm|I am)\s+(?P<v>[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)\W*$")
+_NOT_NAMES = {"Sorry", "Done", "Back", "Here", "Fine", "Ready", "Stuck", "Confused", "New",
+              "Not", "Just", "Also", "Afraid", "Sure", "Good", "Curious", "Happy", "Busy",
+              "Lost", "Okay", "Ok", "Tired", "Late", "Away", "Off", "Out", "In", "On", "Still",
+              "Almost", "Really", "So", "Very", "Going", "Trying", "Working", "Using", "Glad"}
 _OS = re.compile(r"^i(?:'m| am)\s+(?:on|using|running)\s+(?:a\s+)?(?:mac|macos|os x|osx|"
                  r"windows|linux|ubuntu|debian|fedora|arch|nixos|wsl|wsl2|manjaro|mint|"
                  r"pop!?_os|freebsd|chromeos|macbook)\b", re.I)
@@ -188,7 +197,7 @@ _PREF_ATTRS = {
     "operating system", "distro", "linux distro", "language", "programming language",
     "package manager", "test runner", "test framework", "testing framework", "formatter",
     "linter", "type checker", "theme", "color scheme", "colour scheme", "font", "browser",
-    "keyboard layout", "keyboard", "version", "laptop", "machine", "computer",
+    "keyboard layout", "keyboard", "laptop", "machine", "computer",
     "git client", "db client", "database client", "sql client", "database", "framework",
     "web framework", "stack", "cloud", "cloud provider", "indentation", "indent", "indent size",
     "tab width", "tab size", "line length", "naming convention", "commit style",
@@ -218,13 +227,16 @@ def _is_state(v: str) -> bool:
     return bool(_STATE.match(v) or _ING.match(v))
 
 _VERBS_PREFER = (r"(?:prefer|would rather|'d rather|'d prefer|would prefer|like|love|enjoy|"
-                 r"hate|dislike|detest|can't stand|cannot stand|don't like|do not like|use)")
+                 r"hate|dislike|detest|can't stand|cannot stand|don't like|do not like|"
+                 r"(?<=i )use)")
 _PREFER = re.compile(
     r"^(?:i|we)(?:\s+|(?='))(?:really\s+|much\s+|strongly\s+|generally\s+|usually\s+|always\s+|"
     r"mostly\s+|normally\s+|very much\s+|definitely\s+|just\s+)?" + _VERBS_PREFER +
     r"\s+(?:to\s+)?(?P<a>[^,;]+?)(?:\s+(?:over|to|than|instead of|rather than)\s+(?P<b>[^,;]+))?"
     r"(?:[,;]|$)",
     re.I)
+_FAN = re.compile(r"^i(?:'m| am)\s+(?:a\s+)?(?:big\s+|huge\s+|massive\s+)?fan\s+of\s+(?=\S)",
+                  re.I)
 _INSTEAD = re.compile(r"^use\s+(?P<a>[\w.+#/-]+(?:\s+[\w.+#/-]+)?),?\s+(?:instead of|"
                       r"rather than|not|over)\s+(?P<b>[\w.+#/-]+(?:\s+[\w.+#/-]+)?)\W*$", re.I)
 
@@ -236,29 +248,34 @@ _DECISION = re.compile(
     r"(?P<v>\S.*)"
     r"|^(?:let's|lets|we'll|we will|we're going to|we are going to)\s+(?:go with|use|"
     r"stick with|switch to|adopt|move to|standardi[sz]e on|keep using)\s+(?P<w>\S.*)"
-    r"|^(?:decision|the decision is|final decision|final call)\s*(?::|to\b|is\b)\s*(?P<x>\S.*)",
+    r"|^(?:decision|the decision is|final decision|final call)\s*(?::|to\b|is\b)\s*(?P<x>\S.*)"
+    r"|^(?:going with|(?:the|our) plan is to (?:use|adopt|go with|switch to|move to|migrate to))"
+    r"\s+(?P<y>\S.*)"
+    r"|^(?:we'll|we will|we're|we are)\s+(?:deploy|deploying|host|hosting)\s+(?:it\s+)?"
+    r"(?:on|to|with)\s+(?P<z>(?-i:[A-Z])\S*.*)",
     re.I)
 _INSTRUCTION = re.compile(
     r"^(?:always|never)\s+(?P<a>\S.*)"
-    r"|^(?:from now on|in the future|going forward|from here on|henceforth|moving forward|"
-    r"as a rule|in general)\b[,:]?\s*(?P<b>\S.*)"
+    r"|^(?:from now on|in the future|in future|going forward|from here on|henceforth|"
+    r"moving forward|as a rule|in general)\b[,:]?\s*(?P<b>\S.*)"
     r"|^(?:don't|do not|dont)\s+ever\s+(?P<c>\S.*)"
     r"|^(?:you|we)\s+(?:should|must|need to|have to)\s+(?:always|never)\s+(?P<d>\S.*)"
     r"|^(?:whenever|every time|each time|any time)\b[^,]{1,80},\s*(?P<e>\S.*)"
     r"|^(?:when|before|after|once)\b[^,]{1,80},\s*(?P<f>(?:always|never|don't|do not)\b.*)"
     r"|^stop\s+(?P<g>\w+ing\b.*)", re.I)
-_DONT = re.compile(r"^(?:don't|do not|dont)\s+(?P<v>\S.*)", re.I)
+_DONT = re.compile(r"^(?:don't|do not|dont|avoid)\s+(?P<v>\S.*)", re.I)
 _MAKE_SURE = re.compile(r"^(?:make sure|ensure)(?:\s+that|\s+to|\s+you)?\s+(?P<v>\S.*)", re.I)
 _GENERAL = re.compile(r"\b(?:every|each|all|always|never|any|anywhere|new)\b", re.I)
 _DONT_TRANSIENT = re.compile(
     r"\b(?:yet|for now|right now|now|today|tonight|this time|at the moment|worry|mind|bother|"
-    r"panic|forget|touch|stop)\b", re.I)
+    r"panic|forget|touch|stop|tell|anyone|anybody)\b", re.I)
 
 # What points into the conversation rather than naming something that lasts.
 _DEICTIC = re.compile(
     r"\b(?:here|there|option|approach|version|suggestion|your|yours|the (?:first|second|third|"
     r"other|last|latter|former|same|existing)|when|how|what)\b"
-    r"|\b(?:this|these|those)\b(?!\s+(?:repo|repository|project|codebase|code base|team|company))",
+    r"|\b(?:this|these|those)\b(?!\s+(?:repo|repository|project|codebase|code base|team|company|"
+    r"days))",
     re.I)
 _POINTER = re.compile(r"\bit\b|\bthat\b(?=\s*(?:$|[,.;!?]|\s(?:file|function|change|line|one|"
                       r"part|test|method|class|code|bit|way|branch|commit|again|too)\b))", re.I)
@@ -267,6 +284,9 @@ _SUBJECT = re.compile(
     r"never|also|now)\s+)?(?:is|are|was|were|will|has|have|needs|need|requires|require|uses|"
     r"owns|own|runs|run|lives|live|starts|start|happens|happen|calls|call|accepts|accept|"
     r"expires|goes|go|gets|takes|must|should|can|belongs)\b", re.I)
+_SUBJECT_ANY = re.compile(
+    r"^(?P<s>(?:the |our |my )?[\w-]+(?:\s+[\w-]+){0,2}?)\s+(?:(?:still|only|always|usually|"
+    r"never|also|now)\s+)?[a-z]\w+s\b", re.I)
 
 
 @dataclass
@@ -318,8 +338,7 @@ def sentences(text: str) -> list[str]:
     for line in text.splitlines():
         if not line.strip() or _is_code(line):
             continue
-        line = _BULLET.sub("", line)
-        parts = _SENT_END.split(line.strip())
+        parts = _SENT_END.split(_BULLET.sub("", line).strip())
         merged: list[str] = []
         for p in parts:
             if merged and _ABBREV.search(merged[-1]):
@@ -342,12 +361,28 @@ def clauses(sentence: str) -> list[tuple[str, bool]]:
     if _SUBORDINATE.match(_DISCOURSE.sub("", s)):
         parts = [s]
     else:
-        parts = [p.strip(" ,") for p in _CUT.split(s) if p.strip(" ,")]
+        parts = []
+        for piece in _CUT.split(s):
+            p = piece.strip(" ,")
+            if parts and _only_markers(parts[-1]):  # "Actually, my shell is fish" is one
+                parts[-1] += ", " + p
+            elif p:
+                parts.append(p)
     out = []
     for i, p in enumerate(parts):
         last = i == len(parts) - 1
         out.append((p, bool(_QUESTION.match(_lead(p)[0])) or (asks and last)))
     return out
+
+
+def _only_markers(s: str) -> bool:
+    """Whether a piece is nothing but discourse or correction words ("Actually", "OK so")."""
+    while s:
+        t = _CORRECTION.sub("", _DISCOURSE.sub("", s, count=1), count=1).strip(" ,.!:;-")
+        if t == s:
+            return False
+        s = t
+    return True
 
 
 def is_noise(s: str) -> bool:
@@ -384,12 +419,12 @@ def _points_back(obj: str) -> bool:
     if _DEICTIC.search(obj):
         return True
     # "it"/"that" with nothing named after it: "let's go with that", "I love it".
-    return bool(_POINTER.search(obj)) and not re.search(r"\s[A-Z0-9][\w.+-]*", obj)
+    return bool(_POINTER.search(obj)) and not re.search(r"(?:^|\s)[A-Z0-9/][\w./+-]*", obj)
 
 
 def _attribute(topic: str) -> str | None:
     """The key of a "my X is" topic on the allow-list, or None."""
-    words = topic.lower().split()
+    words = re.sub(r"^(.+?) on (github|gitlab)$", r"\2 \1", topic.lower()).split()
     if not words or any("'" in w for w in words):  # "my colleague's editor"
         return None
     qualified = words[0] in _QUALIFIERS
@@ -404,7 +439,7 @@ def _attribute(topic: str) -> str | None:
         return "identity." + _ID_ATTRS[name]
     if name in _PREF_ATTRS:
         return "pref." + slug(name, 4)
-    if len(rest) >= 2 and rest[0] in _LANGS and " ".join(rest[1:]) in _PREF_ATTRS:
+    if len(rest) >= 2 and rest[0] in _LANGS and " ".join(rest[1:]) in _PREF_ATTRS | {"version"}:
         return "pref." + slug(name, 4)
     if words[0] in _ANY_TOPIC and len(rest) <= 3 and rest[-1] not in _NOT_A_TOPIC:
         return "pref." + slug(name, 3)
@@ -413,15 +448,20 @@ def _attribute(topic: str) -> str | None:
 
 def _keyed(s: str) -> tuple[str, str] | None:
     """The kind and key of a clause that states a fact about the user, or None."""
-    for pat, key in _IDENTITY:
+    for pat, id_key in _IDENTITY:
         m = pat.match(s)
         if m:
             v = m.groupdict().get("v")
             if v is not None and _STATE.match(v):  # "my name is not on the list"
                 return None
-            return "identity", key
+            return "identity", id_key
+    m = _IM_NAME.match(s)
+    if m and m.group("v").split()[0] not in _NOT_NAMES:
+        return "identity", "identity.name"
     if _OS.match(s):
         return "preference", "pref.os"
+    if _FAN.match(s) and not _points_back(s):
+        return "preference", "pref." + slug(_FAN.sub("", s), 3)
     m = _MY_X_IS.match(s)
     if m:
         key = _attribute(m.group("topic"))
@@ -450,11 +490,9 @@ def _decision(s: str, project: str | None) -> str | None:
     m = _DECISION.search(s)
     if not m:
         return None
-    what = m.group("v") or m.group("w") or m.group("x") or ""
-    if m.group("w") and (_points_back(what) or re.search(r"\binstead\b", what, re.I)):
-        return None
-    if _points_back(what) and not re.match(r"against\b", what, re.I):
-        return None
+    what = next((g for g in m.groups() if g), "")
+    if _points_back(what) or (m.group("w") and re.search(r"\binstead\b", what, re.I)):
+        return None  # "let's go with that", "let's use a dict instead"
     topic = slug(what, 3)
     return ("decision." + (f"{project}." if project else "") + topic) if topic else None
 
@@ -462,6 +500,7 @@ def _decision(s: str, project: str | None) -> str | None:
 def _instruction(s: str) -> str | None:
     m = _INSTRUCTION.match(s)
     what = next((g for g in m.groups() if g), "") if m else ""
+    general = bool(what)  # "always", "never", "from now on": a habit by construction
     if not what:
         r = _REMEMBER_TO.match(s)
         d = _DONT.match(s)
@@ -474,7 +513,7 @@ def _instruction(s: str) -> str | None:
             what = ms.group("v") if _GENERAL.search(ms.group("v")) else ""
     if len(what) < 6 or re.match(r"mind\b", what, re.I):
         return None
-    if _points_back(what) and not _GENERAL.search(what):
+    if _points_back(what) and not (general or _GENERAL.search(what)):
         return None
     return "instruction." + slug(what, 4)
 
@@ -498,7 +537,7 @@ def classify(s: str, project: str | None = None, spans: list[str] | None = None
     if remember and not _REMEMBER_TO.match(s):
         if re.match(r"(?:when|how|what|where|why|who)\b", body, re.I):
             return None
-        sub = _SUBJECT.match(body)
+        sub = _SUBJECT.match(body) or _SUBJECT_ANY.match(body)
         subject = slug(sub.group("s"), 3) if sub else ""
         return Fact(text, "remember", "user", ("note." + subject) if subject else None, meta)
     key = _instruction(body)
