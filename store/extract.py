@@ -555,17 +555,15 @@ def extract(text: str, project: str | None = None, limit: int = MAX_FACTS) -> li
     masked, spans = _mask(_FENCED.sub("\n", text))
     facts: list[Fact] = []
     seen: set[str] = set()
-    for sent in sentences(masked):
-        for clause, asks in clauses(sent):
-            if asks:
-                continue
-            f = classify(clause, project, spans)
-            if f is None or f.content in seen:
-                continue
-            seen.add(f.content)
-            facts.append(f)
-            if len(facts) >= limit:
-                break
+    units = ((c, asks) for sent in sentences(masked) for c, asks in clauses(sent))
+    for clause, asks in units:
+        f = None if asks else classify(clause, project, spans)
+        if f is None or f.content in seen:
+            continue
+        seen.add(f.content)
+        facts.append(f)
+        if len(facts) >= limit:
+            break
     # Two facts with one key in one text: the later one is what holds.
     last: dict[tuple[str, str], int] = {}
     for i, f in enumerate(facts):

@@ -170,3 +170,8 @@ def test_public_api() -> None:
         "My shell is zsh.", "which editor?", "e.g. vim;", "fine"]
     assert ex.slug("the Office WiFi network", 2) == "office-wifi"
     assert len(ex.extract("Always run the tests. " * 3 + "Never push to main.")) == 2
+
+
+def test_a_long_paste_is_not_a_list_of_facts() -> None:
+    text = "\n".join(f"Always run check number {i} before committing." for i in range(50))
+    assert len(ex.extract(text)) == ex.MAX_FACTS
