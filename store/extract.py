@@ -18,16 +18,20 @@ What is a fact:
 - decision ("we decided to use Postgres for the queue", "let's go with FastAPI", "the plan is
   to use Kafka"): user, `decision.<project>.<topic>`.
 - instruction ("always run the tests before committing", "from now on ...", "never ...",
-  "whenever you X, Y"): agent, `instruction.<topic>`.
+  "whenever you X, Y"): agent, `instruction.<topic>`. "Don't X" only when X is a habit, not a
+  one-off ("don't push yet", "don't worry about it"); "make sure" only for every/all/any/new;
+  "remember to X" only with a recurring condition ("after pulling").
 - correction ("actually, ...", "no, ..."): the fact it corrects, so it supersedes it, marked
   `correction` in its metadata; a correction that states no fact by these rules ("no, the other
   file") is about the session and gives nothing.
 
 The rules:
 - A turn is cut into sentences (newlines, `.`/`!`/`?` then a space whatever the next letter's
-  case, and `;`), then each sentence into clauses at ` and `, ` but `, ` so ` and `, ` when what
-  follows starts an independent clause ("my name is Ada and I work at Initech" gives one fact
-  each). A sentence led by a subordinate clause ("when you write SQL, always ...") is not cut.
+  case, and `;`), then each sentence into clauses at a comma, ` and `, ` but ` or ` so ` when
+  what follows starts an independent clause (I, we, my, our, please, always, never, don't,
+  let's, or a question: "my name is Ada and I work at Initech" gives one fact each). A sentence
+  led by a subordinate clause ("when you write SQL, always ...") is not cut, and a lone lead word
+  stays with its clause ("Actually, my shell is fish").
 - Questions are never facts: a sentence ending in `?`, or a clause in question form ("which
   linter do I use", "is my editor vim"). A question does not swallow its neighbours: only the
   clause that asks is dropped ("my name is Leo, can you add me?" keeps the name), except for a
