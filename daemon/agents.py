@@ -67,6 +67,7 @@ class Agent:
     other_events: tuple[str, ...]  # events the agent has that db0 does not use
     matcher_all: tuple[str, ...]  # matcher values that match every firing
     common_fields: tuple[str, ...]  # in every hook payload
+    optional_fields: tuple[str, ...]  # in many payloads, when the agent knows them
     session_id_field: str
     cwd_field: str
     transcript_field: str  # may be empty or null (see transcript_nullable)
@@ -143,6 +144,7 @@ CLAUDE_CODE = Agent(
     # Base hook input (function `xd` and the zod base schema): session_id, transcript_path,
     # cwd always; prompt_id, permission_mode, agent_id, agent_type, effort when known.
     common_fields=("session_id", "transcript_path", "cwd", "hook_event_name"),
+    optional_fields=("prompt_id", "permission_mode", "agent_id", "agent_type", "effort"),
     session_id_field="session_id",
     cwd_field="cwd",
     transcript_field="transcript_path",
@@ -241,6 +243,9 @@ CODEX = Agent(
                   "SubagentStop", "Interrupt"),
     matcher_all=("", "*"),
     common_fields=("session_id", "transcript_path", "cwd", "hook_event_name"),
+    # turn_id: "Codex extension: expose the active turn id to internal turn-scoped hooks";
+    # agent_id / agent_type inside subagents.
+    optional_fields=("turn_id", "model", "permission_mode", "agent_id", "agent_type"),
     session_id_field="session_id",
     cwd_field="cwd",
     transcript_field="transcript_path",
@@ -331,6 +336,7 @@ GEMINI = Agent(
     # hookEventHandler.ts createBaseInput: session_id, transcript_path (may be ""), cwd,
     # hook_event_name, timestamp.
     common_fields=("session_id", "transcript_path", "cwd", "hook_event_name", "timestamp"),
+    optional_fields=(),
     session_id_field="session_id",
     cwd_field="cwd",
     transcript_field="transcript_path",
@@ -338,9 +344,12 @@ GEMINI = Agent(
     prompt_field="prompt",
     last_message_field="prompt_response",
     summary_field=None,
-    # reference.md: SessionStart and BeforeAgent take hookSpecificOutput.additionalContext;
-    # non-interactively SessionStart's is prepended to the prompt. The CLI wraps it in
-    # <hook_context>...</hook_context> before the model sees it.
+    # reference.md: SessionStart and BeforeAgent take hookSpecificOutput.additionalContext.
+    # hooks/types.ts getAdditionalContext escapes it (< as &lt;, > as &gt;: db0's fence
+    # reaches the model as &lt;db0-context ...&gt;), and core/client.ts wraps it in
+    # <hook_context>...</hook_context>. Non-interactively (gemini -p) SessionStart's context
+    # is prepended to the prompt, so BeforeAgent's `prompt` and the transcript's user turn
+    # carry it too: capture must cut <hook_context> blocks.
     inject_json='{"hookSpecificOutput": {"hookEventName": "{event}", '
                 '"additionalContext": "{text}"}}',
     # hookRunner.ts: stdout (or, if empty, stderr) is parsed as JSON; plain text on exit 0

@@ -29,18 +29,27 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "build" / "pp"))  # this worktree's db0.*, when linked
-try:
-    from db0.daemon.agents import AGENTS as TABLE
-except ImportError:  # the table from this checkout, without the namespace link tree
-    import importlib.util
 
-    _spec = importlib.util.spec_from_file_location("_agents", HERE.parent / "daemon" / "agents.py")
-    assert _spec is not None and _spec.loader is not None
-    _mod = importlib.util.module_from_spec(_spec)
-    sys.modules["_agents"] = _mod
-    _spec.loader.exec_module(_mod)
-    TABLE = _mod.AGENTS
 
+def _table() -> dict[str, Any]:
+    """daemon/agents.py's AGENTS: from db0 if importable, else from this checkout's file."""
+    try:
+        from db0.daemon.agents import AGENTS
+
+        return dict(AGENTS)
+    except ImportError:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_agents", HERE.parent / "daemon"
+                                                      / "agents.py")
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["_agents"] = mod
+        spec.loader.exec_module(mod)
+        return dict(mod.AGENTS)
+
+
+TABLE: dict[str, Any] = _table()
 CACHE = Path(os.environ.get("DB0_AGENTS_CACHE")
              or Path.home() / ".cache" / "db0-tests" / "agents")
 DUMMY_KEY = "standin-dummy-key"
@@ -121,16 +130,14 @@ def configure(agent: str, home: Path, url: str) -> dict[str, str]:
     raise ValueError(agent)
 
 
-def command(inst: Installed, prompt: str) -> list[str]:
-    """One non-interactive session with one prompt."""
-    if inst.agent == "claude-code":
-        return [str(inst.bin), "-p", prompt]
+def command(inst: Installed, prompt: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """One non-interactive session with one prompt (`extra` options before it)."""
     if inst.agent == "codex":
         # Codex runs user hooks only once trusted in its /hooks screen (trust is kept per
         # hook hash); automation that vetted them passes this flag instead.
         return [str(inst.bin), "exec", "--dangerously-bypass-hook-trust",
-                "--skip-git-repo-check", prompt]
-    return [str(inst.bin), "-p", prompt]
+                "--skip-git-repo-check", *extra, prompt]
+    return [str(inst.bin), *extra, "-p", prompt]
 
 
 @dataclass
@@ -139,14 +146,74 @@ class Run:
     out: str
     err: str
     seconds: float
+    lines: list[tuple[float, str, str]]  # (seconds since start, "out"|"err", line) as read
 
 
 def run(inst: Installed, prompt: str, cwd: Path, env: dict[str, str],
-        timeout: float = 120) -> Run:
+        timeout: float = 120, extra: tuple[str, ...] = ()) -> Run:
+    """One session; each output line is timestamped as it arrives (hook latencies)."""
+    import threading
+
     t0 = time.monotonic()
-    p = subprocess.run(command(inst, prompt), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=timeout)
-    return Run(p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
+    p = subprocess.Popen(command(inst, prompt, extra), cwd=cwd, env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, errors="replace")
+    lines: list[tuple[float, str, str]] = []
+
+    def pump(stream: Any, name: str) -> None:
+        for line in stream:
+            lines.append((time.monotonic() - t0, name, line.rstrip("\n")))
+
+    threads = [threading.Thread(target=pump, args=(p.stdout, "out"), daemon=True),
+               threading.Thread(target=pump, args=(p.stderr, "err"), daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        code = p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise
+    for t in threads:
+        t.join(5)
+    return Run(code, "\n".join(x for _, n, x in lines if n == "out"),
+               "\n".join(x for _, n, x in lines if n == "err"), time.monotonic() - t0, lines)
+
+
+def hook_latencies(agent: str, r: Run) -> dict[str, int]:
+    """Each hook's duration in ms as the agent reports it (options from LATENCY_OPTIONS)."""
+    out: dict[str, int] = {}
+    if agent == "gemini":  # --debug: "Hook execution for X: ... total duration: Nms"
+        for m in re.finditer(r"Hook execution for (\w+): .*?total duration: (\d+)ms",
+                             r.err + "\n" + r.out):
+            out[m.group(1)] = int(m.group(2))
+        return out
+    started: dict[str, float] = {}
+    for t, stream, line in r.lines:
+        if agent == "claude-code" and stream == "out" and '"hook_' in line:
+            try:  # stream-json with --include-hook-events: hook_started / hook_response
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("subtype") == "hook_started":
+                started[ev["hook_id"]] = t
+            elif ev.get("subtype") == "hook_response" and ev.get("hook_id") in started:
+                out[ev["hook_event"]] = round((t - started[ev["hook_id"]]) * 1000)
+        elif agent == "codex" and stream == "err":  # "hook: X" ... "hook: X Completed"
+            hm = re.match(r"hook: (\w+)( Completed)?$", line.strip())
+            if hm and not hm.group(2):
+                started[hm.group(1)] = t
+            elif hm and hm.group(1) in started:
+                out[hm.group(1)] = round((t - started[hm.group(1)]) * 1000)
+    return out
+
+
+# Options that make each agent report its hooks as they run (for hook_latencies).
+LATENCY_OPTIONS = {
+    "claude-code": ("--output-format", "stream-json", "--verbose", "--include-hook-events"),
+    "codex": (),
+    "gemini": ("--debug",),
+}
 
 
 def transcripts(agent: str, home: Path) -> list[Path]:
@@ -203,7 +270,7 @@ def capture(out_dir: Path) -> None:
 
     prompt = "I prefer tabs over spaces. What is the deploy target?"
     with StandIn() as standin, tempfile.TemporaryDirectory(prefix="agcap") as tmp:
-        for agent in TABLE:
+        for agent, spec in TABLE.items():
             inst = install(agent)
             home = Path(tmp) / agent / "home"
             cwd = Path(tmp) / agent / "proj"
@@ -216,7 +283,6 @@ def capture(out_dir: Path) -> None:
             env = {**base_env(home), **configure(agent, home, standin.url),
                    "CAPTURE_DIR": str(cap)}
             settings = _capture_settings(agent, hook)
-            spec = TABLE[agent]
             path = home / spec.hooks_file
             old = json.loads(path.read_text()) if path.exists() else {}
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,10 +299,20 @@ def capture(out_dir: Path) -> None:
                 (dest / f"hook-{d['event']}.json").write_text(
                     sanitise(json.dumps(d["stdin"], indent=2, ensure_ascii=False), home, cwd)
                     + "\n")
+            if agent == "codex":  # a forked session starts with source "fork"
+                sid = next(json.loads(f.read_text())["stdin"]["session_id"]
+                           for f in sorted(cap.iterdir()))
+                for f in cap.iterdir():
+                    f.unlink()
+                r = run(inst, "And now?", cwd, env, extra=("fork", sid))
+                start = next(json.loads(f.read_text()) for f in sorted(cap.iterdir())
+                             if f.name.endswith("-SessionStart.json"))
+                (dest / "hook-SessionStart-fork.json").write_text(sanitise(json.dumps(
+                    start["stdin"], indent=2, ensure_ascii=False), home, cwd) + "\n")
             (dest / "hook-env.json").write_text(sanitise(json.dumps(
                 sorted({k for f in cap.iterdir() for k in json.loads(f.read_text())["env"]}),
                 indent=2), home, cwd) + "\n")
-            for t in transcripts(agent, home)[-1:]:
+            for t in transcripts(agent, home)[:1]:
                 (dest / f"transcript{''.join(t.suffixes)}").write_text(
                     sanitise(t.read_text(), home, cwd))
             (dest / "VERSION").write_text(f"{inst.package}@{inst.version}\n")
