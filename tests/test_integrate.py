@@ -185,6 +185,8 @@ def test_gemini_milliseconds_and_one_file(dirs: tuple[Path, Path]) -> None:
     assert set(mine) == {"SessionStart", "BeforeAgent", "AfterAgent", "PreCompress",
                          "SessionEnd"}
     assert all(h["timeout"] >= 1000 for hs in mine.values() for h in hs)  # milliseconds
+    # Gemini compares lifecycle matchers as exact strings: "startup|resume|clear" matches none.
+    assert mine["SessionStart"][0]["matcher"] is None
     assert all(h["name"].startswith("db0-") for hs in mine.values() for h in hs)
     assert data["mcpServers"]["db0"] == {"command": data["mcpServers"]["db0"]["command"],
                                          "args": ["mcp"]}

@@ -51,8 +51,8 @@ HOOKS: dict[str, list[tuple[str, str, str | None, int]]] = {
         ("PreCompact", "pre-compact", "manual|auto", 15),
         ("PostCompact", "post-compact", "manual|auto", 15),
     ],
-    "gemini": [  # milliseconds
-        ("SessionStart", "session-start", "startup|resume|clear", 10_000),
+    "gemini": [  # milliseconds; lifecycle matchers are exact strings (no lists): none
+        ("SessionStart", "session-start", None, 10_000),
         ("BeforeAgent", "prompt", None, 5_000),
         ("AfterAgent", "turn-end", None, 10_000),
         ("PreCompress", "pre-compact", None, 15_000),
