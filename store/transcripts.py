@@ -77,8 +77,8 @@ def _text_of(content: Any, kinds: tuple[str, ...] = ("text",)) -> str:
     for block in content:
         if isinstance(block, str):
             parts.append(block)
-        elif isinstance(block, dict) and block.get("type") in kinds and isinstance(
-                block.get("text"), str):
+        elif isinstance(block, dict) and block.get("type", "text") in kinds and isinstance(
+                block.get("text"), str):  # Gemini's Part lists have no "type": [{"text": ...}]
             parts.append(block["text"])
     return "\n".join(parts)
 
