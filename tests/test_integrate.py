@@ -158,7 +158,7 @@ def test_codex_hooks_and_toml(dirs: tuple[Path, Path]) -> None:
     h = load(hooks)
     mine = ours(h)
     assert set(mine) == {"SessionStart", "UserPromptSubmit", "Stop", "PreCompact",
-                         "PostCompact"}  # Codex has no SessionEnd
+                         "PostCompact", "SessionEnd"}  # Codex 0.171 has SessionEnd
     assert all(h["timeout"] <= 60 for hs in mine.values() for h in hs)
     assert OTHER_CODEX_HOOKS["hooks"]["Stop"][0] in h["hooks"]["Stop"]
     import tomllib
