@@ -159,6 +159,7 @@ def test_codex_hooks_and_toml(dirs: tuple[Path, Path]) -> None:
     mine = ours(h)
     assert set(mine) == {"SessionStart", "UserPromptSubmit", "Stop", "PreCompact",
                          "PostCompact", "SessionEnd"}  # Codex 0.171 has SessionEnd
+    assert "fork" in mine["SessionStart"][0]["matcher"].split("|")  # codex exec fork ID
     assert all(h["timeout"] <= 60 for hs in mine.values() for h in hs)
     assert OTHER_CODEX_HOOKS["hooks"]["Stop"][0] in h["hooks"]["Stop"]
     import tomllib

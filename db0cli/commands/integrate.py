@@ -45,7 +45,7 @@ HOOKS: dict[str, list[tuple[str, str, str | None, int]]] = {
         ("SessionEnd", "session-end", None, 5),
     ],
     "codex": [  # seconds; Codex clamps a SessionEnd timeout to 3
-        ("SessionStart", "session-start", "startup|resume|clear|compact", 10),
+        ("SessionStart", "session-start", "startup|resume|clear|compact|fork", 10),
         ("UserPromptSubmit", "prompt", None, 5),
         ("Stop", "turn-end", None, 10),
         ("PreCompact", "pre-compact", "manual|auto", 15),
