@@ -321,7 +321,9 @@ GEMINI = Agent(
         # fireAfterAgentEvent: prompt, prompt_response, stop_hook_active.
         Hook("AfterAgent", "turn-end", None, "ignored", None, (),
              ("prompt", "prompt_response", "stop_hook_active"), False, 10_000),
-        # firePreCompressEvent(trigger): "auto" | "manual"; advisory, fired asynchronously.
+        # firePreCompressEvent(trigger): "auto" | "manual"; advisory. context/
+        # chatCompressionService.ts fires it (trigger "auto") at every turn with history,
+        # before it checks the threshold: an "auto" PreCompress does not mean a compaction.
         Hook("PreCompress", "pre-compact", None, "exact", "trigger", ("auto", "manual"),
              ("trigger",), False, 15_000),
         # fireSessionEndEvent(reason): "exit" | "clear" | "logout" | "prompt_input_exit" |
