@@ -309,6 +309,23 @@ def capture(out_dir: Path) -> None:
                              if f.name.endswith("-SessionStart.json"))
                 (dest / "hook-SessionStart-fork.json").write_text(sanitise(json.dumps(
                     start["stdin"], indent=2, ensure_ascii=False), home, cwd) + "\n")
+            if agent == "claude-code":  # compaction: a few turns, then /compact
+                sid = next(json.loads(f.read_text())["stdin"]["session_id"]
+                           for f in sorted(cap.iterdir()))
+                for text in ("Second question.", "Third question.", "Fourth question."):
+                    run(inst, text, cwd, env, extra=("--resume", sid))
+                for f in cap.iterdir():
+                    f.unlink()
+                run(inst, "/compact", cwd, env, extra=("--resume", sid))
+                for f in sorted(cap.iterdir()):
+                    d = json.loads(f.read_text())
+                    name = {"PreCompact": "hook-PreCompact.json",
+                            "PostCompact": "hook-PostCompact.json"}.get(d["event"])
+                    if d["event"] == "SessionStart" and d["stdin"].get("source") == "compact":
+                        name = "hook-SessionStart-compact.json"
+                    if name:
+                        (dest / name).write_text(sanitise(json.dumps(
+                            d["stdin"], indent=2, ensure_ascii=False), home, cwd) + "\n")
             (dest / "hook-env.json").write_text(sanitise(json.dumps(
                 sorted({k for f in cap.iterdir() for k in json.loads(f.read_text())["env"]}),
                 indent=2), home, cwd) + "\n")

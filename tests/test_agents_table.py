@@ -81,6 +81,8 @@ def test_payloads_match_the_table(agent: str) -> None:
             assert p[spec.prompt_field].startswith(PREFERENCE)
         if hook.db0_event == "turn-end":
             assert p[spec.last_message_field] == REPLY
+        if hook.db0_event == "post-compact" and spec.summary_field:
+            assert p[spec.summary_field] == REPLY  # the stand-in wrote the summary
         if hook.matched_on is not None:
             assert p[hook.matched_on] in hook.values, \
                 f"{agent} {event}: {hook.matched_on}={p[hook.matched_on]!r} not in the table"
