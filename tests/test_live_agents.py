@@ -218,3 +218,8 @@ def _codex_fork(inst: agentrun.Installed, db: Db0, env: dict[str, str], proj: Pa
     assert len(re.findall(r'event=\\?"session-start\\?"', last)) >= 2, (
         "codex: no session-start context reached the model in a forked session "
         "(SessionStart source 'fork')")
+
+
+def _hooks_log(db: Db0) -> str:
+    log = db.home / "logs" / "hooks.log"
+    return log.read_text()[-1500:] if log.exists() else "(empty)"
