@@ -29,8 +29,10 @@ _BLOCKS = [
     re.compile(r"<system-reminder\b[^>]*>.*?(?:</system-reminder>|\Z)", re.S | re.I),
     re.compile(r"<private\b[^>]*>.*?(?:</private>|\Z)", re.S | re.I),
     re.compile(r"<db0-memories\b[^>]*>.*?(?:</db0-memories>|\Z)", re.S | re.I),
-    # Codex and Claude Code wrap harness text in these; none of it is the user's words.
-    re.compile(r"<(environment_context|user_instructions|command-name|command-message|"
+    # Codex, Claude Code and Gemini CLI wrap harness text in these (Gemini puts hook context,
+    # db0's own escaped as &lt;db0-context&gt;, in <hook_context>); none is the user's words.
+    re.compile(r"<(environment_context|user_instructions|hook_context|session_context|"
+               r"command-name|command-message|"
                r"command-args|local-command-stdout|local-command-stderr|persisted-output)"
                r"\b[^>]*>.*?(?:</\1>|\Z)", re.S | re.I),
 ]
@@ -73,8 +75,8 @@ def _text_of(content: Any, kinds: tuple[str, ...] = ("text",)) -> str:
     for block in content:
         if isinstance(block, str):
             parts.append(block)
-        elif isinstance(block, dict) and block.get("type") in kinds and isinstance(
-                block.get("text"), str):
+        elif isinstance(block, dict) and block.get("type", "text") in kinds and isinstance(
+                block.get("text"), str):  # Gemini's Part lists have no "type": [{"text": ...}]
             parts.append(block["text"])
     return "\n".join(parts)
 

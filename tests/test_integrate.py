@@ -158,7 +158,8 @@ def test_codex_hooks_and_toml(dirs: tuple[Path, Path]) -> None:
     h = load(hooks)
     mine = ours(h)
     assert set(mine) == {"SessionStart", "UserPromptSubmit", "Stop", "PreCompact",
-                         "PostCompact"}  # Codex has no SessionEnd
+                         "PostCompact", "SessionEnd"}  # Codex 0.171 has SessionEnd
+    assert "fork" in mine["SessionStart"][0]["matcher"].split("|")  # codex exec fork ID
     assert all(h["timeout"] <= 60 for hs in mine.values() for h in hs)
     assert OTHER_CODEX_HOOKS["hooks"]["Stop"][0] in h["hooks"]["Stop"]
     import tomllib
@@ -185,6 +186,8 @@ def test_gemini_milliseconds_and_one_file(dirs: tuple[Path, Path]) -> None:
     assert set(mine) == {"SessionStart", "BeforeAgent", "AfterAgent", "PreCompress",
                          "SessionEnd"}
     assert all(h["timeout"] >= 1000 for hs in mine.values() for h in hs)  # milliseconds
+    # Gemini compares lifecycle matchers as exact strings: "startup|resume|clear" matches none.
+    assert mine["SessionStart"][0]["matcher"] is None
     assert all(h["name"].startswith("db0-") for hs in mine.values() for h in hs)
     assert data["mcpServers"]["db0"] == {"command": data["mcpServers"]["db0"]["command"],
                                          "args": ["mcp"]}

@@ -44,15 +44,16 @@ HOOKS: dict[str, list[tuple[str, str, str | None, int]]] = {
         ("PostCompact", "post-compact", "manual|auto", 15),
         ("SessionEnd", "session-end", None, 5),
     ],
-    "codex": [  # seconds; Codex has no SessionEnd
-        ("SessionStart", "session-start", "startup|resume|clear|compact", 10),
+    "codex": [  # seconds; Codex clamps a SessionEnd timeout to 3
+        ("SessionStart", "session-start", "startup|resume|clear|compact|fork", 10),
         ("UserPromptSubmit", "prompt", None, 5),
         ("Stop", "turn-end", None, 10),
         ("PreCompact", "pre-compact", "manual|auto", 15),
         ("PostCompact", "post-compact", "manual|auto", 15),
+        ("SessionEnd", "session-end", None, 3),
     ],
-    "gemini": [  # milliseconds
-        ("SessionStart", "session-start", "startup|resume|clear", 10_000),
+    "gemini": [  # milliseconds; lifecycle matchers are exact strings (no lists): none
+        ("SessionStart", "session-start", None, 10_000),
         ("BeforeAgent", "prompt", None, 5_000),
         ("AfterAgent", "turn-end", None, 10_000),
         ("PreCompress", "pre-compact", None, 15_000),
