@@ -605,9 +605,9 @@ class Style:
             style.indent = indent
         elif not multiline and isinstance(root, Container) and root.entries:
             style.indent = None  # a one-line file stays on one line
-        style.colon = colon if colon is not None else (": " if style.indent is not None or
-                                                        sep != "" else ":")
-        style.sep = sep if sep is not None else " "
+        # Unseen, the colon and the separator follow each other (json.dumps' compact pairs).
+        style.colon = colon if colon is not None else ":" if sep == "" else ": "
+        style.sep = sep if sep is not None else "" if style.colon == ":" else " "
         return style
 
     def build(self, value: Any, indent: str) -> Node:
