@@ -255,6 +255,7 @@ class Document:
                  trailing_commas: bool = False) -> None:
         self.lead, self.root, self.trail = lead, root, trail
         self.comments, self.trailing_commas = comments, trailing_commas
+        self._cached_style: Style | None = None  # the file's own, found at the first edit
 
     # -- reading --
 
@@ -394,10 +395,9 @@ class Document:
         return chain
 
     def _style(self) -> Style:
-        style = getattr(self, "_cached_style", None)
-        if style is None:
-            style = self._cached_style = Style.detect(self)
-        return style
+        if self._cached_style is None:
+            self._cached_style = Style.detect(self)
+        return self._cached_style
 
     def _set_root(self, value: Any) -> None:
         style = self._style()
@@ -448,7 +448,8 @@ class Document:
             own = ("\r\n" if sib.before[k] == "\r" else "\n") + (_indent_of(sib.before) or "")
             new.value = style.build(value, _indent_of(own) or "")
         else:  # entries on one line, separated by blanks
-            own = next((e.before for e in entries[1:] if e.before.strip(WS) == ""), style.sep)
+            own = next((e.before for e in entries[1:]
+                        if "\n" not in e.before and e.before.strip(WS) == ""), style.sep)
             new.value = style.build(value, self._line_indent(chain))
         if index == len(entries):
             last = entries[-1]

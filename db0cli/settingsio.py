@@ -175,10 +175,12 @@ class SettingsFile:
             if not self.existed:
                 return None, False
             if self.path in created and not self.path.is_symlink():
+                self.check_unchanged()
                 self.path.unlink(missing_ok=True)
                 self.backup_path.unlink(missing_ok=True)
                 created.discard(self.path)
                 return None, True
+        self.check_unchanged()
         target = self.path.resolve() if self.path.is_symlink() else self.path
         data = self.text.encode("utf-8")
         if self.existed:
@@ -190,6 +192,19 @@ class SettingsFile:
         write_atomic(target, data, 0o644)
         created.add(self.path)
         return None, False
+
+
+    def check_unchanged(self) -> None:
+        """Db0Error if the file changed since it was read: agents rewrite their settings while
+        they run (Claude Code updates ~/.claude.json often), and their change must not be
+        lost. commit() checks it again just before it writes."""
+        try:
+            now: bytes | None = self.path.read_bytes()
+        except FileNotFoundError:
+            now = None
+        if now != self.raw:
+            raise Db0Error("conflict", f"{self.path} changed while db0 was editing it; "
+                           "nothing was written to it", "run the command again")
 
 
 def _check_toml(path: Path, text: str) -> None:

@@ -427,18 +427,26 @@ def test_refusals_are_one_line_with_a_position(tmp_path: Path) -> None:
     assert SettingsFile.read(ok, "jsonc", created).value == {"theme": "x"}
 
 
-def test_write_failure_leaves_the_file(tmp_path: Path) -> None:
-    p = tmp_path / "ro" / "settings.json"
-    p.parent.mkdir()
+def test_failed_or_raced_write_leaves_the_file(tmp_path: Path) -> None:
+    created = CreatedFiles(tmp_path / "record.json")
+    p = tmp_path / "settings.json"
     p.write_text('{"a": 1}')
-    f = SettingsFile.read(p, "json", CreatedFiles(tmp_path / "record.json"))
+    f = SettingsFile.read(p, "json", created)
     f.update({"a": 2})
-    os.chmod(p.parent, 0o500)
-    try:
-        if os.access(p.parent, os.W_OK):  # root ignores the mode
-            pytest.skip("running as root")
-        with pytest.raises(PermissionError):
-            f.commit()
-    finally:
-        os.chmod(p.parent, 0o700)
-    assert p.read_text() == '{"a": 1}' and sorted(os.listdir(p.parent)) == ["settings.json"]
+    (tmp_path / "settings.json.db0-backup").mkdir()  # the backup cannot be written
+    with pytest.raises(OSError):
+        f.commit()
+    assert p.read_text() == '{"a": 1}'
+    assert sorted(os.listdir(tmp_path)) == ["settings.json", "settings.json.db0-backup"]
+    (tmp_path / "settings.json.db0-backup").rmdir()
+    f = SettingsFile.read(p, "json", created)
+    f.update({"a": 3})
+    p.write_text('{"a": 1, "b": 0}')  # the agent wrote meanwhile: its change is not lost
+    with pytest.raises(Db0Error, match="changed while db0 was editing it"):
+        f.commit()
+    assert p.read_text() == '{"a": 1, "b": 0}'
+    f = SettingsFile.read(tmp_path / "new.json", "json", created)
+    f.update({"x": 1})
+    (tmp_path / "new.json").write_text("{}")
+    with pytest.raises(Db0Error, match="changed while"):
+        f.commit()

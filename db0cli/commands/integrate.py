@@ -381,6 +381,9 @@ class Plan:
             "updated" if f.existed else "created")
 
     def apply(self) -> None:
+        for f in self.files.values():  # all or none: no file is written if one changed
+            if f.changed:
+                f.check_unchanged()
         for f in self.files.values():
             backup, deleted = f.commit()
             for ch in self.changes:
