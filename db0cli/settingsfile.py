@@ -24,7 +24,6 @@ import json
 import re
 from collections import deque
 from collections.abc import Iterator
-from difflib import SequenceMatcher
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
@@ -498,6 +497,8 @@ class Document:
                     self._insert(chain, prev, key, val)
                     at = {e.key: i for i, e in enumerate(node.entries)}
         elif isinstance(node, Container) and node.kind == "[" and isinstance(value, list):
+            from difflib import SequenceMatcher
+
             old = [_canon(_to_python(e.value)) for e in node.entries]
             new = [_canon(v) for v in value]
             ops = SequenceMatcher(None, old, new, autojunk=False).get_opcodes()

@@ -330,3 +330,17 @@ def test_one_backup_per_file(dirs: tuple[Path, Path]) -> None:
         assert before == settings.read_bytes()
     assert backups(settings) == [settings.with_name("settings.json.db0-backup")]
     assert ours(load(backups(settings)[0]))  # what the last write replaced
+
+
+def test_codex_toml_crlf_without_final_newline(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    toml = home / ".codex" / "config.toml"
+    raw = write(toml, OTHER_CODEX_TOML.rstrip("\n").replace("\n", "\r\n"))
+    integ(home, proj, "codex")
+    text = toml.read_bytes().decode()
+    assert text.startswith(raw.decode()) and text.count("\n") == text.count("\r\n")
+    out = integ(home, proj, "codex")
+    mcp = next(c for c in out["changes"] if c["what"] == "mcp")
+    assert mcp["action"] == "unchanged" and toml.read_bytes().decode() == text
+    integ(home, proj, "codex", "--remove")
+    assert toml.read_bytes() == raw

@@ -26,7 +26,7 @@ import typer
 
 from db0.cli import output
 from db0.cli.options import JsonOpt
-from db0.cli.settingsfile import add_block, cut_block
+from db0.cli.settingsfile import add_block, cut_block, newline_of
 from db0.cli.settingsio import SettingsFile
 from db0.daemon.protocol import Db0Error
 
@@ -282,7 +282,7 @@ def plan_mcp_toml(f: SettingsFile, remove: bool) -> tuple[str | None, str, list[
             return None, text, [], [], None, existed
         return _cut_toml_block(text), text, [], ["mcp_servers.db0"], None, existed
     block = _toml_block(path)
-    if ours and add_block(_cut_toml_block(text), block) == text:
+    if ours and block.rstrip("\n").replace("\n", newline_of(text)) in text:
         return None, text, [], [], None, existed
     new = add_block(_cut_toml_block(text), block)
     try:
