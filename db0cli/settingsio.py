@@ -31,7 +31,8 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Replace `path` with `data` in one rename; readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.db0-tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -70,6 +71,7 @@ class CreatedFiles:
 
     def _save(self, paths: set[str]) -> None:
         text = json.dumps({"created": sorted(paths)}, indent=2) + "\n"
+        self.record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # db0's data dir
         write_atomic(self.record, text.encode(), 0o600)
 
     def __contains__(self, path: Path) -> bool:
@@ -166,21 +168,27 @@ class SettingsFile:
 
     # -- the one write --
 
+    def deletes(self) -> bool:
+        """Whether commit() will delete the file: db0 created it and nothing else is in it."""
+        return (self.changed and self.existed and self.is_empty()
+                and not self.path.is_symlink() and self.path in self._record())
+
+    def _record(self) -> CreatedFiles:
+        if self._created is None:
+            self._created = CreatedFiles()
+        return self._created
+
     def commit(self) -> tuple[Path | None, bool]:
         """Write the file if it changed: (the backup made or None, whether it was deleted)."""
-        if not self.changed:
+        if not self.changed or (self.is_empty() and not self.existed):
             return None, False
-        created = self._created if self._created is not None else CreatedFiles()
-        if self.is_empty():
-            if not self.existed:
-                return None, False
-            if self.path in created and not self.path.is_symlink():
-                self.check_unchanged()
-                self.path.unlink(missing_ok=True)
-                self.backup_path.unlink(missing_ok=True)
-                created.discard(self.path)
-                return None, True
+        created = self._record()
         self.check_unchanged()
+        if self.deletes():
+            self.path.unlink(missing_ok=True)
+            self.backup_path.unlink(missing_ok=True)
+            created.discard(self.path)
+            return None, True
         target = self.path.resolve() if self.path.is_symlink() else self.path
         data = self.text.encode("utf-8")
         if self.existed:

@@ -291,6 +291,9 @@ def test_files_db0_created_are_deleted_by_remove(dirs: tuple[Path, Path]) -> Non
     assert settings.exists() and cj.exists()
     data = load(cj)  # Claude Code writes its own state into the file db0 created
     cj.write_text(json.dumps({"numStartups": 1, **data}, indent=2))
+    out = integ(home, proj, "claude-code", "--remove", "--dry-run")
+    would = next(c for c in out["changes"] if c["file"] == str(settings))
+    assert "would be deleted" in would["note"] and settings.exists()
     out = integ(home, proj, "claude-code", "--remove")
     assert not settings.exists() and not backups(settings)
     assert load(cj) == {"numStartups": 1}  # not db0's alone any more: kept

@@ -380,7 +380,12 @@ class Plan:
         ch.action = "removed" if ch.removed and not ch.added else (
             "updated" if f.existed else "created")
 
-    def apply(self) -> None:
+    def apply(self, dry_run: bool = False) -> None:
+        if dry_run:
+            for ch in self.changes:
+                if self.files[ch.file].deletes() and ch.action != "unchanged":
+                    ch.note = "the file would be deleted: db0 created it, nothing else is in it"
+            return
         for f in self.files.values():  # all or none: no file is written if one changed
             if f.changed:
                 f.check_unchanged()
@@ -495,8 +500,7 @@ def integrate(
     else:
         integrate_agent(target, project, remove, dry_run, plan)
         steps += manual_steps(target, project, remove)
-    if not dry_run:
-        plan.apply()
+    plan.apply(dry_run)
     result = {"target": target, "scope": "project" if project else "user", "dry_run": dry_run,
               "remove": remove, "changes": [c.public() for c in plan.changes],
               "manual_steps": steps}
