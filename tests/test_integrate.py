@@ -69,7 +69,7 @@ def load(path: Path) -> Any:
 
 
 def backups(path: Path) -> list[Path]:
-    return sorted(path.parent.glob(path.name + ".db0-backup.*"))
+    return sorted(path.parent.glob(path.name + ".db0-backup*"))
 
 
 def ours(settings: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -254,9 +254,9 @@ def test_mcp_target_registers_where_agents_live(dirs: tuple[Path, Path]) -> None
     st = {(r["agent"], r["scope"]): r for r in integ(home, proj, "status")["integrations"]}
     assert st[("codex", "user")]["mcp"] == "yes" and st[("gemini", "user")]["mcp"] == "yes"
     assert st[("claude-code", "user")]["mcp"] == "no"
-    integ(home, proj, "mcp", "--remove")
-    assert (home / ".codex" / "config.toml").read_text() == ""
-    assert load(home / ".gemini" / "settings.json") == {}
+    integ(home, proj, "mcp", "--remove")  # db0 created both: nothing else in them, deleted
+    assert not (home / ".codex" / "config.toml").exists()
+    assert not (home / ".gemini" / "settings.json").exists()
 
 
 def test_bad_target_and_git(dirs: tuple[Path, Path]) -> None:
@@ -266,3 +266,87 @@ def test_bad_target_and_git(dirs: tuple[Path, Path]) -> None:
     if importlib.util.find_spec("db0.cli.gitcapture") is None:
         r = run(home, proj, "integrate", "git")
         assert r.code == 5 and "git capture" in r.err
+
+
+# -- how the files are written (settingsfile, settingsio) -----------------------------------
+
+def test_layout_kept_and_remove_gives_back_the_same_bytes(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    settings, cj = home / ".claude" / "settings.json", home / ".claude.json"
+    tabs_crlf = json.dumps(OTHER_CLAUDE, indent="\t").replace("\n", "\r\n")  # no final newline
+    raw_settings, raw_cj = write(settings, tabs_crlf), write(cj, OTHER_CLAUDE_JSON)  # 4 spaces
+    integ(home, proj, "claude-code")
+    text = settings.read_bytes().decode()
+    assert text.count("\n") == text.count("\r\n") and not text.endswith("\n")
+    assert all(not line.startswith(" ") for line in text.split("\r\n"))  # tabs, as it was
+    assert ours(json.loads(text)) and text.startswith(tabs_crlf[:tabs_crlf.index('"hooks"')])
+    c = cj.read_text()
+    assert '\n    "mcpServers": {\n        "github": {' in c  # 4 spaces, not re-indented
+    assert '\n        "db0": {\n            "type": "stdio",' in c
+    integ(home, proj, "claude-code", "--remove")
+    assert settings.read_bytes() == raw_settings and cj.read_bytes() == raw_cj
+
+
+def test_files_db0_created_are_deleted_by_remove(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    integ(home, proj, "claude-code")
+    settings, cj = home / ".claude" / "settings.json", home / ".claude.json"
+    assert settings.exists() and cj.exists()
+    data = load(cj)  # Claude Code writes its own state into the file db0 created
+    cj.write_text(json.dumps({"numStartups": 1, **data}, indent=2))
+    out = integ(home, proj, "claude-code", "--remove", "--dry-run")
+    would = next(c for c in out["changes"] if c["file"] == str(settings))
+    assert "would be deleted" in would["note"] and settings.exists()
+    out = integ(home, proj, "claude-code", "--remove")
+    assert not settings.exists() and not backups(settings)
+    assert load(cj) == {"numStartups": 1}  # not db0's alone any more: kept
+    gone = next(c for c in out["changes"] if c["file"] == str(settings))
+    assert gone["action"] == "removed" and "deleted" in gone["note"]
+
+
+def test_gemini_settings_with_comments(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    s = home / ".gemini" / "settings.json"
+    jsonc = ('{\n  // my theme\n  "theme": "GitHub", /* for now */\n  "mcpServers": {\n'
+             '    "fs": {"command": "fs-mcp"} // local files\n  }\n}\n')
+    raw = write(s, jsonc)
+    integ(home, proj, "gemini")
+    text = s.read_text()
+    assert text.startswith('{\n  // my theme\n  "theme": "GitHub", /* for now */\n')
+    assert '"fs": {"command": "fs-mcp"}, // local files\n    "db0": {' in text
+    st = {(r["agent"], r["scope"]): r for r in integ(home, proj, "status")["integrations"]}
+    assert st[("gemini", "user")]["mcp"] == "yes" and len(st[("gemini", "user")]["hooks"]) == 5
+    integ(home, proj, "gemini", "--remove")
+    assert s.read_bytes() == raw
+    # Claude Code rejects comments in its settings: db0 refuses them there, saying where.
+    cs = home / ".claude" / "settings.json"
+    write(cs, '{\n  // no\n  "model": "opus"\n}\n')
+    r = run(home, proj, "integrate", "claude-code")
+    assert r.code == 1 and "line 2, column 3" in r.err and "comment" in r.err
+
+
+def test_one_backup_per_file(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    settings = home / ".claude" / "settings.json"
+    write(settings, OTHER_CLAUDE)
+    for _ in range(3):
+        before = settings.read_bytes()
+        integ(home, proj, "claude-code")
+        integ(home, proj, "claude-code", "--remove")
+        assert before == settings.read_bytes()
+    assert backups(settings) == [settings.with_name("settings.json.db0-backup")]
+    assert ours(load(backups(settings)[0]))  # what the last write replaced
+
+
+def test_codex_toml_crlf_without_final_newline(dirs: tuple[Path, Path]) -> None:
+    home, proj = dirs
+    toml = home / ".codex" / "config.toml"
+    raw = write(toml, OTHER_CODEX_TOML.rstrip("\n").replace("\n", "\r\n"))
+    integ(home, proj, "codex")
+    text = toml.read_bytes().decode()
+    assert text.startswith(raw.decode()) and text.count("\n") == text.count("\r\n")
+    out = integ(home, proj, "codex")
+    mcp = next(c for c in out["changes"] if c["what"] == "mcp")
+    assert mcp["action"] == "unchanged" and toml.read_bytes().decode() == text
+    integ(home, proj, "codex", "--remove")
+    assert toml.read_bytes() == raw

@@ -3,21 +3,21 @@ and db0 integrate status: db0's hooks and MCP server in the agents' own settings
 
 Only db0's own entries are added or removed, recognised by their command (`db0 hook EVENT
 --agent NAME`, an MCP server named db0 running `db0 mcp`); everything else in the file is kept
-as it was. A file is written only when something changes, atomically, with a backup of what was
-there before (`<file>.db0-backup.<time>`). A settings file that does not parse is refused with
-a one-line error and left untouched. Timeouts are written in each agent's unit: seconds for
+as it was, byte for byte (settingsfile edits in place; Gemini's settings may hold comments). A
+file is written only when something changes, atomically, with one backup of what was there
+before (`<file>.db0-backup`); a file db0 created is deleted again by --remove when nothing else
+is in it (settingsio). A settings file that does not parse is refused with a one-line error
+saying where, and left untouched. Timeouts are written in each agent's unit: seconds for
 Claude Code and Codex, milliseconds for Gemini CLI.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +26,8 @@ import typer
 
 from db0.cli import output
 from db0.cli.options import JsonOpt
+from db0.cli.settingsfile import add_block, cut_block, newline_of
+from db0.cli.settingsio import SettingsFile
 from db0.daemon.protocol import Db0Error
 
 TARGETS = ("claude-code", "codex", "gemini", "mcp", "git", "status")
@@ -97,60 +99,17 @@ def hook_command(agent: str, event: str) -> str:
 
 # -- reading and writing settings files ----------------------------------------------------
 
+def syntax(path: Path) -> str:
+    """How a settings file is read: Gemini CLI strips comments from its settings.json."""
+    if path.suffix == ".toml":
+        return "toml"
+    return "jsonc" if path.parent.name == ".gemini" else "json"
+
+
 def read_json(path: Path) -> tuple[dict[str, Any], bool]:
     """A settings file as a dict (and whether it exists); Db0Error if it does not parse."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}, False
-    except OSError as e:
-        raise Db0Error("invalid", f"cannot read {path}: {e.strerror}",
-                       "check its permissions; nothing was changed") from None
-    if not raw.strip():
-        return {}, True
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        where = f" (line {e.lineno}, column {e.colno})" if isinstance(
-            e, json.JSONDecodeError) else ""
-        raise Db0Error("invalid", f"{path} is not valid JSON{where}; nothing was changed",
-                       "fix or move the file aside, then run db0 integrate again") from None
-    if not isinstance(data, dict):
-        raise Db0Error("invalid", f"{path} is not a JSON object; nothing was changed",
-                       "fix or move the file aside, then run db0 integrate again")
-    return data, True
-
-
-def _backup(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    dest = path.with_name(f"{path.name}.db0-backup.{stamp}")
-    n = 1
-    while dest.exists():
-        n += 1
-        dest = path.with_name(f"{path.name}.db0-backup.{stamp}.{n}")
-    shutil.copy2(path, dest)
-    return dest
-
-
-def write_file(path: Path, text: str, existed: bool) -> Path | None:
-    """Write atomically (same mode as before); the backup of the old file, if there was one."""
-    backup = _backup(path) if existed else None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if existed else 0o644
-    tmp = path.with_name(f".{path.name}.db0-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return backup
-
-
-def dump_json(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    f = SettingsFile.read(path, syntax(path))
+    return f.value, f.existed
 
 
 # -- hooks in the Claude Code shape: {"hooks": {Event: [{matcher?, hooks: [handler]}]}} ------
@@ -303,37 +262,16 @@ def _toml_block(path: Path) -> str:
 
 
 def _cut_toml_block(text: str) -> str:
-    start = text.find(TOML_BEGIN)
-    if start < 0:
-        return text
-    end = text.find(TOML_END, start)
-    end = len(text) if end < 0 else end + len(TOML_END)
-    if text[end:end + 1] == "\n":
-        end += 1
-    head = text[:start]
-    if head.endswith("\n\n"):
-        head = head[:-1]
-    return head + text[end:]
+    return cut_block(text, TOML_BEGIN, TOML_END)
 
 
-def plan_mcp_toml(path: Path, remove: bool) -> tuple[str | None, str, list[str], list[str],
-                                                     str | None, bool]:
+def plan_mcp_toml(f: SettingsFile, remove: bool) -> tuple[str | None, str, list[str],
+                                                          list[str], str | None, bool]:
     """(new text or None if unchanged, old text, added, removed, note, existed)."""
     import tomllib
 
-    try:
-        text = path.read_text("utf-8")
-        existed = True
-    except FileNotFoundError:
-        text, existed = "", False
-    except (OSError, UnicodeDecodeError) as e:
-        raise Db0Error("invalid", f"cannot read {path} ({type(e).__name__}); nothing was "
-                       "changed", "fix the file, then run db0 integrate again") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise Db0Error("invalid", f"{path} is not valid TOML ({e}); nothing was changed",
-                       "fix or move the file aside, then run db0 integrate again") from None
+    path, text, existed = f.path, f.text, f.existed
+    doc = tomllib.loads(text)  # SettingsFile.read refused it if not valid
     ours = TOML_BEGIN in text
     servers = doc.get("mcp_servers")
     exists = isinstance(servers, dict) and "db0" in servers
@@ -345,11 +283,9 @@ def plan_mcp_toml(path: Path, remove: bool) -> tuple[str | None, str, list[str],
             return None, text, [], [], None, existed
         return _cut_toml_block(text), text, [], ["mcp_servers.db0"], None, existed
     block = _toml_block(path)
-    if ours and block in text:
+    if ours and block.rstrip("\n").replace("\n", newline_of(text)) in text:
         return None, text, [], [], None, existed
-    base = _cut_toml_block(text)
-    new = base + ("\n" if base and not base.endswith("\n") else "") + (
-        "\n" if base.strip() else "") + block
+    new = add_block(_cut_toml_block(text), block)
     try:
         tomllib.loads(new)
     except tomllib.TOMLDecodeError as e:
@@ -407,51 +343,60 @@ class Plan:
 
     def __init__(self) -> None:
         self.changes: list[Change] = []
-        self.writes: list[tuple[Change, str, bool]] = []  # (change, new text, existed)
-        self._json: dict[Path, tuple[dict[str, Any], bool]] = {}
+        self.files: dict[Path, SettingsFile] = {}
 
-    def data(self, path: Path) -> tuple[dict[str, Any], bool]:
-        if path not in self._json:
-            self._json[path] = read_json(path)
-        return self._json[path]
+    def file(self, path: Path) -> SettingsFile:
+        if path not in self.files:
+            self.files[path] = SettingsFile.read(path, syntax(path))
+        return self.files[path]
 
     def hooks(self, agent: str, path: Path, remove: bool) -> None:
-        data, existed = self.data(path)
+        f = self.file(path)
+        data = f.value
         new, added, removed = plan_hooks(agent, data, path, remove)
-        self._stage(Change(path, "hooks", added=added, removed=removed), data, new, existed)
+        self._stage(Change(path, "hooks", added=added, removed=removed), f, data, new)
 
     def mcp(self, agent: str, path: Path, remove: bool) -> None:
+        f = self.file(path)
         if path.suffix == ".toml":
-            text, old, added, removed, note, existed = plan_mcp_toml(path, remove)
+            text, old, added, removed, note, existed = plan_mcp_toml(f, remove)
             ch = Change(path, "mcp", added=added, removed=removed, note=note)
             self.changes.append(ch)
             if text is not None and text != old:
                 ch.action = "removed" if remove else ("updated" if existed else "created")
-                self.writes.append((ch, text, existed))
+                f.text = text
             return
-        data, existed = self.data(path)
+        data = f.value
         new, added, removed, note = plan_mcp_json(agent, data, path, remove)
-        self._stage(Change(path, "mcp", added=added, removed=removed, note=note), data, new,
-                    existed)
+        self._stage(Change(path, "mcp", added=added, removed=removed, note=note), f, data,
+                    new)
 
-    def _stage(self, ch: Change, old: dict[str, Any], new: dict[str, Any],
-               existed: bool) -> None:
+    def _stage(self, ch: Change, f: SettingsFile, old: dict[str, Any],
+               new: dict[str, Any]) -> None:
         self.changes.append(ch)
         if new is old or new == old:
             return
-        self._json[ch.file] = (new, existed)
+        # One file may hold hooks and MCP (Gemini): both edits go into it, written once.
+        f.update(new)
         ch.action = "removed" if ch.removed and not ch.added else (
-            "updated" if existed else "created")
-        # One file may hold hooks and MCP (Gemini): the last staged text wins, holding both.
-        self.writes = [w for w in self.writes if w[0].file != ch.file]
-        self.writes.append((ch, dump_json(new), existed))
+            "updated" if f.existed else "created")
 
-    def apply(self) -> None:
-        for ch, text, existed in self.writes:
-            backup = write_file(ch.file, text, existed)
-            for other in self.changes:
-                if other.file == ch.file and other.action != "unchanged":
-                    other.backup = backup
+    def apply(self, dry_run: bool = False) -> None:
+        if dry_run:
+            for ch in self.changes:
+                if self.files[ch.file].deletes() and ch.action != "unchanged":
+                    ch.note = "the file would be deleted: db0 created it, nothing else is in it"
+            return
+        for f in self.files.values():  # all or none: no file is written if one changed
+            if f.changed:
+                f.check_unchanged()
+        for f in self.files.values():
+            backup, deleted = f.commit()
+            for ch in self.changes:
+                if ch.file == f.path and ch.action != "unchanged":
+                    ch.backup = backup
+                    if deleted:
+                        ch.note = "file deleted: db0 had created it and nothing else is in it"
 
 
 def integrate_agent(agent: str, project: bool, remove: bool, dry_run: bool,
@@ -556,8 +501,7 @@ def integrate(
     else:
         integrate_agent(target, project, remove, dry_run, plan)
         steps += manual_steps(target, project, remove)
-    if not dry_run:
-        plan.apply()
+    plan.apply(dry_run)
     result = {"target": target, "scope": "project" if project else "user", "dry_run": dry_run,
               "remove": remove, "changes": [c.public() for c in plan.changes],
               "manual_steps": steps}
