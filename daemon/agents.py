@@ -1,6 +1,7 @@
 """What db0 must know about each coding agent it integrates with, as one table of data.
 
-One frozen `Agent` per agent (Claude Code, Codex CLI, Gemini CLI), each with the version it was
+One `Agent` (a NamedTuple: the hook path imports this, and dataclasses are slow to import)
+per agent (Claude Code, Codex CLI, Gemini CLI), each with the version it was
 verified against (`checked_version`): the hook events db0 uses and the agent's name for each,
 how the agent compares matchers, the payload field names, how a hook injects context, exit
 codes, the timeout unit, the variables the agent sets for hooks, the settings files (where hooks
@@ -25,14 +26,12 @@ Package files cited below, by agent:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 MatcherKind = Literal["exact-list", "exact", "regex", "ignored"]
 
 
-@dataclass(frozen=True)
-class Hook:
+class Hook(NamedTuple):
     """One hook event db0 installs."""
 
     event: str  # the agent's event name (the key under "hooks")
@@ -46,8 +45,7 @@ class Hook:
     timeout: int  # what db0 writes, in the agent's unit (Agent.timeout_unit)
 
 
-@dataclass(frozen=True)
-class Transcript:
+class Transcript(NamedTuple):
     """Where the agent writes a session's transcript and what its turns look like."""
 
     path: str  # under the home directory; <...> are placeholders
@@ -57,8 +55,7 @@ class Transcript:
     notes: str
 
 
-@dataclass(frozen=True)
-class Agent:
+class Agent(NamedTuple):
     name: str  # db0's name (`--agent NAME`)
     checked_version: str
     npm_package: str
@@ -403,3 +400,8 @@ GEMINI = Agent(
 
 
 AGENTS: dict[str, Agent] = {a.name: a for a in (CLAUDE_CODE, CODEX, GEMINI)}
+
+
+def injecting(agent: str) -> dict[str, str]:
+    """db0's event -> the agent's event name, for the events whose output injects context."""
+    return {h.db0_event: h.event for h in AGENTS[agent].hooks if h.injects}

@@ -24,27 +24,17 @@ import sys
 import time
 from typing import Any
 
+from db0.daemon.agents import AGENTS, injecting
 from db0.daemon.paths import Paths, get_paths
 
 EVENTS = ("session-start", "prompt", "turn-end", "pre-compact", "post-compact", "session-end")
-AGENTS = ("claude-code", "codex", "gemini")
 MAX_STDIN = 8 * 1024 * 1024
 STDIN_SECONDS = 3.0
 # The whole hook, from its start to its answer: an agent waits for it at every prompt, so a
 # daemon that is slow to answer costs the prompt no more than this (the event is spooled).
 BUDGET_S = 0.25
 _STARTED = time.monotonic()
-# The agents' own names for the events that inject, for hookSpecificOutput.hookEventName.
-INJECT_NAME = {
-    ("claude-code", "session-start"): "SessionStart",
-    ("claude-code", "prompt"): "UserPromptSubmit",
-    ("codex", "session-start"): "SessionStart",
-    ("codex", "prompt"): "UserPromptSubmit",
-    ("gemini", "session-start"): "SessionStart",
-    ("gemini", "prompt"): "BeforeAgent",
-}
-SESSION_ENV = {"claude-code": "CLAUDE_CODE_SESSION_ID", "codex": "CODEX_THREAD_ID",
-               "gemini": "GEMINI_SESSION_ID"}
+
 USAGE = """Usage: db0 hook EVENT --agent AGENT
 
   The front door for agent hooks: reads the hook's JSON on stdin, hands the event to the
@@ -99,7 +89,7 @@ def parse_args(argv: list[str]) -> tuple[str, str]:
     if event not in EVENTS:
         raise Malformed(f"unknown event {event!r} (one of {', '.join(EVENTS)})")
     if agent not in AGENTS:
-        raise Malformed(f"unknown agent {agent!r} (one of {', '.join(AGENTS)})")
+        raise Malformed(f"unknown agent {agent!r} (one of {', '.join(sorted(AGENTS))})")
     return event, agent
 
 
@@ -153,22 +143,23 @@ def _has_surrogate(v: str) -> bool:
 
 
 def normalise(agent: str, event: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The agent's hook JSON as db0's event data (each agent names its fields its own way)."""
+    """The agent's hook JSON as db0's event data, by the field names the agents table gives
+    for this agent."""
+    a = AGENTS[agent]
     data: dict[str, Any] = {
-        "session_id": _str(payload, "session_id", "sessionId", "conversation_id", "thread_id")
-        or os.environ.get(SESSION_ENV[agent]) or None,
-        "cwd": _str(payload, "cwd") or os.environ.get("CLAUDE_PROJECT_DIR")
+        "session_id": _str(payload, a.session_id_field)
+        or (os.environ.get(a.session_env) if a.session_env else None) or None,
+        "cwd": _str(payload, a.cwd_field) or os.environ.get("CLAUDE_PROJECT_DIR")
         or os.environ.get("GEMINI_CWD") or os.getcwd(),
-        "transcript_path": _str(payload, "transcript_path", "agent_transcript_path"),
+        "transcript_path": _str(payload, a.transcript_field),
         "hook_event_name": _str(payload, "hook_event_name"),
     }
     if event == "prompt":
-        data["prompt"] = _str(payload, "prompt", "user_prompt")
+        data["prompt"] = _str(payload, a.prompt_field)
     if event == "turn-end":
-        data["last_message"] = _str(payload, "last_assistant_message", "prompt_response",
-                                    "last-assistant-message")
-    if event == "post-compact":
-        data["summary"] = _str(payload, "compact_summary", "summary")
+        data["last_message"] = _str(payload, a.last_message_field)
+    if event == "post-compact" and a.summary_field:
+        data["summary"] = _str(payload, a.summary_field)
     for name in ("source", "trigger", "reason", "model"):
         v = _str(payload, name)
         if v:
@@ -183,14 +174,13 @@ def _context(agent: str) -> dict[str, Any]:
 
 
 def render(agent: str, event: str, text: str | None, hook_event_name: str | None) -> str:
-    """What the agent reads on stdout: JSON it understands, or nothing."""
-    name = INJECT_NAME.get((agent, event))
+    """What the agent reads on stdout: JSON it understands, or nothing (every agent takes an
+    empty stdout; the events in the table's `json_required` take no plain text)."""
+    name = injecting(agent).get(event)
     if text and name:
         return json.dumps({"hookSpecificOutput": {"hookEventName": hook_event_name or name,
                                                   "additionalContext": text}},
                           ensure_ascii=False)
-    if agent == "codex" and event == "turn-end":
-        return "{}"  # Codex's Stop must print JSON
     return ""
 
 
@@ -241,7 +231,7 @@ def main(argv: list[str]) -> int:
         event = next((a for a in argv if a in EVENTS), "")
         _log(get_paths(), agent, event, str(e))
         # Codex's Stop wants JSON even when we have nothing to say.
-        out = "{}" if agent == "codex" and event == "turn-end" else ""
+        out = ""
     except BaseException as e:  # never a traceback in the agent's face
         with contextlib.suppress(Exception):
             _log(get_paths(), "", "", f"hook failed: {type(e).__name__}: {e}")

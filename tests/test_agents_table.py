@@ -97,13 +97,26 @@ def test_every_table_event_was_seen_or_needs_compaction(agent: str) -> None:
             f"{agent}: {h.event} never fired in the captured run"
 
 
+def installed(agent: str) -> dict[str, tuple[str, str | None, int]]:
+    """What `db0 integrate` really writes into an empty settings file: event -> (db0 event,
+    matcher, timeout)."""
+    new, _added, _removed = integrate.plan_hooks(agent, {}, Path("/nowhere/settings.json"),
+                                                 False)
+    out = {}
+    for event, groups in new["hooks"].items():
+        (group,) = groups
+        (handler,) = group["hooks"]
+        db0_event = handler["command"].split(" hook ", 1)[1].split()[0]
+        out[event] = (db0_event, group.get("matcher"), handler["timeout"])
+    return out
+
+
 @pytest.mark.parametrize("agent", list(AGENTS))
 def test_integrate_installs_the_table(agent: str) -> None:
     """`db0 integrate` writes every event of the table, with matchers that select every value
     the agent sends for it (as the agent compares them), in the agent's timeout unit."""
     spec = AGENTS[agent]
-    written = {event: (db0_event, matcher, timeout)
-               for event, db0_event, matcher, timeout in integrate.HOOKS[agent]}
+    written = installed(agent)
     assert set(written) == {h.event for h in spec.hooks}, (
         f"{agent}: db0 installs {sorted(written)}, the agent has "
         f"{sorted(h.event for h in spec.hooks)}")
@@ -125,7 +138,7 @@ def test_integrate_installs_the_table(agent: str) -> None:
 def test_captured_payloads_select_db0s_hooks(agent: str) -> None:
     """Replay the real payloads through the agent's matcher rule and db0's installed entries."""
     spec = AGENTS[agent]
-    written = {event: matcher for event, _, matcher, _ in integrate.HOOKS[agent]}
+    written = {event: matcher for event, (_, matcher, _) in installed(agent).items()}
     for p in payloads(agent):
         h = hook_for(spec, p["hook_event_name"])
         assert h is not None

@@ -47,26 +47,6 @@ def test_commands_load_nothing_heavy(db0: Db0) -> None:
         assert _loaded(args, db0.env) == [], args
 
 
-def test_cli_sources_import_only_allowed_modules() -> None:
-    """db0cli/ may import db0.daemon's client, protocol and paths, and nothing of db0.store."""
-    import ast
-
-    root = Path(__file__).resolve().parent.parent / "db0cli"
-    allowed = {"db0.daemon", "db0.daemon.client", "db0.daemon.protocol", "db0.daemon.paths"}
-    bad = []
-    for path in root.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            for n in names:
-                if n.startswith("db0.") and not n.startswith("db0.cli") and n not in allowed:
-                    bad.append(f"{path.name}: {n}")
-    assert bad == []
-
-
 def test_linux_paths_equal_platformdirs_without_importing_it(tmp_path: Path) -> None:
     """paths.get_paths spells out the XDG rules so the CLI skips platformdirs (~13 ms)."""
     import os

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from db0.daemon.agents import AGENTS as AGENT_TABLE
 from db0.daemon.embedding import EmbeddingService
 from db0.daemon.handlers import rpc
 from db0.daemon.shapes import Bool, Either, Num, Obj, OneOf, P, Str
@@ -24,8 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("db0.hook")
 
-AGENTS = ("claude-code", "codex", "gemini")
-TRANSCRIPT_FORMAT = {"claude-code": "claude-code", "codex": "codex", "gemini": "gemini"}
+AGENTS = tuple(sorted(AGENT_TABLE))
 TEXT = Str(max_len=16 << 20)
 SHORT = Str(max_len=4096)
 
@@ -72,7 +72,7 @@ def hook_event(rt: Runtime, req: Request) -> dict[str, Any]:
     ev = capture.Event(
         event_id=p.get("event_id") or new_id(), agent=agent, event=p["event"],
         session_id=data.get("session_id") or f"unknown:{data.get('cwd') or ''}",
-        transcript_format=TRANSCRIPT_FORMAT[agent], cwd=data.get("cwd") or None,
+        transcript_format=agent, cwd=data.get("cwd") or None,
         transcript_path=data.get("transcript_path") or None, prompt=data.get("prompt"),
         last_message=data.get("last_message"), summary=data.get("summary"),
         source=data.get("source"), trigger=data.get("trigger"), reason=data.get("reason"),

@@ -28,41 +28,14 @@ from db0.cli import output
 from db0.cli.options import JsonOpt
 from db0.cli.settingsfile import add_block, cut_block, newline_of
 from db0.cli.settingsio import SettingsFile
+from db0.daemon.agents import AGENTS as AGENT_TABLE
 from db0.daemon.protocol import Db0Error
 
 TARGETS = ("claude-code", "codex", "gemini", "mcp", "git", "status")
-AGENTS = ("claude-code", "codex", "gemini")
+AGENTS = tuple(AGENT_TABLE)
 OURS = re.compile(r"(?:^|[/\s\"'])db0(?:\.exe)?[\"']?\s+hook\s+\S+\s+--agent\s+\S+")
 TOML_BEGIN = "# >>> db0 mcp server (db0 integrate; db0 integrate codex --remove takes it out) >>>"
 TOML_END = "# <<< db0 <<<"
-
-# (the agent's event name, db0's event, matcher or None, timeout in the agent's unit)
-HOOKS: dict[str, list[tuple[str, str, str | None, int]]] = {
-    "claude-code": [  # seconds
-        ("SessionStart", "session-start", "startup|resume|clear|compact", 10),
-        ("UserPromptSubmit", "prompt", None, 5),
-        ("Stop", "turn-end", None, 10),
-        ("PreCompact", "pre-compact", "manual|auto", 15),
-        ("PostCompact", "post-compact", "manual|auto", 15),
-        ("SessionEnd", "session-end", None, 5),
-    ],
-    "codex": [  # seconds; Codex clamps a SessionEnd timeout to 3
-        ("SessionStart", "session-start", "startup|resume|clear|compact|fork", 10),
-        ("UserPromptSubmit", "prompt", None, 5),
-        ("Stop", "turn-end", None, 10),
-        ("PreCompact", "pre-compact", "manual|auto", 15),
-        ("PostCompact", "post-compact", "manual|auto", 15),
-        ("SessionEnd", "session-end", None, 3),
-    ],
-    "gemini": [  # milliseconds; lifecycle matchers are exact strings (no lists): none
-        ("SessionStart", "session-start", None, 10_000),
-        ("BeforeAgent", "prompt", None, 5_000),
-        ("AfterAgent", "turn-end", None, 10_000),
-        ("PreCompress", "pre-compact", None, 15_000),
-        ("SessionEnd", "session-end", None, 5_000),
-    ],
-}
-
 
 @dataclass
 class Change:
@@ -100,10 +73,15 @@ def hook_command(agent: str, event: str) -> str:
 # -- reading and writing settings files ----------------------------------------------------
 
 def syntax(path: Path) -> str:
-    """How a settings file is read: Gemini CLI strips comments from its settings.json."""
-    if path.suffix == ".toml":
-        return "toml"
-    return "jsonc" if path.parent.name == ".gemini" else "json"
+    """How a settings file is read, as the agents table says its agent reads it (Gemini CLI
+    strips comments from its settings.json)."""
+    for a in AGENT_TABLE.values():
+        for rel, fmt in ((a.hooks_file, a.hooks_format), (a.mcp_file, a.mcp_format),
+                         (a.project_hooks_file, a.hooks_format),
+                         (a.project_mcp_file, a.mcp_format)):
+            if path.as_posix().endswith("/" + rel):
+                return fmt
+    return "toml" if path.suffix == ".toml" else "json"
 
 
 def read_json(path: Path) -> tuple[dict[str, Any], bool]:
@@ -178,7 +156,8 @@ def plan_hooks(agent: str, data: dict[str, Any], path: Path, remove: bool
         if not removed:
             return data, [], []
     else:
-        for event, db0_event, matcher, timeout in HOOKS[agent]:
+        for h in AGENT_TABLE[agent].hooks:
+            event, db0_event, matcher, timeout = h.event, h.db0_event, h.matcher, h.timeout
             table.setdefault(event, []).append(
                 our_group(agent, event, db0_event, matcher, timeout))
             added.append(event)
@@ -298,22 +277,16 @@ def plan_mcp_toml(f: SettingsFile, remove: bool) -> tuple[str | None, str, list[
 # -- the agents ---------------------------------------------------------------------------
 
 def files(agent: str, project: bool) -> dict[str, Path]:
-    """Where each agent keeps its hooks and its MCP servers (user or project scope)."""
-    home = Path.home()
-    root = Path.cwd()
-    if agent == "claude-code":
-        if project:
-            return {"hooks": root / ".claude" / "settings.json", "mcp": root / ".mcp.json"}
-        return {"hooks": home / ".claude" / "settings.json", "mcp": home / ".claude.json"}
-    if agent == "codex":
-        base = (root if project else home) / ".codex"
-        return {"hooks": base / "hooks.json", "mcp": base / "config.toml"}
-    if agent == "gemini":
-        s = (root if project else home) / ".gemini" / "settings.json"
-        return {"hooks": s, "mcp": s}
+    """Where each agent keeps its hooks and its MCP servers (user or project scope), from the
+    agents table."""
     if agent == "cursor":
-        return {"mcp": (root if project else home) / ".cursor" / "mcp.json"}
-    raise ValueError(agent)
+        return {"mcp": (Path.cwd() if project else Path.home()) / ".cursor" / "mcp.json"}
+    a = AGENT_TABLE.get(agent)
+    if a is None:
+        raise ValueError(agent)
+    base = Path.cwd() if project else Path.home()
+    return {"hooks": base / (a.project_hooks_file if project else a.hooks_file),
+            "mcp": base / (a.project_mcp_file if project else a.mcp_file)}
 
 
 def manual_steps(agent: str, project: bool, remove: bool) -> list[str]:
