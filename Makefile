@@ -77,4 +77,4 @@ clean:
 
 # docs/protocol.md, generated from the daemon's method registry (a test checks it is current).
 docs: $(PY)
-	$(PY) -c "from db0.daemon.handlers import load_all; from db0.daemon.shapes import markdown; print(markdown(load_all()))" > docs/protocol.md
+	$(PY) -c "from db0.daemon.handlers import load_all; from db0.daemon.core.shapes import markdown; print(markdown(load_all()))" > docs/protocol.md

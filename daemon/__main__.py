@@ -9,7 +9,7 @@ def main() -> int:
     if sys.argv[1:] != ["run"]:
         print("usage: python -m db0.daemon run", file=sys.stderr)
         return 2
-    from db0.daemon.server import run
+    from db0.daemon.core.server import run
 
     return run()
 

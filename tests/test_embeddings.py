@@ -171,7 +171,7 @@ def test_stop_during_import_wait_is_prompt_and_keeps_the_import(mdb0: Db0) -> No
 
 
 def _second_model(db: Db0) -> str:
-    from db0.daemon import modelconv
+    from db0.daemon.models import bertconv as modelconv
 
     src = modelconv.default_checkpoint_dir(db.home / "ckpt")
     db.run("model", "install", "--from", str(src), "--name", "minilm-copy", timeout=900)

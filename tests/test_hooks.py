@@ -414,7 +414,7 @@ def test_hook_skips_typer_and_heavy_imports(d: Db0) -> None:
         "sys.stdin = io.TextIOWrapper(io.BytesIO(b'{}'))\n"
         "import db0.cli.app as app\n"
         "app.main(['hook', 'turn-end', '--agent', 'claude-code'])\n"
-        "bad = ('typer', 'click', 'rich', 'apsw', 'numpy', 'db0.store', 'db0.daemon.server')\n"
+        "bad = ('typer', 'click', 'rich', 'apsw', 'numpy', 'db0.store', 'db0.daemon.core.server')\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in bad\n"
         "                        or any(m.startswith(b + '.') or m == b for b in bad))))\n")
     p = subprocess.run([str(Path(DB0).with_name("python")), "-c", probe], env=d.env,

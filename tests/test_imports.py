@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import Db0
 
 HEAVY = ("apsw", "sqlite_vec", "llama_cpp", "psycopg", "watchdog", "numpy", "db0.store",
-         "db0.daemon.server", "mcp", "pydantic")
+         "db0.daemon.core.server", "mcp", "pydantic")
 
 PROBE = """
 import sys, json

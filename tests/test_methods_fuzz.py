@@ -18,7 +18,7 @@ from conftest import Db0
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from db0.daemon import shapes
+from db0.daemon.core import shapes
 from db0.daemon.handlers import load_all
 
 METHODS = load_all()

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from db0.daemon import modelconv, models
-from db0.daemon.embedder import Embedder
+from db0.daemon.models import bertconv as modelconv
+from db0.daemon.models import registry as models
+from db0.daemon.models.embedder import Embedder
 from db0.daemon.protocol import Db0Error
 from tests import bertref
 

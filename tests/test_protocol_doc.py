@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from db0.daemon.core.shapes import markdown
 from db0.daemon.handlers import load_all
-from db0.daemon.shapes import markdown
 
 
 def test_protocol_doc_is_current() -> None:

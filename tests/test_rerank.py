@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from db0.daemon import models, onnxread, rerankconv
+from db0.daemon.models import onnxread, rerankconv
+from db0.daemon.models import registry as models
+from db0.daemon.models.reranker import Reranker
 from db0.daemon.protocol import Db0Error
-from db0.daemon.reranker import Reranker
 from tests import bertref
 from tests.conftest import Db0
 from tests.test_embeddings import models_dir  # noqa: F401  (the session-wide models folder)

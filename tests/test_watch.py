@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import DB0, Db0, _wait_dead, daemon_pids
 
-from db0.daemon import watchparse
+from db0.daemon.services import watchparse
 from db0.store import watch as sw
 from db0.store.context import Context
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from db0.daemon import watchparse as wp
+from db0.daemon.services import watchparse as wp
 
 
 def secs(text: str, rel: str = "n.md") -> dict[str, str]:

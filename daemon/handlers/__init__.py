@@ -13,11 +13,11 @@ import pkgutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from db0.daemon.shapes import Method, P
+from db0.daemon.core.shapes import Method, P
 
 if TYPE_CHECKING:
-    from db0.daemon.dispatch import Request
-    from db0.daemon.runtime import Runtime
+    from db0.daemon.core.dispatch import Request
+    from db0.daemon.core.runtime import Runtime
 
 Handler = Callable[["Runtime", "Request"], Any]
 METHODS: dict[str, Method] = {}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from db0.daemon.core.shapes import Bool, Json, P, Str
 from db0.daemon.handlers import rpc
-from db0.daemon.shapes import Bool, Json, P, Str
 from db0.store import checkpoints, write
 
 if TYPE_CHECKING:
-    from db0.daemon.dispatch import Request
-    from db0.daemon.runtime import Runtime
+    from db0.daemon.core.dispatch import Request
+    from db0.daemon.core.runtime import Runtime
 
 REF = Str(nonempty=True, max_len=200, strip=True)
 ID = P(REF, "a checkpoint id", required=True)

@@ -9,16 +9,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon import __version__
-from db0.daemon.embedding import EmbeddingService
+from db0.daemon.core.shapes import Bool, Int, P, Str
 from db0.daemon.handlers import METHODS, rpc
 from db0.daemon.paths import fix_modes, loose_modes
 from db0.daemon.protocol import MAX_FRAME, PROTOCOL
-from db0.daemon.shapes import Bool, Int, P, Str
+from db0.daemon.services.embedding import EmbeddingService
 from db0.store import db as dbmod
 
 if TYPE_CHECKING:
-    from db0.daemon.dispatch import Request
-    from db0.daemon.runtime import Runtime
+    from db0.daemon.core.dispatch import Request
+    from db0.daemon.core.runtime import Runtime
 
 
 @rpc("daemon.hello", {"client_version": P(Str(max_len=64), "the client's db0 version"),

@@ -11,15 +11,15 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from db0.daemon.core.shapes import ListOf, Obj, OneOf, P, Str
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
-from db0.daemon.shapes import ListOf, Obj, OneOf, P, Str
 from db0.store import gitcommits, write
 from db0.store.context import SCOPES
 
 if TYPE_CHECKING:
-    from db0.daemon.dispatch import Request
-    from db0.daemon.runtime import Runtime
+    from db0.daemon.core.dispatch import Request
+    from db0.daemon.core.runtime import Runtime
     from db0.store.core import Store
 
 SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")

@@ -11,17 +11,17 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon.agents import AGENTS as AGENT_TABLE
-from db0.daemon.embedding import EmbeddingService
+from db0.daemon.core.shapes import Bool, Either, Num, Obj, OneOf, P, Str
 from db0.daemon.handlers import rpc
-from db0.daemon.shapes import Bool, Either, Num, Obj, OneOf, P, Str
-from db0.daemon.spool import Spool
+from db0.daemon.services.embedding import EmbeddingService
+from db0.daemon.services.spool import Spool
 from db0.store import capture, transcripts
 from db0.store.context import Context
 from db0.store.ids import new_id
 
 if TYPE_CHECKING:
-    from db0.daemon.dispatch import Request
-    from db0.daemon.runtime import Runtime
+    from db0.daemon.core.dispatch import Request
+    from db0.daemon.core.runtime import Runtime
 
 log = logging.getLogger("db0.hook")
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from db0.daemon.embedding import EmbeddingService
+from db0.daemon.core.shapes import Bool, Either, Int, Json, ListOf, MapOf, Num, OneOf, P, Str
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
-from db0.daemon.reranking import RerankService
-from db0.daemon.shapes import Bool, Either, Int, Json, ListOf, MapOf, Num, OneOf, P, Str
+from db0.daemon.services.embedding import EmbeddingService
+from db0.daemon.services.reranking import RerankService
 from db0.store import memories, search, write
 from db0.store.context import SCOPES
 from db0.store.core import Store
 from db0.store.rerank import MAX_RERANK
 
 if TYPE_CHECKING:
-    from db0.daemon.dispatch import Request
-    from db0.daemon.runtime import Runtime
+    from db0.daemon.core.dispatch import Request
+    from db0.daemon.core.runtime import Runtime
 
 MAX_K = 1000
 MAX_BATCH = 20_000

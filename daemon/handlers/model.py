@@ -11,14 +11,14 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from db0.daemon.embedding import EmbeddingService
+from db0.daemon.core.shapes import Bool, P, Str
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
-from db0.daemon.shapes import Bool, P, Str
+from db0.daemon.services.embedding import EmbeddingService
 
 if TYPE_CHECKING:
-    from db0.daemon.dispatch import Request
-    from db0.daemon.runtime import Runtime
+    from db0.daemon.core.dispatch import Request
+    from db0.daemon.core.runtime import Runtime
 
 _install_lock = threading.Lock()
 
@@ -40,7 +40,7 @@ NAME = Str(nonempty=True, max_len=200, strip=True)
 }, writes=True)
 def install(rt: Runtime, req: Request) -> dict[str, Any]:
     """Install an embedding model (the default, or from a folder or GGUF) or the reranker."""
-    from db0.daemon import models
+    from db0.daemon.models import registry as models
 
     mdir = rt.paths.models_dir
     mdir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -79,7 +79,7 @@ def install(rt: Runtime, req: Request) -> dict[str, Any]:
 @rpc("model.list")
 def list_(rt: Runtime, req: Request) -> dict[str, Any]:
     """The installed models, which one is current and which one recall searches with."""
-    from db0.daemon import models
+    from db0.daemon.models import registry as models
     from db0.store import vectors
 
     mdir = rt.paths.models_dir
@@ -106,7 +106,7 @@ def list_(rt: Runtime, req: Request) -> dict[str, Any]:
 @rpc("model.use", {"name": P(NAME, "an installed model's name", required=True)}, writes=True)
 def use(rt: Runtime, req: Request) -> dict[str, Any]:
     """Make an installed model current (memories are re-embedded in the background)."""
-    from db0.daemon import models
+    from db0.daemon.models import registry as models
 
     name = req.params["name"]
     mdir = rt.paths.models_dir
@@ -137,7 +137,7 @@ def status(rt: Runtime, req: Request) -> dict[str, Any]:
                     "file": P(NAME, "the .gguf file in it", required=True)}, writes=True)
 def pull(rt: Runtime, req: Request) -> dict[str, Any]:
     """Download a GGUF from the Hugging Face Hub (where the network allows)."""
-    from db0.daemon import models
+    from db0.daemon.models import registry as models
 
     rt.paths.models_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = models.pull(rt.paths.models_dir, req.params["repo"], req.params["file"])

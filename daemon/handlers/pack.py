@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from db0.daemon.embedding import EmbeddingService
+from db0.daemon.core.shapes import Int, ListOf, OneOf, P, Str
 from db0.daemon.handlers import rpc
 from db0.daemon.handlers.memory import FILTERS
-from db0.daemon.shapes import Int, ListOf, OneOf, P, Str
+from db0.daemon.services.embedding import EmbeddingService
 from db0.store import pack, search
 
 if TYPE_CHECKING:
-    from db0.daemon.dispatch import Request
-    from db0.daemon.runtime import Runtime
+    from db0.daemon.core.dispatch import Request
+    from db0.daemon.core.runtime import Runtime
 
 MAX_BUDGET = 200_000
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from db0.daemon.expiry import Expiry
+from db0.daemon.core.shapes import Bool, Either, Num, P, Str
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
-from db0.daemon.shapes import Bool, Either, Num, P, Str
+from db0.daemon.services.expiry import Expiry
 from db0.store import sessions, write
 from db0.store.memories import now_iso
 
 if TYPE_CHECKING:
-    from db0.daemon.dispatch import Request
-    from db0.daemon.runtime import Runtime
+    from db0.daemon.core.dispatch import Request
+    from db0.daemon.core.runtime import Runtime
 
 REF = P(Str(nonempty=True, max_len=200, strip=True), "its id (default: the context's)")
 LABEL = P(Str(max_len=2000), "what it is for")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from db0.daemon.embedding import EmbeddingService
+from db0.daemon.core.shapes import Bool, Int, Json, ListOf, Num, OneOf, P, Str
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
-from db0.daemon.shapes import Bool, Int, Json, ListOf, Num, OneOf, P, Str
-from db0.daemon.syncer import Syncer
+from db0.daemon.services.embedding import EmbeddingService
+from db0.daemon.services.sync import Syncer
 from db0.store import pgsync, remotes
 from db0.store.context import SCOPES
 from db0.store.errors import InvalidError, StoreError
 
 if TYPE_CHECKING:
-    from db0.daemon.dispatch import Request
-    from db0.daemon.runtime import Runtime
+    from db0.daemon.core.dispatch import Request
+    from db0.daemon.core.runtime import Runtime
 
 NAME = P(Str(nonempty=True, max_len=64, strip=True), "the remote's name", required=True)
 ENV = P(Json(object_only=True), "environment variables for env:NAME passwords")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from db0.daemon.core.shapes import Bool, ListOf, Num, OneOf, P, Str
 from db0.daemon.handlers import rpc
-from db0.daemon.shapes import Bool, ListOf, Num, OneOf, P, Str
-from db0.daemon.watcher import Watcher
-from db0.daemon.watchparse import DEFAULT_GLOBS
+from db0.daemon.services.watcher import Watcher
+from db0.daemon.services.watchparse import DEFAULT_GLOBS
 from db0.store.context import SCOPES
 
 if TYPE_CHECKING:
-    from db0.daemon.dispatch import Request
-    from db0.daemon.runtime import Runtime
+    from db0.daemon.core.dispatch import Request
+    from db0.daemon.core.runtime import Runtime
 
 MAX_GLOBS = 32
 PATH = P(Str(nonempty=True, max_len=4096), "the folder", required=True)

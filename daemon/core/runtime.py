@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from db0.daemon.config import Config
+from db0.daemon.core.config import Config
+from db0.daemon.core.writer import Writer
 from db0.daemon.paths import Paths
 from db0.daemon.protocol import Db0Error
-from db0.daemon.writer import Writer
 from db0.store import db as dbmod
 from db0.store import sessions
 from db0.store.context import Context

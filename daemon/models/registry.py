@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from db0.daemon import modelconv
+from db0.daemon.models import bertconv as modelconv
 from db0.daemon.protocol import Db0Error
 
 MANIFEST = "models.json"
@@ -168,7 +168,7 @@ def reranker(mdir: Path) -> ModelInfo | None:
 
 def install_reranker(mdir: Path, src: Path | None = None) -> ModelInfo:
     """Build the reranker GGUF from an ONNX cross-encoder folder (default: the packaged one)."""
-    from db0.daemon import rerankconv
+    from db0.daemon.models import rerankconv
 
     with _lock:
         have = reranker(mdir)

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from db0.daemon.core.runtime import Component, Runtime
 from db0.daemon.protocol import RETRYABLE
-from db0.daemon.runtime import Component, Runtime
 
 log = logging.getLogger("db0.spool")
 

@@ -33,8 +33,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from db0.daemon import __version__
-from db0.daemon import config as configmod
-from db0.daemon.dispatch import Dispatcher
+from db0.daemon.core import config as configmod
+from db0.daemon.core.dispatch import Dispatcher
+from db0.daemon.core.runtime import Runtime
 from db0.daemon.handlers import load_all
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
 from db0.daemon.protocol import (
@@ -46,7 +47,6 @@ from db0.daemon.protocol import (
     err,
     read_frame,
 )
-from db0.daemon.runtime import Runtime
 from db0.store.errors import StoreError
 
 log = logging.getLogger("db0.daemon")
@@ -164,7 +164,7 @@ class Server:
         except Exception as e:  # no inotify slots, say: serve without live reload
             log.error("config watcher not started (%s); config changes need a restart", e)
             self.watcher = None
-        from db0.daemon import components
+        from db0.daemon.core import components
 
         components.install(self.rt)
         for comp in self.rt.components:

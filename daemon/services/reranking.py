@@ -12,9 +12,9 @@ import logging
 import threading
 from typing import Any
 
-from db0.daemon.config import Config
+from db0.daemon.core.config import Config
+from db0.daemon.core.runtime import Component, Runtime
 from db0.daemon.protocol import Db0Error
-from db0.daemon.runtime import Component, Runtime
 
 log = logging.getLogger("db0.rerank")
 MAX_CHARS = 2000  # a memory's first 2,000 characters are enough to judge it
@@ -41,7 +41,7 @@ class RerankService(Component):
             model.close()
 
     def status(self) -> dict[str, Any]:
-        from db0.daemon import models
+        from db0.daemon.models import registry as models
 
         info = models.reranker(self.rt.paths.models_dir)
         return {"model": info.name if info else None, "loaded": self._model is not None,
@@ -56,7 +56,7 @@ class RerankService(Component):
             return str(model.name), scores
 
     def _load(self) -> Any:
-        from db0.daemon import models
+        from db0.daemon.models import registry as models
 
         info = models.reranker(self.rt.paths.models_dir)
         if info is None:
@@ -64,7 +64,7 @@ class RerankService(Component):
                            "run: db0 model install --reranker (or recall without --rerank)")
         if self._model is not None and self._sha == info.sha256:
             return self._model
-        from db0.daemon.reranker import Reranker
+        from db0.daemon.models.reranker import Reranker
 
         if self._model is not None:
             self._model.close()

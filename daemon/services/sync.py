@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from db0.daemon.config import Config
-from db0.daemon.runtime import Component, Runtime
+from db0.daemon.core.config import Config
+from db0.daemon.core.runtime import Component, Runtime
 from db0.store import pgsync, remotes
 from db0.store.errors import StoreError
 
@@ -108,7 +108,7 @@ class Syncer(Component):
         embeds itself, and finds nothing pending for these)."""
         import numpy as np
 
-        from db0.daemon.embedding import EmbeddingService
+        from db0.daemon.services.embedding import EmbeddingService
 
         embedder = self.rt.service(EmbeddingService)
         if embedder is None:

@@ -22,9 +22,9 @@ from typing import Any
 
 import apsw
 
+from db0.daemon.core.runtime import Runtime
+from db0.daemon.core.shapes import Method, ShapeError
 from db0.daemon.protocol import Db0Error, err, ok
-from db0.daemon.runtime import Runtime
-from db0.daemon.shapes import Method, ShapeError
 from db0.store.context import Context
 from db0.store.errors import StoreError
 

@@ -28,10 +28,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from db0.daemon import watchparse as wp
-from db0.daemon.config import Config
+from db0.daemon.core.config import Config
+from db0.daemon.core.runtime import Component, Runtime
 from db0.daemon.protocol import Db0Error
-from db0.daemon.runtime import Component, Runtime
+from db0.daemon.services import watchparse as wp
 from db0.store import watch as sw
 from db0.store.context import Context
 from db0.store.errors import StoreError

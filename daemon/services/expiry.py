@@ -12,8 +12,8 @@ import logging
 import time
 from typing import Any
 
-from db0.daemon.config import Config
-from db0.daemon.runtime import Component
+from db0.daemon.core.config import Config
+from db0.daemon.core.runtime import Component
 from db0.store import sessions, write
 from db0.store.core import Store
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from db0.daemon.config import Config
+from db0.daemon.core.config import Config
+from db0.daemon.core.runtime import Component, Runtime
 from db0.daemon.protocol import Db0Error
-from db0.daemon.runtime import Component, Runtime
 from db0.store import db as dbmod
 
 log = logging.getLogger("db0.embed")
@@ -404,7 +404,7 @@ class EmbeddingService(Component):
 
     def _load(self) -> None:
         """Load the registry's current model as target, and the model search uses as active."""
-        from db0.daemon import models
+        from db0.daemon.models import registry as models
 
         self.state = "loading"
         self.error = None
@@ -436,7 +436,7 @@ class EmbeddingService(Component):
 
     def _open_by_id(self, model_id: int) -> Loaded | None:
         """The previous model, for search during a switch, if its file is still installed."""
-        from db0.daemon import models
+        from db0.daemon.models import registry as models
 
         with self.rt.reader() as store:
             row = store.conn.execute("SELECT name, sha256 FROM embed_models WHERE model_id=?",
@@ -452,7 +452,7 @@ class EmbeddingService(Component):
         return None
 
     def _open(self, info: Any) -> Loaded:
-        from db0.daemon.embedder import Embedder
+        from db0.daemon.models.embedder import Embedder
         from db0.store import vectors
 
         path = Path(info.path)
