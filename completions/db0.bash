@@ -70,7 +70,7 @@ _db0_subs() {
 
 _db0_words() {
     case "$1" in
-        "") echo "checkpoint completions daemon doctor export forget git history hook import ingest integrate link list mcp model pack purge recall remember remote session show spawn stats sync task watch --help -h" ;;
+        "") echo "checkpoint completions daemon doctor export forget git history hook import ingest integrate link list mcp model pack purge recall remember remote session show spawn stats sync task watch --help -h --version -V" ;;
         "checkpoint") echo "branch create diff list restore show --help -h" ;;
         "checkpoint branch") echo "--agent --help -h --json --label -l" ;;
         "checkpoint create") echo "--agent --allow-secrets --help -h --json --label -l --session --state --task --user" ;;
@@ -89,7 +89,7 @@ _db0_words() {
         "daemon start") echo "--help -h --json" ;;
         "daemon status") echo "--help -h --json" ;;
         "daemon stop") echo "--help -h --json" ;;
-        "doctor") echo "--help -h --json" ;;
+        "doctor") echo "--fix --help -h --json" ;;
         "export") echo "--agent --all --everyone --help -h --session --task --user" ;;
         "forget") echo "--help -h --json --reason" ;;
         "git") echo "capture --help -h" ;;

@@ -178,6 +178,7 @@ complete -c db0 -n '__db0_at' -a sync
 complete -c db0 -n '__db0_at' -a task
 complete -c db0 -n '__db0_at' -a watch
 complete -c db0 -n '__db0_at' -l help -s h -d 'Show the help'
+complete -c db0 -n '__db0_at' -l version -s V -d 'Print db0\'s version and exit.'
 complete -c db0 -n '__db0_at checkpoint' -a branch
 complete -c db0 -n '__db0_at checkpoint' -a create
 complete -c db0 -n '__db0_at checkpoint' -a diff
@@ -240,6 +241,7 @@ complete -c db0 -n '__db0_at daemon status' -l help -s h -d 'Show the help'
 complete -c db0 -n '__db0_at daemon status' -l json -d 'Print one JSON document.'
 complete -c db0 -n '__db0_at daemon stop' -l help -s h -d 'Show the help'
 complete -c db0 -n '__db0_at daemon stop' -l json -d 'Print one JSON document.'
+complete -c db0 -n '__db0_at doctor' -l fix -d 'Make db0\'s files private again (0700 directories, 0600 files'
 complete -c db0 -n '__db0_at doctor' -l help -s h -d 'Show the help'
 complete -c db0 -n '__db0_at doctor' -l json -d 'Print one JSON document.'
 complete -c db0 -n '__db0_at export' -l agent -r -F -d 'Agent name (else DB0_AGENT, config, \'default\').'

@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from db0.store.context import Context, visible_sql
+from db0.store.context import Context, live_sql, visible_sql
 from db0.store.core import (
     STATE_COLUMNS,
     Store,
@@ -198,6 +198,8 @@ def export_page(store: Store, ctx: Context | None, *, after: int = 0, limit: int
     where, args = "1", list[Any]()
     if ctx is not None:
         where, args = visible_sql(ctx, None, live=not include_all)
+    elif not include_all:  # everyone's memories, but only the live ones
+        where, args = live_sql("m")
     cols = ", ".join(f"m.{c}" for c in STATE_COLUMNS)
     rows = store.conn.execute(
         f"SELECT m.rid, {cols} FROM memories m WHERE m.rid > ? AND {where} ORDER BY m.rid "

@@ -137,3 +137,13 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DB0_HOME", str(tmp_path / "h"))
     for var in ("DB0_USER", "DB0_AGENT", "DB0_SESSION", "DB0_TASK"):
         monkeypatch.delenv(var, raising=False)
+
+
+def give_models(home: Path, models: Path) -> None:
+    """Put installed models into a home, as `db0 model install` would: its folders private."""
+    import shutil
+
+    from db0.daemon.paths import make_private_dir
+
+    make_private_dir(home / "data")
+    shutil.copytree(models, home / "data" / "models")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import give_models
 
 from tests.conftest import DB0, Db0, _wait_dead
 
@@ -54,7 +54,7 @@ def models_dir() -> Iterator[Path]:
 @pytest.fixture
 def mdb0(db0: Db0, models_dir: Path) -> Db0:
     """A db0 whose home starts with the default model installed (no daemon running yet)."""
-    shutil.copytree(models_dir, db0.home / "data" / "models")
+    give_models(db0.home, models_dir)
     return db0
 
 

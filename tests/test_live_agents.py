@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from typing import Any
 
 import agentrun
 import pytest
-from conftest import DB0, Db0, _wait_dead, daemon_pids
+from conftest import DB0, Db0, _wait_dead, daemon_pids, give_models
 from standin import StandIn
 
 pytestmark = pytest.mark.slow
@@ -107,7 +106,7 @@ def test_agent_session_is_remembered(agent: str, models: Path, standin: StandIn,
     proj.mkdir()
     with tempfile.TemporaryDirectory(prefix="db0l", dir="/tmp") as d:
         db0_home = Path(d)
-        shutil.copytree(models, db0_home / "data" / "models")
+        give_models(db0_home, models)
         (db0_home / "config").mkdir()
         (db0_home / "config" / "config.toml").write_text("[hooks]\nsession_budget = 60\n")
         env = {**agentrun.base_env(home, [str(Path(DB0).parent)]),

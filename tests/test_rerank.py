@@ -5,13 +5,13 @@ tokenized as BERT's tokenizer does; `db0 recall --rerank N` rescores through the
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import give_models
 
 from db0.daemon.models import onnxread, rerankconv
 from db0.daemon.models import registry as models
@@ -132,7 +132,7 @@ TURNS = [
 
 @pytest.mark.slow
 def test_recall_rerank_through_the_daemon(db0: Db0, models_dir: Path) -> None:  # noqa: F811
-    shutil.copytree(models_dir, db0.home / "data" / "models")
+    give_models(db0.home, models_dir)
     lines = "".join(json.dumps({"content": c, "created_at": t}) + "\n" for t, c in TURNS)
     db0.run("import", "-", "--wait", input=lines)
     query = "What happened to Bob's car?"

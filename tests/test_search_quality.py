@@ -4,11 +4,11 @@ found through the turn before it) and stop words left out of the keyword query."
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import give_models
 
 from tests.conftest import Db0
 from tests.test_embeddings import models_dir  # noqa: F401  (the session-wide models folder)
@@ -32,7 +32,7 @@ ANSWER = TURNS[1][1]
 
 @pytest.fixture
 def conv(db0: Db0, models_dir: Path) -> Db0:  # noqa: F811
-    shutil.copytree(models_dir, db0.home / "data" / "models")
+    give_models(db0.home, models_dir)
     lines = "".join(json.dumps({"content": c, "created_at": t}) + "\n" for t, c in TURNS)
     db0.run("import", "-", "--wait", input=lines)
     return db0
@@ -78,7 +78,7 @@ SUNDAYS = [
 
 
 def test_what_the_named_speaker_said_comes_first(db0: Db0, models_dir: Path) -> None:  # noqa: F811
-    shutil.copytree(models_dir, db0.home / "data" / "models")
+    give_models(db0.home, models_dir)
     db0.run("import", "-", "--wait", input="".join(
         json.dumps({"content": c, "created_at": t}) + "\n" for t, c in SUNDAYS))
     res = recall(db0, "What does John do on Sundays?")
@@ -100,7 +100,7 @@ def test_what_the_named_speaker_said_comes_first(db0: Db0, models_dir: Path) -> 
 
 def test_a_day_or_month_named_in_the_query_weighs_what_was_written_then(
         db0: Db0, models_dir: Path) -> None:  # noqa: F811
-    shutil.copytree(models_dir, db0.home / "data" / "models")
+    give_models(db0.home, models_dir)
     notes = [("2023-06-03T10:00:00Z", "Ana: We planted tomatoes in the garden yesterday."),
              ("2023-08-20T10:00:00Z", "Ana: We planted sunflowers in the garden today."),
              ("2023-12-28T10:00:00Z", "Ana: We planted garlic in the garden for winter.")]
