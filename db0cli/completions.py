@@ -37,7 +37,10 @@ def tree() -> dict[str, dict[str, Any]]:
             takes = not p.is_flag and not p.count
             opts.append((names, takes, [str(c) for c in choices], (p.help or "").split(". ")[0]))
         opts.append((["--help", "-h"], False, [], "Show the help"))
-        out[path] = {"subs": subs, "options": sorted(opts)}
+        args = [p for p in cmd.params if isinstance(p, click.Argument)]
+        values = (list(args[0].type.choices) if args and isinstance(args[0].type, click.Choice)
+                  else [])
+        out[path] = {"subs": subs, "options": sorted(opts), "values": [str(v) for v in values]}
         if isinstance(cmd, click.Group):
             for n in subs:
                 walk(cmd.commands[n], f"{path} {n}".strip())
@@ -47,7 +50,10 @@ def tree() -> dict[str, dict[str, Any]]:
 
 
 def _words(node: dict[str, Any]) -> str:
-    return " ".join([*node["subs"], *(n for names, *_ in node["options"] for n in names)])
+    """What Tab offers after a command: its subcommands, its first argument's choices (an
+    integrate target, a shell), its options."""
+    return " ".join([*node["subs"], *node.get("values", []),
+                     *(n for names, *_ in node["options"] for n in names)])
 
 
 def _case_table(t: dict[str, dict[str, Any]], fn: str, value: str) -> list[str]:

@@ -18,6 +18,7 @@ in the background, so a commit waits only for a `git rev-parse` and a fork.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -81,8 +82,21 @@ def repo_name(cwd: str | None = None) -> str:
 
 
 def branch(cwd: str | None = None) -> str | None:
+    """HEAD's branch; during a rebase (HEAD detached while the hook runs) the branch being
+    rebased, which git keeps in rebase-merge/ or rebase-apply/ head-name."""
     name = git("rev-parse", "--abbrev-ref", "HEAD", cwd=cwd, ok=(0, 128)).strip()
-    return None if name in ("", "HEAD") else name
+    if name not in ("", "HEAD"):
+        return name
+    for state in ("rebase-merge/head-name", "rebase-apply/head-name"):
+        path = git("rev-parse", "--git-path", state, cwd=cwd, ok=(0, 128)).strip()
+        if path:
+            try:
+                ref = (Path(cwd or ".") / path).read_text().strip()
+            except OSError:
+                continue
+            if ref.startswith("refs/heads/"):
+                return ref.removeprefix("refs/heads/")
+    return None
 
 
 def has_commits(cwd: str | None = None) -> bool:
@@ -113,8 +127,8 @@ def commits(revs: list[str], walk: bool, cwd: str | None = None,
 
 # -- the hook's entry point ------------------------------------------------------------------
 
-def _send(params: dict[str, Any]) -> None:
-    """Hand the capture to the daemon, or spool it when none answers in time."""
+def _send(params: dict[str, Any]) -> dict[str, Any]:
+    """Hand the capture to the daemon, or spool it when none answers in time; what happened."""
     from db0.cli import hook
     from db0.daemon.client import deliver
     from db0.daemon.paths import get_paths
@@ -122,10 +136,14 @@ def _send(params: dict[str, Any]) -> None:
 
     paths = get_paths()
     try:
-        if deliver("git.capture", params, SEND_DEADLINE_S, paths) is None:
-            hook._log(paths, "git", params["kind"], "daemon not answering: capture spooled")
+        res = deliver("git.capture", params, SEND_DEADLINE_S, paths)
     except Db0Error as e:
         hook._log(paths, "git", params["kind"], f"daemon: {e.message}")
+        return {"commits": len(params["commits"]), "error": e.message}
+    if res is None:
+        hook._log(paths, "git", params["kind"], "daemon not answering: capture spooled")
+        return {"commits": len(params["commits"]), "spooled": True}
+    return {"commits": len(params["commits"]), "spooled": False, **res}
 
 
 def _read_pairs(kind: str) -> list[list[str]]:
@@ -140,7 +158,7 @@ def _read_pairs(kind: str) -> list[list[str]]:
     return pairs
 
 
-def capture(argv: list[str]) -> None:
+def capture(argv: list[str]) -> dict[str, Any]:
     kind = argv[0] if argv and argv[0] in ("amend", "rebase") else "commit"
     background = "--background" in argv
     if kind == "commit":
@@ -155,22 +173,22 @@ def capture(argv: list[str]) -> None:
         shas = list(dict.fromkeys(n for _, n in pairs))
         branch_name = branch()
     if not shas:
-        return
+        return {"commits": 0}
     if background and os.fork() > 0:  # config-based hooks: the commit does not wait for us
-        return
+        return {"commits": len(shas), "background": True}
     if background:
         os.setsid()
     params = {"kind": kind, "repo": repo_name(),
               "commits": commits(shas, walk=False, branch_name=branch_name), "rewrites": pairs,
               "context": {k: v for k, v in (("user", os.environ.get("DB0_USER")),
                                             ("agent", os.environ.get("DB0_AGENT"))) if v}}
-    _send(params)
+    return _send(params)
 
 
 def main(argv: list[str]) -> int:
     """`db0 git capture …` from the app, before Typer: always 0, problems to the hooks log."""
     if "-h" in argv or "--help" in argv:
-        sys.stdout.write("Usage: db0 git capture [amend|rebase] [--background]\n\n"
+        sys.stdout.write("Usage: db0 git capture [amend|rebase] [--background] [--json]\n\n"
                          "  Run by the git hooks that `db0 integrate git` installs: captures "
                          "HEAD (post-commit)\n  or the rewritten commits on stdin "
                          "(post-rewrite). Always exits 0.\n")
@@ -178,7 +196,9 @@ def main(argv: list[str]) -> int:
     if os.environ.get("DB0_DISABLE", "") not in ("", "0"):
         return 0
     try:
-        capture(argv)
+        result = capture(argv)
+        if "--json" in argv and not result.get("background"):
+            sys.stdout.write(json.dumps(result) + "\n")
     except BaseException as e:  # never fail a commit
         with contextlib.suppress(Exception):
             from db0.cli import hook

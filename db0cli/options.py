@@ -1,28 +1,33 @@
-"""Option types shared by every command (sqlite-utils' output_options), and input helpers."""
+"""Option declarations shared by every command (sqlite-utils' output_options), and input helpers.
+
+Declarations are `db0cli/params.py` specs, so importing this module costs no Typer.
+"""
 
 from __future__ import annotations
 
 import sys
 from typing import Annotated, Any
 
-import typer
-
+from db0.cli.params import Opt
 from db0.daemon.protocol import Db0Error
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-UserOpt = Annotated[str | None, typer.Option("--user", help="User id (else DB0_USER, config, "
-                                             "your login name).", rich_help_panel="Context")]
-AgentOpt = Annotated[str | None, typer.Option("--agent", help="Agent name (else DB0_AGENT, "
-                                              "config, 'default').")]
-SessionOpt = Annotated[str | None, typer.Option("--session", help="Session id (else "
-                                                "DB0_SESSION).")]
-TaskOpt = Annotated[str | None, typer.Option("--task", help="Task id (else DB0_TASK).")]
-ScopeOpt = Annotated[str, typer.Option("--scope", "-s", help="user, agent, session or task.")]
-ScopesOpt = Annotated[list[str] | None, typer.Option(
-    "--scope", "-s", help="Only these scopes (repeat); default: every scope you can see.")]
-TagsOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag (repeat).")]
-MetaOpt = Annotated[list[str] | None, typer.Option(
+SCOPES = ("user", "agent", "session", "task")
+
+JsonOpt = Annotated[bool, Opt("--json", help="Print one JSON document.")]
+UserOpt = Annotated[str | None, Opt("--user", help="User id (else DB0_USER, config, your login "
+                                    "name).")]
+AgentOpt = Annotated[str | None, Opt("--agent", help="Agent name (else DB0_AGENT, config, "
+                                     "'default').")]
+SessionOpt = Annotated[str | None, Opt("--session", help="Session id (else DB0_SESSION).")]
+TaskOpt = Annotated[str | None, Opt("--task", help="Task id (else DB0_TASK).")]
+ScopeOpt = Annotated[str, Opt("--scope", "-s", choices=SCOPES, help="Who sees it.")]
+ScopesOpt = Annotated[list[str] | None, Opt(
+    "--scope", "-s", choices=SCOPES,
+    help="Only these scopes (repeat); default: every scope you can see.")]
+TagsOpt = Annotated[list[str] | None, Opt("--tag", "-t", help="Tag (repeat).")]
+MetaOpt = Annotated[list[str] | None, Opt(
     "--meta", "-m", help="Metadata KEY=VALUE (repeat); a JSON value is parsed.")]
+LimitOpt = Annotated[int, Opt("--limit", "-n", help="How many.")]
 
 
 def context(user: str | None, agent: str | None, session: str | None,
@@ -76,5 +81,5 @@ def read_source(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise Db0Error("invalid", f"cannot read {path}: {e.strerror}",
-                       "check the path") from None
+        code = "not_found" if isinstance(e, FileNotFoundError) else "invalid"
+        raise Db0Error(code, f"cannot read {path}: {e.strerror}", "check the path") from None

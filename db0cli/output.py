@@ -44,12 +44,15 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
         from rich.console import Console
         from rich.table import Table
 
-        t = Table(title=title, show_lines=False, header_style="bold")
+        plain = bool(os.environ.get("NO_COLOR"))  # no-color.org: no styling at all
+        t = Table(title=title, show_lines=False, header_style="" if plain else "bold",
+                  title_style="" if plain else "italic")
         for c in columns:
             t.add_column(c, overflow="fold")
         for r in rows:
             t.add_row(*("" if v is None else str(v) for v in r))
-        Console().print(t)
+        Console(no_color=plain, highlight=not plain,
+                style=None if not plain else "none").print(t)
         return
     for r in rows:
         sys.stdout.write("\t".join(one_line("" if v is None else str(v)) for v in r) + "\n")

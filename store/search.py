@@ -229,6 +229,9 @@ class QueryVector:
     vector: Any                   # numpy float32 array, L2-normalised
     index: Any = None             # store.vectors.VectorIndex for that model, when loaded
     took_ms: float = 0.0          # how long embedding the query took
+    # The similarity unrelated texts reach with this model (models differ: some put every
+    # pair near 0.1, others near 0.7); a memory found by meaning alone must beat it.
+    floor: float = -1.0
 
 
 def vector_candidates(store: Store, ctx: Context, qv: QueryVector, filters: Filters,
@@ -528,9 +531,12 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     now = time.time()
     query_words = {w.lower() for w in _WORD.findall(query)}
     periods = query_periods(query)
-    # A neighbour that matches the query in no way (keyword-only search, no BM25 match) lends
-    # its context to the hit beside it but is not a result itself.
-    eligible = {rid: p for rid, p in parts_by_rid.items() if "bm25" in p or "vector" in p}
+    # A result matches the query: by a keyword, or by a meaning closer than unrelated texts
+    # get with this model (so nonsense finds nothing, and recall says so with exit 1). A
+    # neighbour that does not match lends its context to the hit beside it, nothing more.
+    floor = qvec.floor if qvec is not None else -1.0
+    eligible = {rid: p for rid, p in parts_by_rid.items()
+                if "bm25" in p or ("vector" in p and 1.0 - p["vector"] > floor)}
     scored, states = _best(store, eligible, k, now, query_words, periods)
     results = []
     for score, rid in scored[:k]:

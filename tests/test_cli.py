@@ -13,7 +13,7 @@ def test_remember_recall_round_trip(db0: Db0) -> None:
     r = db0.json("remember", "The deploy key lives in the vault under ops/deploy")
     assert r["status"] == "stored" and len(r["id"]) == 26
     db0.run("remember", "Lunch is at noon on Fridays")
-    res = db0.json("recall", "where is the deploy key", "-k", "5")
+    res = db0.json("recall", "where is the deploy key", "-n", "5")
     assert res["results"], res
     top = res["results"][0]
     assert top["id"] == r["id"]
@@ -136,11 +136,11 @@ def test_bad_input_one_line_errors(db0: Db0) -> None:
         (("remember", "-"), b"   \n", 1, "content is empty"),
         (("remember", "-"), b"\xff\xfe bad", 1, "not valid UTF-8"),
         (("remember", "-"), b"x" * (64 * 1024 + 1), 1, "over the"),
-        (("remember", "--scope", "galaxy", "hi"), None, 2, "scope must be one of"),
+        (("remember", "--scope", "galaxy", "hi"), None, 2, "'galaxy' is not one of"),
         (("remember", "--scope", "session", "hi"), None, 1, "needs a session id"),
         (("show", "01nosuchid0000000000000000"), None, 4, "no memory"),
         (("forget", "zzzzzzzz"), None, 4, "no memory"),
-        (("recall", "x", "-k", "0"), None, 2, "k must be"),
+        (("recall", "x", "-n", "0"), None, 2, "k must be"),
         (("remember", "--ttl", "soon", "x"), None, 1, "not a duration"),
     ]
     for args, data, code, text in cases:

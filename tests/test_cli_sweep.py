@@ -178,3 +178,18 @@ def test_the_database_is_intact_after_the_sweep(runner: Runner) -> None:
         conn = apsw.Connection(str(db))
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         conn.close()
+
+
+# Commands whose output is already a protocol of its own: the hook answers the agent in its
+# JSON, the MCP server speaks JSON-RPC, `daemon run` is the daemon in the foreground.
+NO_JSON = {("hook",), ("mcp",), ("daemon", "run")}
+
+
+@pytest.mark.parametrize("path,cmd", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_every_command_takes_json_and_shows_examples(path: tuple[str, ...],
+                                                    cmd: click.Command) -> None:
+    names = {n for p in cmd.params if isinstance(p, click.Option) for n in p.opts}
+    if path not in NO_JSON:
+        assert "--json" in names, f"db0 {' '.join(path)} has no --json"
+    if path not in NO_JSON and path != ("git", "capture"):
+        assert "Example" in (cmd.help or ""), f"db0 {' '.join(path)} --help shows no example"

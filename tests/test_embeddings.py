@@ -85,7 +85,7 @@ def test_paraphrase_sharing_no_word_is_found_first(mdb0: Db0) -> None:
         mdb0.run("remember", "--wait", fact)
     words = set(PARAPHRASE.lower().split())
     assert all(not words & set(f.lower().split()) for f in FACTS)
-    res = mdb0.json("recall", PARAPHRASE, "-k", "3")
+    res = mdb0.json("recall", PARAPHRASE, "-n", "3")
     top = res["results"][0]
     assert top["content"] == FACTS[0]
     parts = top["score_parts"]

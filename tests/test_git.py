@@ -128,7 +128,7 @@ def test_commits_amends_rebases_worktrees_and_an_existing_hook(db: Db0, home: Pa
     old_rows = [r for r in every if r["metadata"]["sha"] in old_feature]
     assert len(old_rows) == len(old_feature) == 2
     assert all(r["superseded_by"] in {x["id"] for x in rows} for r in old_rows)
-    found = db.json("recall", "flamingo charts", "--tag", "git", "-k", "10")["results"]
+    found = db.json("recall", "flamingo charts", "--tag", "git", "-n", "10")["results"]
     shas = [r["metadata"]["sha"] for r in found]
     assert not set(shas) & set(old_feature)
     assert len(shas) == len(set(shas))

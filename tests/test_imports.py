@@ -87,3 +87,24 @@ def test_linux_paths_equal_platformdirs_without_importing_it(tmp_path: Path) -> 
     env = {k: v for k, v in os.environ.items() if k != "DB0_HOME"}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "False"
+
+
+def test_well_formed_commands_skip_typer_and_click(db0: Db0) -> None:
+    """The fast path: a well-formed command line runs without Typer or click (every command
+    declared through db0cli/params.py); help and mistakes still go through Typer."""
+    db0.run("remember", "start-up matters")
+    framework = ("typer", "click", "rich")
+
+    def loaded(args: list[str]) -> list[str]:
+        p = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args),
+                            json.dumps(framework)], capture_output=True, text=True,
+                           env=db0.env, timeout=120)
+        line = [ln for ln in p.stderr.splitlines() if ln.startswith("LOADED ")][-1]
+        return sorted({m.split(".")[0] for m in json.loads(line[len("LOADED "):])})
+
+    for args in (["recall", "start-up", "-n", "3"], ["remember", "-k", "x", "another"],
+                 ["list", "--json"], ["pack", "start-up", "--budget", "100"],
+                 ["session", "list"], ["daemon", "status"], ["stats"]):
+        assert loaded(args) == [], args
+    for args in (["recall", "--help"], ["recall", "x", "-n", "many"], ["recall", "--bogus"]):
+        assert "click" in loaded(args), args

@@ -140,14 +140,14 @@ def test_recall_rerank_through_the_daemon(db0: Db0, models_dir: Path) -> None:  
     # not installed yet: a clear error, exit 5; recall without --rerank still works
     r = db0.run("recall", query, "--rerank", "5", check=False)
     assert r.code == 5 and "no reranker is installed" in r.err and "--reranker" in r.err
-    assert db0.json("recall", query, "-k", "3")["results"]
+    assert db0.json("recall", query, "-n", "3")["results"]
     r = db0.run("recall", query, "--rerank", "500", check=False)
     assert r.code != 0 and "rerank must be a whole number from 0 to 100" in r.err
 
     db0.run("model", "install", "--reranker", timeout=600)
     listed = db0.json("model", "list")
     assert listed["reranker"]["name"] == rerankconv.NAME
-    res = db0.json("recall", query, "-k", "3", "--rerank", "5")
+    res = db0.json("recall", query, "-n", "3", "--rerank", "5")
     assert res["reranked"] == 5 and res["rerank_model"] == rerankconv.NAME
     got = res["results"]
     assert len(got) == 3 and got[0]["content"] == TURNS[4][1]
@@ -158,8 +158,8 @@ def test_recall_rerank_through_the_daemon(db0: Db0, models_dir: Path) -> None:  
     assert all("first_stage" in p for p in parts)
     # each memory is read after the turn before it in the same conversation (within an hour),
     # and score_parts say which; the first turn of a conversation is read alone
-    ids = {g["content"]: g["id"] for g in db0.json("recall", query, "-k", "6")["results"]}
-    every = db0.json("recall", query, "-k", "6", "--rerank", "6")["results"]
+    ids = {g["content"]: g["id"] for g in db0.json("recall", query, "-n", "6")["results"]}
+    every = db0.json("recall", query, "-n", "6", "--rerank", "6")["results"]
     assert len(every) == len(TURNS) == len(ids)
     for g in every:
         i = next(i for i, (_, c) in enumerate(TURNS) if c == g["content"])

@@ -39,7 +39,7 @@ def conv(db0: Db0, models_dir: Path) -> Db0:  # noqa: F811
 
 
 def recall(db: Db0, query: str, k: int = 8) -> list[dict[str, Any]]:
-    res: list[dict[str, Any]] = db.json("recall", query, "-k", str(k))["results"]
+    res: list[dict[str, Any]] = db.json("recall", query, "-n", str(k))["results"]
     return res
 
 

@@ -49,7 +49,7 @@ def ctx(d: Db0, **env: str) -> Db0:
 
 
 def contents(d: Db0, query: str, *extra: str) -> list[str]:
-    r = d.run("recall", query, "-k", "50", "--json", *extra, check=False)
+    r = d.run("recall", query, "-n", "50", "--json", *extra, check=False)
     assert r.code in (0, 1), r.err
     return [x["content"] for x in r.json()["results"]] if r.out.strip() else []
 
@@ -332,9 +332,9 @@ def test_links_show_and_expand(u: Db0) -> None:
     assert u.json("link", a, b, "--type", "supports")["status"] == "exists"
     shown = u.json("show", a)["links"]
     assert shown == [{"id": b, "type": "supports", "direction": "out"}]
-    plain = u.json("recall", "lemur", "-k", "1")["results"]
+    plain = u.json("recall", "lemur", "-n", "1")["results"]
     assert [x["id"] for x in plain] == [a]
-    expanded = u.json("recall", "lemur", "-k", "1", "--expand")["results"]
+    expanded = u.json("recall", "lemur", "-n", "1", "--expand")["results"]
     assert [x["id"] for x in expanded] == [a, b] and expanded[1]["via"]["id"] == a
     bad = u.run("link", a, b, "--type", "hates", check=False)
     assert bad.code == 1 and "unknown link type" in bad.err

@@ -47,6 +47,7 @@ class Loaded:
     index: Any                # store.vectors.VectorIndex
     qlock: threading.Lock
     workers: list[Any] = field(default_factory=list)  # more 1-thread batch contexts
+    floor: float = -1.0       # the similarity unrelated texts reach (search.QueryVector.floor)
 
 
 class EmbeddingService(Component):
@@ -162,7 +163,7 @@ class EmbeddingService(Component):
         with a.qlock:
             vec = a.query.embed([text[:MAX_CHARS]])[0]
         return QueryVector(a.model_id, np.asarray(vec, dtype=np.float32), a.index,
-                           took_ms=(time.perf_counter() - started) * 1000)
+                           took_ms=(time.perf_counter() - started) * 1000, floor=a.floor)
 
     def vector_of(self, memory_id: str) -> Any:
         """A memory's own stored vector from the active model, as a QueryVector (None when it
@@ -472,7 +473,38 @@ class EmbeddingService(Component):
             index = vectors.VectorIndex.load(store, mid, dim)
         log.info("loaded embedding model %s from %s (%d vectors in the index)", name, path,
                  len(index))
-        return Loaded(name, sha, path, dim, mid, emb, query, index, threading.Lock(), workers)
+        loaded = Loaded(name, sha, path, dim, mid, emb, query, index, threading.Lock(), workers)
+        loaded.floor = _noise_floor(query)
+        log.info("%s: unrelated texts reach a similarity of %.3f", name, loaded.floor)
+        return loaded
+
+
+# Texts about nothing in common, one per line: the highest similarity two of them reach with a
+# model is the bar a memory found by meaning alone must clear.
+UNRELATED = (
+    "The invoice is due on the first Monday of next month.",
+    "Photosynthesis turns light into chemical energy in plants.",
+    "He tuned the guitar before the concert started.",
+    "zzqqxx vbnm qwrtp",
+    "The ferry to the island leaves every two hours.",
+    "Add two cups of flour and stir until smooth.",
+    "The server returned a 503 error during the deploy.",
+    "Penguins huddle together to survive the Antarctic winter.",
+    "My grandmother knits scarves for the whole family.",
+    "The committee postponed the vote until Thursday.",
+    "Quantum tunnelling lets particles cross energy barriers.",
+    "She painted the fence a bright shade of green.",
+)
+
+
+def _noise_floor(embedder: Any) -> float:
+    import numpy as np
+
+    m = np.asarray(embedder.embed(list(UNRELATED)), dtype=np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    sims = m @ m.T
+    np.fill_diagonal(sims, -1.0)
+    return float(sims.max())
 
 
 def _sha(info: Any) -> str:

@@ -7,8 +7,6 @@ import shlex
 import sys
 from typing import Annotated, Any
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import (
     AgentOpt,
@@ -19,12 +17,11 @@ from db0.cli.options import (
     context,
     read_source,
 )
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 from db0.daemon.protocol import Db0Error
 
-checkpoint_app = typer.Typer(help="Checkpoints of the current session: restore, branch, diff.",
-                             no_args_is_help=True)
-CpArg = Annotated[str, typer.Argument(help="A checkpoint id (see: db0 checkpoint list).")]
+CpArg = Annotated[str, Arg(help="A checkpoint id (see: db0 checkpoint list).")]
 
 
 def _ctx(user: str | None, agent: str | None, session: str | None,
@@ -32,17 +29,22 @@ def _ctx(user: str | None, agent: str | None, session: str | None,
     return context(user, agent, session, task)
 
 
-@checkpoint_app.command("create")
 def create(
-    label: Annotated[str | None, typer.Option("--label", "-l", help="A name for it.")] = None,
-    state: Annotated[str | None, typer.Option("--state", help="A JSON state document to keep "
+    label: Annotated[str | None, Opt("--label", "-l", help="A name for it.")] = None,
+    state: Annotated[str | None, Opt("--state", help="A JSON state document to keep "
                                               "with it: a file, or '-' for stdin.")] = None,
-    allow_secrets: Annotated[bool, typer.Option("--allow-secrets", help="Keep what looks like "
+    allow_secrets: Annotated[bool, Opt("--allow-secrets", help="Keep what looks like "
                                                 "a secret in the label and state.")] = False,
     json_: JsonOpt = False, user: UserOpt = None, agent: AgentOpt = None,
     session: SessionOpt = None, task: TaskOpt = None,
 ) -> int:
-    """Checkpoint the current session (and task): prints its id."""
+    """Checkpoint the current session (and task): prints its id.
+
+    \b
+    Examples:
+      db0 checkpoint create --label before-refactor
+      db0 checkpoint create --label plan --state plan.json
+    """
     doc = None
     if state is not None:
         raw = read_source(state)
@@ -65,12 +67,17 @@ def create(
     return 0
 
 
-@checkpoint_app.command("list")
 def list_(
-    all_: Annotated[bool, typer.Option("--all", "-a", help="Every session's.")] = False,
+    all_: Annotated[bool, Opt("--all", "-a", help="Every session's.")] = False,
     json_: JsonOpt = False, user: UserOpt = None, session: SessionOpt = None,
 ) -> int:
-    """Checkpoints of the current session (all of yours with --all or without a session)."""
+    """Checkpoints of the current session (all of yours with --all or without a session).
+
+    \b
+    Examples:
+      db0 checkpoint list
+      db0 checkpoint list --all --json
+    """
     res = call("checkpoint.list", {"all": all_, "context": _ctx(user, None, session, None)})
     if json_:
         output.emit_json(res)
@@ -81,9 +88,13 @@ def list_(
     return 0
 
 
-@checkpoint_app.command("show")
 def show(ref: CpArg, json_: JsonOpt = False) -> int:
-    """Print a checkpoint's state document (--json: the checkpoint and its state)."""
+    """Print a checkpoint's state document (--json: the checkpoint and its state).
+
+    \b
+    Example:
+      db0 checkpoint show 01m8v3kq5s --json
+    """
     res = call("checkpoint.show", {"id": ref})
     if json_:
         output.emit_json(res)
@@ -94,9 +105,13 @@ def show(ref: CpArg, json_: JsonOpt = False) -> int:
     return 0
 
 
-@checkpoint_app.command("restore")
 def restore(ref: CpArg, json_: JsonOpt = False) -> int:
-    """Roll the session's and task's memories back to the checkpoint (history keeps all)."""
+    """Roll the session's and task's memories back to the checkpoint (history keeps all).
+
+    \b
+    Example:
+      db0 checkpoint restore 01m8v3kq5s
+    """
     res = call("checkpoint.restore", {"id": ref})
     if json_:
         output.emit_json(res)
@@ -106,15 +121,18 @@ def restore(ref: CpArg, json_: JsonOpt = False) -> int:
     return 0
 
 
-@checkpoint_app.command("branch")
 def branch(
     ref: CpArg,
-    label: Annotated[str | None, typer.Option("--label", "-l")] = None,
+    label: Annotated[str | None, Opt("--label", "-l")] = None,
     json_: JsonOpt = False, agent: AgentOpt = None,
 ) -> int:
     """Start a new session that sees the checkpoint's session as it was then.
 
     Prints `export DB0_SESSION=…` for eval; --json gives {"session", "parent", "checkpoint"}.
+
+    \b
+    Example:
+      eval "$(db0 checkpoint branch 01m8v3kq5s)"   # a new session, as it was then
     """
     res = call("checkpoint.branch", {"id": ref, "label": label,
                                      "context": _ctx(None, agent, None, None)})
@@ -125,9 +143,13 @@ def branch(
     return 0
 
 
-@checkpoint_app.command("diff")
 def diff(a: CpArg, b: CpArg, json_: JsonOpt = False) -> int:
-    """What changed in the session between two checkpoints."""
+    """What changed in the session between two checkpoints.
+
+    \b
+    Example:
+      db0 checkpoint diff 01m8v3kq5s 01m8v4aa2b --json
+    """
     res = call("checkpoint.diff", {"a": a, "b": b})
     if json_:
         output.emit_json(res)
@@ -140,5 +162,14 @@ def diff(a: CpArg, b: CpArg, json_: JsonOpt = False) -> int:
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(checkpoint_app, name="checkpoint")
+COMMANDS: list[Command] = [
+    cmd("checkpoint create", create),
+    cmd("checkpoint list", list_),
+    cmd("checkpoint show", show),
+    cmd("checkpoint restore", restore),
+    cmd("checkpoint branch", branch),
+    cmd("checkpoint diff", diff),
+]
+GROUPS = {
+    "checkpoint": "Checkpoints of the current session: restore, branch, diff.",
+}

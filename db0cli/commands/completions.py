@@ -7,15 +7,14 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import JsonOpt
+from db0.cli.params import Arg, Command, cmd
 from db0.daemon.protocol import Db0Error
 
-comp_app = typer.Typer(help="Shell completion scripts (bash, zsh, fish).", no_args_is_help=True)
-ShellArg = Annotated[str | None, typer.Argument(help="bash, zsh or fish (default: your $SHELL).")]
 FILES = {"bash": "db0.bash", "zsh": "_db0", "fish": "db0.fish"}
+ShellArg = Annotated[str | None, Arg(help="bash, zsh or fish (default: your $SHELL).",
+                                    choices=tuple(FILES))]
 
 
 def _shell(shell: str | None) -> str:
@@ -35,18 +34,32 @@ def target(shell: str) -> Path:
             "fish": config / "fish" / "completions" / "db0.fish"}[shell]
 
 
-@comp_app.command("show")
-def show(shell: ShellArg = None) -> int:
-    """Print the completion script (e.g. db0 completions show bash > /etc/bash_completion.d/db0)."""
+def show(shell: ShellArg = None, json_: JsonOpt = False) -> int:
+    """Print the completion script.
+
+    \b
+    Examples:
+      db0 completions show bash > /etc/bash_completion.d/db0
+      db0 completions show zsh --json     # {"shell", "script"}
+    """
     from db0.cli.completions import generate
 
-    sys.stdout.write(generate(_shell(shell)))
+    name = _shell(shell)
+    if json_:
+        output.emit_json({"shell": name, "script": generate(name)})
+    else:
+        sys.stdout.write(generate(name))
     return 0
 
 
-@comp_app.command("install")
 def install(shell: ShellArg = None, json_: JsonOpt = False) -> int:
-    """Write the script where your shell loads completions from, and say any step left."""
+    """Write the script where your shell loads completions from, and say any step left.
+
+    \b
+    Examples:
+      db0 completions install          # the shell in $SHELL
+      db0 completions install fish
+    """
     from db0.cli.completions import generate
 
     name = _shell(shell)
@@ -76,5 +89,10 @@ def install(shell: ShellArg = None, json_: JsonOpt = False) -> int:
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(comp_app, name="completions")
+COMMANDS: list[Command] = [
+    cmd("completions show", show),
+    cmd("completions install", install),
+]
+GROUPS = {
+    "completions": "Shell completion scripts (bash, zsh, fish).",
+}

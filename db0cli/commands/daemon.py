@@ -8,16 +8,12 @@ import sys
 import time
 from typing import Annotated, Any
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import JsonOpt
+from db0.cli.params import Command, Opt, cmd
 from db0.daemon import client as dclient
 from db0.daemon.paths import get_paths
 from db0.daemon.protocol import EXIT_NOT_RUNNING, Db0Error
-
-daemon_app = typer.Typer(help="Manage the background daemon (started automatically on use).",
-                         no_args_is_help=True)
 
 
 def _status() -> dict[str, Any]:
@@ -32,9 +28,13 @@ def _status() -> dict[str, Any]:
         c.close()
 
 
-@daemon_app.command("status")
 def status(json_: JsonOpt = False) -> int:
-    """Is the daemon running? (exit 3 when it is not)"""
+    """Is the daemon running? (exit 3 when it is not)
+
+    \b
+    Example:
+      db0 daemon status || echo not running   # exit 3 when it is not
+    """
     st = _status()
     if json_:
         output.emit_json(st)
@@ -48,9 +48,13 @@ def status(json_: JsonOpt = False) -> int:
     return 0 if st["running"] else EXIT_NOT_RUNNING
 
 
-@daemon_app.command("start")
 def start(json_: JsonOpt = False) -> int:
-    """Start the daemon if it is not running."""
+    """Start the daemon if it is not running.
+
+    \b
+    Example:
+      db0 daemon start --json
+    """
     c = dclient.connect()
     hello = c.hello
     c.close()
@@ -77,9 +81,13 @@ def _stop() -> dict[str, Any]:
     return {"stopped": True, "pid": res.get("pid"), "running": False}
 
 
-@daemon_app.command("stop")
 def stop(json_: JsonOpt = False) -> int:
-    """Stop the daemon (it finishes what it is doing first)."""
+    """Stop the daemon (it finishes what it is doing first).
+
+    \b
+    Example:
+      db0 daemon stop
+    """
     res = _stop()
     if json_:
         output.emit_json(res)
@@ -89,20 +97,29 @@ def stop(json_: JsonOpt = False) -> int:
     return 0
 
 
-@daemon_app.command("restart")
 def restart(json_: JsonOpt = False) -> int:
-    """Stop the daemon and start it again (picks up a new version)."""
+    """Stop the daemon and start it again (picks up a new version).
+
+    \b
+    Example:
+      db0 daemon restart
+    """
     _stop()
     return start(json_)
 
 
-@daemon_app.command("logs")
 def logs(
-    lines: Annotated[int, typer.Option("-n", "--lines", help="How many lines.")] = 50,
-    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing.")] = False,
+    lines: Annotated[int, Opt("-n", "--lines", help="How many lines.")] = 50,
+    follow: Annotated[bool, Opt("-f", "--follow", help="Keep printing.")] = False,
     json_: JsonOpt = False,
 ) -> int:
-    """Print the end of the daemon's log."""
+    """Print the end of the daemon's log.
+
+    \b
+    Examples:
+      db0 daemon logs -n 50
+      db0 daemon logs --follow
+    """
     path = get_paths().log_file
     try:
         with open(path, "rb") as f:
@@ -129,7 +146,6 @@ def logs(
     return 0
 
 
-@daemon_app.command("run")
 def run() -> int:
     """Run the daemon in the foreground (for service managers)."""
     # exec, not import: the CLI process never loads the store or the heavy libraries.
@@ -137,16 +153,21 @@ def run() -> int:
     return 0  # not reached
 
 
-@daemon_app.command("install-service")
 def install_service(
-    remove: Annotated[bool, typer.Option("--remove", help="Disable the service and delete its "
+    remove: Annotated[bool, Opt("--remove", help="Disable the service and delete its "
                                          "unit.")] = False,
-    no_enable: Annotated[bool, typer.Option("--no-enable", help="Write the unit only; enable "
+    no_enable: Annotated[bool, Opt("--no-enable", help="Write the unit only; enable "
                                             "it yourself.")] = False,
     json_: JsonOpt = False,
 ) -> int:
     """Run the daemon as a user service: a systemd user unit (launchd agent on macOS) running
-    `db0 daemon run`, restarted on failure, stopped with SIGTERM."""
+    `db0 daemon run`, restarted on failure, stopped with SIGTERM.
+
+    \b
+    Examples:
+      db0 daemon install-service
+      db0 daemon install-service --remove
+    """
     from db0.cli import service
 
     res = service.remove() if remove else service.install(enable=not no_enable)
@@ -160,5 +181,15 @@ def install_service(
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(daemon_app, name="daemon")
+COMMANDS: list[Command] = [
+    cmd("daemon status", status),
+    cmd("daemon start", start),
+    cmd("daemon stop", stop),
+    cmd("daemon restart", restart),
+    cmd("daemon logs", logs),
+    cmd("daemon run", run),
+    cmd("daemon install-service", install_service),
+]
+GROUPS = {
+    "daemon": "Manage the background daemon (started automatically on use).",
+}

@@ -5,24 +5,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import typer
-
-git_app = typer.Typer(help="Git capture (installed with: db0 integrate git).",
-                      no_args_is_help=True)
+from db0.cli.params import Arg, Command, Opt, cmd
 
 
-@git_app.command("capture")
 def capture(
-    kind: Annotated[str | None, typer.Argument(help="amend or rebase (post-rewrite); none for "
-                                               "post-commit.")] = None,
-    background: Annotated[bool, typer.Option("--background", help="Return at once; capture "
+    kind: Annotated[str | None, Arg(help="amend or rebase (post-rewrite); none for "
+                                    "post-commit.", choices=("amend", "rebase"))] = None,
+    background: Annotated[bool, Opt("--background", help="Return at once; capture "
                                              "in a child process.")] = False,
+    json_: Annotated[bool, Opt("--json", help="Print what was captured as one JSON "
+                                              "document.")] = False,
 ) -> int:
     """Capture HEAD, or the commits a rewrite made (pairs on stdin). Always exits 0."""
     from db0.cli.gitcapture import main
 
-    return main([a for a in (kind, "--background" if background else None) if a])
+    return main([a for a in (kind, "--background" if background else None,
+                             "--json" if json_ else None) if a])
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(git_app, name="git")
+COMMANDS: list[Command] = [
+    cmd("git capture", capture),
+]
+GROUPS = {
+    "git": "Git capture (installed with: db0 integrate git).",
+}

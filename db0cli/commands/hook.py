@@ -3,21 +3,25 @@ built (agents run it at every prompt); this entry only makes it appear in `db0 -
 
 from __future__ import annotations
 
-import typer
+from typing import Annotated
+
+from db0.cli.params import Arg, Command, cmd
 
 
-def hook(ctx: typer.Context) -> int:
-    """The front door for agent hooks: db0 hook EVENT --agent claude-code|codex|gemini.
+def hook(args: Annotated[list[str] | None, Arg(help="EVENT --agent AGENT",
+                                               show_default=False)] = None) -> int:
+    """Plumbing for agent hooks: db0 hook EVENT --agent claude-code|codex|gemini.
 
     Reads the hook's JSON on stdin, hands the event to the daemon, prints what the agent
     should see; always exits 0. Installed by `db0 integrate`.
     """
     from db0.cli.hook import main
 
-    return main(list(ctx.args))
+    return main(list(args or []))
 
 
-def register(app: typer.Typer) -> None:
-    app.command("hook", context_settings={"allow_extra_args": True,
-                                          "ignore_unknown_options": True,
-                                          "help_option_names": []})(hook)
+COMMANDS: list[Command] = [
+    cmd("hook", hook, context_settings={"allow_extra_args": True,
+                                        "ignore_unknown_options": True,
+                                        "help_option_names": []}),
+]

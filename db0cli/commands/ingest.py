@@ -11,14 +11,13 @@ import hashlib
 import os
 from typing import Annotated, Any
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import AgentOpt, JsonOpt, UserOpt, context, read_source
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.rpc import client
 from db0.daemon.protocol import Db0Error
 
-FORMATS = ("auto", "claude-code", "codex", "messages")
+FORMATS = ("auto", "claude-code", "codex", "gemini", "messages")
 CHUNK = 8 * 1024 * 1024  # bytes of JSON lines per request (the frame limit is 32 MB)
 MAX_DOCUMENT = 30 * 1024 * 1024  # a single JSON document cannot be split
 
@@ -47,18 +46,19 @@ def _chunks(data: bytes, size: int = CHUNK) -> list[bytes]:
 
 
 def ingest(
-    source: Annotated[str, typer.Argument(help="A transcript file, '-' for stdin, or 'git' "
+    source: Annotated[str, Arg(help="A transcript file, '-' for stdin, or 'git' "
                                           "for commits.")],
-    range_: Annotated[str | None, typer.Argument(metavar="[RANGE]", help="With 'git': the "
+    range_: Annotated[str | None, Arg(metavar="[RANGE]", help="With 'git': the "
                                                  "commits to ingest (e.g. main~20..main).")]
     = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="claude-code, codex, messages "
-                                     "(JSON lines or an array of {role, content}), or auto.")]
+    fmt: Annotated[str, Opt("--format", "-f", choices=FORMATS,
+                            help="claude-code, codex, gemini, messages (JSON lines or an "
+                                 "array of {role, content}), or auto.")]
     = "auto",
-    session_id: Annotated[str | None, typer.Option("--session-id", help="The agent session "
+    session_id: Annotated[str | None, Opt("--session-id", help="The agent session "
                                                    "the transcript belongs to (else read from "
                                                    "it, or the file's path).")] = None,
-    cwd: Annotated[str | None, typer.Option("--cwd", help="The project directory it was "
+    cwd: Annotated[str | None, Opt("--cwd", help="The project directory it was "
                                             "recorded in.")] = None,
     json_: JsonOpt = False,
     user: UserOpt = None, agent: AgentOpt = None,
@@ -66,6 +66,12 @@ def ingest(
     """Ingest an agent transcript: its turns into a session, durable facts into memory.
 
     Running it twice stores nothing new.
+
+    \b
+    Examples:
+      db0 ingest ~/.claude/projects/x/1234.jsonl
+      db0 ingest git main~50..main
+      cat chat.json | db0 ingest - --format messages
     """
     if source == "git":
         from db0.cli import gitcapture
@@ -73,10 +79,8 @@ def ingest(
         rc: int = gitcapture.ingest(range_, json_)
         return rc
     if range_ is not None:
-        raise typer.BadParameter(f"unexpected argument {range_!r} (a RANGE goes with 'git')")
-    if fmt not in FORMATS:
-        raise typer.BadParameter("use claude-code, codex, messages or auto",
-                                 param_hint="--format")
+        raise Db0Error("bad_request", f"unexpected argument {range_!r} (a RANGE goes with "
+                       "'git')", "db0 ingest git main~20..main, or db0 ingest FILE")
     data = read_source(source)
     if source == "-":
         src = "stdin:" + hashlib.sha256(data[: 1 << 20]).hexdigest()[:16]
@@ -118,5 +122,6 @@ def ingest(
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.command("ingest")(ingest)
+COMMANDS: list[Command] = [
+    cmd("ingest", ingest),
+]

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import JsonOpt
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.settingsfile import add_block, cut_block, newline_of
 from db0.cli.settingsio import SettingsFile
 from db0.daemon.agents import AGENTS as AGENT_TABLE
@@ -418,17 +417,17 @@ def status(project_too: bool = True) -> list[dict[str, Any]]:
 
 
 def integrate(
-    target: Annotated[str, typer.Argument(help="claude-code, codex, gemini, mcp (the MCP "
-                                          "server in every agent found), git, or status.")],
-    user_scope: Annotated[bool, typer.Option("--user", help="Your own settings (~/…; the "
+    target: Annotated[str, Arg(help="claude-code, codex, gemini, mcp (the MCP server in every "
+                               "agent found), git, or status.", choices=TARGETS)],
+    user_scope: Annotated[bool, Opt("--user", help="Your own settings (~/…; the "
                                              "default).")] = False,
-    project: Annotated[bool, typer.Option("--project", help="This project's settings "
+    project: Annotated[bool, Opt("--project", help="This project's settings "
                                           "(./.claude, ./.codex, ./.gemini).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Say what would change; "
+    dry_run: Annotated[bool, Opt("--dry-run", "-n", help="Say what would change; "
                                           "write nothing.")] = False,
-    remove: Annotated[bool, typer.Option("--remove", help="Take db0's entries out (and "
+    remove: Annotated[bool, Opt("--remove", help="Take db0's entries out (and "
                                          "nothing else).")] = False,
-    global_: Annotated[bool, typer.Option("--global", help="git: for every repository "
+    global_: Annotated[bool, Opt("--global", help="git: for every repository "
                                           "(global git config).")] = False,
     json_: JsonOpt = False,
 ) -> int:
@@ -436,12 +435,17 @@ def integrate(
 
     Only db0's own entries are touched; a backup of each changed file is kept beside it; a
     settings file that does not parse is refused and left as it is.
+
+    \b
+    Examples:
+      db0 integrate claude-code
+      db0 integrate codex --project --dry-run
+      db0 integrate status
+      db0 integrate gemini --remove
     """
-    if target not in TARGETS:
-        raise typer.BadParameter("use claude-code, codex, gemini, mcp, git or status",
-                                 param_hint="TARGET")
     if user_scope and project:
-        raise typer.BadParameter("--user and --project exclude each other")
+        raise Db0Error("bad_request", "--user and --project exclude each other",
+                       "give one of them")
     if target == "git":
         from db0.cli import gitcapture
 
@@ -500,5 +504,6 @@ def integrate(
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.command("integrate")(integrate)
+COMMANDS: list[Command] = [
+    cmd("integrate", integrate),
+]

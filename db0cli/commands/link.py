@@ -5,21 +5,26 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import JsonOpt
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 
 
 def link(
-    a: Annotated[str, typer.Argument(help="The memory the link starts from.")],
-    b: Annotated[str, typer.Argument(help="The memory it points to.")],
-    type_: Annotated[str, typer.Option("--type", "-t", help="related, supports, contradicts "
+    a: Annotated[str, Arg(help="The memory the link starts from.")],
+    b: Annotated[str, Arg(help="The memory it points to.")],
+    type_: Annotated[str, Opt("--type", "-t", help="related, supports, contradicts "
                                        "or derived.")] = "related",
     json_: JsonOpt = False,
 ) -> int:
-    """Link two memories; `show` lists links and `recall --expand` follows them."""
+    """Link two memories; `show` lists links and `recall --expand` follows them.
+
+    \b
+    Examples:
+      db0 link 01m8v3kq5s 01m8v4aa2b --type supports
+      db0 recall deploy --expand
+    """
     res = call("memory.link", {"a": a, "b": b, "type": type_})
     if json_:
         output.emit_json(res)
@@ -28,5 +33,6 @@ def link(
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.command("link")(link)
+COMMANDS: list[Command] = [
+    cmd("link", link),
+]

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import typer
-
 from db0.cli.options import AgentOpt, SessionOpt, TaskOpt, UserOpt, context
+from db0.cli.params import Command, Opt, cmd
 from db0.daemon.protocol import Db0Error
 
 
 def mcp(
     user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
     task: TaskOpt = None,
-    print_tools: Annotated[bool, typer.Option("--list-tools", help="Print the tools, "
+    print_tools: Annotated[bool, Opt("--list-tools", help="Print the tools, "
                                               "resources and prompts as JSON and exit.")]
     = False,
 ) -> int:
@@ -39,5 +38,6 @@ def mcp(
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.command("mcp")(mcp)
+COMMANDS: list[Command] = [
+    cmd("mcp", mcp),
+]

@@ -1,12 +1,11 @@
-"""remember, recall, show, list, forget, history."""
+"""remember, recall, show, list, forget, history, purge: the memory commands (the hot ones:
+no Typer on their path, see db0cli/params.py)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from typing import Annotated, Any
-
-import typer
 
 from db0.cli import output
 from db0.cli.options import (
@@ -24,41 +23,49 @@ from db0.cli.options import (
     read_source,
     text_arg,
 )
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.rpc import call, client
 from db0.daemon.protocol import Db0Error
 
-Words = Annotated[list[str] | None, typer.Argument(help="The text; '-' reads stdin.",
-                                                   show_default=False)]
-IdArg = Annotated[str, typer.Argument(help="A memory id (or a unique prefix of 6+ characters).")]
+Words = Annotated[list[str] | None, Arg(help="The text; '-' reads stdin.", show_default=False)]
+IdArg = Annotated[str, Arg(help="A memory id (or a unique prefix of 6+ characters).")]
 
 
 def remember(
     text: Words = None,
     scope: ScopeOpt = "user",
-    key: Annotated[str | None, typer.Option("--key", "-k", help="A stable name: a new memory "
+    key: Annotated[str | None, Opt("--key", "-k", help="A stable name: a new memory "
                                             "with the same key supersedes the current one.")]
     = None,
     tag: TagsOpt = None,
     meta: MetaOpt = None,
-    pin: Annotated[bool, typer.Option("--pin", help="Always pack this first.")] = False,
-    ttl: Annotated[str | None, typer.Option("--ttl", help="Forget after this long: 90s, "
+    pin: Annotated[bool, Opt("--pin", help="Always pack this first.")] = False,
+    ttl: Annotated[str | None, Opt("--ttl", help="Forget after this long: 90s, "
                                             "15m, 2h, 7d.")] = None,
-    supersedes: Annotated[str | None, typer.Option("--supersedes", help="The id this "
+    supersedes: Annotated[str | None, Opt("--supersedes", help="The id this "
                                                    "replaces.")] = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in history).")]
+    reason: Annotated[str | None, Opt("--reason", help="Why (kept in history).")]
     = None,
-    created_at: Annotated[str | None, typer.Option("--created-at", help="When it happened "
+    created_at: Annotated[str | None, Opt("--created-at", help="When it happened "
                                                    "(ISO 8601); default now.")] = None,
-    allow_secrets: Annotated[bool, typer.Option("--allow-secrets", help="Store what looks "
+    allow_secrets: Annotated[bool, Opt("--allow-secrets", help="Store what looks "
                                                 "like a secret as it is (this write only).")]
     = False,
-    wait: Annotated[bool, typer.Option("--wait", help="Return once it is fully indexed "
+    wait: Annotated[bool, Opt("--wait", help="Return once it is fully indexed "
                                        "(embedded).")] = False,
     json_: JsonOpt = False,
     user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
     task: TaskOpt = None,
 ) -> int:
-    """Remember TEXT (or stdin). Prints the new id."""
+    """Remember TEXT (or stdin). Prints the new id.
+
+    \b
+    Examples:
+      db0 remember "I prefer tabs over spaces"
+      db0 remember -k editor "My editor is helix"     # supersedes the last editor fact
+      echo "notes from a script" | db0 remember --tag ci
+      db0 remember -s task --ttl 2h "deploy freeze until 3pm"
+    """
     content = text_arg(text)
     params: dict[str, Any] = {
         "content": content, "scope": scope, "key": key, "tags": tag or [],
@@ -136,37 +143,46 @@ def _queries(source: str, defaults: dict[str, Any]) -> int:
 
 
 def recall(
-    query: Annotated[list[str] | None, typer.Argument(help="What to look for.",
+    query: Annotated[list[str] | None, Arg(help="What to look for.",
                                                       show_default=False)] = None,
-    k: Annotated[int, typer.Option("-k", "--limit", help="How many results.")] = 10,
+    limit: Annotated[int, Opt("--limit", "-n", help="How many results.")] = 10,
     scope: ScopesOpt = None, tag: TagsOpt = None, meta: MetaOpt = None,
-    since: Annotated[str | None, typer.Option("--since", help="Created at or after (ISO).")]
+    since: Annotated[str | None, Opt("--since", help="Created at or after (ISO).")]
     = None,
-    until: Annotated[str | None, typer.Option("--until", help="Created at or before (ISO).")]
+    until: Annotated[str | None, Opt("--until", help="Created at or before (ISO).")]
     = None,
-    key: Annotated[str | None, typer.Option("--key", help="Only memories with this key.")]
+    key: Annotated[str | None, Opt("--key", "-k", help="Only memories with this key.")]
     = None,
-    include_superseded: Annotated[bool, typer.Option("--include-superseded",
+    include_superseded: Annotated[bool, Opt("--include-superseded",
                                                      help="Show replaced facts too.")] = False,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Answer with what was true "
+    as_of: Annotated[str | None, Opt("--as-of", help="Answer with what was true "
                                               "at this time (ISO 8601).")] = None,
-    expand: Annotated[bool, typer.Option("--expand", help="Pull in linked memories.")]
+    expand: Annotated[bool, Opt("--expand", help="Pull in linked memories.")]
     = False,
-    rerank: Annotated[int, typer.Option("--rerank", metavar="N", help="Rescore the top N "
+    rerank: Annotated[int, Opt("--rerank", metavar="N", help="Rescore the top N "
                                         "with the cross-encoder (db0 model install "
                                         "--reranker): better order, 15-70 ms a result.")]
     = 0,
-    queries: Annotated[str | None, typer.Option("--queries", help="JSON lines {query, k} or "
+    queries: Annotated[str | None, Opt("--queries", help="JSON lines {query, k} or "
                                                 "plain lines from FILE or '-'; one JSON line "
                                                 "out per query.")] = None,
-    remote: Annotated[str | None, typer.Option("--remote", help="Search this sync remote's "
+    remote: Annotated[str | None, Opt("--remote", help="Search this sync remote's "
                                                "copy on the server instead (db0 remote "
                                                "list).")] = None,
     json_: JsonOpt = False,
     user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
     task: TaskOpt = None,
 ) -> int:
-    """Find memories by meaning and keywords, best first."""
+    """Find memories by meaning and keywords, best first (exit 1 when nothing matches).
+
+    \b
+    Examples:
+      db0 recall "which editor do I use"
+      db0 recall deploy -n 3 --json
+      db0 recall "what did we decide" --tag decision --since 2026-11-01
+      db0 recall --queries questions.jsonl      # one JSON line out per query
+    """
+    k = limit
     extra: dict[str, Any] = {}
     if as_of:
         extra["as_of"] = as_of
@@ -203,7 +219,12 @@ def recall(
 
 
 def show(ref: IdArg, json_: JsonOpt = False) -> int:
-    """Show one memory with all its fields."""
+    """Show one memory with all its fields.
+
+    \b
+    Example:
+      db0 show 01m8v2t662cv
+    """
     m = call("memory.get", {"id": ref})
     if json_:
         output.emit_json(m)
@@ -216,15 +237,22 @@ def show(ref: IdArg, json_: JsonOpt = False) -> int:
 
 
 def list_(
-    limit: Annotated[int, typer.Option("--limit", "-n", help="How many.")] = 50,
-    offset: Annotated[int, typer.Option("--offset", help="Skip this many.")] = 0,
+    limit: Annotated[int, Opt("--limit", "-n", help="How many.")] = 50,
+    offset: Annotated[int, Opt("--offset", help="Skip this many.")] = 0,
     scope: ScopesOpt = None, tag: TagsOpt = None,
-    include_superseded: Annotated[bool, typer.Option("--include-superseded")] = False,
+    include_superseded: Annotated[bool, Opt("--include-superseded",
+                                            help="Replaced facts too.")] = False,
     json_: JsonOpt = False,
     user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
     task: TaskOpt = None,
 ) -> int:
-    """List the memories you can see, newest first."""
+    """List the memories you can see, newest first.
+
+    \b
+    Examples:
+      db0 list -n 20
+      db0 list -s user --tag decision --json
+    """
     res = call("memory.list", {"limit": limit, "offset": offset, "scopes": scope or [],
                                "tags": tag or [], "include_superseded": include_superseded,
                                "context": context(user, agent, session, task)})
@@ -238,12 +266,17 @@ def list_(
 
 
 def forget(
-    refs: Annotated[list[str], typer.Argument(help="Memory ids.")],
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in history).")]
+    refs: Annotated[list[str], Arg(help="Memory ids.")],
+    reason: Annotated[str | None, Opt("--reason", help="Why (kept in history).")]
     = None,
     json_: JsonOpt = False,
 ) -> int:
-    """Forget memories (a tombstone: history keeps the record; `db0 purge` erases)."""
+    """Forget memories (a tombstone: history keeps the record; `db0 purge` erases).
+
+    \b
+    Example:
+      db0 forget 01m8v2t662cv --reason "no longer true"
+    """
     results = [call("memory.forget", {"id": r, "reason": reason}) for r in refs]
     if json_:
         output.emit_json(results[0] if len(results) == 1 else {"results": results})
@@ -254,16 +287,23 @@ def forget(
 
 
 def purge(
-    refs: Annotated[list[str], typer.Argument(help="Memory ids.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    refs: Annotated[list[str], Arg(help="Memory ids.")],
+    yes: Annotated[bool, Opt("--yes", "-y", help="Do not ask.")] = False,
     json_: JsonOpt = False,
 ) -> int:
-    """Erase memories for real, history included (forget keeps a record; purge does not)."""
+    """Erase memories for real, history included (forget keeps a record; purge does not).
+
+    \b
+    Example:
+      db0 purge 01m8v2t662cv --yes
+    """
     if not yes:
         if not sys.stdin.isatty():
             raise Db0Error("bad_request", "purge erases for good and needs confirming",
                            "pass --yes")
-        if not typer.confirm(f"Erase {len(refs)} memories and their history for good?"):
+        import click
+
+        if not click.confirm(f"Erase {len(refs)} memories and their history for good?"):
             return 1
     results = [call("memory.purge", {"id": r}) for r in refs]
     if json_:
@@ -275,7 +315,12 @@ def purge(
 
 
 def history(ref: IdArg, json_: JsonOpt = False) -> int:
-    """The whole chain of a fact: every version, when and why it changed."""
+    """The whole chain of a fact: every version, when and why it changed.
+
+    \b
+    Example:
+      db0 history 01m8v2t662cv
+    """
     h = call("memory.history", {"id": ref})
     if json_:
         output.emit_json(h)
@@ -290,11 +335,7 @@ def history(ref: IdArg, json_: JsonOpt = False) -> int:
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.command("remember")(remember)
-    app.command("recall")(recall)
-    app.command("show")(show)
-    app.command("list")(list_)
-    app.command("forget")(forget)
-    app.command("history")(history)
-    app.command("purge")(purge)
+COMMANDS: list[Command] = [
+    cmd("remember", remember), cmd("recall", recall), cmd("show", show), cmd("list", list_),
+    cmd("forget", forget), cmd("history", history), cmd("purge", purge),
+]

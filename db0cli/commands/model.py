@@ -7,28 +7,30 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import JsonOpt
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 
-model_app = typer.Typer(help="Embedding models (local, GGUF through llama.cpp).",
-                        no_args_is_help=True)
 
-
-@model_app.command("install")
 def install(
-    src: Annotated[str | None, typer.Option("--from", help="A Hugging Face BERT-family "
+    src: Annotated[str | None, Opt("--from", help="A Hugging Face BERT-family "
                                             "checkpoint folder, or a .gguf file.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Install under this name.")]
+    name: Annotated[str | None, Opt("--name", help="Install under this name.")]
     = None,
-    reranker: Annotated[bool, typer.Option("--reranker", help="Build the reranker instead "
+    reranker: Annotated[bool, Opt("--reranker", help="Build the reranker instead "
                                            "(for recall --rerank): ms-marco-MiniLM-L-12-v2, or "
                                            "--from an ONNX cross-encoder folder.")] = False,
     json_: JsonOpt = False,
 ) -> int:
-    """Build (or install) an embedding model; the default is all-MiniLM-L6-v2."""
+    """Build (or install) an embedding model; the default is all-MiniLM-L6-v2.
+
+    \b
+    Examples:
+      db0 model install
+      db0 model install --from ~/models/bge-small
+      db0 model install --reranker
+    """
     params: dict[str, Any] = {"reranker": True} if reranker else {}
     if src:
         params["from"] = str(Path(src).expanduser().absolute())
@@ -55,9 +57,13 @@ def install(
     return 0
 
 
-@model_app.command("list")
 def list_(json_: JsonOpt = False) -> int:
-    """Installed models; * marks the current one, r the reranker."""
+    """Installed models; * marks the current one, r the reranker.
+
+    \b
+    Example:
+      db0 model list --json
+    """
     res = call("model.list", {})
     if json_:
         output.emit_json(res)
@@ -89,16 +95,20 @@ def _watch(json_: bool) -> dict[str, Any]:
             st = call("model.status", {})
 
 
-@model_app.command("use")
 def use(
-    name: Annotated[str, typer.Argument(help="An installed model (db0 model list).")],
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return at once; the re-embedding "
+    name: Annotated[str, Arg(help="An installed model (db0 model list).")],
+    no_wait: Annotated[bool, Opt("--no-wait", help="Return at once; the re-embedding "
                                           "continues in the background.")] = False,
     json_: JsonOpt = False,
 ) -> int:
     """Switch to NAME and re-embed every memory with it, in the background.
 
-    Recall keeps using the previous model's vectors until every memory has a new one."""
+    Recall keeps using the previous model's vectors until every memory has a new one.
+
+    \b
+    Example:
+      db0 model use all-MiniLM-L6-v2
+    """
     res = call("model.use", {"name": name})
     if not no_wait:
         res["status"] = _watch(json_)
@@ -111,9 +121,13 @@ def use(
     return 0
 
 
-@model_app.command("status")
 def status(json_: JsonOpt = False) -> int:
-    """The model in use, its dimension, and how many memories wait for an embedding."""
+    """The model in use, its dimension, and how many memories wait for an embedding.
+
+    \b
+    Example:
+      db0 model status
+    """
     st: dict[str, Any] = call("model.status", {})
     if json_:
         output.emit_json(st)
@@ -125,13 +139,17 @@ def status(json_: JsonOpt = False) -> int:
     return 0
 
 
-@model_app.command("pull")
 def pull(
-    repo: Annotated[str, typer.Argument(help="A Hugging Face repository, OWNER/NAME.")],
-    file: Annotated[str, typer.Argument(help="The .gguf file in it.")],
+    repo: Annotated[str, Arg(help="A Hugging Face repository, OWNER/NAME.")],
+    file: Annotated[str, Arg(help="The .gguf file in it.")],
     json_: JsonOpt = False,
 ) -> int:
-    """Download a GGUF embedding model from the Hugging Face Hub."""
+    """Download a GGUF embedding model from the Hugging Face Hub.
+
+    \b
+    Example:
+      db0 model pull owner/repo model.Q8_0.gguf
+    """
     res = call("model.pull", {"repo": repo, "file": file}, timeout=3600.0)
     if json_:
         output.emit_json(res)
@@ -142,5 +160,13 @@ def pull(
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(model_app, name="model")
+COMMANDS: list[Command] = [
+    cmd("model install", install),
+    cmd("model list", list_),
+    cmd("model use", use),
+    cmd("model status", status),
+    cmd("model pull", pull),
+]
+GROUPS = {
+    "model": "Embedding models (local, GGUF through llama.cpp).",
+}

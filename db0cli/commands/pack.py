@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import (
     AgentOpt,
@@ -19,17 +17,19 @@ from db0.cli.options import (
     context,
     read_stdin_text,
 )
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 
 
 def pack(
-    query: Annotated[str, typer.Argument(help="What the context is for; '-' reads stdin.")],
-    budget: Annotated[int, typer.Option("--budget", "-b", help="At most this many tokens "
+    query: Annotated[str, Arg(help="What the context is for; '-' reads stdin.")],
+    budget: Annotated[int, Opt("--budget", "-b", help="At most this many tokens "
                                         "(counted by the tokenizer the answer names).")] = 2000,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="md (default), json or xml.")]
+    fmt: Annotated[str, Opt("--format", "-f", choices=("md", "json", "xml"),
+                            help="md (default), json or xml.")]
     = "md",
     scope: ScopesOpt = None, tag: TagsOpt = None,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="As things were at this time "
+    as_of: Annotated[str | None, Opt("--as-of", help="As things were at this time "
                                               "(ISO 8601).")] = None,
     json_: JsonOpt = False,
     user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
@@ -39,11 +39,15 @@ def pack(
 
     Pinned memories first, then by relevance; near-repeats left out; grouped by scope, each
     line with its age and id. --format json prints {text, tokens, budget, tokenizer, items}.
+
+    \b
+    Examples:
+      db0 pack "$PROMPT" --budget 2000 | some-agent
+      db0 pack deploy -b 500 --format xml
+      echo "$PROMPT" | db0 pack - --json
     """
     if json_:
         fmt = "json"
-    if fmt not in ("md", "json", "xml"):
-        raise typer.BadParameter("use md, json or xml", param_hint="--format")
     text = read_stdin_text() if query == "-" else query
     params = {"query": text, "budget": budget, "format": fmt, "scopes": scope or None,
               "tags": tag or [], "context": context(user, agent, session, task)}
@@ -57,5 +61,6 @@ def pack(
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.command("pack")(pack)
+COMMANDS: list[Command] = [
+    cmd("pack", pack),
+]

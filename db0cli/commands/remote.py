@@ -5,29 +5,30 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import JsonOpt
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 
-remote_app = typer.Typer(help="Postgres remotes to sync with (db0 sync).", no_args_is_help=True)
 
-
-@remote_app.command("add")
 def add(
-    name: Annotated[str, typer.Argument(help="A short name for the remote, e.g. team.")],
-    dsn: Annotated[str, typer.Argument(help="postgresql://user@host/db; keep the password out "
+    name: Annotated[str, Arg(help="A short name for the remote, e.g. team.")],
+    dsn: Annotated[str, Arg(help="postgresql://user@host/db; keep the password out "
                                        "with ?password_env=VAR, or give env:VAR for a DSN "
                                        "held in $VAR.")],
-    scope: Annotated[list[str] | None, typer.Option(
+    scope: Annotated[list[str] | None, Opt(
         "--scope", "-s", help="Scopes to sync (repeat); default user and agent, or the "
         "config's [sync] scopes.")] = None,
-    replace: Annotated[bool, typer.Option("--replace", help="Replace a remote of that "
+    replace: Annotated[bool, Opt("--replace", help="Replace a remote of that "
                                           "name.")] = False,
     json_: JsonOpt = False,
 ) -> int:
-    """Add a remote. The DSN is kept in a 0600 file and never printed in full."""
+    """Add a remote. The DSN is kept in a 0600 file and never printed in full.
+
+    \b
+    Example:
+      db0 remote add team 'postgresql://me@db.example/mem?password_env=PGPASS'
+    """
     res = call("remote.add", {"name": name, "dsn": dsn, "scopes": scope or [],
                               "replace": replace})
     if json_:
@@ -39,9 +40,13 @@ def add(
     return 0
 
 
-@remote_app.command("list")
 def list_(json_: JsonOpt = False) -> int:
-    """List remotes (passwords masked)."""
+    """List remotes (passwords masked).
+
+    \b
+    Example:
+      db0 remote list --json
+    """
     res = call("remote.list", {})
     if json_:
         output.emit_json(res)
@@ -51,12 +56,16 @@ def list_(json_: JsonOpt = False) -> int:
     return 0
 
 
-@remote_app.command("remove")
 def remove(
-    name: Annotated[str, typer.Argument(help="The remote's name.")],
+    name: Annotated[str, Arg(help="The remote's name.")],
     json_: JsonOpt = False,
 ) -> int:
-    """Remove a remote and this machine's sync marks for it (the remote keeps its data)."""
+    """Remove a remote and this machine's sync marks for it (the remote keeps its data).
+
+    \b
+    Example:
+      db0 remote remove team
+    """
     res = call("remote.remove", {"name": name})
     if json_:
         output.emit_json(res)
@@ -65,5 +74,11 @@ def remove(
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(remote_app, name="remote")
+COMMANDS: list[Command] = [
+    cmd("remote add", add),
+    cmd("remote list", list_),
+    cmd("remote remove", remove),
+]
+GROUPS = {
+    "remote": "Postgres remotes to sync with (db0 sync).",
+}

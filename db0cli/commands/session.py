@@ -10,19 +10,13 @@ import shlex
 import sys
 from typing import Annotated, Any
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import AgentOpt, JsonOpt, SessionOpt, TaskOpt, UserOpt, context
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 
-session_app = typer.Typer(help="Sessions: start one per conversation; ending it expires its "
-                          "session memories.", no_args_is_help=True)
-task_app = typer.Typer(help="Tasks: a unit of work inside a session; ending it expires its "
-                       "task memories.", no_args_is_help=True)
-
-LabelOpt = Annotated[str | None, typer.Option("--label", "-l", help="A name to recognise it.")]
-AllOpt = Annotated[bool, typer.Option("--all", "-a", help="Include ended ones.")]
+LabelOpt = Annotated[str | None, Opt("--label", "-l", help="A name to recognise it.")]
+AllOpt = Annotated[bool, Opt("--all", "-a", help="Include ended ones.")]
 
 
 def _export(var: str, value: str, res: dict[str, Any], json_: bool) -> int:
@@ -36,15 +30,19 @@ def _export(var: str, value: str, res: dict[str, Any], json_: bool) -> int:
     return 0
 
 
-@session_app.command("start")
 def session_start(
     label: LabelOpt = None,
-    idle_ttl: Annotated[str | None, typer.Option("--idle-ttl", help="End it after this long "
+    idle_ttl: Annotated[str | None, Opt("--idle-ttl", help="End it after this long "
                                                  "unused (default: config [session] idle_ttl, "
                                                  "24h).")] = None,
     json_: JsonOpt = False, user: UserOpt = None, agent: AgentOpt = None,
 ) -> int:
-    """Start a session; prints `export DB0_SESSION=…` for eval."""
+    """Start a session; prints `export DB0_SESSION=…` for eval.
+
+    \b
+    Example:
+      eval "$(db0 session start --idle-ttl 2h)"
+    """
     params: dict[str, Any] = {"context": context(user, agent, None, None), "label": label}
     if idle_ttl:
         params["idle_ttl"] = idle_ttl
@@ -52,12 +50,17 @@ def session_start(
     return _export("DB0_SESSION", res["session"], res, json_)
 
 
-@session_app.command("end")
 def session_end(
-    session_id: Annotated[str | None, typer.Argument(help="Default: $DB0_SESSION.")] = None,
+    session_id: Annotated[str | None, Arg(help="Default: $DB0_SESSION.")] = None,
     json_: JsonOpt = False, session: SessionOpt = None,
 ) -> int:
-    """End a session: its session memories leave search."""
+    """End a session: its session memories leave search.
+
+    \b
+    Examples:
+      db0 session end
+      db0 session end s01m8v3kq5s
+    """
     res = call("session.end", {"id": session_id, "context": context(None, None, session, None)})
     if json_:
         output.emit_json(res)
@@ -67,9 +70,13 @@ def session_end(
     return 0
 
 
-@session_app.command("list")
 def session_list(all_: AllOpt = False, json_: JsonOpt = False, user: UserOpt = None) -> int:
-    """Your sessions (open ones unless --all)."""
+    """Your sessions (open ones unless --all).
+
+    \b
+    Example:
+      db0 session list --all
+    """
     res = call("session.list", {"all": all_, "context": context(user, None, None, None)})
     if json_:
         output.emit_json(res)
@@ -80,20 +87,29 @@ def session_list(all_: AllOpt = False, json_: JsonOpt = False, user: UserOpt = N
     return 0
 
 
-@task_app.command("start")
 def task_start(label: LabelOpt = None, json_: JsonOpt = False, user: UserOpt = None,
                agent: AgentOpt = None, session: SessionOpt = None) -> int:
-    """Start a task (in the current session, if any); prints `export DB0_TASK=…`."""
+    """Start a task (in the current session, if any); prints `export DB0_TASK=…`.
+
+    \b
+    Example:
+      eval "$(db0 task start --label fix-ci)"
+    """
     res = call("task.start", {"label": label, "context": context(user, agent, session, None)})
     return _export("DB0_TASK", res["task"], res, json_)
 
 
-@task_app.command("end")
 def task_end(
-    task_id: Annotated[str | None, typer.Argument(help="Default: $DB0_TASK.")] = None,
+    task_id: Annotated[str | None, Arg(help="Default: $DB0_TASK.")] = None,
     json_: JsonOpt = False, task: TaskOpt = None,
 ) -> int:
-    """End a task: its task memories leave search."""
+    """End a task: its task memories leave search.
+
+    \b
+    Examples:
+      db0 task end
+      db0 task end fix-ci
+    """
     res = call("task.end", {"id": task_id, "context": context(None, None, None, task)})
     if json_:
         output.emit_json(res)
@@ -102,9 +118,13 @@ def task_end(
     return 0
 
 
-@task_app.command("list")
 def task_list(all_: AllOpt = False, json_: JsonOpt = False, user: UserOpt = None) -> int:
-    """Your tasks (open ones unless --all)."""
+    """Your tasks (open ones unless --all).
+
+    \b
+    Example:
+      db0 task list --json
+    """
     res = call("task.list", {"all": all_, "context": context(user, None, None, None)})
     if json_:
         output.emit_json(res)
@@ -115,6 +135,17 @@ def task_list(all_: AllOpt = False, json_: JsonOpt = False, user: UserOpt = None
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(session_app, name="session")
-    app.add_typer(task_app, name="task")
+COMMANDS: list[Command] = [
+    cmd("session start", session_start),
+    cmd("session end", session_end),
+    cmd("session list", session_list),
+    cmd("task start", task_start),
+    cmd("task end", task_end),
+    cmd("task list", task_list),
+]
+GROUPS = {
+    "session": "Sessions: start one per conversation; ending it expires its "
+                          "session memories.",
+    "task": "Tasks: a unit of work inside a session; ending it expires its "
+                       "task memories.",
+}

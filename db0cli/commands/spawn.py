@@ -14,25 +14,32 @@ import subprocess
 import sys
 from typing import Annotated, Any
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import UserOpt, context
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 from db0.daemon.protocol import Db0Error
 
 
 def spawn(
-    command: Annotated[list[str], typer.Argument(help="The command to run, after --.")],
-    agent: Annotated[str, typer.Option("--agent", help="The sub-agent's name.")],
-    task: Annotated[bool, typer.Option("--task", help="Also start a task for it.")] = False,
-    label: Annotated[str | None, typer.Option("--label", "-l", help="Label its session.")]
+    command: Annotated[list[str], Arg(help="The command to run, after --.")],
+    agent: Annotated[str, Opt("--agent", help="The sub-agent's name.")],
+    task: Annotated[bool, Opt("--task", help="Also start a task for it.")] = False,
+    label: Annotated[str | None, Opt("--label", "-l", help="Label its session.")]
     = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Leave its session (and task) open "
+    keep: Annotated[bool, Opt("--keep", help="Leave its session (and task) open "
                                        "when it exits.")] = False,
+    json_: Annotated[bool, Opt("--json", help="After it exits, print {exit_code, agent, "
+                                              "session, task} as one JSON document.")] = False,
     user: UserOpt = None,
 ) -> int:
-    """Run COMMAND as sub-agent NAME with a new session (and task); returns its exit code."""
+    """Run COMMAND as sub-agent NAME with a new session (and task); returns its exit code.
+
+    \b
+    Examples:
+      db0 spawn --agent reviewer -- some-agent --review
+      db0 spawn --agent tester --task --keep -- pytest -q
+    """
     if not agent:
         raise Db0Error("bad_request", "spawn needs --agent NAME (the sub-agent's name)",
                        "db0 spawn --agent reviewer -- COMMAND")
@@ -72,9 +79,13 @@ def spawn(
         for sig, handler in old.items():
             signal.signal(sig, handler)
     _end(s, t, keep)
-    if output.is_tty(sys.stderr) and code:
+    status = 128 - code if code < 0 else code
+    if json_:
+        output.emit_json({"exit_code": status, "agent": agent, "session": s["session"],
+                          "task": t["task"] if t else None, "kept": keep})
+    elif output.is_tty(sys.stderr) and code:
         output.notice(f"db0: {command[0]} exited with {code}")
-    return 128 - code if code < 0 else code
+    return status
 
 
 def _end(s: dict[str, Any], t: dict[str, Any] | None, keep: bool) -> None:
@@ -88,5 +99,6 @@ def _end(s: dict[str, Any], t: dict[str, Any] | None, keep: bool) -> None:
         output.notice(f"db0: could not end the sub-agent's session: {e.message}")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("spawn", context_settings={"allow_interspersed_args": False})(spawn)
+COMMANDS: list[Command] = [
+    cmd("spawn", spawn, context_settings={"allow_interspersed_args": False}),
+]

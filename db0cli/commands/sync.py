@@ -6,10 +6,9 @@ import os
 import sys
 from typing import Annotated, Any
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import JsonOpt
+from db0.cli.params import Arg, Command, cmd
 from db0.cli.rpc import call, client
 from db0.daemon.protocol import Db0Error
 
@@ -56,7 +55,7 @@ def _sync_one(c: Any, remote: dict[str, Any]) -> dict[str, Any]:
 
 
 def sync(
-    args: Annotated[list[str] | None, typer.Argument(
+    args: Annotated[list[str] | None, Arg(
         metavar="[NAME] | status [NAME]", help="A remote (default: all of them), or 'status'.",
         show_default=False)] = None,
     json_: JsonOpt = False,
@@ -66,6 +65,12 @@ def sync(
 
     `db0 sync status [NAME]`: per remote, ops waiting to be pushed, totals, the last sync and
     the last error.
+
+    \b
+    Examples:
+      db0 sync
+      db0 sync status
+      db0 sync team --json
     """
     words = list(args or [])
     if words and words[0] == "status":
@@ -133,5 +138,6 @@ def status(name: str | None, json_: bool) -> int:
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.command("sync")(sync)
+COMMANDS: list[Command] = [
+    cmd("sync", sync),
+]

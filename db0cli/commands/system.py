@@ -7,10 +7,9 @@ import stat
 import sys
 from typing import Annotated, Any
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import JsonOpt
+from db0.cli.params import Command, Opt, cmd
 from db0.cli.rpc import call
 from db0.daemon import __version__
 from db0.daemon.paths import get_paths
@@ -32,7 +31,7 @@ def _check_dir(path: os.PathLike[str], private: bool) -> str:
 
 
 def doctor(
-    fix: Annotated[bool, typer.Option("--fix", help="Make db0's files private again "
+    fix: Annotated[bool, Opt("--fix", help="Make db0's files private again "
                                       "(0700 directories, 0600 files).")] = False,
     json_: JsonOpt = False,
 ) -> int:
@@ -100,7 +99,12 @@ def doctor(
 
 
 def stats(json_: JsonOpt = False) -> int:
-    """Counts: memories by scope, superseded, forgotten, ops, database size."""
+    """Counts: memories by scope, superseded, forgotten, ops, database size.
+
+    \b
+    Example:
+      db0 stats --json
+    """
     st = call("store.stats", {})
     if json_:
         output.emit_json(st)
@@ -113,6 +117,7 @@ def stats(json_: JsonOpt = False) -> int:
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.command("doctor")(doctor)
-    app.command("stats")(stats)
+COMMANDS: list[Command] = [
+    cmd("doctor", doctor),
+    cmd("stats", stats),
+]

@@ -8,10 +8,9 @@ import os
 import sys
 from typing import Annotated, Any
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import AgentOpt, JsonOpt, SessionOpt, TaskOpt, UserOpt, context, read_source
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.rpc import client
 from db0.daemon.protocol import Db0Error
 
@@ -45,10 +44,10 @@ def _parse_lines(raw: bytes, source: str) -> list[tuple[int, dict[str, Any]]]:
 
 
 def import_(
-    source: Annotated[str, typer.Argument(help="A JSON-lines file, or '-' for stdin.")],
-    wait: Annotated[bool, typer.Option("--wait", help="Return once everything is fully "
+    source: Annotated[str, Arg(help="A JSON-lines file, or '-' for stdin.")],
+    wait: Annotated[bool, Opt("--wait", help="Return once everything is fully "
                                        "indexed (embedded).")] = False,
-    allow_secrets: Annotated[bool, typer.Option("--allow-secrets", help="Store what looks "
+    allow_secrets: Annotated[bool, Opt("--allow-secrets", help="Store what looks "
                                                 "like a secret as it is.")] = False,
     json_: JsonOpt = False,
     user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
@@ -131,30 +130,48 @@ def _failed(c: Any, import_id: str | None, e: Db0Error, checked: int, last: bool
 
 
 def export(
-    all_: Annotated[bool, typer.Option("--all", help="Include superseded and forgotten "
+    all_: Annotated[bool, Opt("--all", help="Include superseded and forgotten "
                                        "memories.")] = False,
-    everyone: Annotated[bool, typer.Option("--everyone", help="Every user's, agent's, "
+    everyone: Annotated[bool, Opt("--everyone", help="Every user's, agent's, "
                                            "session's and task's memories, not only the ones "
                                            "you can see.")] = False,
+    json_: Annotated[bool, Opt("--json", help="One JSON document {\"memories\": [...]} "
+                                              "instead of JSON lines.")] = False,
     user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
     task: TaskOpt = None,
 ) -> int:
-    """Write memories as JSON lines (what `db0 import` reads)."""
+    """Write memories as JSON lines (what `db0 import` reads).
+
+    \b
+    Examples:
+      db0 export > memories.jsonl
+      db0 export --all --everyone | gzip > backup.jsonl.gz
+    """
     c = client()
     after = 0
     ctx = context(user, agent, session, task)
     w = sys.stdout.write
+    sep = ""
+    if json_:
+        w('{"memories": [')
     while True:
         page = c.call("memory.export", {"after": after, "limit": BATCH, "all": all_,
                                         "everyone": everyone, "context": ctx})
         for m in page["items"]:
-            w(json.dumps({k: m.get(k) for k in EXPORT_FIELDS if m.get(k) not in (None, False)},
-                         ensure_ascii=False, sort_keys=True) + "\n")
+            line = json.dumps({k: m.get(k) for k in EXPORT_FIELDS
+                               if m.get(k) not in (None, False)}, ensure_ascii=False,
+                              sort_keys=True)
+            w(f"{sep}{line}" if json_ else line + "\n")
+            sep = ", "
         if page["next"] is None:
-            return 0
+            break
         after = page["next"]
+    if json_:
+        w("]}\n")
+    return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.command("import")(import_)
-    app.command("export")(export)
+COMMANDS: list[Command] = [
+    cmd("import", import_),
+    cmd("export", export),
+]

@@ -6,17 +6,12 @@ import os
 import sys
 from typing import Annotated, Any
 
-import typer
-
 from db0.cli import output
 from db0.cli.options import AgentOpt, JsonOpt, ScopeOpt, SessionOpt, TaskOpt, UserOpt, context
+from db0.cli.params import Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 
-watch_app = typer.Typer(
-    help="Watched folders: each Markdown or text file's sections become memories, kept in "
-         "step as the files change.", no_args_is_help=True)
-
-DirArg = Annotated[str, typer.Argument(help="The folder.", show_default=False)]
+DirArg = Annotated[str, Arg(help="The folder.", show_default=False)]
 
 
 def _abs(path: str) -> str:
@@ -34,21 +29,26 @@ def _summary(w: dict[str, Any]) -> str:
     return line
 
 
-@watch_app.command("add")
 def add(
     folder: DirArg,
-    glob: Annotated[list[str] | None, typer.Option(
+    glob: Annotated[list[str] | None, Opt(
         "--glob", "-g", help="Files to take, by name (or by path relative to the folder when "
         "the pattern has a '/'); repeat. Default: *.md, *.markdown, *.txt.")] = None,
     scope: ScopeOpt = "user",
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return at once instead of after "
+    no_wait: Annotated[bool, Opt("--no-wait", help="Return at once instead of after "
                                           "the first scan.")] = False,
     json_: JsonOpt = False,
     user: UserOpt = None, agent: AgentOpt = None, session: SessionOpt = None,
     task: TaskOpt = None,
 ) -> int:
     """Watch FOLDER: index its notes now, then keep them in step (edits supersede, deletes
-    forget, renames keep history)."""
+    forget, renames keep history).
+
+    \b
+    Examples:
+      db0 watch add ~/notes
+      db0 watch add ~/work/adr --glob '*.md' --scope agent
+    """
     res = call("watch.add", {"path": _abs(folder), "globs": glob or [], "scope": scope,
                              "wait": 0 if no_wait else 600,
                              "context": context(user, agent, session, task)}, timeout=660)
@@ -61,9 +61,13 @@ def add(
     return 0
 
 
-@watch_app.command("list")
 def list_(json_: JsonOpt = False) -> int:
-    """List the watched folders."""
+    """List the watched folders.
+
+    \b
+    Example:
+      db0 watch list --json
+    """
     res = call("watch.list", {})
     if json_:
         output.emit_json(res)
@@ -74,15 +78,19 @@ def list_(json_: JsonOpt = False) -> int:
     return 0
 
 
-@watch_app.command("remove")
 def remove(
     folder: DirArg,
-    forget: Annotated[bool, typer.Option("--forget", help="Forget the folder's memories too "
+    forget: Annotated[bool, Opt("--forget", help="Forget the folder's memories too "
                                          "(default: they stay, no longer kept in step).")]
     = False,
     json_: JsonOpt = False,
 ) -> int:
-    """Stop watching FOLDER."""
+    """Stop watching FOLDER.
+
+    \b
+    Example:
+      db0 watch remove ~/notes --forget
+    """
     res = call("watch.remove", {"path": _abs(folder), "forget": forget}, timeout=660)
     if json_:
         output.emit_json(res)
@@ -92,9 +100,13 @@ def remove(
     return 0
 
 
-@watch_app.command("status")
 def status(json_: JsonOpt = False) -> int:
-    """Each folder's state, counts, and every file skipped or failed, with the reason."""
+    """Each folder's state, counts, and every file skipped or failed, with the reason.
+
+    \b
+    Example:
+      db0 watch status
+    """
     res = call("watch.status", {})
     if json_:
         output.emit_json(res)
@@ -114,5 +126,13 @@ def status(json_: JsonOpt = False) -> int:
     return 0
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(watch_app, name="watch")
+COMMANDS: list[Command] = [
+    cmd("watch add", add),
+    cmd("watch list", list_),
+    cmd("watch remove", remove),
+    cmd("watch status", status),
+]
+GROUPS = {
+    "watch": "Watched folders: each Markdown or text file's sections become memories, kept in "
+         "step as the files change.",
+}

@@ -1,0 +1,245 @@
+"""How commands declare their arguments, once, for two readers: Typer and the fast path.
+
+A command is a plain function whose parameters are annotated `Annotated[T, Opt(...)]` or
+`Annotated[T, Arg(...)]` (this module's classes, standard library only), listed in its module's
+`COMMANDS`. Typer reads them through `typer_command` (help, errors, completions: every command
+has them); the fast path (`fast_call`) parses the common, well-formed cases itself and calls the
+same function without importing Typer or click at all. Whatever the fast path is not sure of
+(`--help`, an unknown option, a value that does not parse, a missing argument) it hands to
+Typer, so help and errors are Typer's, always.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+Fn = Callable[..., Any]
+
+
+class Opt:
+    """An option: its names (`-n`, `--limit`), help, choices, metavar."""
+
+    def __init__(self, *decls: str, help: str = "", choices: tuple[str, ...] | None = None,
+                 metavar: str | None = None, hidden: bool = False,
+                 show_default: bool = True) -> None:
+        self.decls = decls
+        self.help = help
+        self.choices = choices
+        self.metavar = metavar
+        self.hidden = hidden
+        self.show_default = show_default
+
+
+class Arg:
+    """A positional argument."""
+
+    def __init__(self, help: str = "", choices: tuple[str, ...] | None = None,
+                 metavar: str | None = None, show_default: bool = True) -> None:
+        self.help = help
+        self.choices = choices
+        self.metavar = metavar
+        self.show_default = show_default
+
+
+class Command(NamedTuple):
+    path: tuple[str, ...]  # ("remember",) or ("session", "start")
+    fn: Fn
+    context_settings: dict[str, Any] | None = None
+    fast: bool = True  # False: always through Typer (a command that passes raw arguments on)
+
+
+def cmd(path: str, fn: Fn, *, context_settings: dict[str, Any] | None = None,
+        fast: bool = True) -> Command:
+    return Command(tuple(path.split()), fn, context_settings, fast and not context_settings)
+
+
+# -- the parameters of a function -------------------------------------------------------------
+
+class Param(NamedTuple):
+    name: str
+    kind: type  # int, float, str, bool, list (of str)
+    spec: Opt | Arg
+    default: Any
+    required: bool
+
+
+_PARAMS: dict[Fn, list[Param]] = {}
+
+
+def params_of(fn: Fn) -> list[Param]:
+    """The declared parameters of a command function (its annotations, read once)."""
+    if fn in _PARAMS:
+        return _PARAMS[fn]
+    hints = typing.get_type_hints(fn, include_extras=True)
+    code = fn.__code__
+    names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+    defaults = dict(zip(names[len(names) - len(fn.__defaults__ or ()):], fn.__defaults__ or (),
+                        strict=True))
+    defaults.update(fn.__kwdefaults__ or {})
+    out = []
+    for name in names:
+        hint = hints[name]
+        base, spec = typing.get_args(hint)[0], typing.get_args(hint)[1]
+        out.append(Param(name, _kind(base), spec, defaults.get(name, ...),
+                         name not in defaults))
+    _PARAMS[fn] = out
+    return out
+
+
+def _kind(t: Any) -> type:
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    if typing.get_origin(t) in (typing.Union, types.UnionType) and args:
+        return _kind(args[0])
+    if typing.get_origin(t) is list or t is list:
+        return list
+    return t if isinstance(t, type) else str
+
+
+# -- Typer's reading -----------------------------------------------------------------------------
+
+def typer_command(fn: Fn) -> Fn:
+    """`fn` as Typer wants it: the same function, its signature's annotations turned into
+    `typer.Option` / `typer.Argument`."""
+    import inspect
+
+    import click
+    import typer
+
+    ps = []
+    for p in params_of(fn):
+        spec = p.spec
+        extra: dict[str, Any] = {"help": spec.help, "show_default": spec.show_default}
+        if spec.metavar:
+            extra["metavar"] = spec.metavar
+        if spec.choices:
+            extra["click_type"] = click.Choice(spec.choices)
+        if isinstance(spec, Opt):
+            info = typer.Option(*spec.decls, hidden=spec.hidden, show_envvar=False, **extra)
+        else:
+            info = typer.Argument(**extra)
+        annotation = typing.Annotated[_annotation(fn, p.name), info]  # type: ignore[valid-type]
+        default = inspect.Parameter.empty if p.default is ... else p.default
+        ps.append(inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    default=default, annotation=annotation))
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    wrapper.__signature__ = inspect.Signature(ps)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _annotation(fn: Fn, name: str) -> Any:
+    return typing.get_args(typing.get_type_hints(fn, include_extras=True)[name])[0]
+
+
+def register(app: Any, commands: list[Command], groups: dict[str, str]) -> None:
+    """Add a module's commands (and their groups, with their help) to the Typer app."""
+    import typer
+
+    subs: dict[str, Any] = {}
+    for c in commands:
+        target = app
+        if len(c.path) > 1:
+            group = c.path[0]
+            if group not in subs:
+                subs[group] = typer.Typer(help=groups.get(group, ""), no_args_is_help=True)
+                app.add_typer(subs[group], name=group)
+            target = subs[group]
+        kw = {"context_settings": c.context_settings} if c.context_settings else {}
+        target.command(c.path[-1], **kw)(typer_command(c.fn))
+
+
+# -- the fast path --------------------------------------------------------------------------------
+
+class NotSure(Exception):
+    """The fast path hands this command line to Typer."""
+
+
+def fast_parse(fn: Fn, args: list[str]) -> dict[str, Any]:
+    """Keyword arguments for `fn` from a command line, or NotSure."""
+    ps = params_of(fn)
+    by_flag: dict[str, Param] = {}
+    for p in ps:
+        if isinstance(p.spec, Opt):
+            for d in p.spec.decls:
+                by_flag[d] = p
+    positional = [p for p in ps if isinstance(p.spec, Arg)]
+    given: dict[str, Any] = {}
+    words: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a == "--":
+            words += list(it)
+            break
+        if a.startswith("-") and a != "-":
+            flag, eq, value = a.partition("=")
+            p = by_flag.get(flag)
+            if p is None:
+                raise NotSure(a)  # --help, a typo, a combined short option: Typer's job
+            if p.kind is bool:
+                if eq:
+                    raise NotSure(a)
+                given[p.name] = True
+                continue
+            if not eq:
+                value = next(it, None)  # type: ignore[assignment]
+                if value is None:
+                    raise NotSure(a)
+            v = _value(p, value)
+            if p.kind is list:
+                given.setdefault(p.name, []).append(v)
+            else:
+                given[p.name] = v
+        else:
+            words.append(a)
+    for p in positional:
+        if p.kind is list:
+            if words:
+                given[p.name] = [_value(p, w) for w in words]
+            words = []
+        elif words:
+            given[p.name] = _value(p, words.pop(0))
+    if words:
+        raise NotSure("extra arguments")
+    out = {}
+    for p in ps:
+        if p.name in given:
+            out[p.name] = given[p.name]
+        elif p.required:
+            raise NotSure(f"missing {p.name}")
+        else:
+            out[p.name] = p.default
+    return out
+
+
+def _value(p: Param, text: str) -> Any:
+    if p.spec.choices and text not in p.spec.choices:
+        raise NotSure(text)
+    try:
+        if p.kind is int:
+            return int(text)
+        if p.kind is float:
+            return float(text)
+    except ValueError:
+        raise NotSure(text) from None
+    return text
+
+
+def fast_call(commands: list[Command], args: list[str]) -> int | None:
+    """Run the command `args` names if the fast path is sure of it; None hands it to Typer."""
+    for c in commands:
+        n = len(c.path)
+        if c.fast and tuple(args[:n]) == c.path:
+            try:
+                kwargs = fast_parse(c.fn, args[n:])
+            except NotSure:
+                return None
+            rv = c.fn(**kwargs)
+            return rv if isinstance(rv, int) else 0
+    return None
+
