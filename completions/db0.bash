@@ -98,7 +98,7 @@ _db0_words() {
         "hook") echo "--help -h" ;;
         "import") echo "--agent --allow-secrets --help -h --json --session --task --user --wait" ;;
         "ingest") echo "--agent --cwd --format -f --help -h --json --session-id --user" ;;
-        "integrate") echo "claude-code codex gemini mcp git status --dry-run -n --global --help -h --json --project --remove --user" ;;
+        "integrate") echo "claude-code codex gemini mcp git status --dry-run --global --help -h --json --project --remove --user" ;;
         "link") echo "--help -h --json --type -t" ;;
         "list") echo "--agent --help -h --include-superseded --json --limit -n --offset --scope -s --session --tag -t --task --user" ;;
         "mcp") echo "--agent --help -h --list-tools --session --task --user" ;;

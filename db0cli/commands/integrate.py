@@ -423,7 +423,7 @@ def integrate(
                                              "default).")] = False,
     project: Annotated[bool, Opt("--project", help="This project's settings "
                                           "(./.claude, ./.codex, ./.gemini).")] = False,
-    dry_run: Annotated[bool, Opt("--dry-run", "-n", help="Say what would change; "
+    dry_run: Annotated[bool, Opt("--dry-run", help="Say what would change; "
                                           "write nothing.")] = False,
     remove: Annotated[bool, Opt("--remove", help="Take db0's entries out (and "
                                          "nothing else).")] = False,
