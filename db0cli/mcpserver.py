@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import sys
 import threading
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pydantic import Field
 
 from db0.cli import rpc
 from db0.daemon.protocol import Db0Error
+from db0.store.tokens import count as count_tokens
 
 # The SDK runs the server's sync tools on worker threads; one daemon connection, one caller.
 _lock = threading.Lock()
@@ -45,29 +45,8 @@ Secrets (API keys, tokens, passwords, private keys) are redacted before anything
 and <private>...</private> is never stored."""
 
 
-# --- db0-conservative-v1, the token rule of store/tokens.py (the CLI may not import the store;
-# tests/test_mcp.py checks both count the same).
-_PIECE = re.compile(r"[A-Za-z]+|[0-9]+|\n|[ \t]{2,}|[ \t]|[\x21-\x7e]|[^\x00-\x7f]|[\x00-\x1f\x7f]")
-
-
-def count_tokens(text: str) -> int:
-    n = 0
-    for m in _PIECE.finditer(text):
-        piece = m.group()
-        c = piece[0]
-        if c.isascii() and c.isalpha():
-            n += (len(piece) + 3) // 4
-        elif c.isdigit() and c.isascii():
-            n += (len(piece) + 2) // 3
-        elif piece in {" ", "\t"}:
-            continue
-        elif c.isascii():
-            n += 1
-        else:
-            n += len(piece.encode("utf-8"))
-    return n
-
-
+# Answers are counted with db0-conservative-v1 (store/tokens.py, pure `re`, which the CLI may
+# import): the count pack promises.
 def _fits(text: str, limit: int) -> bool:
     # The count never exceeds the UTF-8 length, so short texts need no counting.
     return len(text) <= limit // 4 or count_tokens(text) <= limit
@@ -148,6 +127,20 @@ def call(method: str, params: dict[str, Any], retry: bool = True) -> Any:
             raise ToolFailure(_message(method, e2)) from None
 
 
+def bad_arguments(tool: str, exc: Any) -> str:
+    """A tool's arguments that do not fit its input schema, in one line with the fix."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc") or ()) or "the arguments"
+        msg = str(err.get("msg") or "is not valid")
+        msg = msg[:1].lower() + msg[1:]
+        got = err.get("input")
+        shown = "" if err.get("type") == "missing" else f", got {json.dumps(got, default=str)[:60]}"
+        parts.append(f"{where}: {msg}{shown}")
+    return (f"{tool}: " + "; ".join(parts) + f" (to fix: call {tool} again with arguments as "
+            "its input schema describes)")
+
+
 def _message(method: str, e: Db0Error) -> str:
     if e.code == "unknown_method":
         return (f"this db0 daemon does not know {method} (to fix: upgrade db0, then run "
@@ -168,11 +161,25 @@ def build(ctx: dict[str, Any]) -> Any:
     from mcp.server import MCPServer
     from mcp.server.mcpserver.exceptions import ResourceError, ToolError
     from mcp.types import ToolAnnotations
+    from pydantic import ValidationError
 
     from db0.daemon import __version__
 
-    server = MCPServer("db0", instructions=INSTRUCTIONS, version=__version__,
-                       log_level="WARNING")
+    class Server(MCPServer):
+        """The SDK's server, with arguments that do not fit a tool's schema said in db0's
+        words (one line with the fix) instead of pydantic's text and its links."""
+
+        async def call_tool(self, name: str, arguments: dict[str, Any],
+                            context: Any = None) -> Any:
+            try:
+                return await super().call_tool(name, arguments, context)
+            except ToolError as e:
+                if isinstance(e.__cause__, ValidationError):
+                    raise ToolError(bad_arguments(name, e.__cause__)) from e.__cause__
+                raise
+
+    server = Server("db0", instructions=INSTRUCTIONS, version=__version__,
+                    log_level="WARNING")
     read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False,
                                 idempotent_hint=True, open_world_hint=False)
 
@@ -345,10 +352,16 @@ def build(ctx: dict[str, Any]) -> Any:
 
     @server.prompt(description="Prime the conversation with what db0 remembers about a "
                                "topic.")
-    def prime(topic: str, budget: int = 2000) -> str:
-        budget = max(1, min(int(budget), MAX_PACK_BUDGET))
+    def prime(topic: str, budget: str = "2000") -> str:
+        # Prompt arguments are strings in MCP: read the number here, and say what is wrong.
         try:
-            res = call("memory.pack", {"query": topic, "budget": budget, "format": "md",
+            tokens = int(str(budget).strip())
+        except ValueError:
+            return (f"(db0: budget must be a whole number of tokens, got {budget!r}; to fix: "
+                    f"ask for the prime prompt again with budget like 2000)")
+        budget_n = max(1, min(tokens, MAX_PACK_BUDGET))
+        try:
+            res = call("memory.pack", {"query": topic, "budget": budget_n, "format": "md",
                                        "context": ctx})
         except ToolFailure as e:
             return f"(db0 could not pack memories about {topic!r}: {e})"

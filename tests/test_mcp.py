@@ -47,8 +47,9 @@ async def session(db0: Db0, *flags: str, env: dict[str, str] | None = None
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
 
+    keep = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
     params = StdioServerParameters(command=DB0, args=["mcp", *flags],
-                                   env={"DB0_HOME": str(db0.home), **(env or {})})
+                                   env={**keep, "DB0_HOME": str(db0.home), **(env or {})})
     async with Client(params, read_timeout_seconds=60) as client:
         yield client
 
@@ -225,17 +226,29 @@ def test_reconnects_after_the_daemon_restarts(shared: Db0) -> None:
     assert before["id"] in [r["id"] for r in after["results"]]
 
 
-def test_token_counter_matches_the_store() -> None:
-    from db0.store import tokens
-
-    samples = ["", "plain words here", "numbers 1234567 and 42", "symbols: {}[]()!?",
-               "naïve café 東京 🙂", "tabs\t\tand  spaces\nnew\nlines", "x" * 10001,
-               json.dumps({"a": [1, 2.5, "ü"]})]
-    for s in samples:
-        assert mcpserver.count_tokens(s) == tokens.count(s), s
+def test_answers_are_cut_within_the_limit() -> None:
     cut = mcpserver.cut("word " * 20000, 500, "text")
     assert mcpserver.count_tokens(cut) <= 500 and cut.endswith("500 tokens]")
     assert mcpserver.cut("short", 500) == "short"
+
+
+def test_wrong_arguments_are_said_with_the_fix(shared: Db0) -> None:
+    async def main() -> tuple[Any, ...]:
+        async with session(shared) as c:
+            bad_type = await c.call_tool("recall", {"query": "x", "limit": "many"})
+            missing = await c.call_tool("remember", {"scope": "user"})
+            prime = await c.get_prompt("prime", {"topic": "deploy", "budget": "lots"})
+            alive = ok(await c.call_tool("recall", {"query": "deploy"}))
+        return bad_type, missing, prime, alive
+
+    bad_type, missing, prime, alive = run(main)
+    for r in (bad_type, missing):
+        body = text(r)
+        assert r.is_error and "to fix" in body and "pydantic" not in body, body
+        assert len(body.splitlines()) == 1, body
+    assert "limit" in text(bad_type) and "content" in text(missing)
+    assert "budget must be a whole number" in prime.messages[0].content.text
+    assert "results" in alive
 
 
 def test_help_and_other_commands_do_not_import_the_sdk(shared: Db0) -> None:
