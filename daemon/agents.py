@@ -91,6 +91,8 @@ class Agent(NamedTuple):
     transcript: Transcript
     offline_env: tuple[str, ...]  # variables that point it at a stand-in model, quietly
     notes: tuple[str, ...]
+    # The compaction triggers that mean a compaction happens (db0 checkpoints around those).
+    checkpoint_triggers: tuple[str, ...] = ("manual", "auto")
 
 
 # -- Claude Code ---------------------------------------------------------------------------
@@ -389,6 +391,9 @@ GEMINI = Agent(
     ),
     offline_env=("GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY", "GEMINI_CLI_TRUST_WORKSPACE",
                  "GEMINI_TELEMETRY_ENABLED"),
+    # PreCompress "auto" fires at every turn, before Gemini checks whether to compress
+    # (context/chatCompressionService.ts): only a manual one surely compacts.
+    checkpoint_triggers=("manual",),
     notes=(
         "hooksConfig.enabled (default true) turns all hooks off; hooksConfig.disabled lists "
         "hook names to skip.",

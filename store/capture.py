@@ -32,6 +32,7 @@ EVENTS = ("session-start", "prompt", "turn-end", "pre-compact", "post-compact", 
 CAPTURE_EVENTS = ("turn-end", "pre-compact", "post-compact", "session-end")
 MAX_INJECT_CHARS = 10_000
 RECENT_FACTS = 15
+NOTES_TAG = "watch"  # store/watch.py tags every section of a watched note with it
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Event:
     trigger: str | None = None
     reason: str | None = None
     idle_ttl: float | None = None
+    checkpoint: bool = True  # around a compaction: whether this trigger means one happens
 
     @property
     def project(self) -> str:
@@ -103,7 +105,8 @@ def _recent_facts(store: Store, ctx: Context, limit: int, skip: set[str]
     """The newest memories of the user and agent, keyed facts (what extraction and `--key`
     made) first."""
     rows = [r for r in memories.list_memories(store, ctx, scopes=["user", "agent"],
-                                              limit=limit * 3) if r["id"] not in skip]
+                                              limit=limit * 3)
+            if r["id"] not in skip and NOTES_TAG not in r["tags"]]
     return ([r for r in rows if r.get("key")] + [r for r in rows if not r.get("key")])[:limit]
 
 
@@ -118,8 +121,12 @@ def session_start_context(store: Store, ctx: Context, ev: Event, budget: int, qv
         parts.append(f"## Earlier session in this directory ({prev['agent']}, {when})\n"
                      + prev["summary"].strip()[:4000])
     given = injected_ids(store, ev.agent, ev.session_id)
+    # Session start knows only the folder's name, too little to judge watched notes by (a
+    # notes folder would crowd every start); a prompt's pack, which knows what is asked,
+    # brings in the notes that bear on it.
     res = pack.pack(store, ctx, ev.project, budget, "md",
-                    search.Filters(scopes=["user", "agent"]), qvec=qvec, exclude=given)
+                    search.Filters(scopes=["user", "agent"], exclude_tags=[NOTES_TAG]),
+                    qvec=qvec, exclude=given)
     text = str(res["text"])
     ids = [i["id"] for i in res["items"]]
     facts = _recent_facts(store, ctx, RECENT_FACTS, given | set(ids))
@@ -275,7 +282,7 @@ def record(store: Store, ctx: Context, ev: Event, injection: Injection | None
     if ev.event == "post-compact" and ev.summary:
         cap.add_summary(ev.summary, "hook:compact-summary")
     out.update(cap.write(store, sctx))
-    if ev.event in ("pre-compact", "post-compact"):
+    if ev.event in ("pre-compact", "post-compact") and ev.checkpoint:
         from db0.store import checkpoints
 
         state = {"agent": ev.agent, "agent_session": ev.session_id, "event": ev.event,

@@ -42,6 +42,7 @@ class Filters:
     until: float | None = None
     include_superseded: bool = False
     as_of: float | None = None
+    exclude_tags: list[str] = field(default_factory=list)
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> Filters:
@@ -63,6 +64,9 @@ class Filters:
             where += f" AND {alias}.forgotten_ts IS NULL"
         for tag in self.tags:
             where += f" AND {alias}.rid IN (SELECT rid FROM memory_tags WHERE tag=?)"
+            args.append(tag)
+        for tag in self.exclude_tags:
+            where += f" AND {alias}.rid NOT IN (SELECT rid FROM memory_tags WHERE tag=?)"
             args.append(tag)
         for k, v in self.metadata.items():
             where += f" AND json_extract({alias}.metadata, ?) = ?"

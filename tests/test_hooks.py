@@ -286,13 +286,35 @@ def test_gemini_events(d: Db0, tmp_path: Path) -> None:
                                        "prompt": "which fixture do gemini tests use",
                                        "prompt_response": "They use sandbox_home."})
     assert r.out == ""
+    # Gemini fires PreCompress "auto" at every turn, compaction or not: no checkpoint for it.
+    r = hook(d, "pre-compact", "gemini", {**base, "hook_event_name": "PreCompress",
+                                          "trigger": "auto"})
+    assert r.out == ""
+    assert d.json("checkpoint", "list", "--all")["checkpoints"] == []
     for ev, name in (("pre-compact", "PreCompress"), ("session-end", "SessionEnd")):
-        r = hook(d, ev, "gemini", {**base, "hook_event_name": name, "trigger": "auto",
+        r = hook(d, ev, "gemini", {**base, "hook_event_name": name, "trigger": "manual",
                                    "reason": "exit"})
         assert r.out == ""
     sess = session_of(d, s)
     assert sess["ended_at"] is not None
-    assert d.json("checkpoint", "list", "--all")["checkpoints"]
+    assert len(d.json("checkpoint", "list", "--all")["checkpoints"]) == 1
+
+
+def test_session_start_leaves_watched_notes_to_the_prompts(d: Db0, tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "plugins.md").write_text("# Plugins\n\nA tutorial on writing plugins for the "
+                                      "svc project, with hooks and entry points.\n")
+    d.run("watch", "add", str(notes))
+    d.run("remember", "The svc project deploys with fly.io")
+    cwd = str(tmp_path / "svc")
+    s = sid()
+    r = hook(d, "session-start", "claude-code", cc("SessionStart", s, cwd, source="startup"))
+    start = injected(r, "SessionStart")
+    assert "fly.io" in start and "tutorial on writing plugins" not in start
+    r = hook(d, "prompt", "claude-code", cc("UserPromptSubmit", s, cwd,
+                                            prompt="how do I write a plugin for svc"))
+    assert "tutorial on writing plugins" in injected(r, "UserPromptSubmit")
 
 
 def test_extraction_supersedes_and_skips_chatter(d: Db0, tmp_path: Path) -> None:

@@ -76,7 +76,8 @@ def hook_event(rt: Runtime, req: Request) -> dict[str, Any]:
         transcript_path=data.get("transcript_path") or None, prompt=data.get("prompt"),
         last_message=data.get("last_message"), summary=data.get("summary"),
         source=data.get("source"), trigger=data.get("trigger"), reason=data.get("reason"),
-        idle_ttl=parse_duration(data["idle_ttl"]) if data.get("idle_ttl") else None)
+        idle_ttl=parse_duration(data["idle_ttl"]) if data.get("idle_ttl") else None,
+        checkpoint=(data.get("trigger") or "manual") in AGENT_TABLE[agent].checkpoint_triggers)
     ctx = Context(req.ctx.user, req.ctx.agent if req.ctx.agent != "default" else agent)
     injection = None
     if p["inject"] and not req.replay and ev.event in ("session-start", "prompt"):
