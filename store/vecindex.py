@@ -259,8 +259,9 @@ class VecIndex:
 
     @classmethod
     def rebuild(cls, store: Store, directory: Path, mid: int, dim: int,
-                threads: int = 1) -> VecIndex:
-        """Read every vector of the model from the database and write a new index file."""
+                threads: int = 1, graphs: bool = True) -> VecIndex:
+        """Read every vector of the model from the database and write a new index file.
+        Without `graphs`, big partitions are searched exactly until `persist` builds them."""
         idx = cls(directory, mid, dim, database_id(store))
         with store.conn:  # one read transaction: the rows and the seq agree
             idx.seq = change_seq(store)
@@ -288,8 +289,9 @@ class VecIndex:
                 i += k
         n = i
         order = np.lexsort((rids[:n], pids[:n]))
-        idx._write(rids[order], pids[order], scale[order], resid[order], codes[order],
-                   np.zeros(n, np.uint8), threads=threads)
+        idx._write(rids[order], pids[order], scale[order], resid[order],
+                   lambda a, b: codes[order[a:b]], np.zeros(n, np.uint8), threads=threads,
+                   graphs=graphs)
         idx._load()
         return idx
 
@@ -502,9 +504,11 @@ class VecIndex:
 
     # -- persistence -------------------------------------------------------------------------
 
-    def persist(self, threads: int = 1) -> None:
+    def persist(self, threads: int = 1, graphs: bool = True) -> None:
         """Write base + delta (less what was removed) as a new file, atomically, and serve
-        from it. Writer only: nothing changes the index while it runs."""
+        from it; with `graphs`, build the graphs big partitions lack or have outgrown.
+        Writer only: nothing changes the index while it runs. The int8 rows are gathered in
+        chunks, never copied whole."""
         base, d = self.base, self.delta
         keep = np.flatnonzero(~base.dead)
         dl = np.flatnonzero(~d.dead[:d.n])
@@ -512,17 +516,27 @@ class VecIndex:
         rids = np.concatenate([base.rids[keep], d.rids[dl]])
         pids = np.concatenate([base.pids[keep], d.pids[dl]]).astype(np.int32)
         order = np.lexsort((rids, pids))
+        nk = len(keep)
+
+        def take(a: int, b: int) -> np.ndarray:
+            idx = order[a:b]
+            out = np.empty((len(idx), self.dim), np.int8)
+            old = idx < nk
+            out[old] = base.codes[keep[idx[old]]]
+            out[~old] = dcodes[idx[~old] - nk]
+            return out
+
         self._write(rids[order], pids[order],
                     np.concatenate([base.scale[keep], dscale])[order],
-                    np.concatenate([base.resid[keep], dresid])[order],
-                    np.concatenate([base.codes[keep], dcodes])[order],
+                    np.concatenate([base.resid[keep], dresid])[order], take,
                     np.concatenate([base.in_graph[keep], np.zeros(len(dl), np.uint8)])[order],
-                    threads=threads)
+                    threads=threads, graphs=graphs)
         self._load()
 
     def _write(self, rids: np.ndarray, pids: np.ndarray, scale: np.ndarray, resid: np.ndarray,
-               codes: np.ndarray, in_graph: np.ndarray, threads: int = 1) -> None:
-        """Write graphs for big partitions as needed, then the main file; rename = commit."""
+               take: Any, in_graph: np.ndarray, threads: int = 1, graphs: bool = True) -> None:
+        """Write graphs for big partitions as needed, then the main file; rename = commit.
+        `take(a, b)` gives the int8 codes of final rows a..b."""
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         nparts = len(self.parts)
@@ -539,12 +553,15 @@ class VecIndex:
             if old is not None and missing <= max(GRAPH_STALE_MIN, GRAPH_STALE * (hi - lo)):
                 graph_files[pid] = old  # rows outside the graph are searched exactly
                 continue
+            if not graphs:  # searched exactly until a persist builds it
+                in_graph[lo:hi] = 0
+                continue
             graph = index_cls(ndim=self.dim, metric="cos", dtype="i8",
                               connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
                               expansion_search=EXPANSION_SEARCH)
             for s in range(lo, hi, 65_536):
                 e = min(hi, s + 65_536)
-                graph.add(rids[s:e], codes[s:e].astype(np.float32) * scale[s:e, None],
+                graph.add(rids[s:e], take(s, e).astype(np.float32) * scale[s:e, None],
                           threads=threads)
             name = f"graph-{pid}-{os.urandom(4).hex()}.usearch"
             tmp = self.dir / (name + ".tmp")
@@ -559,7 +576,8 @@ class VecIndex:
                   "scale": scale.astype("<f4"), "resid": resid.astype("<f4"),
                   "in_graph": in_graph.astype("u1"), "rid_sorted": rids[by_rid].astype("<i8"),
                   "by_rid": by_rid.astype("<i4"),
-                  "starts": starts.astype("<i8"), "codes": codes.astype("i1")}
+                  "starts": starts.astype("<i8")}
+        codes_bytes = len(rids) * self.dim
         header: dict[str, Any] = {
             "format": FORMAT, "model_id": self.model_id, "dim": self.dim, "db": self.db_id,
             "seq": self.seq, "count": len(rids), "parts": self.parts,
@@ -568,6 +586,10 @@ class VecIndex:
         for name, arr in arrays.items():
             header["sections"][name] = [offset, arr.nbytes, zlib.crc32(arr.data.cast("B"))]
             offset += _pad(arr.nbytes)
+        crc = 0
+        for s in range(0, len(rids), 65_536):
+            crc = zlib.crc32(take(s, min(len(rids), s + 65_536)).data.cast("B"), crc)
+        header["sections"]["codes"] = [offset, codes_bytes, crc]
         head = json.dumps(header, separators=(",", ":")).encode()
         start = _pad(len(MAGIC) + 4 + len(head))
         tmp = self.dir / f"{MAIN}.{os.getpid()}.tmp"
@@ -578,6 +600,8 @@ class VecIndex:
             for arr in arrays.values():
                 f.write(arr.data.cast("B"))
                 f.write(b"\0" * (_pad(arr.nbytes) - arr.nbytes))
+            for s in range(0, len(rids), 65_536):
+                f.write(take(s, min(len(rids), s + 65_536)).data.cast("B"))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.dir / MAIN)

@@ -144,6 +144,22 @@ def test_big_partition_uses_a_graph_with_high_recall(store: Store, tmp_path: Pat
     assert again.opened_from == "rebuilt"  # 20_000_000 is no memory: the count disagrees
 
 
+def test_rebuild_without_graphs_is_exact_until_persist(store: Store, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild at start can skip the slow graph build: big partitions are searched exactly
+    (brute force's answer) until a persist builds their graphs."""
+    pytest.importorskip("usearch")
+    monkeypatch.setattr(vecindex, "BIG", 500)
+    mid = fill(store, {("user", "u"): 1_500})
+    idx = vecindex.VecIndex.rebuild(store, tmp_path / "vx", mid, DIM, graphs=False)
+    assert idx.graphs == {}
+    q = unit(np.random.default_rng(8), 1)[0]
+    same(idx.search(q, 10, [("user", "u")], store=store), brute(store, mid, q, [("user", "u")], 10))
+    idx.persist()
+    assert set(idx.graphs) == {idx.pid_of[("user", "u")]}
+    assert vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM).opened_from == "file"
+
+
 def test_reopen_catches_up_with_the_database(store: Store, tmp_path: Path) -> None:
     mid = fill(store, {("agent", "a"): 200, ("agent", "b"): 200})
     d = tmp_path / "vx"
