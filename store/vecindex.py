@@ -217,6 +217,7 @@ class VecIndex:
         self.graph_files: dict[int, dict[str, Any]] = {}
         self.opened_from = "new"           # "file", "rebuilt" or "new": how open() got here
         self._lock = threading.Lock()
+        self._graph_lock = threading.Lock()
         self._mm: Any = None
 
     # -- size --------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ class VecIndex:
         n = i
         order = np.lexsort((rids[:n], pids[:n]))
         idx._write(rids[order], pids[order], scale[order], resid[order],
-                   lambda a, b: codes[order[a:b]], np.zeros(n, np.uint8), threads=threads,
+                   lambda rows: codes[order[rows]], np.zeros(n, np.uint8), threads=threads,
                    graphs=graphs)
         idx._load()
         return idx
@@ -456,7 +457,8 @@ class VecIndex:
         size = len(graph)
         while True:
             k = min(want, size)
-            m = graph.search(q, k, threads=1)
+            with self._graph_lock:  # usearch's search context is not safe to share
+                m = graph.search(q, k, threads=1)
             keys = np.asarray(m.keys, dtype=np.int64)
             rows = base.rows_of(keys)
             ok = rows >= 0
@@ -518,8 +520,8 @@ class VecIndex:
         order = np.lexsort((rids, pids))
         nk = len(keep)
 
-        def take(a: int, b: int) -> np.ndarray:
-            idx = order[a:b]
+        def take(rows: np.ndarray) -> np.ndarray:
+            idx = order[rows]
             out = np.empty((len(idx), self.dim), np.int8)
             old = idx < nk
             out[old] = base.codes[keep[idx[old]]]
@@ -536,7 +538,7 @@ class VecIndex:
     def _write(self, rids: np.ndarray, pids: np.ndarray, scale: np.ndarray, resid: np.ndarray,
                take: Any, in_graph: np.ndarray, threads: int = 1, graphs: bool = True) -> None:
         """Write graphs for big partitions as needed, then the main file; rename = commit.
-        `take(a, b)` gives the int8 codes of final rows a..b."""
+        `take(rows)` gives the int8 codes of these final rows."""
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         nparts = len(self.parts)
@@ -556,12 +558,21 @@ class VecIndex:
             if not graphs:  # searched exactly until a persist builds it
                 in_graph[lo:hi] = 0
                 continue
-            graph = index_cls(ndim=self.dim, metric="cos", dtype="i8",
-                              connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
-                              expansion_search=EXPANSION_SEARCH)
-            for s in range(lo, hi, 65_536):
-                e = min(hi, s + 65_536)
-                graph.add(rids[s:e], take(s, e).astype(np.float32) * scale[s:e, None],
+            todo = np.arange(lo, hi)
+            if old is not None:  # extend the old graph: a copy in memory, not a new build
+                graph = index_cls.restore(str(self.dir / old["file"]), view=False)
+                stale = np.setdiff1d(np.asarray(graph.keys, dtype=np.int64),
+                                     rids[lo:hi][in_graph[lo:hi] == 1])
+                if len(stale):
+                    graph.remove(stale)
+                todo = todo[in_graph[lo:hi] == 0]
+            else:
+                graph = index_cls(ndim=self.dim, metric="cos", dtype="i8",
+                                  connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
+                                  expansion_search=EXPANSION_SEARCH)
+            for s in range(0, len(todo), 65_536):
+                rows = todo[s:s + 65_536]
+                graph.add(rids[rows], take(rows).astype(np.float32) * scale[rows, None],
                           threads=threads)
             name = f"graph-{pid}-{os.urandom(4).hex()}.usearch"
             tmp = self.dir / (name + ".tmp")
@@ -588,7 +599,8 @@ class VecIndex:
             offset += _pad(arr.nbytes)
         crc = 0
         for s in range(0, len(rids), 65_536):
-            crc = zlib.crc32(take(s, min(len(rids), s + 65_536)).data.cast("B"), crc)
+            chunk = take(np.arange(s, min(len(rids), s + 65_536)))
+            crc = zlib.crc32(chunk.data.cast("B"), crc)
         header["sections"]["codes"] = [offset, codes_bytes, crc]
         head = json.dumps(header, separators=(",", ":")).encode()
         start = _pad(len(MAGIC) + 4 + len(head))
@@ -601,7 +613,7 @@ class VecIndex:
                 f.write(arr.data.cast("B"))
                 f.write(b"\0" * (_pad(arr.nbytes) - arr.nbytes))
             for s in range(0, len(rids), 65_536):
-                f.write(take(s, min(len(rids), s + 65_536)).data.cast("B"))
+                f.write(take(np.arange(s, min(len(rids), s + 65_536))).data.cast("B"))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.dir / MAIN)

@@ -35,7 +35,7 @@ def fill(store: Store, owners: dict[tuple[str, str], int], seed: int = 1) -> int
         ctx = Context("u", agent=owner if scope == "agent" else "default",
                       session=owner if scope == "session" else None)
         for s in range(0, n, 500):
-            items = [memories.validate({"content": f"memory {i + j} of {owner}",
+            items = [memories.validate({"content": f"memory {i + j} of {owner} ({seed})",
                                         "scope": scope}) for j in range(min(500, n - s))]
             i += len(items)
             with store.transaction():
@@ -144,6 +144,41 @@ def test_big_partition_uses_a_graph_with_high_recall(store: Store, tmp_path: Pat
     assert again.opened_from == "rebuilt"  # 20_000_000 is no memory: the count disagrees
 
 
+def test_graph_is_extended_in_place(store: Store, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past GRAPH_STALE, a persist adds the new rows to the old graph and drops the keys whose
+    vector changed; the graph then finds them itself."""
+    pytest.importorskip("usearch")
+    monkeypatch.setattr(vecindex, "BIG", 500)
+    monkeypatch.setattr(vecindex, "GRAPH_STALE_MIN", 0)
+    mid = fill(store, {("user", "u"): 2_000})
+    d = tmp_path / "vx"
+    idx = vecindex.VecIndex.open(store, d, mid, DIM)
+    old_file = next(iter(idx.graph_files.values()))["file"]
+    rng = np.random.default_rng(11)
+    q = unit(rng, 1)[0]
+    first = int(store.conn.execute("SELECT min(rid) FROM memories").fetchone()[0])
+    with store.transaction():  # a changed vector, and 200 new memories
+        h = store.conn.execute("SELECT content_hash FROM memories WHERE rid=?",
+                               (first,)).fetchone()[0]
+        vectors.put(store, mid, [(first, h, vectors.to_blob(-q))])
+    fill(store, {("user", "u"): 200}, seed=2)
+    idx.catch_up(store)
+    idx.persist()
+    g = next(iter(idx.graphs.values()))
+    assert next(iter(idx.graph_files.values()))["file"] != old_file and len(g) == 2_200
+    assert idx.base.in_graph.all()
+    far = idx.search(-q, 1, [("user", "u")], store=store)
+    assert far[0][0] == first and far[0][1] == pytest.approx(0.0, abs=1e-5)
+    hits = []
+    for v in unit(rng, 30):
+        want = {r for r, _ in brute(store, mid, v, [("user", "u")], 10)}
+        hits.append(len(want & {r for r, _ in idx.search(v, 10, [("user", "u")],
+                                                        store=store)}) / 10)
+    assert np.mean(hits) >= 0.98
+    assert vecindex.VecIndex.open(store, d, mid, DIM).opened_from == "file"
+
+
 def test_rebuild_without_graphs_is_exact_until_persist(store: Store, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A rebuild at start can skip the slow graph build: big partitions are searched exactly
@@ -239,6 +274,49 @@ def test_half_written_file_is_never_trusted(store: Store, tmp_path: Path) -> Non
         (d / vecindex.MAIN).write_bytes(good[:cut])
         assert vecindex.VecIndex.open(store, d, mid, DIM).opened_from == "rebuilt"
     assert not list(d.glob("*.tmp"))
+
+
+KILLER = """
+import sys
+from pathlib import Path
+from db0.store import vecindex
+from db0.store.core import Store
+store = Store.open(Path(sys.argv[1]))
+idx = vecindex.VecIndex.open(store, Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+print("ready", flush=True)
+while True:
+    idx.persist()
+"""
+
+
+def test_kill_during_persist_leaves_a_trusted_file(tmp_path: Path) -> None:
+    """kill -9 at random moments of a persist loop: the next open finds the old file or the
+    new one, whole (never rebuilt, never a wrong answer)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "db0.sqlite3"
+    store = Store.open(path)
+    mid = fill(store, {("agent", "a"): 3_000, ("agent", "b"): 3_000})
+    d = tmp_path / "vx"
+    vecindex.VecIndex.open(store, d, mid, DIM).close()
+    rng = np.random.default_rng(12)
+    for delay in (0.05, 0.13, 0.29, 0.41):
+        p = subprocess.Popen([sys.executable, "-c", KILLER, str(path), str(d), str(mid),
+                              str(DIM)], stdout=subprocess.PIPE, env=os.environ.copy())
+        assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        idx = vecindex.VecIndex.open(store, d, mid, DIM)
+        assert idx.opened_from == "file"
+        q = unit(rng, 1)[0]
+        same(idx.search(q, 10, [("agent", "b")], store=store),
+             brute(store, mid, q, [("agent", "b")], 10))
+        idx.close()
+    store.close()
 
 
 def test_visible_partitions() -> None:
