@@ -563,6 +563,20 @@ def whole_recall(store: Any, idx: Any, mid: int, qtext: list[str],
     emb = Embedder(MODEL, 1)
     search.vector_candidates = vecindex_candidates  # as the lead would wire it
     search.vector_distances = vecindex_distances
+    parts: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            c = time.thread_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                parts.setdefault(name, []).append((time.thread_time() - c) * 1000)
+        return wrapper
+
+    for name in ("keyword_query", "keyword_candidates", "vector_candidates", "neighbours",
+                 "keyword_scores", "vector_distances", "_best"):
+        setattr(search, name, timed(name, getattr(search, name)))
     wall: list[float] = []
     cpu: list[float] = []
     embed_ms: list[float] = []
@@ -570,6 +584,7 @@ def whole_recall(store: Any, idx: Any, mid: int, qtext: list[str],
         t, c = time.perf_counter(), time.thread_time()
         vec = np.asarray(emb.embed([qtext[qi]])[0], dtype=np.float32)
         e = time.perf_counter()
+        parts.setdefault("embed", []).append((time.thread_time() - c) * 1000)
         search.recall(store, ctx_for(agent), qtext[qi], 10,
                       qvec=search.QueryVector(mid, vec, idx))
         if k >= 5:
@@ -578,6 +593,8 @@ def whole_recall(store: Any, idx: Any, mid: int, qtext: list[str],
             wall.append((time.perf_counter() - t) * 1000)
     out = summary(wall, cpu)
     out["embed_median_ms"] = round(statistics.median(embed_ms), 3)
+    # CPU ms per part (median over the calls; a part may run more than once a recall).
+    out["cpu_parts_median_ms"] = {k: round(statistics.median(v), 3) for k, v in parts.items()}
     emb.close()
     return out
 

@@ -669,6 +669,10 @@ class VecIndex:
             import mmap
 
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+            if mm is not None and hasattr(mmap, "MADV_RANDOM"):
+                # A search reads a few slices: no read-ahead or fault-around of the pages
+                # beside them (they would count in the daemon's RSS for nothing).
+                mm.madvise(mmap.MADV_RANDOM)
         n = int(header["count"])
 
         def arr(name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
