@@ -141,7 +141,12 @@ def store_path(layout: str) -> Path:
 
 def build_store(layout: str) -> dict[str, Any]:
     """The layout's SQLite store (memories, op log, FTS, vectors), once."""
+    import fcntl
+
     path = store_path(layout)
+    WORK.mkdir(parents=True, exist_ok=True)
+    lock = open(WORK / f"{layout}.lock", "w")  # noqa: SIM115 (held until the process ends)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another run building the same store: wait for it
     if path.exists():
         return json.loads((WORK / f"{layout}.store.json").read_text())
     from db0.store import memories, vectors
@@ -614,7 +619,13 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--rebuild", action="store_true", help="rebuild indexes already built")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--store-only", action="store_true", help="build the layouts' stores only")
     args = ap.parse_args()
+    if args.store_only:
+        for layout in args.layouts.split(","):
+            build_store(layout)
+            truth(layout, args.queries)
+        return
     if args.child:
         what, layout, option = args.child
         res = (child_build(layout, option) if what == "build" else

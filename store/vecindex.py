@@ -238,9 +238,11 @@ class VecIndex:
     # -- open / rebuild ----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, store: Store, directory: Path, mid: int, dim: int) -> VecIndex:
+    def open(cls, store: Store, directory: Path, mid: int, dim: int,
+             graphs: bool = True) -> VecIndex:
         """The index in `directory`, brought up to date with the database; rebuilt (and
-        persisted) when the file is missing, torn, corrupt or cannot be brought up to date."""
+        persisted) when the file is missing, torn, corrupt or cannot be brought up to date.
+        Without `graphs` a rebuild leaves big partitions' graphs to the next `persist`."""
         db_id = database_id(store)
         idx = cls(directory, mid, dim, db_id)
         try:
@@ -254,7 +256,7 @@ class VecIndex:
             return idx
         except IndexFileError:
             idx.close()
-        idx = cls.rebuild(store, directory, mid, dim)
+        idx = cls.rebuild(store, directory, mid, dim, graphs=graphs)
         idx.opened_from = "rebuilt"
         return idx
 
