@@ -459,7 +459,9 @@ class VecIndex:
         size = len(graph)
         while True:
             k = min(want, size)
-            with self._graph_lock:  # usearch's search context is not safe to share
+            # One graph search at a time: usearch keeps a fixed set of per-thread search
+            # contexts, and sharing one between Python threads is not documented as safe.
+            with self._graph_lock:
                 m = graph.search(q, k, threads=1)
             keys = np.asarray(m.keys, dtype=np.int64)
             rows = base.rows_of(keys)
