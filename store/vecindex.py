@@ -462,7 +462,7 @@ class VecIndex:
             # One graph search at a time: usearch keeps a fixed set of per-thread search
             # contexts, and sharing one between Python threads is not documented as safe.
             with self._graph_lock:
-                m = graph.search(q, k, threads=1)
+                m = graph.search(q / max(float(np.abs(q).max()), 1e-12), k, threads=1)
             keys = np.asarray(m.keys, dtype=np.int64)
             rows = base.rows_of(keys)
             ok = rows >= 0
@@ -576,8 +576,10 @@ class VecIndex:
                                   expansion_search=EXPANSION_SEARCH)
             for s in range(0, len(todo), 65_536):
                 rows = todo[s:s + 65_536]
-                graph.add(rids[rows], take(rows).astype(np.float32) * scale[rows, None],
-                          threads=threads)
+                # codes / 127: usearch's int8 is round(127 x), so the graph holds exactly these
+                # codes (cosine ignores the row's scale); unit vectors as given would use a
+                # fraction of the int8 range (components are mostly under 0.2).
+                graph.add(rids[rows], take(rows).astype(np.float32) / 127.0, threads=threads)
             name = f"graph-{pid}-{os.urandom(4).hex()}.usearch"
             tmp = self.dir / (name + ".tmp")
             graph.save(str(tmp))
