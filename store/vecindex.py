@@ -144,6 +144,59 @@ def fetch_vectors(store: Store, mid: int, rids: np.ndarray) -> tuple[np.ndarray,
 
 # -- in-memory state -----------------------------------------------------------------------------
 
+class _Codes:
+    """The int8 rows of a file, read with pread on demand rather than mapped: a mapped page
+    stays in the process's RSS (with the large folios the page cache uses, a whole folio per
+    touch), while a search only needs a copy of its partition's slice for a moment."""
+
+    def __init__(self, f: Any, offset: int, n: int, dim: int) -> None:
+        self.f = f            # an open file (kept open while a search may use this base)
+        self.offset = offset
+        self.shape = (n, dim)
+        self.dim = dim
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def span(self, lo: int, hi: int) -> np.ndarray:
+        if hi <= lo:
+            return np.zeros((0, self.dim), np.int8)
+        buf = os.pread(self.f.fileno(), (hi - lo) * self.dim, self.offset + lo * self.dim)
+        if len(buf) != (hi - lo) * self.dim:
+            raise IndexFileError("index file shrank while in use")
+        return np.frombuffer(buf, dtype=np.int8).reshape(hi - lo, self.dim)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows in any order: one read per run of consecutive rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), np.int8)
+        if len(rows) == 0:
+            return out
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        cut = np.flatnonzero(np.diff(srt) != 1) + 1
+        for a, b in zip(np.r_[0, cut].tolist(), np.r_[cut, len(srt)].tolist(), strict=True):
+            out[order[a:b]] = self.span(int(srt[a]), int(srt[b - 1]) + 1)
+        return out
+
+
+class _InRam:
+    """int8 rows held in memory (an empty index, or rows not written yet)."""
+
+    def __init__(self, codes: np.ndarray) -> None:
+        self.codes = codes
+        self.shape = codes.shape
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def span(self, lo: int, hi: int) -> np.ndarray:
+        return self.codes[lo:hi]
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.codes[rows])
+
+
 @dataclass
 class _Base:
     """The rows of the file, grouped by partition (read-only, usually memory-mapped)."""
@@ -151,7 +204,7 @@ class _Base:
     pids: np.ndarray       # int32 [N]
     scale: np.ndarray      # float32 [N]
     resid: np.ndarray      # float32 [N]
-    codes: np.ndarray      # int8 [N, dim]
+    codes: _Codes | _InRam  # int8 [N, dim]
     in_graph: np.ndarray   # uint8 [N]: the row's vector is in its partition's graph
     rid_sorted: np.ndarray  # int64 [N]: the rids, sorted
     by_rid: np.ndarray     # int32 [N]: the row of each of those
@@ -162,7 +215,7 @@ class _Base:
     def empty(cls, dim: int) -> _Base:
         z = np.zeros(0, np.int64)
         return cls(z, np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32),
-                   np.zeros((0, dim), np.int8), np.zeros(0, np.uint8), z,
+                   _InRam(np.zeros((0, dim), np.int8)), np.zeros(0, np.uint8), z,
                    np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, bool))
 
     def rows_of(self, rids: np.ndarray) -> np.ndarray:
@@ -445,10 +498,10 @@ class VecIndex:
         if len(rows) == 0:
             z = np.zeros(0, np.float32)
             return np.zeros(0, np.int64), z, z
-        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # a slice: no gather
-            codes = base.codes[rows[0]:rows[-1] + 1]
+        if rows[-1] - rows[0] + 1 == len(rows):  # a slice: one read
+            codes = base.codes.span(int(rows[0]), int(rows[-1]) + 1)
         else:
-            codes = base.codes[rows]
+            codes = base.codes.take(rows)
         approx = (codes.astype(np.float32) @ q) * base.scale[rows]
         return base.rids[rows], approx, base.resid[rows] * qnorm + _EPS
 
@@ -530,7 +583,7 @@ class VecIndex:
             idx = order[rows]
             out = np.empty((len(idx), self.dim), np.int8)
             old = idx < nk
-            out[old] = base.codes[keep[idx[old]]]
+            out[old] = base.codes.take(keep[idx[old]])
             out[~old] = dcodes[idx[~old] - nk]
             return out
 
@@ -648,39 +701,45 @@ class VecIndex:
         except (KeyError, ValueError, TypeError, IndexError, struct.error, RuntimeError) as e:
             raise IndexFileError(f"unreadable index file: {e}") from e
 
+    def _check(self, f: Any) -> tuple[dict[str, Any], int, Any]:
+        """Header, data start and a map of a main file whose every section checks out."""
+        import mmap
+
+        size = os.fstat(f.fileno()).st_size
+        pre = f.read(len(MAGIC) + 4)
+        if len(pre) < len(MAGIC) + 4 or pre[:len(MAGIC)] != MAGIC:
+            raise IndexFileError("not an index file (or another format)")
+        (hlen,) = struct.unpack("<I", pre[len(MAGIC):])
+        try:
+            header = json.loads(f.read(hlen))
+        except ValueError as e:
+            raise IndexFileError("torn header") from e
+        if (header.get("format") != FORMAT or header.get("model_id") != self.model_id
+                or header.get("dim") != self.dim or header.get("db") != self.db_id):
+            raise IndexFileError("made for another model, dimension or database")
+        start = _pad(len(MAGIC) + 4 + hlen)
+        for off, nbytes, crc in header["sections"].values():
+            if start + off + nbytes > size:
+                raise IndexFileError("truncated")
+            if _crc_range(f.fileno(), start + off, nbytes) != crc:
+                raise IndexFileError("checksum mismatch")
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        if mm is not None and hasattr(mmap, "MADV_RANDOM"):
+            mm.madvise(mmap.MADV_RANDOM)  # a search reads a few rows of the small arrays
+        return header, start, mm
+
     def _map(self) -> None:
         path = self.dir / MAIN
         try:
-            f = open(path, "rb")  # noqa: SIM115 (closed below, after the map is made)
+            f = open(path, "rb")  # noqa: SIM115 (the base keeps it open for its reads)
         except FileNotFoundError as e:
             raise IndexFileError("no index file") from e
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            pre = f.read(len(MAGIC) + 4)
-            if len(pre) < len(MAGIC) + 4 or pre[:len(MAGIC)] != MAGIC:
-                raise IndexFileError("not an index file (or another format)")
-            (hlen,) = struct.unpack("<I", pre[len(MAGIC):])
-            try:
-                header = json.loads(f.read(hlen))
-            except ValueError as e:
-                raise IndexFileError("torn header") from e
-            if (header.get("format") != FORMAT or header.get("model_id") != self.model_id
-                    or header.get("dim") != self.dim or header.get("db") != self.db_id):
-                raise IndexFileError("made for another model, dimension or database")
-            start = _pad(len(MAGIC) + 4 + hlen)
-            secs = header["sections"]
-            for off, nbytes, crc in secs.values():
-                if start + off + nbytes > size:
-                    raise IndexFileError("truncated")
-                if _crc_range(f.fileno(), start + off, nbytes) != crc:
-                    raise IndexFileError("checksum mismatch")
-            import mmap
-
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-            if mm is not None and hasattr(mmap, "MADV_RANDOM"):
-                # A search reads a few slices: no read-ahead or fault-around of the pages
-                # beside them (they would count in the daemon's RSS for nothing).
-                mm.madvise(mmap.MADV_RANDOM)
+        try:
+            header, start, mm = self._check(f)
+        except BaseException:
+            f.close()
+            raise
+        secs = header["sections"]
         n = int(header["count"])
 
         def arr(name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -693,7 +752,8 @@ class VecIndex:
         parts = [(str(s), str(o)) for s, o in header["parts"]]
         base = _Base(arr("rids", "<i8", (n,)), arr("pids", "<i4", (n,)),
                      arr("scale", "<f4", (n,)), arr("resid", "<f4", (n,)),
-                     arr("codes", "i1", (n, self.dim)), arr("in_graph", "u1", (n,)),
+                     _Codes(f, start + secs["codes"][0], n, self.dim),
+                     arr("in_graph", "u1", (n,)),
                      arr("rid_sorted", "<i8", (n,)), arr("by_rid", "<i4", (n,)),
                      arr("starts", "<i8", (len(parts) + 1,)),
                      np.zeros(n, bool))
