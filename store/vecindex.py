@@ -16,7 +16,12 @@ rounding lost (`resid`). For a unit query q, |q.v - scale * q.codes| <= resid (C
 so every row whose upper bound reaches the n-th best lower bound is re-scored from its float32
 row in SQLite and the rest cannot be in the top n: the result of an exact search is the result
 of brute force over the stored vectors, and its distances are exact. Rows added since the file
-was written (the delta) are held in float32 and scored exactly.
+was written (the delta) are held in float32 and scored exactly. Graph candidates are ranked by
+the graph's int8 distance and re-scored the same way (approximate: recall is measured).
+
+Memory. The small per-row arrays (rid, partition, scale, ...) are memory-mapped; the int8 rows
+are read with pread when a search needs them, so they never pile up in the process's RSS; the
+graphs are memory-mapped by usearch (`view`). Nothing is rebuilt into Python objects per row.
 
 Files and kill-safety. `vectors.idx` is a magic, a JSON header and 64-byte-aligned arrays, each
 with its CRC-32 in the header; graphs are separate files named in the header, with their size
