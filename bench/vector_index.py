@@ -318,7 +318,7 @@ def vecindex_candidates(store: Any, ctx: Any, qv: Any, filters: Any, limit: int)
     idx = qv.index
     parts = vecindex.visible_partitions(ctx, filters.scopes)
     where, args = filters.sql(ctx)
-    over = idx.search(qv.vector, 2 * limit + 10, parts, store=store)
+    over = idx.search(qv.vector, limit + 10, parts, store=store)
     ok = search._passing(store, where, args, [r for r, _ in over])
     kept = [(r, d) for r, d in over if r in ok]
     if len(kept) >= limit or len(over) >= idx.count(parts):

@@ -469,6 +469,14 @@ class VecIndex:
         pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rids, approx, bound)
         exact: list[tuple[np.ndarray, np.ndarray]] = []             # (rids, exact sims)
         base, d = snap.base, snap.delta
+        if allowed_rids is not None and pids is None and store is not None:
+            # A given handful of memories (a recall's neighbours): their float32 rows are the
+            # answer, read directly.
+            want = np.unique(np.asarray(list(allowed_rids), dtype=np.int64))
+            got_r, got_v = fetch_vectors(store, self.model_id, want)
+            sims = got_v @ q if len(got_r) else np.zeros(0, np.float32)
+            top = np.lexsort((got_r, -sims))[:n]
+            return [(int(got_r[i]), float(1.0 - sims[i])) for i in top]
         if allowed_rids is not None:
             want = np.unique(np.asarray(list(allowed_rids), dtype=np.int64))
             rows = base.rows_of(want)
@@ -518,7 +526,7 @@ class VecIndex:
         """Approximate nearest rows of a big partition from its graph (only rows still live
         and still holding the vector the graph has), scored by the graph's own int8 distance
         (so a search reads no rows of the file beyond the rid lookup)."""
-        want = max(2 * n, n + 20)
+        want = n + 20  # the beam (ef) decides what is found; these are re-scored
         size = len(graph)
         while True:
             k = min(want, size)

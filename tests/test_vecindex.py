@@ -103,6 +103,10 @@ def test_allowed_rids_and_changes(store: Store, tmp_path: Path) -> None:
         "SELECT rid, vector FROM memory_vectors WHERE rid IN (SELECT value FROM json_each(?))",
         (str(allowed),)))[:7]
     assert [r for r, _ in got] == [r for _, r in want]
+    # The same through the int8 rows (partitions and rids both given), and with nothing allowed
+    # from another partition.
+    same(idx.search(q, 7, [("agent", "a")], allowed, store=store), got)
+    assert idx.search(q, 7, [("agent", "b")], allowed, store=store) == []
     # A replaced vector and a removed one: the delta wins over the file, before and after
     # persisting, and the query's nearest is what was just added.
     top = got[0][0]
