@@ -139,6 +139,17 @@ def store_path(layout: str) -> Path:
     return WORK / f"{layout}.sqlite3"
 
 
+def remember_many(store: Any, ctx: Any, raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The store's batch write, before and after store/write.py took it over."""
+    try:
+        from db0.store import write  # type: ignore[attr-defined]
+    except ImportError:
+        from db0.store import memories
+
+        return list(memories.remember_many(store, ctx, [memories.validate(i) for i in raw]))
+    return list(write.remember_many(store, ctx, [write.prepare(i) for i in raw]))
+
+
 def build_store(layout: str) -> dict[str, Any]:
     """The layout's SQLite store (memories, op log, FTS, vectors), once."""
     import fcntl
@@ -149,7 +160,7 @@ def build_store(layout: str) -> dict[str, Any]:
     fcntl.flock(lock, fcntl.LOCK_EX)  # another run building the same store: wait for it
     if path.exists():
         return json.loads((WORK / f"{layout}.store.json").read_text())
-    from db0.store import memories, vectors
+    from db0.store import vectors
     from db0.store.context import Context
     from db0.store.core import Store
 
@@ -167,10 +178,9 @@ def build_store(layout: str) -> dict[str, Any]:
         ctx = Context(USER, agent=f"a{o}")
         for s in range(o * per, (o + 1) * per, 5000):
             e = min((o + 1) * per, s + 5000)
-            items = [memories.validate({"content": f"{turns[src[i]]} (#{i})", "scope": scope})
-                     for i in range(s, e)]
+            raw = [{"content": f"{turns[src[i]]} (#{i})", "scope": scope} for i in range(s, e)]
             with store.transaction():
-                res = memories.remember_many(store, ctx, items)
+                res = remember_many(store, ctx, raw)
                 rows = store.conn.execute(
                     "SELECT m.rid, m.content_hash FROM memories m WHERE m.id IN "
                     "(SELECT value FROM json_each(?))", (json.dumps([r["id"] for r in res]),)

@@ -1,7 +1,7 @@
 """A persisted vector index for one embedding model, searched by partition (scope, owner).
 
 Owns the files of one directory (one per model). They are a cache: the rows of `memory_vectors`
-(m002) stay the one full-precision copy and the source of truth, the index can always be
+(store/migrations) stay the one full-precision copy and the source of truth, the index can always be
 rebuilt from them, and an index file is trusted only once the database vouches for it.
 Imports numpy and, when installed, usearch; nothing of daemon/ or db0cli/.
 

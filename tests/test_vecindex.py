@@ -25,6 +25,16 @@ def unit(rng: np.random.Generator, n: int, centres: np.ndarray | None = None) ->
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
+def remember_many(store: Store, ctx: Context, items: list[dict[str, object]]) -> None:
+    """The store's batch write, before and after store/write.py took it over."""
+    try:
+        from db0.store import write  # type: ignore[attr-defined]
+    except ImportError:
+        memories.remember_many(store, ctx, [memories.validate(i) for i in items])
+    else:
+        write.remember_many(store, ctx, [write.prepare(i) for i in items])
+
+
 def fill(store: Store, owners: dict[tuple[str, str], int], seed: int = 1) -> int:
     """Memories in the given (scope, owner) partitions, each with a vector; the model id."""
     rng = np.random.default_rng(seed)
@@ -35,11 +45,12 @@ def fill(store: Store, owners: dict[tuple[str, str], int], seed: int = 1) -> int
         ctx = Context("u", agent=owner if scope == "agent" else "default",
                       session=owner if scope == "session" else None)
         for s in range(0, n, 500):
-            items = [memories.validate({"content": f"memory {i + j} of {owner} ({seed})",
-                                        "scope": scope}) for j in range(min(500, n - s))]
+            items: list[dict[str, object]] = [
+                {"content": f"memory {i + j} of {owner} ({seed})", "scope": scope}
+                for j in range(min(500, n - s))]
             i += len(items)
             with store.transaction():
-                memories.remember_many(store, ctx, items)
+                remember_many(store, ctx, items)
                 rows = store.conn.execute(
                     "SELECT rid, content_hash FROM memories m WHERE NOT EXISTS (SELECT 1 FROM "
                     "memory_vectors v WHERE v.rid=m.rid)").fetchall()
