@@ -50,12 +50,17 @@ _NOT_THERE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK)
 class Client:
     """A connection to the daemon, opened on the first call and re-opened when lost."""
 
-    def __init__(self, paths: Paths | None = None, *, autostart: Autostart = "wait") -> None:
+    def __init__(self, paths: Paths | None = None, *, autostart: Autostart = "wait",
+                 pinned: bool = False) -> None:
+        """`pinned`: once connected, never move to another daemon (a multi-call operation,
+        such as a staged import, must not continue on a daemon that did not see its start)."""
         self.paths = paths or get_paths()
         self.autostart = autostart
+        self.pinned = pinned
         self.sock: socket.socket | None = None
         self.hello: dict[str, Any] = {}
         self._next_id = 0
+        self._connected_once = False
 
     @classmethod
     def attach(cls, paths: Paths | None = None) -> Client | None:
@@ -87,14 +92,29 @@ class Client:
         return True
 
     def connect(self, deadline: float | None = None) -> None:
-        """Make sure a connection to a daemon of this version is open."""
+        """Make sure a connection to a daemon of this version is open. A daemon that closes
+        a new connection at once (it is stopping, or past its connection limit) is tried
+        again until the deadline: a stopping one is then gone and a new one starts."""
         if self._alive():
             return
-        if self._attached:
-            raise Db0Error("unavailable", "the daemon closed the connection",
+        if self._attached or (self.pinned and self._connected_once):
+            raise Db0Error("unavailable", "the daemon went away before the request was sent",
                            f"see its log: {self.paths.log_file}")
-        self.close()
         end = time.monotonic() + (START_TIMEOUT if deadline is None else deadline)
+        delay = 0.01
+        while True:
+            try:
+                self._connect_once(end)
+                self._connected_once = True
+                return
+            except Db0Error as e:
+                if e.code != "busy" or time.monotonic() + delay > end:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def _connect_once(self, end: float) -> None:
+        self.close()
         sock = probe(self.paths, end)
         if sock is None:
             if self.autostart == "never":
@@ -111,8 +131,8 @@ class Client:
             self.hello = self._exchange("daemon.hello", {"client_version": __version__,
                                                          "protocol": PROTOCOL}, hello_s)
         except Db0Error as e:
-            if e.code == "unavailable" and "lost the connection" in e.message:
-                # Closed at once: the daemon was past its connection limit (or stopping).
+            if e.code == "unavailable" and ("lost the connection" in e.message
+                                            or "closed the connection" in e.message):
                 raise Db0Error("busy", "the daemon closed a new connection at once",
                                "try again in a moment") from e
             raise
@@ -353,6 +373,10 @@ def _start_and_connect(paths: Paths, timeout: float = START_TIMEOUT) -> socket.s
                 sock = probe(paths, deadline)  # it may have lost a race to a daemon now up
                 if sock is not None:
                     return sock
+                if code == 0:  # another daemon held the pid lock: one that is stopping
+                    time.sleep(0.05)
+                    proc = spawn_daemon(paths)
+                    continue
                 why = _last_log_line(paths) or f"exit status {code}"
                 raise Db0Error("unavailable", f"the daemon failed to start: {why}",
                                f"see its log: {paths.log_file}")

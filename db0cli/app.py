@@ -42,8 +42,9 @@ def _build_app() -> Any:
     global typer, app
     if app is None:
         typer = _import_typer()
+        from typer.core import TyperGroup
 
-        class Ordered(typer.core.TyperGroup):
+        class Ordered(TyperGroup):
             """Everyday commands first, plumbing (run by hooks, not people) last."""
 
             def list_commands(self, ctx: Any) -> list[str]:

@@ -178,23 +178,24 @@ def fast_parse(fn: Fn, args: list[str]) -> dict[str, Any]:
             break
         if a.startswith("-") and a != "-":
             flag, eq, value = a.partition("=")
-            p = by_flag.get(flag)
-            if p is None:
+            opt = by_flag.get(flag)
+            if opt is None:
                 raise NotSure(a)  # --help, a typo, a combined short option: Typer's job
-            if p.kind is bool:
+            if opt.kind is bool:
                 if eq:
                     raise NotSure(a)
-                given[p.name] = True
+                given[opt.name] = True
                 continue
             if not eq:
-                value = next(it, None)  # type: ignore[assignment]
-                if value is None:
+                nxt = next(it, None)
+                if nxt is None:
                     raise NotSure(a)
-            v = _value(p, value)
-            if p.kind is list:
-                given.setdefault(p.name, []).append(v)
+                value = nxt
+            v = _value(opt, value)
+            if opt.kind is list:
+                given.setdefault(opt.name, []).append(v)
             else:
-                given[p.name] = v
+                given[opt.name] = v
         else:
             words.append(a)
     for p in positional:

@@ -231,7 +231,7 @@ class QueryVector:
     """The query embedded by the daemon with the model whose stored vectors it searches."""
     model_id: int
     vector: Any                   # numpy float32 array, L2-normalised
-    index: Any = None             # store.vectors.VectorIndex for that model, when loaded
+    index: Any = None             # store.vecindex.VecIndex for that model, when loaded
     took_ms: float = 0.0          # how long embedding the query took
     # The similarity unrelated texts reach with this model (models differ: some put every
     # pair near 0.1, others near 0.7); a memory found by meaning alone must beat it.
@@ -240,24 +240,24 @@ class QueryVector:
 
 def vector_candidates(store: Store, ctx: Context, qv: QueryVector, filters: Filters,
                       limit: int) -> list[tuple[int, float]]:
-    """(rid, cosine distance, lower is better) of the nearest memories that pass the filters."""
-    from db0.store import vectors
+    """(rid, cosine distance, lower is better) of the nearest memories that pass the filters.
+    The index is searched in the (scope, owner) partitions the context sees, never in everyone
+    else's; the rest of the filters are checked on what it finds, and only when they reject
+    too many is it searched again among the rows they allow."""
+    from db0.store import vecindex, vectors
 
     where, args = filters.sql(ctx)
     if qv.index is None:
         return vectors.sql_neighbours(store, qv.model_id, qv.vector, where, args, n=limit)
-    # The index knows nothing of scopes and filters: take more than needed, keep those that
-    # pass; when too few pass (narrow filters), search exactly the rows the filters allow.
-    over = qv.index.search(qv.vector, max(4 * limit, 200))
-    if not over:
-        return []
+    parts = vecindex.visible_partitions(ctx, filters.scopes)
+    over = qv.index.search(qv.vector, limit + 10, parts, store=store)
     ok = _passing(store, where, args, [r for r, _ in over])
     kept = [(r, d) for r, d in over if r in ok]
-    if len(kept) >= limit or len(over) >= len(qv.index):
+    if len(kept) >= limit or len(over) >= qv.index.count(parts):
         return kept[:limit]
     allowed = [int(r) for (r,) in store.conn.execute(
         f"SELECT m.rid FROM memories m WHERE {where}", args)]
-    return list(qv.index.search(qv.vector, limit, allowed=allowed))
+    return list(qv.index.search(qv.vector, limit, parts, allowed, store=store))
 
 
 def vector_distances(store: Store, qv: QueryVector, rids: list[int]) -> dict[int, float]:
@@ -267,7 +267,7 @@ def vector_distances(store: Store, qv: QueryVector, rids: list[int]) -> dict[int
     if not rids:
         return {}
     if qv.index is not None:
-        return dict(qv.index.search(qv.vector, len(rids), allowed=rids))
+        return dict(qv.index.search(qv.vector, len(rids), allowed_rids=rids, store=store))
     out: dict[int, float] = {}
     for i in range(0, len(rids), 500):
         chunk = rids[i:i + 500]
@@ -535,12 +535,16 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     now = time.time()
     query_words = {w.lower() for w in _WORD.findall(query)}
     periods = query_periods(query)
-    # A result matches the query: by a keyword, or by a meaning closer than unrelated texts
-    # get with this model (so nonsense finds nothing, and recall says so with exit 1). A
-    # neighbour that does not match lends its context to the hit beside it, nothing more.
+    # A result matches the query by a keyword, or by a meaning closer than unrelated texts get
+    # with this model (so nonsense finds nothing, and recall says so with exit 1), or is the
+    # turn beside one that does (a reply). A neighbour that matches in no way at all lends its
+    # context to the hit beside it, nothing more.
     floor = qvec.floor if qvec is not None else -1.0
+    matched = {rid for rid, p in parts_by_rid.items()
+               if "bm25" in p or ("vector" in p and 1.0 - p["vector"] > floor)}
     eligible = {rid: p for rid, p in parts_by_rid.items()
-                if "bm25" in p or ("vector" in p and 1.0 - p["vector"] > floor)}
+                if rid in matched or (("bm25" in p or "vector" in p)
+                                      and any(x in matched for x in gains.get(rid, {})))}
     scored, states = _best(store, eligible, k, now, query_words, periods)
     results = []
     for score, rid in scored[:k]:

@@ -1,15 +1,13 @@
-"""Stored embeddings and the in-memory index that searches them.
+"""Stored embeddings: the models that made them, the queue of memories still to embed, and the
+rows themselves (`memory_vectors`), the one float32 copy of every vector.
 
-Rows live in `memory_vectors` (m002). `VectorIndex` holds one model's vectors as a NumPy matrix
-(rows in insertion order, a rid -> row map), kept by the daemon and updated as vectors are
-written; a search is one matrix-vector product (cosine = dot product of unit vectors). Without
-an index (a plain store, tests), `sql_neighbours` asks SQLite with sqlite-vec's
-`vec_distance_cosine`, exact and filtered in the same query.
+The daemon searches them through `store/vecindex.py`, a rebuildable int8 cache partitioned by
+scope and owner; without one (a plain store, tests) `sql_neighbours` asks SQLite with
+sqlite-vec's `vec_distance_cosine`, exact and filtered in the same query.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -118,78 +116,7 @@ def drop_model(store: Store, mid: int) -> int:
     return int(n)
 
 
-# -- search --------------------------------------------------------------------------------------
-
-class VectorIndex:
-    """One model's vectors in memory. Safe for one writer thread and many searching threads."""
-
-    def __init__(self, mid: int, dim: int) -> None:
-        self.model_id = mid
-        self.dim = dim
-        self._mat = np.zeros((0, dim), dtype=np.float32)
-        self._rids = np.zeros(0, dtype=np.int64)
-        self._n = 0
-        self._pos: dict[int, int] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return self._n
-
-    @classmethod
-    def load(cls, store: Store, mid: int, dim: int) -> VectorIndex:
-        idx = cls(mid, dim)
-        rows = store.conn.execute("SELECT rid, vector FROM memory_vectors WHERE model_id=? "
-                                  "ORDER BY rid", (mid,)).fetchall()
-        if rows:
-            rids: list[int] = [int(r) for r, _ in rows]  # type: ignore[arg-type]
-            idx.add(rids, np.frombuffer(b"".join(bytes(b) for _, b in rows),  # type: ignore[arg-type]
-                                        dtype="<f4").reshape(len(rows), dim))
-        return idx
-
-    def add(self, rids: Sequence[int], vecs: np.ndarray) -> None:
-        with self._lock:
-            new = [(i, r) for i, r in enumerate(rids) if r not in self._pos]
-            for i, r in enumerate(rids):
-                if r in self._pos:
-                    self._mat[self._pos[r]] = vecs[i]
-            need = self._n + len(new)
-            if need > len(self._mat):  # grow by doubling; searches keep the old arrays
-                cap = max(need, 2 * len(self._mat), 1024)
-                mat = np.zeros((cap, self.dim), dtype=np.float32)
-                mat[:self._n] = self._mat[:self._n]
-                rid_arr = np.full(cap, -1, dtype=np.int64)
-                rid_arr[:self._n] = self._rids[:self._n]
-                self._mat, self._rids = mat, rid_arr
-            for i, r in new:
-                self._mat[self._n] = vecs[i]
-                self._rids[self._n] = r
-                self._pos[r] = self._n
-                self._n += 1
-
-    def search(self, query: np.ndarray, n: int, allowed: Sequence[int] | None = None,
-               ) -> list[tuple[int, float]]:
-        """The `n` nearest (rid, cosine distance), nearest first; only `allowed` rids if given."""
-        with self._lock:
-            count, mat, rids = self._n, self._mat, self._rids
-            rows = None
-            if allowed is not None:
-                rows = np.fromiter((p for p in (self._pos.get(r) for r in allowed)
-                                    if p is not None), dtype=np.int64)
-        if rows is not None:
-            if len(rows) == 0:
-                return []
-            sims = mat[rows] @ query
-            ids = rids[rows]
-        else:
-            sims = mat[:count] @ query
-            ids = rids[:count]
-        if len(sims) == 0:
-            return []
-        n = min(n, len(sims))
-        top = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
-        top = top[np.argsort(-sims[top], kind="stable")]
-        return [(int(ids[i]), float(1.0 - sims[i])) for i in top]
-
+# -- search without an index ------------------------------------------------------------
 
 def sql_neighbours(store: Store, mid: int, query: np.ndarray, where: str, args: list[Any],
                    *, n: int) -> list[tuple[int, float]]:

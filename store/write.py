@@ -345,13 +345,19 @@ def stage(store: Store, import_id: str, first: int, ps: list[Prepared]) -> int:
                             "import_id=?", (import_id,)))
 
 
-def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepared]
-                  ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepared],
+                  expect: int | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Every staged line of the import and the last batch, as memories, in this one
-    transaction; the staged rows go. Returns the results and what was redacted."""
+    transaction; the staged rows go. Returns the results and what was redacted. With
+    `expect`, an import that lost staged lines (its daemon restarted) keeps none."""
     staged = [Prepared.from_staged(str(t)) for (t,) in store.conn.execute(
         "SELECT item FROM import_staging WHERE import_id=? ORDER BY n", (import_id,))]
     ps = staged + last
+    if expect is not None and len(ps) != expect:
+        store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
+        raise InvalidError(f"the import was interrupted: {len(staged)} of its "
+                           f"{expect - len(last)} staged lines were lost (the daemon "
+                           "restarted); none of its lines were kept", "run the import again")
     results = remember_many(store, ctx, ps, kind="import")
     store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
     store.conn.execute("INSERT OR REPLACE INTO imports_done VALUES (?, ?, ?, ?)",

@@ -253,8 +253,11 @@ def test_hook_is_fast_with_the_daemon_frozen_or_stopped(db0: Db0) -> None:
     while time.monotonic() < deadline and list((db0.home / "data" / "spool").glob("*.json")):
         time.sleep(0.1)
     assert list((db0.home / "data" / "spool").glob("*.json")) == []
-    status = db0.run("recall", "prefer tabs", "--json").json()
-    assert any("prefer for tabs" in r["content"] for r in status["results"])
+    assert "what do I prefer for tabs" in db0.run("export", "--everyone", "--all").out
+    conn = apsw.Connection(str(db0.home / "data" / "db0.sqlite3"),
+                           flags=apsw.SQLITE_OPEN_READONLY)
+    assert conn.execute("SELECT count(*) FROM hook_events").fetchone()[0] == 2  # each once
+    conn.close()
 
 
 # -- the defects, one test each ------------------------------------------------------------------

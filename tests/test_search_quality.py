@@ -64,8 +64,9 @@ def test_question_words_are_not_keywords(conv: Db0) -> None:
     # "what", "did" and "you" are in other turns; only "basil" says what is asked about.
     res = recall(conv, "What did you think of the basil?")
     assert res[0]["content"] == TURNS[2][1] and "bm25" in res[0]["score_parts"]
-    tow = next(r for r in res if r["content"] == TURNS[5][1])
-    assert "bm25" not in tow["score_parts"]  # "did you" alone is no keyword match
+    tow = next((r for r in res if r["content"] == TURNS[5][1]), None)
+    # "did you" alone is no keyword match: the turn is found by meaning, or not at all.
+    assert tow is None or "bm25" not in tow["score_parts"]
 
 
 # The other party names John as often as John does; what John said answers questions about him.

@@ -118,6 +118,8 @@ def _near_duplicates(rt: Runtime, req: Request, result: dict[str, Any]
     "import_id": P(Str(nonempty=True, max_len=64),
                    "stage this batch under an import id; nothing is visible until commit"),
     "commit": P(Bool(), "with import_id: this is the last batch, commit them all", default=True),
+    "expect_lines": P(Int(lo=1), "with commit: how many lines the whole import has (a commit "
+                      "that finds fewer staged, after a restart say, keeps none)"),
     "dry_run": P(Bool(), "check only", default=False),
     "allow_secrets": P(Bool(), "keep what looks like a secret", default=False),
     **WAIT,
@@ -147,7 +149,8 @@ def import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
 
     def job(s: Store) -> dict[str, Any]:
         if import_id:
-            out, redacted = write.commit_import(s, ctx, import_id, prepared)
+            out, redacted = write.commit_import(s, ctx, import_id, prepared,
+                                                p.get("expect_lines"))
         else:
             out, redacted = write.remember_many(s, ctx, prepared), write.redacted_total(prepared)
         stored = sum(r["status"] == "stored" for r in out)

@@ -33,6 +33,8 @@ ACTIVE_KEY = "embedding_active"
 NO_MODEL_NOTICE = "no embedding model: run db0 model install"
 MAX_CHARS = 8000          # longer texts are cut before tokenizing (the model sees 512 tokens)
 RESCAN_S = 60.0
+PERSIST_CHANGES = 5000  # the index file is rewritten after this many changes ...
+PERSIST_S = 600.0       # ... or this long after the last write, whichever comes first
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Loaded:
     model_id: int
     embedder: Any             # batch embedding (the embedder thread only)
     query: Any                # query embedding: a 1-thread context (request threads, qlock)
-    index: Any                # store.vectors.VectorIndex
+    index: Any                # store.vecindex.VecIndex (changed on the embedder thread only)
     qlock: threading.Lock
     workers: list[Any] = field(default_factory=list)  # more 1-thread batch contexts
     floor: float = -1.0       # the similarity unrelated texts reach (search.QueryVector.floor)
@@ -73,6 +75,8 @@ class EmbeddingService(Component):
         self._guard = threading.Lock()
         self._cond = threading.Condition()
         self._last_scan = time.monotonic()
+        self._persisted = time.monotonic()
+        self._sync_changed = False
 
     # -- component protocol ------------------------------------------------------------------
 
@@ -89,6 +93,10 @@ class EmbeddingService(Component):
     def on_stop(self) -> None:
         with self._cond:
             self._cond.notify_all()
+        try:
+            self._persist_if_due(force=True)
+        except Exception:  # the file is a cache: the next start rebuilds or catches up
+            log.exception("embedder: writing the vector index at stop failed")
 
     def status(self) -> dict[str, Any]:
         t, a = self.target, self.active
@@ -105,6 +113,11 @@ class EmbeddingService(Component):
         return out
 
     # -- what request handlers use -----------------------------------------------------------
+
+    def vectors_changed(self) -> None:
+        """Vectors came in from elsewhere (a sync pull): catch the indexes up soon."""
+        self._sync_changed = True
+        self._wake.set()
 
     def reload(self) -> None:
         """Re-read the registry's current model (after install or `model use`)."""
@@ -258,6 +271,10 @@ class EmbeddingService(Component):
                 self.interval = 0.0
                 return
             self._promote_if_done()
+            if self._sync_changed:
+                self._sync_changed = False
+                self._catch_up()
+            self._persist_if_due()
             self._idle(max(1.0, RESCAN_S - (time.monotonic() - self._last_scan)))
             if time.monotonic() - self._last_scan >= RESCAN_S:
                 with self._guard:
@@ -309,9 +326,30 @@ class EmbeddingService(Component):
             self._embed(t, rows[i:i + self.batch])
         return True
 
-    def _embed(self, t: Loaded, rows: list[tuple[int, str, str]]) -> None:
-        import numpy as np
+    def _catch_up(self) -> None:
+        """Bring the loaded indexes up to the rows (what was just written, and what others
+        changed: purges, sync, a model drop); only this thread changes an index."""
+        for loaded in {id(x): x for x in (self.target, self.active) if x}.values():
+            with self.rt.reader() as store:
+                loaded.index.catch_up(store)
 
+    def _persist_if_due(self, force: bool = False) -> None:
+        """Write the indexes' files once enough changed (or at stop), then let the change
+        log go up to what every file includes."""
+        from db0.store import vecindex
+
+        live = [x for x in {id(x): x for x in (self.target, self.active) if x}.values()]
+        due = [x for x in live if x.index.pending and (
+            force or x.index.pending >= PERSIST_CHANGES
+            or time.monotonic() - self._persisted > PERSIST_S)]
+        for loaded in due:
+            loaded.index.persist()
+        if due:
+            self._persisted = time.monotonic()
+            upto = min(x.index.seq for x in live)
+            self.rt.write(lambda s: vecindex.prune_changes(s, upto))
+
+    def _embed(self, t: Loaded, rows: list[tuple[int, str, str]]) -> None:
         from db0.store import vectors
 
         with self.rt.reader() as store:
@@ -326,8 +364,7 @@ class EmbeddingService(Component):
                 have[h] = vectors.to_blob(vec)
         out = [(rid, h, have[h]) for rid, _, h in rows]
         self.rt.write(lambda s: vectors.put(s, t.model_id, out))
-        t.index.add([rid for rid, _, _ in out], np.frombuffer(
-            b"".join(b for _, _, b in out), dtype="<f4").reshape(len(out), t.dim))
+        self._catch_up()
         self.embedded += len(todo)
         self.copied += len(rows) - len(todo)
         with self._cond:
@@ -469,10 +506,13 @@ class EmbeddingService(Component):
         query = Embedder(str(path), 1)
         name, sha, dim = str(info.name), _sha(info), int(emb.dim)
         mid = self.rt.write(lambda s: vectors.model_id(s, name, sha, dim))
+        from db0.store import vecindex
+
         with self.rt.reader() as store:
-            index = vectors.VectorIndex.load(store, mid, dim)
-        log.info("loaded embedding model %s from %s (%d vectors in the index)", name, path,
-                 len(index))
+            index = vecindex.VecIndex.open(store, self.rt.paths.data_dir / "vectors" /
+                                           f"model-{mid}", mid, dim, graphs=False)
+        log.info("loaded embedding model %s from %s (%d vectors in the index, %s)", name,
+                 path, len(index), index.opened_from)
         loaded = Loaded(name, sha, path, dim, mid, emb, query, index, threading.Lock(), workers)
         loaded.floor = _noise_floor(query)
         log.info("%s: unrelated texts reach a similarity of %.3f", name, loaded.floor)

@@ -104,20 +104,12 @@ class Syncer(Component):
         return {"name": name, **result.as_dict()}
 
     def _index_vectors(self, stored: list[tuple[int, int, bytes]]) -> None:
-        """Pulled vectors go into the embedder's in-memory index too (it only indexes what it
-        embeds itself, and finds nothing pending for these)."""
-        import numpy as np
-
+        """Pulled vectors reach the embedder's index through the change log it follows."""
         from db0.daemon.services.embedding import EmbeddingService
 
         embedder = self.rt.service(EmbeddingService)
-        if embedder is None:
-            return
-        for loaded in {id(x): x for x in (embedder.active, embedder.target) if x}.values():
-            mine = [(rid, blob) for mid, rid, blob in stored if mid == loaded.model_id]
-            if mine and loaded.index is not None:
-                loaded.index.add([r for r, _ in mine], np.frombuffer(
-                    b"".join(b for _, b in mine), dtype="<f4").reshape(len(mine), loaded.dim))
+        if embedder is not None and stored:
+            embedder.vectors_changed()
 
     def _record(self, name: str, error: str | None) -> None:
         try:

@@ -64,7 +64,9 @@ def import_(
     """
     items = _parse_lines(read_source(source), "stdin" if source == "-" else source)
     ctx = context(user, agent, session, task)
-    c = client()
+    from db0.daemon.client import Client
+
+    c = Client(pinned=True)  # every batch to the daemon that staged the first one
     if not items:
         raise Db0Error("invalid", f"{source}: no lines to import", "give JSON lines")
     import_id = None if len(items) <= BATCH else os.urandom(12).hex()
@@ -79,6 +81,8 @@ def import_(
                 "context": ctx, "allow_secrets": allow_secrets}
             if import_id:
                 params.update(import_id=import_id, commit=last)
+                if last:
+                    params["expect_lines"] = len(items)
             try:
                 res = c.call("memory.import", params, timeout=None if last else 300.0)
             except Db0Error as e:
@@ -106,7 +110,8 @@ def _failed(c: Any, import_id: str | None, e: Db0Error, checked: int, last: bool
             total: int) -> Db0Error:
     """The one error an import that did not commit reports (and its staged lines dropped)."""
     if e.code in ("unavailable", "shutting_down"):
-        if import_id and last:  # the commit was under way: ask a daemon still there
+        sent = "before the request was sent" not in e.message
+        if import_id and last and sent:  # the commit was under way: ask a daemon still there
             from db0.daemon.client import Client
 
             with contextlib.suppress(Db0Error), Client(autostart="never") as probe:
