@@ -304,7 +304,7 @@ def opt_np_part(layout: str, store: Any, mid: int, build: bool) -> Any:
     starts = np.searchsorted(pids[order], np.arange(len(names) + 1))
 
     def run(q: np.ndarray, n: int, agent: str) -> list[int]:
-        from db0.store.vecindex import visible_partitions
+        from db0.store.context import visible_partitions
 
         ctx = ctx_for(agent)
         sl = [(int(starts[pid[p]]), int(starts[pid[p] + 1]))
@@ -323,10 +323,11 @@ def opt_np_part(layout: str, store: Any, mid: int, build: bool) -> Any:
 def vecindex_candidates(store: Any, ctx: Any, qv: Any, filters: Any, limit: int) -> Any:
     """store.search.vector_candidates as the lead would wire store/vecindex.py: search the
     context's partitions (over-fetching a little for the SQL filters), keep what passes."""
-    from db0.store import search, vecindex
+    from db0.store import search
+    from db0.store.context import visible_partitions
 
     idx = qv.index
-    parts = vecindex.visible_partitions(ctx, filters.scopes)
+    parts = visible_partitions(ctx, filters.scopes)
     where, args = filters.sql(ctx)
     over = idx.search(qv.vector, limit + 10, parts, store=store)
     ok = search._passing(store, where, args, [r for r, _ in over])

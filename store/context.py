@@ -108,3 +108,16 @@ def visible_sql(ctx: Context, scopes: list[str] | None = None, alias: str = "m",
         if ctx.lineage:
             sql = f"({sql})"
     return sql, args
+
+
+def visible_partitions(ctx: Context, scopes: list[str] | tuple[str, ...] | None = None
+                       ) -> list[tuple[str, str]]:
+    """The (scope, owner) pairs a context may see: the pairs of `visible_sql`, with the
+    ancestors of a branched session. The vector index and the full-text index are both
+    partitioned by them."""
+    wanted = list(scopes) if scopes else list(SCOPES)
+    owners = {"user": ctx.user, "agent": ctx.agent, "session": ctx.session, "task": ctx.task}
+    out = [(s, str(owners[s])) for s in wanted if owners.get(s)]
+    if "session" in wanted:
+        out += [("session", parent) for parent, _ in ctx.lineage]
+    return list(dict.fromkeys(out))

@@ -146,8 +146,8 @@ def _insert_new(conn: apsw.Connection, states: list[dict[str, Any]]) -> None:
         conn.execute("INSERT INTO fts_defer(flag) VALUES (1)")
         conn.executemany(_PLAIN_INSERT, rows)
         conn.execute("DELETE FROM fts_defer")
-        conn.execute("INSERT INTO memories_fts(rowid, content) "
-                     "SELECT rid, content FROM memories WHERE rid > ?", (after,))
+        conn.execute("INSERT INTO memories_fts(rowid, content, part) "
+                     "SELECT rid, content, part FROM memories WHERE rid > ?", (after,))
     tagged = {s["id"]: _tags(s["tags"]) for s in states if _tags(s["tags"])}
     if tagged:
         rids = conn.execute("SELECT id, rid FROM memories WHERE id IN "

@@ -55,7 +55,6 @@ from typing import Any
 import numpy as np
 
 from db0.store import db as dbmod
-from db0.store.context import Context
 from db0.store.core import Store
 
 BIG = 20_000             # partitions with more vectors than this get an HNSW graph
@@ -80,17 +79,6 @@ Partition = tuple[str, str]
 
 class IndexFileError(Exception):
     """An index file that cannot be trusted (missing, torn, corrupt, or for another database)."""
-
-
-def visible_partitions(ctx: Context, scopes: Sequence[str] | None = None) -> list[Partition]:
-    """The (scope, owner) pairs a context may see: the same pairs as store.context.visible_sql,
-    with the ancestors of a branched session."""
-    wanted = list(scopes) if scopes else ["user", "agent", "session", "task"]
-    owners = {"user": ctx.user, "agent": ctx.agent, "session": ctx.session, "task": ctx.task}
-    out = [(s, str(owners[s])) for s in wanted if owners.get(s)]
-    if "session" in wanted:
-        out += [("session", parent) for parent, _ in ctx.lineage]
-    return list(dict.fromkeys(out))
 
 
 def quantise(vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

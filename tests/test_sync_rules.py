@@ -12,6 +12,7 @@ real Postgres in tests/test_sync.py.)
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,7 @@ def test_a_key_written_on_two_devices_has_one_live_version(tmp_path: Path) -> No
     a, b = Device(tmp_path / "a.db"), Device(tmp_path / "b.db")
     server: list[tuple[Any, ...]] = []
     a.write({"content": "my editor is helix", "key": "editor"})
+    time.sleep(0.002)  # ids order by their millisecond: the second write is the newer
     b.write({"content": "my editor is emacs", "key": "editor"})
     for _ in range(3):
         a.sync(server)

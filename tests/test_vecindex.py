@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from db0.store import memories, vecindex, vectors
-from db0.store.context import Context
+from db0.store.context import Context, visible_partitions
 from db0.store.core import Store
 
 DIM = 32
@@ -336,6 +336,6 @@ def test_kill_during_persist_leaves_a_trusted_file(tmp_path: Path) -> None:
 
 def test_visible_partitions() -> None:
     ctx = Context("u", agent="bot", session="s2", lineage=(("s1", 5.0),))
-    assert vecindex.visible_partitions(ctx) == [
+    assert visible_partitions(ctx) == [
         ("user", "u"), ("agent", "bot"), ("session", "s2"), ("session", "s1")]
-    assert vecindex.visible_partitions(ctx, ["agent"]) == [("agent", "bot")]
+    assert visible_partitions(ctx, ["agent"]) == [("agent", "bot")]
