@@ -15,7 +15,7 @@ from typing import Any
 from db0.store import db as dbmod
 from db0.store import sessions
 from db0.store.context import Context
-from db0.store.core import STATE_COLUMNS, Store, state_of, write_state
+from db0.store.core import STATE_COLUMNS, Store, full_state, state_of, write_state
 from db0.store.errors import InvalidError, NotFoundError
 from db0.store.ids import new_id
 from db0.store.memories import now_iso
@@ -88,7 +88,7 @@ def _state_at(store: Store, memory_id: str, seq: int) -> dict[str, Any] | None:
                              "ORDER BY seq DESC LIMIT 1", (memory_id, seq)).fetchone()
     if row is None:
         return None
-    state: dict[str, Any] = json.loads(str(row[0]))["state"]
+    state = full_state(store.conn, str(row[0]))
     return {c: state.get(c) for c in STATE_COLUMNS}
 
 

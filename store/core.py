@@ -4,6 +4,11 @@ Every mutation goes through `write_state`: the memory row, its tags and one op-l
 caller's transaction. An op carries the memory's whole state after the change, so applying it
 anywhere (another device, a second time) is an upsert that keeps the newer clock: last writer
 wins per memory, and replaying an op is a no-op.
+
+A memory's text never changes once written (a new version is a new memory), so an op keeps a
+reference to the row's text instead of a second copy of it: `op_payload` leaves `content` out
+and `full_state` puts it back for whoever reads an op (sync's push, a checkpoint's restore).
+Purge deletes a memory's ops with its row, so a reference never dangles.
 """
 
 from __future__ import annotations
@@ -87,6 +92,28 @@ class _Tx:
         self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
+def op_payload(state: dict[str, Any]) -> dict[str, Any]:
+    """An op's payload: the state without the text, which the memory's row holds."""
+    return {"state": {k: v for k, v in state.items() if k != "content"}}
+
+
+def full_state(conn: apsw.Connection, payload: str | dict[str, Any]) -> dict[str, Any]:
+    """An op's state with its text (from the memory's row when the op keeps a reference)."""
+    p = json.loads(payload) if isinstance(payload, str) else payload
+    state = dict(p["state"])
+    if "content" not in state:
+        row = conn.execute("SELECT content FROM memories WHERE id=?", (state["id"],)).fetchone()
+        state["content"] = None if row is None else row[0]
+    return state
+
+
+# An op row with its text put back, in SQL (sync reads thousands at a time).
+FULL_PAYLOAD_SQL = ("CASE WHEN json_extract({o}.payload, '$.state.content') IS NULL AND "
+                    "json_extract({o}.payload, '$.state') IS NOT NULL THEN json_set("
+                    "{o}.payload, '$.state.content', (SELECT content FROM memories WHERE "
+                    "id={o}.memory_id)) ELSE {o}.payload END")
+
+
 def append_op(store: Store, kind: str, memory_id: str | None, payload: dict[str, Any],
               hlc: str | None = None, device_id: str | None = None,
               op_id: str | None = None) -> str:
@@ -109,7 +136,7 @@ def write_state(store: Store, state: dict[str, Any], kind: str,
     state["hlc"] = store.clock.now()
     state["device_id"] = store.device_id
     rid = _upsert(store.conn, state, new=new)
-    payload = {"state": state}
+    payload = op_payload(state)
     if note:
         payload["note"] = note
     append_op(store, kind, state["id"], payload, hlc=state["hlc"])
@@ -128,7 +155,7 @@ def insert_states(store: Store, states: list[dict[str, Any]], kind: str) -> None
         state["hlc"] = store.clock.now()
         state["device_id"] = store.device_id
         ops.append((new_id(), state["hlc"], store.device_id, kind, state["id"],
-                    json.dumps({"state": state}, ensure_ascii=False, separators=(",", ":")),
+                    json.dumps(op_payload(state), ensure_ascii=False, separators=(",", ":")),
                     state["updated_ts"]))
     _insert_new(store.conn, states)
     store.conn.executemany("INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, payload, "
@@ -181,7 +208,7 @@ def apply_remote_state(store: Store, state: dict[str, Any], kind: str, op_id: st
     changed = row is None or str(row[0]) < hlc
     if changed:
         _upsert(store.conn, {**state, "hlc": hlc, "device_id": device_id})
-    append_op(store, kind, state["id"], {"state": state}, hlc=hlc, device_id=device_id,
+    append_op(store, kind, state["id"], op_payload(state), hlc=hlc, device_id=device_id,
               op_id=op_id)
     return changed
 
@@ -220,7 +247,7 @@ def apply_remote_states(store: Store, ops: list[tuple[dict[str, Any], str, str, 
             current[state["id"]] = hlc
             newest[state["id"]] = {**state, "hlc": hlc, "device_id": device_id}
         log.append((op_id, hlc, device_id, kind, state["id"],
-                    json.dumps({"state": state}, ensure_ascii=False, separators=(",", ":")),
+                    json.dumps(op_payload(state), ensure_ascii=False, separators=(",", ":")),
                     now))
     fresh = [st for mid, st in newest.items() if mid not in known]
     _insert_new(conn, fresh)  # one statement per batch, not per row (pull 1,480 ops/s before)

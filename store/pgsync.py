@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from db0.store import write
-from db0.store.core import Store, apply_remote_states
+from db0.store.core import FULL_PAYLOAD_SQL, Store, apply_remote_states
 from db0.store.errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -280,7 +280,8 @@ def read_pending(store: Store, remote: str, scopes: list[str], limit: int
     rows = store.conn.execute(
         "SELECT o.seq, o.op_id, o.hlc, o.device_id, o.kind, o.memory_id, "
         "json_extract(o.payload, '$.state.scope') AS scope, "
-        "json_extract(o.payload, '$.state.owner'), o.payload FROM ops o "
+        "json_extract(o.payload, '$.state.owner'), " + FULL_PAYLOAD_SQL.format(o="o") +
+        " FROM ops o "
         f"WHERE o.seq > ? AND o.seq <= ? AND scope IN ({_scope_list(scopes)}) "
         "AND NOT EXISTS (SELECT 1 FROM sync_origin s WHERE s.op_id=o.op_id AND s.remote=?) "
         "ORDER BY o.seq LIMIT ?", (mark, top, remote, limit)).fetchall()

@@ -244,7 +244,7 @@ def _kill_when(cond: object, dsn: str, proc: subprocess.Popen[bytes],
 
 def test_connection_killed_mid_push_and_mid_pull(pg_dsn: str) -> None:
     n = 12_000
-    with devices(2, config="[sync]\nbatch = 200\n") as (a, b):
+    with devices(2, config="[sync]\nbatch = 100\n") as (a, b):
         _import(a, n, "bulk")
         for d in (a, b):
             d.run("remote", "add", "pg", pg_dsn)

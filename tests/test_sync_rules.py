@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from db0.store import write
 from db0.store.context import Context
-from db0.store.core import Store, apply_remote_states
+from db0.store.core import FULL_PAYLOAD_SQL, Store, apply_remote_states
 
 TEXTS = ["the deploy is on fridays", "use tabs", "the api lives at /v2", "ruff, not flake8"]
 
@@ -43,7 +43,8 @@ class Device:
 
     def push(self, server: list[tuple[Any, ...]]) -> int:
         rows = self.store.conn.execute(
-            "SELECT seq, op_id, hlc, device_id, kind, payload FROM ops WHERE seq > ? AND "
+            "SELECT seq, op_id, hlc, device_id, kind, " + FULL_PAYLOAD_SQL.format(o="ops") +
+            " FROM ops WHERE seq > ? AND "
             "device_id = ? AND json_extract(payload, '$.state') IS NOT NULL ORDER BY seq",
             (self.pushed, self.store.device_id)).fetchall()
         for seq, op_id, hlc, dev, kind, payload in rows:
