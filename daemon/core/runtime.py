@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from db0.daemon.core.config import Config
-from db0.daemon.core.writer import Writer
+from db0.daemon.core.writer import Checkpointer, Writer
 from db0.daemon.paths import Paths
 from db0.daemon.protocol import Db0Error
 from db0.store import db as dbmod
@@ -119,6 +119,7 @@ class Runtime:
         self.default_user = os.environ.get("DB0_USER") or getpass.getuser()
         self.store: Store | None = None
         self.writer: Writer | None = None
+        self.checkpointer: Checkpointer | None = None
         self._readers: queue.SimpleQueue[Store] = queue.SimpleQueue()
         self._services: dict[type[Component], Component] = {}
         # The dispatcher's entry, for requests replayed from the spool (set by the server).
@@ -134,6 +135,10 @@ class Runtime:
     def open(self) -> None:
         """Open the write connection (migrating the schema), the writer and the readers."""
         self.store = Store.open(self.paths.db_file, durability=self.config.store.durability)
+        # Commits only append to the WAL; the checkpointer's thread copies it into the file.
+        self.store.conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.checkpointer = Checkpointer(self.paths.db_file)
+        self.checkpointer.start()
         self.writer = Writer(self.store)
         self.writer.start()
         from db0.store import write
@@ -170,6 +175,8 @@ class Runtime:
     def close(self) -> None:
         if self.writer:
             self.writer.stop()
+        if self.checkpointer:
+            self.checkpointer.stop()
         while True:
             try:
                 self._readers.get_nowait().close()

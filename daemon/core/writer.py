@@ -123,3 +123,45 @@ class Writer:
         """Finish what is queued, then stop."""
         self._q.put(_STOP)
         self._thread.join(timeout)
+
+
+class Checkpointer:
+    """Moves committed pages from the WAL into the database file on its own thread and its own
+    connection, so no commit waits for that copy and its fsync (the writer's connection has
+    SQLite's automatic checkpoint turned off). PASSIVE: it never blocks a writer or a reader,
+    it copies what it can and tries again later."""
+
+    def __init__(self, path: Any, wal_bytes: int = 8 << 20, interval: float = 0.5) -> None:
+        self.path = path
+        self.wal_bytes = wal_bytes
+        self.interval = interval
+        self.checkpoints = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="db0-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        import os
+
+        from db0.store import db as dbmod
+
+        wal = f"{self.path}-wal"
+        conn = dbmod.connect(self.path, migrate=False)
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    if os.path.getsize(wal) >= self.wal_bytes:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        self.checkpoints += 1
+                except OSError:
+                    continue
+                except Exception:
+                    log.exception("checkpoint failed")
+        finally:
+            conn.close()
