@@ -94,6 +94,7 @@ COMMAND_MODULES = {
     "git": "git",
     "completions": "completions",
     "watch": "watch",
+    "ui": "ui",
 }
 
 
