@@ -26,6 +26,7 @@ function h(tag, attrs, ...kids) {
 }
 
 function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); return el; }
+function add(el, ...kids) { el.append(...kids.flat().filter(k => k !== null && k !== undefined && k !== false)); }
 function short(id) { return id ? String(id).slice(0, 10) : ""; }
 function when(iso) { return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : ""; }
 function link(hash, text) { return h("a", {href: hash}, text); }
@@ -312,7 +313,7 @@ async function confirmAction(action, params, note) {
                 h("p", {id: "preview-summary"}, pv.summary)];
   if (pv.after) body.push(h("div", {class: "diff"}, h("div", {}, h("b", {}, "now\n"), describe(pv.before)),
                             h("div", {}, h("b", {}, "after\n"), describe(pv.after))));
-  else if (pv.before) body.push(h("div", {class: "diff"}, h("div", {}, describe(pv.before))));
+  else if (pv.before) body.push(h("div", {class: "diff one"}, h("div", {}, describe(pv.before))));
   if (pv.changes && Array.isArray(pv.changes)) {
     body.push(h("ul", {class: "small"}, pv.changes.slice(0, 50).map(c =>
       h("li", {}, c.will + " ", factLink(c.id), ": " + c.content))));
@@ -351,7 +352,7 @@ function conflict(body, action, params) {
     h("h3", {}, "Someone changed this fact first"),
     errorBox(body),
     h("p", {}, "The current version (", factLink(cur.id), "):"),
-    h("div", {class: "diff"}, h("div", {id: "current"}, describe(cur))),
+    h("div", {class: "diff one"}, h("div", {id: "current"}, describe(cur))),
     h("p", {}, "Your change, kept here so nothing is lost:"), area,
     h("div", {class: "buttons"},
       h("button", {onclick: closeDialog}, "Discard mine"),
@@ -474,7 +475,7 @@ async function viewSession(params) {
   const id = params.get("id");
   const d = await api("/api/session" + qs({id}));
   const s = d.session;
-  main.append(h("h2", {}, "Session ", s.label || s.id),
+  add(main, h("h2", {}, "Session ", s.label || s.id),
     h("dl", {class: "kv"}, h("dt", {}, "id"), h("dd", {class: "mono"}, s.id),
       h("dt", {}, "agent"), h("dd", {}, s.agent), h("dt", {}, "started"), h("dd", {}, when(s.started_at)),
       h("dt", {}, "state"), h("dd", {}, s.ended_at ? "ended " + when(s.ended_at) + " (" + (s.end_reason || "") + ")" : "open"),
@@ -510,7 +511,7 @@ async function viewSession(params) {
     h("details", {}, h("summary", {}, "the text as given"), h("pre", {}, inj.text)))});
   for (const c of d.checkpoints) items.push({at: c.created_at, el: h("div", {class: "notice"}, "checkpoint " + short(c.id) + " " + (c.label || ""))});
   items.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
-  main.append(h("h3", {}, "Turns, injections and checkpoints"),
+  add(main, h("h3", {}, "Turns, injections and checkpoints"),
     items.length ? h("div", {id: "turns"}, items.map(i => i.el)) : h("p", {class: "muted"}, "No turns captured."),
     d.more_turns ? h("p", {class: "muted small"}, "Only the first turns are shown; the memories view lists them all.") : null);
   main.append(h("h3", {}, "Extracted from this session"),
@@ -546,14 +547,23 @@ async function viewHealth() {
     h("p", {class: "small"}, "by scope: " + Object.entries(st.by_scope || {}).map(([k, v]) => k + " " + v).join(", ")))));
   main.append(...section("Embeddings", d.model, m => h("div", {}, kv(m), m.progress ? kv(m.progress) : null)));
   main.append(...section("Sync", d.sync, s => h("div", {},
-    (s.remotes || []).length ? s.remotes.map(r => h("div", {class: "card"}, h("b", {}, r.name || r.remote || "remote"), kv(r))) : h("p", {class: "muted"}, "No remotes."))));
+    (s.remotes || []).length ? s.remotes.map(r => h("div", {class: "card remote"}, h("b", {}, r.name || "remote"),
+      r.last_error ? h("div", {class: "error"}, "last error: " + r.last_error) : null,
+      kv(r, ["url", "pending_push", "pushed_total", "pulled_total", "pushed_seq", "pulled_seq", "running"]),
+      h("p", {class: "small muted"}, "last sync: " + (r.last_sync_ts ? when(new Date(r.last_sync_ts * 1000).toISOString()) : "never"))))
+      : h("p", {class: "muted"}, "No remotes."))));
   main.append(...section("Watched folders", d.watch, w => h("div", {},
-    (w.folders || []).length ? w.folders.map(f => h("div", {class: "card"}, h("b", {}, f.path), kv(f),
-      (f.skipped || []).length ? h("ul", {class: "small"}, f.skipped.map(x => h("li", {}, typeof x === "string" ? x : JSON.stringify(x)))) : null,
-      (f.errors || []).length ? h("ul", {class: "small"}, f.errors.map(x => h("li", {class: "error"}, typeof x === "string" ? x : JSON.stringify(x)))) : null))
+    kv(w, ["watches", "pending", "observer_alive", "events"]),
+    (w.folders || []).length ? w.folders.map(f => h("div", {class: "card folder"}, h("b", {}, f.path),
+      kv(f, ["state", "mode", "files", "sections", "skipped_count", "error_count", "last_scan_at"]),
+      (f.skipped || []).length ? h("ul", {class: "small"}, f.skipped.map(x => h("li", {}, "skipped " + x.path + ": " + x.reason))) : null,
+      (f.errors || []).length ? h("ul", {class: "small"}, f.errors.map(x => h("li", {class: "error"}, x.path + ": " + x.error))) : null))
       : h("p", {class: "muted"}, "No watched folders."))));
-  main.append(...section("Hooks", d.hooks, k => h("div", {}, kv(k),
-    (k.problems || k.recent_problems || []).map(p => h("div", {class: "error"}, typeof p === "string" ? p : JSON.stringify(p))))));
+  main.append(...section("Hooks", d.hooks, k => h("div", {},
+    kv(k, ["pending", "drained", "set_aside", "agent_sessions", "events"]),
+    k.last_error ? h("div", {class: "error"}, "spool: " + k.last_error) : null,
+    (k.hook_problems || []).length ? h("div", {}, h("p", {class: "small"}, "Recent hook problems (hooks.log):"),
+      h("pre", {class: "doc"}, k.hook_problems.join("\n"))) : h("p", {class: "muted small"}, "No hook problems logged."))));
 }
 
 route();
