@@ -29,8 +29,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from conftest import Db0, _wait_dead, daemon_pids
@@ -329,6 +331,41 @@ def test_actions_preview_before_they_change(env: tuple[Db0, Ui, dict[str, Any]])
                             {"action": "forget", "params": {"id": ids["deploy"]}})
     assert status == 200 and "CLI has no command" in pv["undo"]
     assert ids["deploy"] in _recall_ids(db, "deploy Thursdays")
+
+
+def test_restore_end_and_as_of_through_the_api(env: tuple[Db0, Ui, dict[str, Any]]) -> None:
+    db, ui, _ids = env
+    sid = db.json("session", "start", "--label", "ui restore")["id"]
+    kept = db.run("remember", "--scope", "session", "--session", sid,
+                  "the plan is to migrate on Monday").out.strip()
+    cp = db.json("checkpoint", "create", "--session", sid, "--label", "before")["id"]
+    late = db.run("remember", "--scope", "session", "--session", sid,
+                  "actually, migrate on Tuesday").out.strip()
+    status, pv = ui.request("POST", "/api/preview", {"action": "restore", "params": {"id": cp}})
+    assert status == 200, pv
+    assert [(c["id"], c["will"]) for c in pv["changes"]] == [(late, "rollback")]
+    assert db.json("show", late)["forgotten_at"] is None  # a preview changes nothing
+    status, out = ui.action("restore", id=cp)
+    assert status == 200 and out["rolled_back"] == 1
+    assert db.json("show", late)["forgotten_at"] and not db.json("show", kept)["forgotten_at"]
+    detail = ui.get(f"/api/session?id={sid}")
+    assert [c["id"] for c in detail["checkpoints"]] == [cp]
+    assert detail["tree"]["checkpoints"][0]["id"] == cp
+    task = db.json("task", "start", "--session", sid, "--label", "ui task")["id"]
+    status, out = ui.action("end_task", id=task)
+    assert status == 200 and out["ended_at"]
+    status, out = ui.action("end_session", id=sid)
+    assert status == 200 and out["ended_at"]
+    assert ui.get(f"/api/session?id={sid}")["session"]["ended_at"]
+    # As of a time between the two versions of a key, the first is the live one.
+    first, second = ui.get("/api/fact?key=deploy-day")["versions"]
+    at = (datetime.fromisoformat(first["created_at"]) + timedelta(milliseconds=1)).isoformat()
+    then = ui.get(f"/api/memories?{urlencode({'as_of': at, 'limit': 200})}")["memories"]
+    assert first["id"] in [m["id"] for m in then]
+    assert second["id"] not in [m["id"] for m in then]
+    now = ui.get("/api/memories?limit=200")["memories"]
+    assert second["id"] in [m["id"] for m in now] and first["id"] not in [m["id"] for m in now]
+    assert ui.request("GET", "/api/memories?as_of=yesterday")[0] == 400
 
 
 # -- the port's lifetime --------------------------------------------------------------------------

@@ -67,6 +67,7 @@ GET_PARAMS: dict[str, dict[str, P]] = {
         "source": P(OneOf(queries.SOURCES), "only from this source"),
         "state": P(OneOf(queries.STATES), "live, all, superseded, forgotten, expired",
                    default="live"),
+        "as_of": P(Str(nonempty=True, max_len=64), "live as of this time (ISO 8601)"),
         "before": P(Int(1), "the `next` of the page before"),
         "limit": LIMIT,
     },
@@ -223,15 +224,22 @@ class Api:
             return queries.facets(store, self.user)
 
     def get_memories(self, p: dict[str, Any]) -> dict[str, Any]:
+        as_of = None
+        if p.get("as_of"):
+            try:
+                as_of = parse_time(p["as_of"])[1]
+            except StoreError as e:
+                raise _bad(f"as_of: {e.message}", e.hint) from None
         f = queries.Browse(scope=p.get("scope"), agent=p.get("agent"),
                            session=p.get("session"), task=p.get("task"), tag=p.get("tag"),
-                           source=p.get("source"), state=p["state"])
+                           source=p.get("source"), state=p["state"], as_of=as_of)
         if p.get("q"):
-            return self._search(p["q"], f, p["limit"])
+            return self._search(p["q"], f, p["limit"], p.get("as_of"))
         with self.rt.reader() as store:
             return queries.memories_page(store, self.user, f, p.get("before"), p["limit"])
 
-    def _search(self, q: str, f: queries.Browse, limit: int) -> dict[str, Any]:
+    def _search(self, q: str, f: queries.Browse, limit: int, as_of: str | None
+                ) -> dict[str, Any]:
         """memory.recall itself, in the context the filters name; a source filter, and the
         states recall does not return, narrow its results after."""
         notices: list[str] = []
@@ -245,6 +253,8 @@ class Api:
             params["scopes"] = [f.scope]
         if f.tag:
             params["tags"] = [f.tag]
+        if as_of:
+            params["as_of"] = as_of
         res = self.call("memory.recall", params,
                         {"agent": f.agent, "session": f.session, "task": f.task})
         items = res["results"]

@@ -25,16 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from db0.store import db as dbmod
+from db0.store.context import live_sql
 from db0.store.core import STATE_COLUMNS, Store
 from db0.store.memories import now_iso, to_public
 
 SOURCES = ("typed", "capture", "git", "watch", "import", "sync")
 STATES = ("live", "all", "superseded", "forgotten", "expired")
-WINDOW = 100_000  # row ids read per step by a filter that no index serves
-WINDOW_COSTLY = 20_000  # ... when the filter reads each row's metadata or op log
-BUDGET_S = 0.06  # a page stops reading after this long and says where to go on
+FIRST_WINDOW = 2_000  # row ids read by a page's first step (then sized to the time left)
+MAX_WINDOW = 500_000
+BUDGET_S = 0.05  # a page stops reading after about this long and says where to go on
 MAX_TURNS = 500
-MAX_SPAN = 200_000  # row ids read around a session's turns for what was extracted from them
+MAX_SPAN = 50_000  # row ids read around a session's turns for what was extracted from them
 
 _COLS = ", ".join(f"m.{c}" for c in STATE_COLUMNS)
 
@@ -60,12 +61,12 @@ class Browse:
     tag: str | None = None
     source: str | None = None
     state: str = "live"
+    as_of: float | None = None  # with state "live": live at this time
 
 
-def _state_sql(state: str, now: float) -> tuple[str, list[Any]]:
+def _state_sql(state: str, now: float, as_of: float | None) -> tuple[str, list[Any]]:
     if state == "live":
-        return ("m.superseded_by IS NULL AND m.forgotten_ts IS NULL AND "
-                "(m.expires_ts IS NULL OR m.expires_ts > ?)", [now])
+        return live_sql("m", as_of, now)
     if state == "superseded":
         return "m.superseded_by IS NOT NULL", []
     if state == "forgotten":
@@ -75,15 +76,15 @@ def _state_sql(state: str, now: float) -> tuple[str, list[Any]]:
     return "1", []
 
 
-def _where(user: str, f: Browse, device: str, now: float) -> tuple[str, list[Any], bool]:
-    """The filter as SQL, its arguments, and whether it reads each row's metadata or ops."""
+def _where(user: str, f: Browse, device: str, now: float) -> tuple[str, list[Any]]:
+    """The filter as SQL, and its arguments."""
     parts, args = ["m.user_id = ?"], [user]
     for col, value in (("scope", f.scope), ("agent_id", f.agent), ("session_id", f.session),
                        ("task_id", f.task)):
         if value is not None:
             parts.append(f"m.{col} = ?")
             args.append(value)
-    sql, sargs = _state_sql(f.state, now)
+    sql, sargs = _state_sql(f.state, now, f.as_of)
     parts.append(sql)
     args += sargs
     if f.tag is not None:
@@ -92,24 +93,27 @@ def _where(user: str, f: Browse, device: str, now: float) -> tuple[str, list[Any
     if f.source is not None:
         parts.append(f"{SOURCE_SQL} = ?")
         args += [device, f.source]
-    return " AND ".join(parts), args, f.source is not None
+    return " AND ".join(parts), args
 
 
 def memories_page(store: Store, user: str, f: Browse, before: int | None, limit: int,
                   budget_s: float = BUDGET_S) -> dict[str, Any]:
-    """A page of memories, newest written first: {memories, next, partial, scanned_to}.
+    """A page of memories, newest written first: {memories, next, partial, took_ms}.
     `next` is the cursor for the following page (None at the end); `partial` says the time
-    budget ran out before the page filled (go on from `next`)."""
+    budget ran out before the page filled (go on from `next`). Each step reads a window of
+    row ids sized from the last step's speed to fit the time left, so a filter costs about
+    the budget at most, however rarely it matches."""
     now = time.time()
-    where, args, costly = _where(user, f, store.device_id, now)
+    where, args = _where(user, f, store.device_id, now)
     top = int(dbmod.scalar(store.conn, "SELECT coalesce(max(rid), 0) FROM memories")) + 1
     hi = min(before, top) if before else top
-    window = WINDOW_COSTLY if costly else WINDOW
+    window = FIRST_WINDOW
     started = time.perf_counter()
     rows: list[Any] = []
     partial = False
     while hi > 1 and len(rows) < limit:
         lo = max(1, hi - window)
+        step = time.perf_counter()
         # NOT INDEXED: walk the row ids backwards (a partial index on scope and owner would
         # make the planner sort every match first: a million for a busy user).
         rows += store.conn.execute(
@@ -119,10 +123,13 @@ def memories_page(store: Store, user: str, f: Browse, before: int | None, limit:
         if len(rows) >= limit:
             hi = int(rows[-1][0])
             break
+        rate = (hi - lo) / max(time.perf_counter() - step, 1e-5)  # row ids per second
         hi = lo
-        if time.perf_counter() - started > budget_s and hi > 1:
+        left = budget_s - (time.perf_counter() - started)
+        if left <= 0 and hi > 1:
             partial = True
             break
+        window = int(min(MAX_WINDOW, max(FIRST_WINDOW, rate * left * 0.8)))
     items = [to_public(dict(zip(STATE_COLUMNS, r[1:], strict=True))) for r in rows]
     src = sources(store, [i["id"] for i in items])
     for i in items:
@@ -350,12 +357,14 @@ def session_detail(store: Store, sid: str) -> dict[str, Any] | None:
                                "text": inj["text"]})
     injections.sort(key=lambda i: i["at"])
     extracted: list[dict[str, Any]] = []
+    cut = False
     if turn_rows:
         # What was extracted is written in the same transactions as the turns, so its row ids
         # lie among theirs (bounded, so a session spanning a whole import stays cheap).
         rids = [int(r[0]) for r in turn_rows]  # type: ignore[arg-type]
-        lo = rids[0]
+        lo = min(rids)
         hi = min(max(rids) + 1000, lo + MAX_SPAN)
+        cut = max(rids) + 1000 > hi
         extracted = [to_public(dict(zip(STATE_COLUMNS, r, strict=True))) for r in c.execute(
             f"SELECT {_COLS} FROM memories m NOT INDEXED WHERE m.rid BETWEEN ? AND ? AND "
             "m.session_id = ? AND m.scope != 'session' ORDER BY m.rid LIMIT 500",
@@ -374,7 +383,8 @@ def session_detail(store: Store, sid: str) -> dict[str, Any] | None:
         "agent_sessions": [{**a, "started_at": now_iso(a.pop("started_ts")),
                             "last_event_at": now_iso(a.pop("last_event_ts"))} for a in agents],
         "turns": turns, "more_turns": more_turns, "injections": injections,
-        "extracted": extracted, "checkpoints": checkpoints, "tasks": tasks,
+        "extracted": extracted, "extracted_partial": cut, "checkpoints": checkpoints,
+        "tasks": tasks,
         "tree": _tree(store, sid),
     }
 

@@ -259,8 +259,10 @@ class UiServer(Component):
             body = self._body(h)
             if body is None:
                 return
+        started = time.perf_counter()
         status, out = self.api.handle(method, path, query, body)
-        self.send_json(h, status, out)
+        took = (time.perf_counter() - started) * 1000
+        self.send_json(h, status, out, {"Server-Timing": f"app;dur={took:.3f}"})
 
     def _body(self, h: _Handler) -> bytes | None:
         ctype = (h.headers.get("Content-Type") or "").split(";")[0].strip().lower()

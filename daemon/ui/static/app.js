@@ -29,6 +29,13 @@ function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); return
 function add(el, ...kids) { el.append(...kids.flat().filter(k => k !== null && k !== undefined && k !== false)); }
 function short(id) { return id ? String(id).slice(0, 10) : ""; }
 function when(iso) { return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : ""; }
+function localInput(iso) {  // an ISO time as a datetime-local input's value
+  const d = new Date(iso);
+  if (isNaN(d)) return "";
+  const pad = n => String(n).padStart(2, "0");
+  return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" +
+    pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+}
 function link(hash, text) { return h("a", {href: hash}, text); }
 function factLink(id, text) { return link("#/fact?id=" + encodeURIComponent(id), text || short(id)); }
 
@@ -143,7 +150,7 @@ window.addEventListener("hashchange", route);
 
 // -- Memories ----------------------------------------------------------------------------
 
-const FILTERS = ["q", "scope", "agent", "session", "task", "tag", "source", "state"];
+const FILTERS = ["q", "scope", "agent", "session", "task", "tag", "source", "state", "as_of"];
 let facetsCache = null;
 
 async function facets() {
@@ -170,6 +177,7 @@ async function viewMemories(params) {
       const fd = new FormData(form);
       const out = {};
       for (const k of FILTERS) out[k] = (fd.get(k) || "").trim();
+      if (out.as_of) out.as_of = new Date(out.as_of).toISOString();
       location.hash = "#/memories" + qs(out);
     }},
     h("label", {}, "Search (same ranking as db0 recall)",
@@ -182,6 +190,8 @@ async function viewMemories(params) {
     h("label", {}, "Tag", h("input", {name: "tag", list: "tags", value: cur.tag, size: 10})),
     h("label", {}, "Source", select("source", f.sources, cur.source)),
     h("label", {}, "State", select("state", f.states, cur.state || "live", "live")),
+    h("label", {}, "As of (local time)", h("input", {name: "as_of", type: "datetime-local", step: 1,
+      value: cur.as_of ? localInput(cur.as_of) : ""})),
     h("button", {class: "primary", type: "submit", id: "go"}, cur.q ? "Search" : "Show"),
     datalist("agents", f.agents), datalist("sessions", f.sessions), datalist("tasks", f.tasks),
     datalist("tags", f.tags));
@@ -406,7 +416,7 @@ async function viewFact(params) {
   const id = params.get("id"), key = params.get("key"), asOf = params.get("as_of") || "";
   const data = await api("/api/fact" + qs({id, key, as_of: asOf}));
   const asOfInput = h("input", {id: "as-of", type: "datetime-local", step: 1,
-                                value: asOf ? asOf.replace(/Z$/, "").slice(0, 19) : ""});
+                                value: asOf ? localInput(asOf) : ""});
   main.append(h("h2", {}, "A fact's life ", key ? h("span", {class: "muted"}, "key " + key) : null),
     h("form", {class: "filters", onsubmit: (ev) => {
       ev.preventDefault();
@@ -514,8 +524,9 @@ async function viewSession(params) {
   add(main, h("h3", {}, "Turns, injections and checkpoints"),
     items.length ? h("div", {id: "turns"}, items.map(i => i.el)) : h("p", {class: "muted"}, "No turns captured."),
     d.more_turns ? h("p", {class: "muted small"}, "Only the first turns are shown; the memories view lists them all.") : null);
-  main.append(h("h3", {}, "Extracted from this session"),
-    d.extracted.length ? h("div", {}, d.extracted.map(m => memoryCard(m, false))) : h("p", {class: "muted"}, "Nothing extracted."));
+  add(main, h("h3", {}, "Extracted from this session"),
+    d.extracted.length ? h("div", {}, d.extracted.map(m => memoryCard(m, false))) : h("p", {class: "muted"}, "Nothing extracted."),
+    d.extracted_partial ? h("p", {class: "muted small"}, "The session spans many other writes: only what was written near its first turns was looked at; filter the memories view by this session for the rest.") : null);
 }
 
 // -- Health ------------------------------------------------------------------------------
