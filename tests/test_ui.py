@@ -159,6 +159,44 @@ def _wait(pred: Callable[[], bool], timeout: float = 15.0) -> bool:
     return pred()
 
 
+# -- the store rules the inspector's edits rely on ------------------------------------------------
+
+def test_an_edit_needs_the_current_version_and_a_pin_is_a_version(tmp_path: Path) -> None:
+    from db0.store import write
+    from db0.store.context import Context
+    from db0.store.core import Store
+    from db0.store.errors import StoreError
+
+    s = Store.open(tmp_path / "db0.sqlite3")
+    ctx = Context("u")
+
+    def remember(item: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        with s.transaction():
+            return write.remember(s, ctx, write.prepare(item), **kw)
+
+    a = remember({"content": "the printer is on floor 2"})
+    b = remember({"content": "the printer is on floor 3"}, supersedes=a["id"],
+                 current_only=True)
+    assert b["superseded"] == a["id"]
+    with pytest.raises(StoreError) as lost:  # an edit of what is no longer current
+        remember({"content": "the printer is on floor 4"}, supersedes=a["id"],
+                 current_only=True)
+    assert lost.value.code == "conflict" and b["id"] in lost.value.message
+    # Without current_only, superseding an old version supersedes its chain's current one.
+    c = remember({"content": "the printer moved to floor 5"}, supersedes=a["id"])
+    assert c["superseded"] == b["id"]
+    # The same text, pinned: a new version all the same; with nothing else new, a duplicate.
+    pinned = remember({"content": "the printer moved to floor 5", "pinned": True},
+                      supersedes=c["id"])
+    assert pinned["status"] == "stored" and pinned["superseded"] == c["id"]
+    again = remember({"content": "the printer moved to floor 5", "pinned": True},
+                     supersedes=pinned["id"])
+    assert again == {"id": pinned["id"], "status": "duplicate", "scope": "user"}
+    plain = remember({"content": "the printer moved to floor 5", "pinned": False})
+    assert plain["status"] == "duplicate"  # no supersedes: the same text is never stored twice
+    s.close()
+
+
 # -- the guard ------------------------------------------------------------------------------------
 
 def test_refused_without_the_token_from_elsewhere_or_to_another_host(
