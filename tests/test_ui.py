@@ -632,10 +632,14 @@ def test_page_session_shows_what_was_injected(env: tuple[Db0, Ui, dict[str, Any]
                                               ) -> None:
     from selenium.webdriver.common.by import By
 
-    _db, ui, _ids = env
+    _db, ui, ids = env
     with failing_shot(shots, "session"):
         browser.get(ui.url + "#/sessions")
-        _wait_css(browser, ".card.session a").click()
+        _wait_css(browser, ".card.session a")
+        links = [a for a in browser.find_elements(By.CSS_SELECTOR, ".card.session a")
+                 if ids["agent_session"][:20] in a.text]
+        assert links, browser.find_element(By.ID, "sessions").text
+        links[0].click()
         inject = _wait_css(browser, ".inject")
         text = browser.find_element(By.ID, "turns").text
         assert "db0 injected at" in text and "tokens" in text

@@ -46,7 +46,7 @@ def ui(
         output.emit_json(res)
         return 0
     opened = False
-    if not no_open and output.is_tty() and output.is_tty(sys.stderr):
+    if not no_open and output.is_tty() and output.is_tty(sys.stderr) and _graphical():
         import webbrowser
 
         try:
@@ -60,6 +60,16 @@ def ui(
                   + f"it closes after {minutes:g} min without requests (db0 ui --stop closes "
                   "it now)")
     return 0
+
+
+def _graphical() -> bool:
+    """Whether a browser opens in a window: else (an SSH session, say) Python's webbrowser
+    would start a text browser in this terminal, and printing the address is better."""
+    import os
+
+    if os.environ.get("BROWSER") or sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def register(app: typer.Typer) -> None:

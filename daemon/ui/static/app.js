@@ -287,7 +287,8 @@ function memoryCard(m, search) {
 }
 
 function actionsFor(m) {
-  const live = !m.forgotten_at && !m.superseded_by;
+  const live = !m.forgotten_at && !m.superseded_by &&
+    !(m.expires_at && Date.parse(m.expires_at) <= Date.now());
   return h("div", {class: "actions"},
     h("button", {class: "timeline-btn", onclick: () => { location.hash = "#/fact?id=" + encodeURIComponent(m.id); }}, "Timeline"),
     live ? h("button", {class: "edit-btn", onclick: () => editDialog(m)}, "Edit") : null,
