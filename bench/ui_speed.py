@@ -41,10 +41,20 @@ TAGS = ("work", "home", "health", "travel", "money", "tools")
 AGENTS = ("claude-code", "codex", "gemini")
 
 
+# A topic word per memory from a vocabulary of 20,000 with Zipf's law (p ~ 1/rank), so the
+# searches can ask for words found in about 9.5%, 1%, 0.1% and 0.01% of the memories (ranks 1,
+# 10, 100, 1000); the 30 WORDS are each in about 6.5% of them.
+VOCAB = [f"topic{k}" for k in range(1, 20_001)]
+_CUM: list[float] = []
+for _k in range(1, 20_001):
+    _CUM.append((_CUM[-1] if _CUM else 0.0) + 1.0 / _k)
+
+
 def sentence(rng: random.Random, i: int) -> str:
+    topic = rng.choices(VOCAB, cum_weights=_CUM)[0]
     return (f"{rng.choice(NAMES)} {rng.choice(VERBS)} the {rng.choice(WORDS)} and the "
             f"{rng.choice(WORDS)} {rng.choice(('today', 'last week', 'on Tuesday', 'again'))}"
-            f" (note {i})")
+            f", about {topic} (note {i})")
 
 
 def _kind(rng: random.Random, user: str, sessions: list[str]) -> tuple[Any, str, str,
@@ -177,10 +187,16 @@ def main() -> None:
                 "filter_source_git": "/api/memories?source=git",
                 "filter_source_import_none": "/api/memories?source=import",
                 "filter_state_forgotten_none": "/api/memories?state=forgotten",
-                "search_two_words": "/api/memories?q=coffee+budget",
-                "search_question": "/api/memories?q=when+did+Priya+fix+the+printer",
-                "search_rare_word": "/api/memories?q=note+123457",
-                "search_in_scope_agent": "/api/memories?q=kubernetes+release&scope=agent",
+                # The rarest word of a query is always scored: its share of the memories
+                # sets the cost (every match is ranked).
+                "search_word_in_6.5pct": "/api/memories?q=coffee+budget",
+                "search_question_6.5pct": "/api/memories?q=when+did+Priya+fix+the+printer",
+                "search_word_in_9.5pct": "/api/memories?q=topic1",
+                "search_word_in_1pct": "/api/memories?q=printer+topic10",
+                "search_word_in_0.1pct": "/api/memories?q=what+about+topic100",
+                "search_word_in_0.01pct": "/api/memories?q=Alice+and+topic1000",
+                "search_one_match": "/api/memories?q=note+123457",
+                "search_in_scope_agent_1pct": "/api/memories?q=release+topic10&scope=agent",
                 "fact_timeline": f"/api/fact?id={one}",
                 "facets": "/api/facets",
                 "sessions_page": "/api/sessions",

@@ -87,9 +87,6 @@ def _where(user: str, f: Browse, device: str, now: float) -> tuple[str, list[Any
     sql, sargs = _state_sql(f.state, now, f.as_of)
     parts.append(sql)
     args += sargs
-    if f.tag is not None:
-        parts.append("EXISTS (SELECT 1 FROM memory_tags t WHERE t.tag = ? AND t.rid = m.rid)")
-        args.append(f.tag)
     if f.source is not None:
         parts.append(f"{SOURCE_SQL} = ?")
         args += [device, f.source]
@@ -116,10 +113,16 @@ def memories_page(store: Store, user: str, f: Browse, before: int | None, limit:
         step = time.perf_counter()
         # NOT INDEXED: walk the row ids backwards (a partial index on scope and owner would
         # make the planner sort every match first: a million for a busy user).
-        rows += store.conn.execute(
-            f"SELECT m.rid, {_COLS} FROM memories m NOT INDEXED WHERE m.rid < ? AND "
-            f"m.rid >= ? AND {where} ORDER BY m.rid DESC LIMIT ?",
-            [hi, lo, *args, limit - len(rows)]).fetchall()
+        if f.tag is None:
+            sql = (f"SELECT m.rid, {_COLS} FROM memories m NOT INDEXED WHERE m.rid < ? AND "
+                   f"m.rid >= ? AND {where} ORDER BY m.rid DESC LIMIT ?")
+            step_args = [hi, lo, *args, limit - len(rows)]
+        else:  # the tag's own index, (tag, rid), walked backwards
+            sql = (f"SELECT m.rid, {_COLS} FROM memory_tags t JOIN memories m NOT INDEXED "
+                   f"ON m.rid = t.rid WHERE t.tag = ? AND t.rid < ? AND t.rid >= ? AND "
+                   f"{where} ORDER BY t.rid DESC LIMIT ?")
+            step_args = [f.tag, hi, lo, *args, limit - len(rows)]
+        rows += store.conn.execute(sql, step_args).fetchall()
         if len(rows) >= limit:
             hi = int(rows[-1][0])
             break
