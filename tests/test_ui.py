@@ -665,6 +665,23 @@ def test_page_health(env: tuple[Db0, Ui, dict[str, Any]], browser: Any,
         shots("health")
 
 
+def test_page_errors_are_messages(env: tuple[Db0, Ui, dict[str, Any]], browser: Any,
+                                  shots: Callable[[str], Path]) -> None:
+    from selenium.webdriver.common.by import By
+
+    _db, ui, _ids = env
+    with failing_shot(shots, "errors"):
+        for where, says in [("#/fact?id=zzzzzzzz0000", "no memory with id"),
+                            ("#/session?id=nope", "no session nope"),
+                            ("#/fact?key=" + "k" * 600, "at most 500 characters"),
+                            ("#/nowhere", "no such view")]:
+            browser.get(ui.url + where)
+            box = _wait_css(browser, ".error")
+            assert says in box.text, (where, box.text)
+            assert "Traceback" not in browser.find_element(By.ID, "main").text
+        shots("error")
+
+
 def test_page_tells_of_a_restarted_daemon(browser: Any, shots: Callable[[str], Path],
                                           db0: Db0) -> None:
     from selenium.webdriver.common.by import By
