@@ -78,8 +78,10 @@ def _kind(rng: random.Random, user: str, sessions: list[str]) -> tuple[Any, str,
     return Context(user), "user", "watch", {"source": "watch", "folder": "/w/notes"}
 
 
-def grow(home: Path, n: int, seed: int = 19) -> dict[str, Any]:
-    """Fill the home's database to `n` memories; what was made, and how fast."""
+def grow(home: Path, n: int, seed: int = 19, vectors: bool = False) -> dict[str, Any]:
+    """Fill the home's database to `n` memories; what was made, and how fast. With
+    `vectors`, each new memory gets a noisy copy of one of the embedded memories' vectors
+    (embedding a million texts would take hours and measures nothing the search does not)."""
     os.environ["DB0_HOME"] = str(home)
     from db0.daemon.paths import get_paths
     from db0.store import write
@@ -89,6 +91,17 @@ def grow(home: Path, n: int, seed: int = 19) -> dict[str, Any]:
     paths.db_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = Store.open(paths.db_file)
     have = int(store.conn.execute("SELECT count(*) FROM memories").fetchone()[0])
+    vec: Any = None
+    if vectors:
+        import numpy as np
+
+        from db0.store import vectors as vmod
+
+        mid = int(store.conn.execute("SELECT CAST(value AS INTEGER) FROM meta "
+                                     "WHERE key='embedding_active'").fetchone()[0])
+        base = np.stack([vmod.from_blob(b) for (b,) in store.conn.execute(
+            "SELECT vector FROM memory_vectors WHERE model_id=? LIMIT 5000", (mid,))])
+        vec = (mid, base, np.random.default_rng(seed), vmod)
     user = os.environ.get("DB0_USER") or getpass.getuser()
     rng = random.Random(seed)
     started = time.perf_counter()
@@ -106,13 +119,52 @@ def grow(home: Path, n: int, seed: int = 19) -> dict[str, Any]:
                         tags = ["turn", rng.choice(("user", "assistant"))]
                     items.append(write.prepare({"content": sentence(rng, j), "scope": scope,
                                                 "tags": tags, "metadata": meta or None}))
+                last = int(store.conn.execute("SELECT coalesce(max(rid), 0) FROM memories")
+                           .fetchone()[0])
                 write.remember_many(store, ctx, items, kind=kind)
+                if vec is not None:
+                    _add_vectors(store, vec, last)
         i += size
     took = time.perf_counter() - started
     total = int(store.conn.execute("SELECT count(*) FROM memories").fetchone()[0])
     store.close()
     return {"memories": total, "added": total - have, "build_s": round(took, 1),
             "per_s": round((total - have) / took) if total > have else None}
+
+
+def _add_vectors(store: Any, vec: Any, after: int) -> None:
+    mid, base, nrng, vmod = vec
+    rows = store.conn.execute("SELECT rid, content_hash FROM memories WHERE rid > ?",
+                              (after,)).fetchall()
+    picks = base[nrng.integers(0, len(base), len(rows))]
+    v = picks + nrng.normal(0, 0.02, picks.shape).astype("float32")
+    v /= (v * v).sum(axis=1, keepdims=True) ** 0.5
+    vmod.put(store, mid, [(int(r), str(h), vmod.to_blob(x)) for (r, h), x in zip(rows, v,
+                                                                                strict=True)])
+
+
+def seed_vectors(home: Path, models: Path, n: int = 2000) -> dict[str, Any]:
+    """The default model in the home, and `n` memories embedded by it through the daemon (the
+    vectors the grown memories copy)."""
+    import shutil
+
+    if not (home / "data" / "models").exists():
+        shutil.copytree(models, home / "data" / "models")
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "config.toml").write_text("[embed]\nthreads = 2\n")
+    os.environ["DB0_HOME"] = str(home)
+    from db0.daemon.client import Client
+
+    rng = random.Random(7)
+    texts = list(dict.fromkeys(sentence(rng, -k) for k in range(1, n + 1)))
+    c = Client()
+    t = time.perf_counter()
+    res = c.call("memory.import", {"items": [{"content": x} for x in texts], "wait": True,
+                                   "wait_timeout": 3600}, timeout=3700)
+    c.close()
+    subprocess.run([DB0, "daemon", "stop"], env={**os.environ}, capture_output=True,
+                   check=False)
+    return {"embedded": res["stored"], "embed_s": round(time.perf_counter() - t, 1)}
 
 
 def summary(ms: list[float]) -> dict[str, float]:
@@ -139,6 +191,19 @@ class Ui:
         return float(timing.split("dur=")[1]), body
 
 
+def _ready(ui: Ui, env: dict[str, str]) -> float:
+    """Seconds until the daemon searches with the vectors of every memory (index loaded)."""
+    t = time.perf_counter()
+    while True:
+        st = json.loads(subprocess.run([DB0, "model", "status", "--json"], env=env,
+                                       capture_output=True, check=True).stdout)
+        if st.get("state") == "ready" and not st.get("pending"):
+            return round(time.perf_counter() - t, 1)
+        if time.perf_counter() - t > 1800:
+            raise SystemExit(f"the index was not ready in 30 minutes: {st}")
+        time.sleep(1)
+
+
 def timed(ui: Ui, path: str, runs: int) -> dict[str, Any]:
     ui.get(path)  # warm: the first read pages the data in
     ms, last = [], {}
@@ -149,6 +214,9 @@ def timed(ui: Ui, path: str, runs: int) -> dict[str, Any]:
     if "memories" in last:
         out["rows"] = len(last["memories"])
         out["partial"] = bool(last.get("partial"))
+        if last.get("search"):
+            out["vector_hits"] = sum("vector_rank" in m["score_parts"]
+                                     for m in last["memories"])
     return out
 
 
@@ -157,19 +225,28 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--home", help="keep the home here (default: a temporary folder)")
+    ap.add_argument("--vectors", action="store_true",
+                    help="with the embedding model: every memory has a vector, and search "
+                    "is hybrid (keywords and meaning), as recall is with a model installed")
+    ap.add_argument("--models", default=str(Path.home() / ".local/share/db0/models"),
+                    help="the models folder to copy into the home (with --vectors)")
     args = ap.parse_args()
     out: dict[str, Any] = {"cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="db0b", dir="/tmp") as tmp:
         home = Path(args.home or tmp)
         env = {**os.environ, "DB0_HOME": str(home)}
         subprocess.run([DB0, "daemon", "stop"], env=env, capture_output=True, check=False)
-        out["build"] = grow(home, args.n)
+        if args.vectors and not (home / "data" / "db0.sqlite3").exists():
+            out["seed"] = seed_vectors(home, Path(args.models))
+        out["build"] = grow(home, args.n, vectors=args.vectors)
         try:
             t = time.perf_counter()
             info = json.loads(subprocess.run([DB0, "ui", "--no-open", "--json"], env=env,
                                              capture_output=True, check=True).stdout)
             out["daemon_start_s"] = round(time.perf_counter() - t, 2)
             ui = Ui(info)
+            if args.vectors:
+                out["index_ready_s"] = _ready(ui, env)
             _, first = ui.get("/api/memories")
             middle = first["next"] - args.n // 2
             _, sessions = ui.get("/api/sessions?limit=1")
