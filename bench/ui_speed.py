@@ -206,11 +206,15 @@ def _ready(ui: Ui, env: dict[str, str]) -> float:
 
 def timed(ui: Ui, path: str, runs: int) -> dict[str, Any]:
     ui.get(path)  # warm: the first read pages the data in
-    ms, last = [], {}
+    ms, embed, last = [], [], {}
     for _ in range(runs):
         t, last = ui.get(path)
         ms.append(t)
+        if "embed_ms" in last:
+            embed.append(last["embed_ms"])
     out: dict[str, Any] = summary(ms)
+    if embed:  # embedding the query, part of the time above
+        out["embed_median_ms"] = round(statistics.median(embed), 2)
     if "memories" in last:
         out["rows"] = len(last["memories"])
         out["partial"] = bool(last.get("partial"))

@@ -268,8 +268,11 @@ class Api:
             items = [m for m in items if m["source"]["source"] == f.source]
             notices.append(f"only the top {limit} results of the search were filtered by source")
         notices += res.get("notices") or []
-        return {"memories": items, "next": None, "search": True, "took_ms": res.get("took_ms"),
-                "notices": notices}
+        out = {"memories": items, "next": None, "search": True, "took_ms": res.get("took_ms"),
+               "notices": notices}
+        if "embed_ms" in res:
+            out["embed_ms"] = res["embed_ms"]  # the query's embedding, within took_ms
+        return out
 
     def get_memory(self, p: dict[str, Any]) -> dict[str, Any]:
         m: dict[str, Any] = self.call("memory.get", {"id": p["id"]})
