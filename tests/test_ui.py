@@ -258,6 +258,7 @@ def test_malformed_input_gets_a_clear_answer(env: tuple[Db0, Ui, dict[str, Any]]
         ("GET", "/api/nothing", None, 404),
         ("GET", "/etc/passwd", None, 404),
         ("POST", "/api/action", b"{not json", 400),
+        ("POST", "/api/action", b"[" * 200_000 + b"]" * 200_000, 400),
         ("POST", "/api/action", {"action": "format-disk"}, 400),
         ("POST", "/api/action", {"action": "forget", "params": {"id": 5}}, 400),
         ("POST", "/api/preview", {"action": "forget", "params": {"id": "zzzzzzzz"}}, 404),

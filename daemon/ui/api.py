@@ -198,8 +198,9 @@ class Api:
     def _action_body(self, body: bytes | None) -> tuple[str, dict[str, Any]]:
         try:
             doc = json.loads(body or b"")
-        except (ValueError, UnicodeDecodeError):
-            raise _bad("the body is not JSON", 'send {"action": ..., "params": {...}}') from None
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise _bad("the body is not JSON (or nests too deep)",
+                       'send {"action": ..., "params": {...}}') from None
         if not isinstance(doc, dict) or not isinstance(doc.get("action"), str):
             raise _bad("the body must be a JSON object with an 'action'",
                        'send {"action": ..., "params": {...}}')
