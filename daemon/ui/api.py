@@ -393,8 +393,8 @@ class Api:
                     "summary": "Nothing would change." if same else
                     f"A new version supersedes {cur['id']} (it stays in history).",
                     "changes": not same,
-                    "undo": "Undo edits it back: one more version, with what it was before, "
-                    "supersedes the new one."}
+                    "undo": "an edit back: one more version, with what it was before, "
+                    "supersedes the new one (both stay in history)."}
         if action == "link":
             a = self.call("memory.get", {"id": p["a"]})
             b = self.call("memory.get", {"id": p["b"]})

@@ -304,7 +304,7 @@ const dialog = document.getElementById("dialog");
 const dialogBody = document.getElementById("dialog-body");
 
 function openDialog(...kids) {
-  clear(dialogBody).append(...kids);
+  add(clear(dialogBody), ...kids);
   if (!dialog.open) dialog.showModal();
 }
 function closeDialog() { if (dialog.open) dialog.close(); }
