@@ -264,7 +264,7 @@ def main() -> None:
                 "filter_agent_codex": "/api/memories?agent=codex",
                 "filter_tag_common": "/api/memories?tag=work",
                 "filter_tag_rare": "/api/memories?tag=rare",
-                "filter_session_one_of_2000": "/api/memories?session=s-bench-0007",
+                "filter_session_one_of_2000": f"/api/memories?session={sid}",
                 "filter_source_git": "/api/memories?source=git",
                 "filter_source_import_none": "/api/memories?source=import",
                 "filter_state_forgotten_none": "/api/memories?state=forgotten",

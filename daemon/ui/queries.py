@@ -33,7 +33,7 @@ SOURCES = ("typed", "capture", "git", "watch", "import", "sync")
 STATES = ("live", "all", "superseded", "forgotten", "expired")
 FIRST_WINDOW = 2_000  # row ids read by a page's first step (then sized to the time left)
 MAX_WINDOW = 500_000
-BUDGET_S = 0.05  # a page stops reading after about this long and says where to go on
+BUDGET_S = 0.04  # a page stops reading after about this long and says where to go on
 MAX_TURNS = 500
 MAX_SPAN = 50_000  # row ids read around a session's turns for what was extracted from them
 
@@ -132,7 +132,7 @@ def memories_page(store: Store, user: str, f: Browse, before: int | None, limit:
         if left <= 0 and hi > 1:
             partial = True
             break
-        window = int(min(MAX_WINDOW, max(FIRST_WINDOW, rate * left * 0.8)))
+        window = int(min(MAX_WINDOW, max(FIRST_WINDOW, rate * left * 0.5)))
     items = [to_public(dict(zip(STATE_COLUMNS, r[1:], strict=True))) for r in rows]
     src = sources(store, [i["id"] for i in items])
     for i in items:

@@ -27,7 +27,8 @@ function h(tag, attrs, ...kids) {
 
 function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); return el; }
 function add(el, ...kids) { el.append(...kids.flat().filter(k => k !== null && k !== undefined && k !== false)); }
-function short(id) { return id ? String(id).slice(0, 10) : ""; }
+// Ids are shown whole: ids made in the same millisecond share their first ten characters.
+function short(id) { return id ? String(id) : ""; }
 function when(iso) { return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : ""; }
 function localInput(iso) {  // an ISO time as a datetime-local input's value
   const d = new Date(iso);
@@ -200,28 +201,46 @@ async function viewMemories(params) {
   await loadMemories(list, cur, null);
 }
 
+const PAGE = 50;
+const LOOK_MS = 8000;  // a rare filter: keep asking (each answer is bounded) this long
+
 async function loadMemories(list, cur, before) {
-  const q = {...cur};
-  if (before) q.before = before;
-  const moreBox = h("div", {class: "more"});
-  let data;
-  try { data = await api("/api/memories" + qs(q)); }
-  catch (e) { list.append(errorBox(e)); return; }
-  for (const n of data.notices || []) list.append(h("div", {class: "notice"}, n));
-  if (!data.memories.length && !before)
-    list.append(h("p", {class: "muted", id: "empty"}, cur.q ? "Nothing found." : "No memories match."));
-  for (const m of data.memories) list.append(memoryCard(m, !!data.search));
+  // A filter no index serves answers partial pages (each request reads for ~40 ms); the page
+  // asks again from where the last stopped until it has a page, or for LOOK_MS at most.
+  const started = Date.now();
+  const status = h("p", {class: "muted small", id: "looking"});
+  for (const old of list.querySelectorAll(".took")) old.remove();
+  let data, shown = 0, took = 0;
+  for (;;) {
+    const q = {...cur};
+    if (before) q.before = before;
+    try { data = await api("/api/memories" + qs(q)); }
+    catch (e) { status.remove(); list.append(errorBox(e)); return; }
+    took += data.took_ms || 0;
+    for (const n of data.notices || []) list.append(h("div", {class: "notice"}, n));
+    for (const m of data.memories) list.insertBefore(memoryCard(m, !!data.search), status.parentNode ? status : null);
+    shown += data.memories.length;
+    if (!data.partial || !data.next || shown >= PAGE || Date.now() - started > LOOK_MS) break;
+    before = data.next;
+    if (!status.parentNode) list.append(status);
+    status.textContent = "looking further back… (down to row " + before + ")";
+  }
+  status.remove();
+  if (!shown && !list.querySelector(".card.memory"))
+    list.append(h("p", {class: "muted", id: "empty"}, data.next ? "Nothing yet: this filter " +
+      "has no index, and the rows read so far hold none." : cur.q ? "Nothing found." : "No memories match."));
   if (data.next) {
-    const label = data.partial ? "Nothing more in the rows read so far: keep looking" : "More";
+    const moreBox = h("div", {class: "more"});
+    const label = data.partial ? "Keep looking" : "More";
     moreBox.append(h("button", {id: "more", onclick: async () => {
       moreBox.remove(); await loadMemories(list, cur, data.next); }}, label));
     if (data.partial)
-      moreBox.append(h("span", {class: "muted small"}, "  (this filter has no index; each " +
-        "request reads newer to older rows for a few milliseconds and stops at row " + data.next + ")"));
+      moreBox.append(h("span", {class: "muted small"}, "  (read down to row " + data.next + ")"));
     list.append(moreBox);
   }
   if (data.took_ms !== undefined && data.took_ms !== null)
-    list.append(h("p", {class: "muted small"}, "answered in " + data.took_ms + " ms"));
+    list.append(h("p", {class: "muted small took"}, "answered in " + Math.round(took * 10) / 10 + " ms" +
+      (data.embed_ms ? " (embedding the query: " + data.embed_ms + " ms)" : "")));
 }
 
 function stateBadge(m) {
