@@ -2,7 +2,7 @@
 
 _db0_subs() {
     case "$1" in
-        "") echo "checkpoint completions daemon doctor export forget git history hook import ingest integrate link list mcp model pack purge recall remember remote session show spawn stats sync task watch" ;;
+        "") echo "checkpoint completions daemon doctor export forget git history hook import ingest integrate link list mcp model pack purge recall remember remote session show spawn stats sync task ui watch" ;;
         "checkpoint") echo "branch create diff list restore show" ;;
         "checkpoint branch") echo "" ;;
         "checkpoint create") echo "" ;;
@@ -60,6 +60,7 @@ _db0_subs() {
         "task end") echo "" ;;
         "task list") echo "" ;;
         "task start") echo "" ;;
+        "ui") echo "" ;;
         "watch") echo "add list remove status" ;;
         "watch add") echo "" ;;
         "watch list") echo "" ;;
@@ -70,7 +71,7 @@ _db0_subs() {
 
 _db0_words() {
     case "$1" in
-        "") echo "checkpoint completions daemon doctor export forget git history hook import ingest integrate link list mcp model pack purge recall remember remote session show spawn stats sync task watch --help -h --version -V" ;;
+        "") echo "checkpoint completions daemon doctor export forget git history hook import ingest integrate link list mcp model pack purge recall remember remote session show spawn stats sync task ui watch --help -h --version -V" ;;
         "checkpoint") echo "branch create diff list restore show --help -h" ;;
         "checkpoint branch") echo "--agent --help -h --json --label -l" ;;
         "checkpoint create") echo "--agent --allow-secrets --help -h --json --label -l --session --state --task --user" ;;
@@ -128,6 +129,7 @@ _db0_words() {
         "task end") echo "--help -h --json --task" ;;
         "task list") echo "--all -a --help -h --json --user" ;;
         "task start") echo "--agent --help -h --json --label -l --session --user" ;;
+        "ui") echo "--help -h --idle-timeout --json --no-open --port --stop" ;;
         "watch") echo "add list remove status --help -h" ;;
         "watch add") echo "--agent --glob -g --help -h --json --no-wait --scope -s --session --task --user" ;;
         "watch list") echo "--help -h --json" ;;
@@ -230,6 +232,8 @@ _db0_values() {
         "task start --label"|"task start -l") echo "-" ;;
         "task start --session") echo "-" ;;
         "task start --user") echo "-" ;;
+        "ui --idle-timeout") echo "-" ;;
+        "ui --port") echo "-" ;;
         "watch add --agent") echo "-" ;;
         "watch add --glob"|"watch add -g") echo "-" ;;
         "watch add --scope"|"watch add -s") echo "user agent session task" ;;

@@ -20,7 +20,7 @@ end
 function __db0_subs
     switch "$argv"
         case ''
-            echo 'checkpoint completions daemon doctor export forget git history hook import ingest integrate link list mcp model pack purge recall remember remote session show spawn stats sync task watch'
+            echo 'checkpoint completions daemon doctor export forget git history hook import ingest integrate link list mcp model pack purge recall remember remote session show spawn stats sync task ui watch'
         case 'checkpoint'
             echo 'branch create diff list restore show'
         case 'checkpoint branch'
@@ -135,6 +135,8 @@ function __db0_subs
             echo ''
         case 'task start'
             echo ''
+        case 'ui'
+            echo ''
         case 'watch'
             echo 'add list remove status'
         case 'watch add'
@@ -176,6 +178,7 @@ complete -c db0 -n '__db0_at' -a spawn
 complete -c db0 -n '__db0_at' -a stats
 complete -c db0 -n '__db0_at' -a sync
 complete -c db0 -n '__db0_at' -a task
+complete -c db0 -n '__db0_at' -a ui
 complete -c db0 -n '__db0_at' -a watch
 complete -c db0 -n '__db0_at' -l help -s h -d 'Show the help'
 complete -c db0 -n '__db0_at' -l version -s V -d 'Print db0\'s version and exit.'
@@ -435,6 +438,12 @@ complete -c db0 -n '__db0_at task start' -l json -d 'Print one JSON document.'
 complete -c db0 -n '__db0_at task start' -l label -s l -r -F -d 'A name to recognise it.'
 complete -c db0 -n '__db0_at task start' -l session -r -F -d 'Session id (else DB0_SESSION).'
 complete -c db0 -n '__db0_at task start' -l user -r -F -d 'User id (else DB0_USER, config, your login name).'
+complete -c db0 -n '__db0_at ui' -l help -s h -d 'Show the help'
+complete -c db0 -n '__db0_at ui' -l idle-timeout -r -F -d 'Close after this many seconds without requests (default: [ui'
+complete -c db0 -n '__db0_at ui' -l json -d 'Print one JSON document.'
+complete -c db0 -n '__db0_at ui' -l no-open -d 'Print the address; do not open a browser.'
+complete -c db0 -n '__db0_at ui' -l port -r -F -d 'Listen on this port of 127.0.0.1 (default: the last one, els'
+complete -c db0 -n '__db0_at ui' -l stop -d 'Stop serving the inspector.'
 complete -c db0 -n '__db0_at watch' -a add
 complete -c db0 -n '__db0_at watch' -a list
 complete -c db0 -n '__db0_at watch' -a remove

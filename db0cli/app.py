@@ -111,6 +111,7 @@ COMMAND_MODULES = {
     "git": "git",
     "completions": "completions",
     "watch": "watch",
+    "ui": "ui",
 }
 
 

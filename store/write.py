@@ -30,7 +30,7 @@ from db0.store import db as dbmod
 from db0.store import secrets
 from db0.store.context import Context, check_scope
 from db0.store.core import STATE_COLUMNS, Store, insert_states, state_of, write_state
-from db0.store.errors import InvalidError, NotFoundError
+from db0.store.errors import InvalidError, NotFoundError, StoreError
 from db0.store.ids import new_id
 from db0.store.memories import (
     MAX_CONTENT_BYTES,
@@ -102,11 +102,15 @@ def _add(total: dict[str, int], found: dict[str, int]) -> None:
 
 
 def remember(store: Store, ctx: Context, p: Prepared, *, supersedes: str | None = None,
-             reason: str | None = None, kind: str = "remember") -> dict[str, Any]:
+             reason: str | None = None, kind: str = "remember", current_only: bool = False
+             ) -> dict[str, Any]:
     """Store one prepared memory, in the caller's transaction; the result says whether it was
-    stored or a duplicate, what it superseded and what was redacted."""
+    stored or a duplicate, what it superseded and what was redacted. `current_only`: the
+    memory to supersede must still be current (an edit made from what the caller read), else
+    a `conflict` naming the version that is."""
     ensure_owners(store, ctx, [p.item["scope"]])
-    result = _store_one(store, ctx, p.item, supersedes=supersedes, reason=reason, kind=kind)
+    result = _store_one(store, ctx, p.item, supersedes=supersedes, reason=reason, kind=kind,
+                        current_only=current_only)
     if p.redacted:
         result["redacted"] = p.redacted
     return result
@@ -254,6 +258,28 @@ def _new_state(ctx: Context, item: dict[str, Any], scope: str, owner: str, diges
     }
 
 
+def _chain_current(store: Store, state: dict[str, Any]) -> str:
+    """The id of the newest version in a memory's supersede chain."""
+    cur = state
+    for _ in range(10_000):
+        nxt = state_of(store.conn, cur["superseded_by"]) if cur["superseded_by"] else None
+        if nxt is None:
+            break
+        cur = nxt
+    return str(cur["id"])
+
+
+def _restates(store: Store, dup: dict[str, Any], supersedes: str, item: dict[str, Any],
+              scope: str, owner: str, ctx: Context) -> bool:
+    """Whether a write with the same text as `dup` is a new version of it all the same: it
+    supersedes `dup` itself and changes what else a version holds (pinned, tags, metadata,
+    key), as pinning a memory does."""
+    if resolve_id(store, supersedes) != dup["id"]:
+        return False
+    new = _new_state(ctx, item, scope, owner, dup["content_hash"], time.time())
+    return any(new[c] != dup[c] for c in ("pinned", "tags", "metadata", "key"))
+
+
 def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
                 kind: str = "import") -> list[dict[str, Any]]:
     """`_store_one` for a batch, with the same outcome item by item: plain new memories are
@@ -294,20 +320,27 @@ def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
 
 def _store_one(store: Store, ctx: Context, item: dict[str, Any], *,
                supersedes: str | None = None, reason: str | None = None,
-               kind: str = "remember") -> dict[str, Any]:
+               kind: str = "remember", current_only: bool = False) -> dict[str, Any]:
     """Store one prepared item, in the caller's transaction."""
     now = time.time()
     scope = item["scope"]
     owner = ctx.owner(scope)
     digest = content_hash(item["content"])
     dup = _live_match(store, "content_hash=? AND scope=? AND owner=?", [digest, scope, owner])
-    if dup is not None and (item["key"] is None or dup["key"] == item["key"]):
+    if dup is not None and (item["key"] is None or dup["key"] == item["key"]) and not (
+            supersedes and _restates(store, dup, supersedes, item, scope, owner, ctx)):
         return {"id": dup["id"], "status": "duplicate", "scope": scope}
     old: dict[str, Any] | None = None
     if supersedes:
         old = state_of(store.conn, resolve_id(store, supersedes))
         if old is None:
             raise NotFoundError(f"no memory {supersedes} to supersede", "check the id: db0 list")
+        if current_only and (old["superseded_by"] or old["forgotten_ts"]):
+            now_id = _chain_current(store, old)
+            what = (f"was superseded by {now_id}" if now_id != old["id"] else "was forgotten")
+            raise StoreError(f"memory {old['id']} {what} since it was read",
+                             "read the current version and make the change there",
+                             code="conflict")
         for _ in range(10_000):  # superseding an old version supersedes its chain's current one
             nxt = state_of(store.conn, old["superseded_by"]) if old["superseded_by"] else None
             if nxt is None:

@@ -109,9 +109,12 @@ LAYERS = {
     "core.runtime": ("core.config", "core.writer", "paths", "protocol"),
     "services": ("core.config", "core.runtime", "models", "services", "protocol", "paths"),
     "core.dispatch": ("core.runtime", "core.shapes", "protocol"),
+    # The inspector: a service that reaches the dispatcher only through Runtime.replay.
+    "ui": ("core.config", "core.runtime", "core.shapes", "protocol", "paths", "ui",
+           "__init__"),
     "handlers": ("handlers", "core.dispatch", "core.runtime", "core.shapes", "services",
-                 "models", "protocol", "paths", "agents", "__init__"),
-    "core.components": ("core.runtime", "services"),
+                 "models", "protocol", "paths", "agents", "ui", "__init__"),
+    "core.components": ("core.runtime", "services", "ui"),
     "core.server": ("core", "handlers", "paths", "protocol", "__init__"),
 }
 

@@ -13,6 +13,7 @@ def install(rt: Runtime) -> None:
     from db0.daemon.services.spool import Spool
     from db0.daemon.services.sync import Syncer
     from db0.daemon.services.watcher import Watcher
+    from db0.daemon.ui.server import UiServer
 
-    for cls in (Syncer, EmbeddingService, RerankService, Expiry, Spool, Watcher):
+    for cls in (Syncer, EmbeddingService, RerankService, Expiry, Spool, Watcher, UiServer):
         rt.add(cls(rt))

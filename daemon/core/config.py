@@ -103,6 +103,11 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class UiConfig:
+    idle_timeout: float = 1800.0  # the inspector's port closes after this long without requests
+
+
+@dataclass(frozen=True)
 class Config:
     context: ContextConfig = field(default_factory=ContextConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
@@ -113,6 +118,7 @@ class Config:
     hooks: HooksConfig = field(default_factory=HooksConfig)
     git: GitConfig = field(default_factory=GitConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
 
 
 def _text(v: Any) -> str:
@@ -173,6 +179,7 @@ _CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "git": {"scope": _choice(*SCOPES)},
     "watch": {"debounce": _dur(0.0), "rescan_interval": _dur(1.0),
               "max_file_size": _whole(1)},
+    "ui": {"idle_timeout": _dur(1.0)},
 }
 
 

@@ -71,6 +71,8 @@ def _wait_indexed(rt: Runtime, ids: list[str], timeout: float) -> None:
     **MEMORY, **WAIT,
     "supersedes": P(Str(nonempty=True, max_len=200), "the id of the memory this replaces"),
     "reason": P(Str(max_len=500), "why it supersedes"),
+    "current_only": P(Bool(), "with supersedes: refuse (conflict) unless that memory is still "
+                      "the current version (an edit of what was read)", default=False),
     "allow_secrets": P(Bool(), "keep what looks like a secret, this once", default=False),
 }, writes=True)
 def remember(rt: Runtime, req: Request) -> dict[str, Any]:
@@ -80,7 +82,8 @@ def remember(rt: Runtime, req: Request) -> dict[str, Any]:
                              allow_secrets=p["allow_secrets"])
     ctx = req.ctx
     result: dict[str, Any] = rt.write(lambda s: write.remember(
-        s, ctx, prepared, supersedes=p.get("supersedes"), reason=p.get("reason")))
+        s, ctx, prepared, supersedes=p.get("supersedes"), reason=p.get("reason"),
+        current_only=p["current_only"]))
     if p["wait"]:
         _wait_indexed(rt, [result["id"]], p["wait_timeout"])
         if result.get("status") == "stored":
