@@ -139,7 +139,7 @@ def env() -> Iterator[tuple[Db0, Ui, dict[str, Any]]]:
 
 
 def _recall_ids(db: Db0, query: str) -> list[str]:
-    return [r["id"] for r in db.json("recall", query, "-k", "50")["results"]]
+    return [r["id"] for r in db.json("recall", query, "-n", "50")["results"]]
 
 
 def _closed(port: int) -> bool:
