@@ -5,6 +5,7 @@ they share (content hash, durations, times, the public JSON shape). New memories
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -62,6 +63,7 @@ def parse_time(value: Any) -> tuple[str, float]:
     return text, dt.timestamp()
 
 
+@functools.lru_cache(maxsize=64)
 def now_iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")

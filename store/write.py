@@ -21,10 +21,11 @@ and states, agent-session summaries) goes through `text` and `document`, the sam
 from __future__ import annotations
 
 import json
+import marshal
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from db0.store import db as dbmod
 from db0.store import secrets
@@ -52,14 +53,16 @@ class Prepared:
     item: dict[str, Any]
     redacted: dict[str, int]
 
-    def staged(self) -> str:
-        """As JSON, for an import staged before it is committed."""
-        return json.dumps({"item": self.item, "redacted": self.redacted}, ensure_ascii=False)
+    def staged(self) -> bytes:
+        """For an import staged before it is committed: marshal, which is many times faster
+        than JSON; staged rows live only until their import commits or the daemon restarts,
+        so the format never outlives the Python that wrote it."""
+        return marshal.dumps((self.item, self.redacted))
 
     @classmethod
-    def from_staged(cls, text: str) -> Prepared:
-        d = json.loads(text)
-        return cls(d["item"], d["redacted"])
+    def from_staged(cls, blob: bytes) -> Prepared:
+        item, redacted = marshal.loads(blob)
+        return cls(item, redacted)
 
 
 def prepare(raw: Any, *, allow_secrets: bool = False, where: str = "") -> Prepared:
@@ -383,7 +386,7 @@ def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepare
     """Every staged line of the import and the last batch, as memories, in this one
     transaction; the staged rows go. Returns the results and what was redacted. With
     `expect`, an import that lost staged lines (its daemon restarted) keeps none."""
-    staged = [Prepared.from_staged(str(t)) for (t,) in store.conn.execute(
+    staged = [Prepared.from_staged(cast(bytes, t)) for (t,) in store.conn.execute(
         "SELECT item FROM import_staging WHERE import_id=? ORDER BY n", (import_id,))]
     ps = staged + last
     if expect is not None and len(ps) != expect:

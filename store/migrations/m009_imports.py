@@ -13,7 +13,7 @@ SQL = """
 CREATE TABLE import_staging (
     import_id TEXT NOT NULL,
     n INTEGER NOT NULL,
-    item TEXT NOT NULL,
+    item BLOB NOT NULL,            -- write.Prepared.staged()
     staged_ts REAL NOT NULL,
     PRIMARY KEY (import_id, n)
 ) WITHOUT ROWID;
