@@ -76,7 +76,8 @@ def stem(w: str) -> str:
 
 
 def content_words(text: str) -> set[str]:
-    return {stem(w) for w in _WORD.findall(text.lower()) if w not in STOP}
+    words = _WORD.findall(text.lower().replace("\u2019", "'"))
+    return {stem(w.removesuffix("'s")) for w in words if w not in STOP}
 
 
 def shared_words(q: dict[str, Any], mems: dict[str, dict[str, Any]]) -> list[str]:
