@@ -52,7 +52,7 @@ IDS_FILE = "agentmem-ids.json"
 INSTALLED_MODELS = Path.home() / ".local" / "share" / "db0" / "models"
 
 # Function words and question words: what a paraphrase may share with its evidence.
-STOP = set("""
+_STOP_WORDS = """
 a about above after again against all am an and any are aren't as at be because been before
 being below between both but by can can't cannot could couldn't did didn't do does doesn't
 doing don't down during each few for from further had hadn't has hasn't have haven't having he
@@ -63,7 +63,8 @@ their theirs them themselves then there these they this those through to too und
 upon very was wasn't we we're were weren't what what's when where which while who whom why
 will with won't would wouldn't you your yours yourself yourselves us also get got one ones
 whose s t d ll re ve m
-""".split())
+"""
+STOP = set(_STOP_WORDS.split())
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -281,7 +282,7 @@ def main() -> None:
     ids = loaded["ids"]
     rows = [score(q, a, ids) for q, a in zip(qs, answers, strict=True)]
     para = [q for q in qs if q["category"] == "paraphrase"]
-    overlaps = {q["id"]: w for q in para if (w := shared_words(q, by_id))}
+    overlaps = {q["id"]: ws for q in para if (ws := shared_words(q, by_id))}
     expected_superseded = sum(
         1 for m in mems if m.get("key") and any(
             o is not m and o.get("key") == m["key"] and o["scope"] == m["scope"]

@@ -47,8 +47,8 @@ def commit_content(subject: str, body: str, sha: str, branch: str, repo: str,
     """What daemon/handlers/git.py content_of makes of a commit record."""
     from db0.daemon.handlers.git import content_of
 
-    return content_of({"subject": subject, "body": body, "sha": sha, "branch": branch,
-                       "files": files}, repo)
+    return str(content_of({"subject": subject, "body": body, "sha": sha, "branch": branch,
+                       "files": files}, repo))
 
 
 class Builder:
@@ -180,7 +180,12 @@ class Builder:
     def note(self, project: str, rel: str, date: str, text: str) -> None:
         from db0.daemon.watchparse import sections
 
-        for anchor, content in sections(rel, text + "\n"):
+        found = sections(rel, text + "\n")
+        gone = [k for k in self.note_keys if k.startswith(f"watch:{NOTES}/{rel}#")
+                and k.rpartition("#")[2] not in {a for a, _ in found}]
+        if gone:  # the watcher would forget them: keep every section in a later version
+            raise SystemExit(f"{rel} at {date} drops a section: {gone[0]}")
+        for anchor, content in found:
             key = f"watch:{NOTES}/{rel}#{anchor}"
             prev = self.note_keys.get(key)
             if prev is not None and prev[1] == content:
@@ -229,12 +234,12 @@ class Builder:
                 latest[(m["key"], m["scope"], owner(m))] = m["id"]
         for q in self.qs:
             for e in (i for group in q["evidence"] for i in group):
-                m = self.by_id.get(e)
-                if m is None:
+                ev = self.by_id.get(e)
+                if ev is None:
                     raise SystemExit(f"{q['id']}: no memory {e!r}")
-                if not visible(m, q["context"]):
+                if not visible(ev, q["context"]):
                     raise SystemExit(f"{q['id']}: {e} is not visible from {q['context']}")
-                if m["key"] and latest[(m["key"], m["scope"], owner(m))] != e:
+                if ev["key"] and latest[(ev["key"], ev["scope"], owner(ev))] != e:
                     raise SystemExit(f"{q['id']}: {e} is superseded later")
             if q["category"] == "changed":
                 stale = [m["id"] for g in q["evidence"] for e in g for m in self.mems
