@@ -65,7 +65,7 @@ will with won't would wouldn't you your yours yourself yourselves us also get go
 whose s t d ll re ve m
 """
 STOP = set(_STOP_WORDS.split())
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 
 def stem(w: str) -> str:
@@ -273,6 +273,10 @@ def main() -> None:
                 load_s = round(time.perf_counter() - t0, 1)
                 saved.write_text(json.dumps(loaded))
             stats = json.loads(run(home, {}, ["stats", "--json"]))
+            model = json.loads(run(home, {}, ["model", "status", "--json"]))
+            if model.get("pending"):
+                raise SystemExit(f"{model['pending']} memories still wait for their vectors "
+                                 "after import --wait: see db0 model status")
             t0 = time.perf_counter()
             answers = ask(home, qs, args.rerank)
             ask_s = round(time.perf_counter() - t0, 1)
@@ -298,6 +302,7 @@ def main() -> None:
         "recall_took_ms_median": round(statistics.median(r["took_ms"] for r in rows), 2),
         "rerank_ms_median": round(statistics.median(r["rerank_ms"] for r in rows), 2)
         if args.rerank else None,
+        "model": model.get("model"),
         "stale_in_top10": sum(1 for r in rows if r["stale"]),
         "superseded": {"expected": expected_superseded,
                        "in_store": stats.get("superseded", stats)},
