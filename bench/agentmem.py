@@ -115,7 +115,7 @@ def env_of(home: Path, ctx: dict[str, Any]) -> dict[str, str]:
 
 
 def run(home: Path, ctx: dict[str, Any], args: list[str], stdin: str | None = None,
-        timeout: float = 1800) -> str:
+        timeout: float | None = 1800) -> str:
     p = subprocess.run([DB0, *args], input=stdin, capture_output=True, text=True,
                        timeout=timeout, env=env_of(home, ctx))
     if p.returncode != 0:
@@ -161,9 +161,11 @@ def ask(home: Path, qs: list[dict[str, Any]], rerank: int) -> list[dict[str, Any
     answers: list[dict[str, Any] | None] = [None] * len(qs)
     for idx in groups.values():
         stdin = "".join(json.dumps({"query": qs[i]["question"]}) + "\n" for i in idx)
+        # No timeout: with --rerank a question can take seconds (the cross-encoder reads
+        # every candidate), and the daemon is local.
         out = run(home, qs[idx[0]]["context"],
                   ["recall", "--queries", "-", "-k", str(K), "--json",
-                   *(["--rerank", str(rerank)] if rerank else [])], stdin)
+                   *(["--rerank", str(rerank)] if rerank else [])], stdin, timeout=None)
         lines = [json.loads(x) for x in out.splitlines() if x.strip()]
         if len(lines) != len(idx):
             raise SystemExit(f"asked {len(idx)} questions, got {len(lines)} answers")
