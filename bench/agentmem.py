@@ -298,7 +298,7 @@ def main() -> None:
                             capture_output=True, text=True).stdout.strip()
     result: dict[str, Any] = {
         "label": args.label, "commit": commit, "rerank": args.rerank, "k": K,
-        "memories": len(mems), "questions": len(qs),
+        "memories": len(mems), "stored": loaded["stored"], "questions": len(qs),
         "overall": means(rows),
         "by_category": {c: means([r for r in rows if r["category"] == c]) for c in CATEGORIES},
         "recall_took_ms_median": round(statistics.median(r["took_ms"] for r in rows), 2),
