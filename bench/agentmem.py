@@ -10,7 +10,7 @@ A fresh DB0_HOME gets the default model (copied from --models, the installed mod
 default, or `db0 model install`), then one `db0 import --wait` per context (user, agent,
 session, task: DB0_* in the environment, so every memory gets its real owner), each in time
 order so that a later memory with the same key supersedes the earlier one in the store. Every
-question is asked with `db0 recall --queries - -k 10 --json` from its own context.
+question is asked with `db0 recall --queries - --limit 10 --json` from its own context.
 
 An evidence item is one memory id, or several when any of them answers (a decision and the
 commit that made it). A question's recall@k is the fraction of its evidence items with a
@@ -21,7 +21,8 @@ excluded from search).
 
 Prints a table, then one JSON document (also written to bench/results/agentmem.json, or
 agentmem-rerankN.json); with --json only the JSON; with --errors the missed questions too.
-Usage: python bench/agentmem.py [--models DIR] [--rerank N] [--home DIR] [--errors] [--json]
+Usage: python bench/agentmem.py [--models DIR] [--rerank N] [--limit N] [--home DIR] [--errors]
+                               [--json]
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def env_of(home: Path, ctx: dict[str, Any]) -> dict[str, str]:
            if k not in ("DB0_USER", "DB0_AGENT", "DB0_SESSION", "DB0_TASK")}
     env["DB0_HOME"] = str(home)
     for name in ("user", "agent", "session", "task"):
-        if ctx.get(name):
+        # The default agent is left unset, as a shell user leaves it.
+        if ctx.get(name) and not (name == "agent" and ctx[name] == "default"):
             env[f"DB0_{name.upper()}"] = str(ctx[name])
     return env
 
@@ -119,7 +121,8 @@ def run(home: Path, ctx: dict[str, Any], args: list[str], stdin: str | None = No
     p = subprocess.run([DB0, *args], input=stdin, capture_output=True, text=True,
                        timeout=timeout, env=env_of(home, ctx))
     if p.returncode != 0:
-        raise SystemExit(f"db0 {' '.join(args)} exited {p.returncode}: {p.stderr}{p.stdout}")
+        raise SystemExit(f"db0 {' '.join(args)} exited {p.returncode}: "
+                         f"{p.stderr.strip()[-2000:]}")
     return p.stdout
 
 
@@ -164,7 +167,7 @@ def ask(home: Path, qs: list[dict[str, Any]], rerank: int) -> list[dict[str, Any
         # No timeout: with --rerank a question can take seconds (the cross-encoder reads
         # every candidate), and the daemon is local.
         out = run(home, qs[idx[0]]["context"],
-                  ["recall", "--queries", "-", "-k", str(K), "--json",
+                  ["recall", "--queries", "-", "--limit", str(K), "--json",
                    *(["--rerank", str(rerank)] if rerank else [])], stdin, timeout=None)
         lines = [json.loads(x) for x in out.splitlines() if x.strip()]
         if len(lines) != len(idx):
@@ -249,6 +252,8 @@ def main() -> None:
     ap.add_argument("--errors", action="store_true", help="list the questions whose evidence "
                     "was missed from the top 10")
     ap.add_argument("--json", action="store_true", help="print only the JSON document")
+    ap.add_argument("--limit", type=int, metavar="N", help="ask only N questions, spread "
+                    "evenly over the list (so every project and category stays in)")
     ap.add_argument("--label", default="", help="a name for this run, kept in the JSON")
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -256,6 +261,9 @@ def main() -> None:
         f"agentmem-rerank{args.rerank}.json" if args.rerank else "agentmem.json"))
     mems, qs = load_data(Path(args.data))
     by_id = {m["id"]: m for m in mems}
+    if args.limit and args.limit < len(qs):
+        step = len(qs) / args.limit
+        qs = [qs[int(i * step)] for i in range(args.limit)]
     started = time.perf_counter()
     with db0_home(args.home) as home:
         try:
@@ -316,8 +324,9 @@ def main() -> None:
         w = sys.stdout.write
         w(f"{'questions':<12}{'n':>5}{'recall@5':>11}{'recall@10':>11}{'MRR':>8}\n")
         for name, m in [("all", result["overall"]), *result["by_category"].items()]:
-            w(f"{name:<12}{m['n']:>5}{m['recall@5']:>11.3f}{m['recall@10']:>11.3f}"
-              f"{m['mrr']:>8.3f}\n")
+            if m["n"]:
+                w(f"{name:<12}{m['n']:>5}{m['recall@5']:>11.3f}{m['recall@10']:>11.3f}"
+                  f"{m['mrr']:>8.3f}\n")
         w(f"median recall {result['recall_took_ms_median']} ms; "
           f"stale versions in a top 10: {result['stale_in_top10']}; "
           f"paraphrases sharing a word with their evidence: {len(overlaps)}/{len(para)}\n")
