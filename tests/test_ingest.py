@@ -126,7 +126,7 @@ def test_messages_from_stdin_and_arrays(d: Db0, tmp_path: Path) -> None:
 
 def test_bad_input(d: Db0, tmp_path: Path) -> None:
     r = d.run("ingest", str(tmp_path / "missing.jsonl"), check=False)
-    assert r.code == 1 and "cannot read" in r.err and "Traceback" not in r.err
+    assert r.code == 4 and "cannot read" in r.err and "Traceback" not in r.err  # 4: not found
     r = d.run("ingest", "-", "--format", "yaml", input="x", check=False)
     assert r.code == 2 and "--format" in r.err
     empty = d.json("ingest", "-", "--format", "messages", input="not json at all\n")
