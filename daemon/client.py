@@ -12,23 +12,23 @@ talks to the daemon through `Client`, and nothing else speaks the protocol.
 - Deliver or spool: `deliver` hands a request over within a short deadline or writes the whole
   frame to the spool (`<data>/spool/`), which the daemon replays through its dispatcher.
 
-Imports only the standard library, `protocol` and `paths`.
+Imports only the standard library, `protocol` and `paths`, and of those only what a call
+needs: every CLI command and hook pays for its imports (starting a daemon brings in
+`subprocess`, a spool `pathlib`). Sockets are `_socket`'s: `socket.py` converts its constants
+to enums at import, the most expensive import a command made.
 """
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import select
-import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from db0.daemon import __version__
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
@@ -41,6 +41,10 @@ from db0.daemon.protocol import (
     read_frame,
     request,
 )
+
+if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
 
 START_TIMEOUT = 15.0
 Autostart = Literal["wait", "background", "never"]
@@ -57,7 +61,7 @@ class Client:
         self.paths = paths or get_paths()
         self.autostart = autostart
         self.pinned = pinned
-        self.sock: socket.socket | None = None
+        self.sock: _socket.socket | None = None
         self.hello: dict[str, Any] = {}
         self._next_id = 0
         self._connected_once = False
@@ -85,7 +89,7 @@ class Client:
             return False
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
-            if readable and not self.sock.recv(1, socket.MSG_PEEK):
+            if readable and not self.sock.recv(1, _socket.MSG_PEEK):
                 return False
         except OSError:
             return False
@@ -252,8 +256,8 @@ def spool_request(paths: Paths, method: str, params: dict[str, Any]) -> Path:
     return d / name
 
 
-def _connect_socket(path: Path, timeout: float) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connect_socket(path: str, timeout: float) -> _socket.socket:
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(str(path))
@@ -263,14 +267,14 @@ def _connect_socket(path: Path, timeout: float) -> socket.socket:
     return s
 
 
-def probe(paths: Paths, until: float | None = None) -> socket.socket | None:
+def probe(paths: Paths, until: float | None = None) -> _socket.socket | None:
     """A connected socket if a daemon answers at the socket path, else None. A full listen
     queue (EAGAIN) is retried until `until` (a monotonic time), then reported unavailable."""
     delay = 0.002
     while True:
         left = 5.0 if until is None else max(0.01, until - time.monotonic())
         try:
-            return _connect_socket(paths.socket, min(left, 5.0))
+            return _connect_socket(paths.socket_file, min(left, 5.0))
         except (FileNotFoundError, ConnectionRefusedError):
             return None
         except (BlockingIOError, TimeoutError) as e:  # the daemon's queue is full
@@ -302,6 +306,8 @@ def _last_log_line(paths: Paths) -> str:
 
 
 def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
+    import subprocess
+
     try:
         ensure_private_dir(paths.log_dir)
         log = open(paths.log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
@@ -327,6 +333,13 @@ def _runtime_dir(paths: Paths) -> None:
                        f"{e}", "fix its permissions, or set DB0_HOME or XDG_RUNTIME_DIR") from e
 
 
+def _lock_now(lock: Any) -> None:
+    """Take the startup lock or raise BlockingIOError."""
+    import fcntl
+
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def _startup_lock(paths: Paths) -> Any:
     return os.fdopen(os.open(paths.startup_lock, os.O_RDWR | os.O_CREAT, 0o600), "r+")
 
@@ -336,7 +349,7 @@ def start_in_background(paths: Paths) -> None:
     _runtime_dir(paths)
     with _startup_lock(paths) as lock:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_now(lock)
         except BlockingIOError:
             return  # someone is starting it right now
         sock = probe(paths)
@@ -346,13 +359,13 @@ def start_in_background(paths: Paths) -> None:
         spawn_daemon(paths)
 
 
-def _start_and_connect(paths: Paths, timeout: float = START_TIMEOUT) -> socket.socket:
+def _start_and_connect(paths: Paths, timeout: float = START_TIMEOUT) -> _socket.socket:
     _runtime_dir(paths)
     deadline = time.monotonic() + timeout
     with _startup_lock(paths) as lock:
         while True:  # another CLI may be starting the daemon: wait for it, then probe again
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _lock_now(lock)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:

@@ -10,8 +10,10 @@ import contextlib
 import os
 import stat
 import sys
-from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 APP = "db0"
 
@@ -20,81 +22,133 @@ class RuntimeDirError(Exception):
     """The runtime directory is unsafe (a symlink, someone else's, or open to others)."""
 
 
-class Paths(NamedTuple):
-    # A NamedTuple, not a dataclass: `dataclasses` pulls in `inspect` (~10 ms measured), and
-    # `db0 hook` imports this module at every prompt.
-    home: Path | None
-    config_dir: Path
-    data_dir: Path
-    log_dir: Path
-    runtime_dir: Path
+class Paths:
+    """The five directories, kept as strings and handed out as `Path`s: `pathlib` is imported
+    only when one is asked for. A CLI command that finds its daemon needs only `socket_file`
+    (the import diet that keeps `db0 hook` and `db0 recall` near a bare interpreter's start);
+    no dataclass either (`dataclasses` pulls in `inspect`)."""
+
+    __slots__ = ("_config", "_data", "_home", "_log", "_run")
+
+    def __init__(self, home: str | os.PathLike[str] | None, config_dir: str | os.PathLike[str],
+                 data_dir: str | os.PathLike[str], log_dir: str | os.PathLike[str],
+                 runtime_dir: str | os.PathLike[str]) -> None:
+        self._home = None if home is None else os.fspath(home)
+        self._config = os.fspath(config_dir)
+        self._data = os.fspath(data_dir)
+        self._log = os.fspath(log_dir)
+        self._run = os.fspath(runtime_dir)
+
+    def __repr__(self) -> str:
+        return (f"Paths(home={self._home!r}, config={self._config!r}, data={self._data!r}, "
+                f"log={self._log!r}, run={self._run!r})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Paths) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple[str | None, str, str, str, str]:
+        return (self._home, self._config, self._data, self._log, self._run)
+
+    @property
+    def socket_file(self) -> str:
+        return os.path.join(self._run, "daemon.sock")
+
+    @property
+    def home(self) -> Path | None:
+        return None if self._home is None else _path(self._home)
+
+    @property
+    def config_dir(self) -> Path:
+        return _path(self._config)
+
+    @property
+    def data_dir(self) -> Path:
+        return _path(self._data)
+
+    @property
+    def log_dir(self) -> Path:
+        return _path(self._log)
+
+    @property
+    def runtime_dir(self) -> Path:
+        return _path(self._run)
 
     @property
     def config_file(self) -> Path:
-        return self.config_dir / "config.toml"
+        return _path(self._config, "config.toml")
 
     @property
     def db_file(self) -> Path:
-        return self.data_dir / "db0.sqlite3"
+        return _path(self._data, "db0.sqlite3")
 
     @property
     def models_dir(self) -> Path:
-        return self.data_dir / "models"
+        return _path(self._data, "models")
 
     @property
     def spool_dir(self) -> Path:
-        return self.data_dir / "spool"
+        return _path(self._data, "spool")
 
     @property
     def log_file(self) -> Path:
-        return self.log_dir / "daemon.log"
+        return _path(self._log, "daemon.log")
 
     @property
     def socket(self) -> Path:
-        return self.runtime_dir / "daemon.sock"
+        return _path(self.socket_file)
 
     @property
     def pid_file(self) -> Path:
-        return self.runtime_dir / "daemon.pid"
+        return _path(self._run, "daemon.pid")
 
     @property
     def startup_lock(self) -> Path:
-        return self.runtime_dir / "startup.lock"
+        return _path(self._run, "startup.lock")
 
 
-def _private_runtime_dir() -> Path:
+def _path(*parts: str) -> Path:
+    from pathlib import Path
+
+    return Path(*parts)
+
+
+def _private_runtime_dir() -> str:
     # No XDG_RUNTIME_DIR (containers, cron, ssh without logind): make our own, like atuin does.
-    base = Path(os.environ.get("TMPDIR") or "/tmp")
-    return base / f"db0-{os.getuid()}"
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"db0-{os.getuid()}")
 
 
 def get_paths() -> Paths:
     home = os.environ.get("DB0_HOME")
+    j = os.path.join
     if home:
-        h = Path(home).expanduser().absolute()
-        return Paths(h, h / "config", h / "data", h / "logs", h / "run")
+        h = os.path.abspath(os.path.expanduser(home))
+        return Paths(h, j(h, "config"), j(h, "data"), j(h, "logs"), j(h, "run"))
     if sys.platform.startswith("linux"):
-        # platformdirs' XDG rules, spelled out: importing it costs ~13 ms of every command.
-        def xdg(var: str, default: str) -> Path:
+        # platformdirs' XDG rules, spelled out: importing it costs every command.
+        def xdg(var: str, default: str) -> str:
             value = os.environ.get(var)
-            return Path(value) if value and os.path.isabs(value) else Path.home() / default
+            return value if value and os.path.isabs(value) else j(os.path.expanduser("~"),
+                                                                   default)
 
         runtime_env = os.environ.get("XDG_RUNTIME_DIR")
         return Paths(
             None,
-            xdg("XDG_CONFIG_HOME", ".config") / APP,
-            xdg("XDG_DATA_HOME", ".local/share") / APP,
-            xdg("XDG_STATE_HOME", ".local/state") / APP / "log",
-            Path(runtime_env) / APP if runtime_env else _private_runtime_dir(),
+            j(xdg("XDG_CONFIG_HOME", ".config"), APP),
+            j(xdg("XDG_DATA_HOME", ".local/share"), APP),
+            j(xdg("XDG_STATE_HOME", ".local/state"), APP, "log"),
+            j(runtime_env, APP) if runtime_env else _private_runtime_dir(),
         )
     import platformdirs
 
     return Paths(
         None,
-        Path(platformdirs.user_config_dir(APP)),
-        Path(platformdirs.user_data_dir(APP)),
-        Path(platformdirs.user_log_dir(APP)),
-        Path(platformdirs.user_runtime_dir(APP)),
+        platformdirs.user_config_dir(APP),
+        platformdirs.user_data_dir(APP),
+        platformdirs.user_log_dir(APP),
+        platformdirs.user_runtime_dir(APP),
     )
 
 
@@ -136,6 +190,8 @@ def ensure_private_dir(path: Path) -> Path:
 def loose_modes(paths: Paths) -> list[tuple[Path, int]]:
     """Everything db0 keeps that another user could read or write: (path, mode), for
     `db0 doctor` (directories should be 0700, files 0600; the socket is checked at bind)."""
+    from pathlib import Path
+
     out: list[tuple[Path, int]] = []
     roots = [paths.config_dir, paths.data_dir, paths.log_dir, paths.runtime_dir]
     if paths.home is not None:

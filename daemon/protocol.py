@@ -10,9 +10,11 @@ Imported by the CLI: standard library only.
 from __future__ import annotations
 
 import json
-import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import _socket
 
 PROTOCOL = 1
 MAX_FRAME = 32 * 1024 * 1024
@@ -88,7 +90,7 @@ def encode(obj: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: _socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(min(n - len(buf), 1 << 20))
@@ -98,7 +100,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def read_frame(sock: socket.socket, max_frame: int = MAX_FRAME) -> dict[str, Any] | None:
+def read_frame(sock: _socket.socket, max_frame: int = MAX_FRAME) -> dict[str, Any] | None:
     """Read one frame; None on a clean close before a header."""
     first = sock.recv(_HEADER.size)
     if not first:

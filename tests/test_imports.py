@@ -108,3 +108,25 @@ def test_well_formed_commands_skip_typer_and_click(db0: Db0) -> None:
         assert loaded(args) == [], args
     for args in (["recall", "--help"], ["recall", "x", "-n", "many"], ["recall", "--bogus"]):
         assert "click" in loaded(args), args
+
+
+def test_hot_commands_skip_heavy_standard_modules(db0: Db0) -> None:
+    """What every prompt and every recall pays for: no `socket` (its enums), `pathlib`,
+    `subprocess`, `dataclasses` or `inspect` on the hot paths (the daemon starts elsewhere)."""
+    db0.run("remember", "start-up matters")
+    heavy = ("socket", "pathlib", "subprocess", "dataclasses", "inspect", "threading")
+    hook_in = json.dumps({"session_id": "imports", "cwd": str(db0.home),
+                          "hook_event_name": "UserPromptSubmit", "prompt": "start-up"})
+
+    def loaded(args: list[str], stdin: str = "") -> list[str]:
+        p = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(heavy)],
+                           capture_output=True, text=True, env=db0.env, timeout=120,
+                           input=stdin)
+        line = [ln for ln in p.stderr.splitlines() if ln.startswith("LOADED ")][-1]
+        return sorted(json.loads(line[len("LOADED "):]))
+
+    assert loaded(["recall", "start-up"]) == []
+    assert loaded(["remember", "another start-up fact"]) == []
+    assert loaded(["hook", "prompt", "--agent", "claude-code"], hook_in) == []
+    # ...and the probe can see them: the same run with an import of its own does.
+    assert loaded(["daemon", "status"]) != [] or loaded(["doctor"]) != []
