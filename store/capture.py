@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from db0.store import db as dbmod
-from db0.store import extract, memories, pack, search, sessions, tokens, transcripts, write
+from db0.store import extract, memories, pack, search, secrets, sessions, tokens, transcripts, write
 from db0.store.context import Context
 from db0.store.core import Store
 from db0.store.errors import StoreError
@@ -295,7 +295,9 @@ def record(store: Store, ctx: Context, ev: Event, injection: Injection | None
             "INSERT INTO injections(agent, agent_session, session_id, event, ts, query, tokens, "
             "memory_ids, text) VALUES (?,?,?,?,?,?,?,?,?)",
             (ev.agent, ev.session_id, row["session_id"], injection.event, time.time(),
-             injection.query, injection.tokens, json.dumps(injection.ids), injection.text))
+             # The query is the agent's raw prompt: it is redacted like every stored text.
+             secrets.redact(injection.query)[0], injection.tokens, json.dumps(injection.ids),
+             injection.text))
     if ev.event == "session-end":
         sessions.end_session(store, row["session_id"],
                              f"{ev.agent} session end ({ev.reason or '?'})")
