@@ -227,3 +227,27 @@ def test_restart_mid_reembed_finishes_the_job(mdb0: Db0) -> None:
     assert res[0]["content"] == FACTS[0]
     wait_until(lambda: status(mdb0).get("searching_with") == new, 600, "the switch")
     assert status(mdb0)["pending"] == 0
+
+
+def _thread_nices(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        out.append(int(stat.rsplit(")", 1)[1].split()[16]))  # field 19: nice
+    return out
+
+
+def test_catching_up_runs_below_requests(mdb0: Db0) -> None:
+    """The embedder's threads yield the cores to request threads: while a backlog embeds,
+    some threads run at a lower priority (higher nice) and the rest, the request threads
+    among them, at the daemon's own."""
+    import_lines(mdb0, 400, "nice")
+    pid = mdb0.daemon_pid()
+    assert pid is not None
+    nices = wait_until(lambda: (n := _thread_nices(pid)) and max(n) > min(n) and n, 60,
+                       "a background thread")
+    assert max(nices) - min(nices) >= 5, nices
+    assert mdb0.json("recall", "filler note nice")["results"]  # requests still answered

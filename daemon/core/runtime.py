@@ -36,6 +36,17 @@ C = TypeVar("C", bound="Component")
 log = logging.getLogger("db0.daemon")
 
 READERS_AHEAD = 4  # read connections opened at start, so the first requests never open one
+BACKGROUND_NICE = 10  # how much lower than request threads a background thread runs
+
+
+def lower_priority() -> None:
+    """Run the calling thread below the request threads (Linux schedules threads on their own
+    nice values): background work may use every idle core but yields one to a request. A thread
+    can lower its priority, never raise it back, so only threads that stay background call this."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at the normal priority
+        pass
 
 
 class Component:
@@ -45,6 +56,7 @@ class Component:
 
     name = "component"
     interval: float | None = None
+    background = False  # True: the worker thread runs below request threads (lower_priority)
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -97,6 +109,8 @@ class Component:
         self.on_stop()
 
     def _loop(self) -> None:
+        if self.background:
+            lower_priority()
         while not self._stop.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()

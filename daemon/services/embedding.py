@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from db0.daemon.core.config import Config
-from db0.daemon.core.runtime import Component, Runtime
+from db0.daemon.core.runtime import Component, Runtime, lower_priority
 from db0.daemon.protocol import Db0Error
 from db0.store import db as dbmod
 
@@ -54,6 +54,8 @@ class Loaded:
 
 class EmbeddingService(Component):
     name = "embedder"
+    background = True  # catching up never takes a core from a request (recall's query vector
+    #                    is made on the request thread, at normal priority)
 
     def __init__(self, rt: Runtime) -> None:
         super().__init__(rt)
@@ -384,6 +386,8 @@ class EmbeddingService(Component):
         errors: list[BaseException] = []
 
         def work(i: int) -> None:
+            if i:
+                lower_priority()  # a helper thread of the background embedder
             try:
                 results[i] = self._embed_grouped(contexts[i], shards[i])
             except BaseException as e:
