@@ -38,17 +38,26 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         r"(?!\[REDACTED:)([^\s\"']{6,})")),
 ]
 PRIVATE = re.compile(r"<private>.*?(?:</private>|\Z)", re.S | re.I)
-# Something every pattern above (and PRIVATE) needs to find in a text: a text without any of
-# these holds no secret, and most texts are such, so one search spares the fourteen. A new
-# pattern must add its own literal here (tests/test_secrets.py checks each format is caught).
-MAYBE = re.compile(r"-----BEGIN|AKIA|ASIA|ABIA|ACCA|aws|gh[pousr]_|github_pat_|glpat-|xox|"
-                   r"hooks\.slack|sk-|AIza|k_live_|k_test_|eyJ|://|pass|pwd|secret|api_?key|"
-                   r"token|<private", re.I)
+# Something every pattern above (and PRIVATE) needs to find in a text, lower-cased: a text
+# without any of these holds no secret, and most texts are such, so one pass of substring
+# searches spares the fourteen patterns (a case-insensitive regex alternation of the same
+# literals tries each at every position, many times slower). A new pattern must add its own
+# literal here (tests/test_secrets.py checks each format is caught).
+MAYBE = ("-----begin", "akia", "asia", "abia", "acca", "aws", "ghp_", "gho_", "ghu_", "ghs_",
+         "ghr_", "github_pat_", "glpat-", "xox", "hooks.slack", "sk-", "aiza", "k_live_",
+         "k_test_", "eyj", "://", "pass", "pwd", "secret", "apikey", "api_key", "token",
+         "<private")
+
+
+def maybe_secret(text: str) -> bool:
+    """Whether the text holds any literal a secret pattern needs (False: it holds none)."""
+    low = text.lower()
+    return any(lit in low for lit in MAYBE)
 
 
 def redact(text: str) -> tuple[str, dict[str, int]]:
     """The text with secrets replaced and <private> blocks removed, and what was found."""
-    if not MAYBE.search(text):
+    if not maybe_secret(text):
         return text, {}
     found: Counter[str] = Counter()
     text, n = PRIVATE.subn("", text)
