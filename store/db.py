@@ -60,6 +60,9 @@ def _load_vec(conn: apsw.Connection) -> bool:
     return True
 
 
+WRITER_CACHE_KIB = 32 << 10
+
+
 def connect(path: Path, *, readonly: bool = False, migrate: bool = True,
             durability: str = "normal") -> apsw.Connection:
     """Open the database. A read-only connection cannot write (SQLite enforces the single
@@ -77,6 +80,10 @@ def connect(path: Path, *, readonly: bool = False, migrate: bool = True,
         conn.execute(f"PRAGMA synchronous={DURABILITY[durability]}")
         # Forget/purge/redaction promise the text is gone: zero freed space, not just unlink it.
         conn.execute("PRAGMA secure_delete=ON")
+        # The one writer updates a memory's row, its indexes, its full text and its op at
+        # every write: a page cache that holds their upper levels saves re-reading them from
+        # the OS at each insert (SQLite's default is 2 MiB; pages are taken only as used).
+        conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         if migrate:
             migrate_db(conn)
     return conn
