@@ -28,7 +28,6 @@ import os
 import select
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Literal
 
 from db0.daemon import __version__
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
@@ -42,12 +41,15 @@ from db0.daemon.protocol import (
     request,
 )
 
+TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
 if TYPE_CHECKING:
     import subprocess
     from pathlib import Path
+    from typing import Any, Literal
+
+    Autostart = Literal["wait", "background", "never"]
 
 START_TIMEOUT = 15.0
-Autostart = Literal["wait", "background", "never"]
 _NOT_THERE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK)
 
 

@@ -10,7 +10,8 @@ import contextlib
 import os
 import stat
 import sys
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
 
 if TYPE_CHECKING:
     from pathlib import Path

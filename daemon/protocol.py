@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
 if TYPE_CHECKING:
     import _socket
+    from typing import Any
 
 PROTOCOL = 1
 MAX_FRAME = 32 * 1024 * 1024

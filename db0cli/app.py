@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any
 
 from db0.daemon.protocol import EXIT_INTERRUPTED, EXIT_USAGE, Db0Error
+
+TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _import_typer() -> Any:
@@ -41,6 +44,9 @@ app: Any = None
 def _build_app() -> Any:
     global typer, app
     if app is None:
+        import typing
+        from typing import Annotated
+
         typer = _import_typer()
         from typer.core import TyperGroup
 
@@ -70,6 +76,9 @@ def _build_app() -> Any:
             # --version is answered in main(), before any of this is built; declared here so
             # that --help lists it.
 
+        # Typer evaluates annotations in this module, where Annotated is not a global.
+        root.__annotations__ = typing.get_type_hints(
+            root, localns={"Annotated": Annotated, "typer": typer}, include_extras=True)
         app.callback()(root)
     return app
 
@@ -173,11 +182,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fast(name: str, args: list[str]) -> int | None:
-    import importlib
-
     from db0.cli.params import fast_call
 
-    mod = importlib.import_module(f"db0.cli.commands.{name}")
+    # __import__, not importlib.import_module: importlib's package (and warnings) would be
+    # loaded for this one call.
+    __import__(f"db0.cli.commands.{name}")
+    mod = sys.modules[f"db0.cli.commands.{name}"]
     commands = getattr(mod, "COMMANDS", None)
     if commands is None:
         return None

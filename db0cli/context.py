@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def build(user: str | None = None, agent: str | None = None, session: str | None = None,

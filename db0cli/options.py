@@ -6,10 +6,13 @@ Declarations are `db0cli/params.py` specs, so importing this module costs no Typ
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
 
-from db0.cli.params import Opt
+from db0.cli.params import Annotated, Opt
 from db0.daemon.protocol import Db0Error
+
+TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
+if TYPE_CHECKING:
+    from typing import Any
 
 SCOPES = ("user", "agent", "session", "task")
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def is_tty(stream: Any = None) -> bool:
@@ -95,16 +99,39 @@ def age(iso: str | None) -> str:
     """'3m', '2h', '5d' since an ISO time (for people, not programs)."""
     if not iso:
         return ""
+    when = _epoch(iso)
+    if when is None:
+        return iso
+    s = max(0.0, time.time() - when)
+    for unit, n in (("y", 31536000), ("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{int(s // n)}{unit}"
+    return f"{int(s)}s"
+
+
+def _epoch(iso: str) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time. The daemon's own form (UTC,
+    `YYYY-MM-DDTHH:MM:SS[.fff]Z`) is read by hand, so listing memories does not import
+    datetime; anything else goes to datetime.fromisoformat (None: not a time)."""
+    if len(iso) >= 20 and iso[-1] == "Z" and iso[4] == "-" and iso[10] == "T":
+        try:
+            y, mo, d = int(iso[0:4]), int(iso[5:7]), int(iso[8:10])
+            h, mi, sec = int(iso[11:13]), int(iso[14:16]), float(iso[17:-1])
+        except ValueError:
+            return None
+        # Days from 1970-01-01 to y-mo-d in the proleptic Gregorian calendar.
+        yy = y - (mo <= 2)
+        era = yy // 400
+        yoe = yy - era * 400
+        doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d - 1
+        days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+        return days * 86400 + h * 3600 + mi * 60 + sec
     from datetime import UTC, datetime
 
     try:
         dt = datetime.fromisoformat(iso)
     except ValueError:
-        return iso
+        return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    s = max(0.0, (datetime.now(UTC) - dt).total_seconds())
-    for unit, n in (("y", 31536000), ("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= n:
-            return f"{int(s // n)}{unit}"
-    return f"{int(s)}s"
+    return dt.timestamp()

@@ -12,11 +12,33 @@ Typer, so help and errors are Typer's, always.
 from __future__ import annotations
 
 import types
-import typing
-from collections.abc import Callable
-from typing import Any, NamedTuple
 
-Fn = Callable[..., Any]
+# `typing` is not imported at run time: it is a tenth of a hot command's start-up, and
+# nothing here needs it but annotations (mypy reads the TYPE_CHECKING branches).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Annotated as Annotated  # noqa: PLC0414 (re-exported for mypy)
+    from typing import Any
+
+    Fn = Callable[..., Any]
+else:
+    class Annotated:
+        """What a command module writes as `Annotated[T, Opt(...)]`: at run time just the pair
+        (T, spec), which `params_of` reads; for mypy, typing's own Annotated."""
+
+        def __class_getitem__(cls, item: tuple) -> Hint:
+            return Hint(item[0], item[1])
+
+
+class Hint:
+    """A parameter's declared type and its Opt or Arg (what `Annotated[T, spec]` makes)."""
+
+    __slots__ = ("base", "spec")
+
+    def __init__(self, base: Any, spec: Opt | Arg) -> None:
+        self.base = base
+        self.spec = spec
 
 
 class Opt:
@@ -44,11 +66,19 @@ class Arg:
         self.show_default = show_default
 
 
-class Command(NamedTuple):
-    path: tuple[str, ...]  # ("remember",) or ("session", "start")
-    fn: Fn
-    context_settings: dict[str, Any] | None = None
-    fast: bool = True  # False: always through Typer (a command that passes raw arguments on)
+class Command:
+    """A command: its words (("remember",) or ("session", "start")), its function, Typer's
+    context settings, and whether the fast path may run it (False: always through Typer, for a
+    command that passes raw arguments on)."""
+
+    __slots__ = ("context_settings", "fast", "fn", "path")
+
+    def __init__(self, path: tuple[str, ...], fn: Fn,
+                 context_settings: dict[str, Any] | None = None, fast: bool = True) -> None:
+        self.path = path
+        self.fn = fn
+        self.context_settings = context_settings
+        self.fast = fast
 
 
 def cmd(path: str, fn: Fn, *, context_settings: dict[str, Any] | None = None,
@@ -58,12 +88,20 @@ def cmd(path: str, fn: Fn, *, context_settings: dict[str, Any] | None = None,
 
 # -- the parameters of a function -------------------------------------------------------------
 
-class Param(NamedTuple):
-    name: str
-    kind: type  # int, float, str, bool, list (of str)
-    spec: Opt | Arg
-    default: Any
-    required: bool
+class Param:
+    """One declared parameter: `kind` is int, float, str, bool or list (of str); `base` the
+    annotated type as written (Typer's reading needs it)."""
+
+    __slots__ = ("base", "default", "kind", "name", "required", "spec")
+
+    def __init__(self, name: str, kind: type, spec: Opt | Arg, default: Any, required: bool,
+                 base: Any) -> None:
+        self.name = name
+        self.kind = kind
+        self.spec = spec
+        self.default = default
+        self.required = required
+        self.base = base
 
 
 _PARAMS: dict[Fn, list[Param]] = {}
@@ -73,7 +111,6 @@ def params_of(fn: Fn) -> list[Param]:
     """The declared parameters of a command function (its annotations, read once)."""
     if fn in _PARAMS:
         return _PARAMS[fn]
-    hints = typing.get_type_hints(fn, include_extras=True)
     code = fn.__code__
     names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
     defaults = dict(zip(names[len(names) - len(fn.__defaults__ or ()):], fn.__defaults__ or (),
@@ -81,20 +118,31 @@ def params_of(fn: Fn) -> list[Param]:
     defaults.update(fn.__kwdefaults__ or {})
     out = []
     for name in names:
-        hint = hints[name]
-        base, spec = typing.get_args(hint)[0], typing.get_args(hint)[1]
-        out.append(Param(name, _kind(base), spec, defaults.get(name, ...),
-                         name not in defaults))
+        hint = _hint(fn, name)
+        out.append(Param(name, _kind(hint.base), hint.spec, defaults.get(name, ...),
+                         name not in defaults, hint.base))
     _PARAMS[fn] = out
     return out
 
 
+def _hint(fn: Fn, name: str) -> Hint:
+    """A parameter's `Annotated[T, spec]`, evaluated in its module (annotations are strings:
+    every command module has `from __future__ import annotations`)."""
+    raw = fn.__annotations__[name]
+    hint = eval(raw, fn.__globals__) if isinstance(raw, str) else raw
+    if not isinstance(hint, Hint):
+        raise TypeError(f"{fn.__qualname__}({name}): declare it as Annotated[T, Opt(...)] or "
+                        "Annotated[T, Arg(...)] with db0.cli.params.Annotated")
+    return hint
+
+
 def _kind(t: Any) -> type:
-    args = [a for a in typing.get_args(t) if a is not type(None)]
-    if typing.get_origin(t) in (typing.Union, types.UnionType) and args:
-        return _kind(args[0])
-    if typing.get_origin(t) is list or t is list:
-        return list
+    """int, float, str, bool or list, from `T`, `T | None` or `list[str] | None`."""
+    if isinstance(t, types.UnionType):
+        args = [a for a in t.__args__ if a is not type(None)]
+        return _kind(args[0]) if args else str
+    if isinstance(t, types.GenericAlias):
+        return list if t.__origin__ is list else str
     return t if isinstance(t, type) else str
 
 
@@ -104,6 +152,7 @@ def typer_command(fn: Fn) -> Fn:
     """`fn` as Typer wants it: the same function, its signature's annotations turned into
     `typer.Option` / `typer.Argument`."""
     import inspect
+    import typing
 
     import click
     import typer
@@ -120,7 +169,7 @@ def typer_command(fn: Fn) -> Fn:
             info = typer.Option(*spec.decls, hidden=spec.hidden, show_envvar=False, **extra)
         else:
             info = typer.Argument(**extra)
-        annotation = typing.Annotated[_annotation(fn, p.name), info]  # type: ignore[valid-type]
+        annotation = typing.Annotated[p.base, info]  # type: ignore[name-defined]  # built at run time
         default = inspect.Parameter.empty if p.default is ... else p.default
         ps.append(inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                     default=default, annotation=annotation))
@@ -130,11 +179,10 @@ def typer_command(fn: Fn) -> Fn:
 
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     wrapper.__signature__ = inspect.Signature(ps)  # type: ignore[attr-defined]
+    # Typer reads the signature's annotations; the wrapper's own ("Any", strings) would be
+    # evaluated where typing is not imported.
+    wrapper.__annotations__ = {}
     return wrapper
-
-
-def _annotation(fn: Fn, name: str) -> Any:
-    return typing.get_args(typing.get_type_hints(fn, include_extras=True)[name])[0]
 
 
 def register(app: Any, commands: list[Command], groups: dict[str, str]) -> None:

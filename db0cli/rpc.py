@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import atexit
-from typing import Any
 
 from db0.daemon.client import Client
+
+TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
+if TYPE_CHECKING:
+    from typing import Any
 
 _client: Client | None = None
 

@@ -210,3 +210,25 @@ def test_purge_erases_text_everywhere(db0: Db0, home: Path) -> None:
     for f in (home / "data").glob("db0.sqlite3*"):
         assert b"XK1234567" not in f.read_bytes(), f
     assert "XK1234567" not in db0.run("export", "--all").out
+
+
+def test_ages_read_the_daemons_times_by_hand_as_datetime_would() -> None:
+    import datetime as dt
+    import random
+
+    import pytest
+
+    from db0.cli import output
+
+    r = random.Random(7)
+    for _ in range(5000):
+        t = r.uniform(-1e9, 4e9)
+        d = dt.datetime.fromtimestamp(t, dt.UTC).replace(microsecond=r.randrange(1000) * 1000)
+        iso = d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+        assert output._epoch(iso) == pytest.approx(d.timestamp(), abs=1e-6), iso
+    assert output._epoch("2026-12-02T10:00:00+02:00") == dt.datetime(
+        2026, 12, 2, 8, tzinfo=dt.UTC).timestamp()  # other forms: datetime
+    assert output._epoch("2026-1x-02T10:00:00.000Z") is None  # not a number: no error
+    assert output._epoch("yesterday") is None
+    assert output.age("yesterday") == "yesterday"
+    assert output.age(None) == ""

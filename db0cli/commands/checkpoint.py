@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 from db0.cli import output
 from db0.cli.options import (
@@ -17,7 +17,7 @@ from db0.cli.options import (
     context,
     read_source,
 )
-from db0.cli.params import Arg, Command, Opt, cmd
+from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 from db0.daemon.protocol import Db0Error
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
 
 from db0.cli import output
 from db0.cli.options import JsonOpt
-from db0.cli.params import Arg, Command, cmd
+from db0.cli.params import Annotated, Arg, Command, cmd
 from db0.daemon.protocol import Db0Error
 
 FILES = {"bash": "db0.bash", "zsh": "_db0", "fish": "db0.fish"}

@@ -6,11 +6,11 @@ import contextlib
 import os
 import sys
 import time
-from typing import Annotated, Any
+from typing import Any
 
 from db0.cli import output
 from db0.cli.options import JsonOpt
-from db0.cli.params import Command, Opt, cmd
+from db0.cli.params import Annotated, Command, Opt, cmd
 from db0.daemon import client as dclient
 from db0.daemon.paths import get_paths
 from db0.daemon.protocol import EXIT_NOT_RUNNING, Db0Error

@@ -3,9 +3,7 @@ before Typer is built; this entry is here for `db0 --help` and `db0 git --help`)
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from db0.cli.params import Arg, Command, Opt, cmd
+from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 
 
 def capture(

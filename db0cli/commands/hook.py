@@ -3,9 +3,7 @@ built (agents run it at every prompt); this entry only makes it appear in `db0 -
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from db0.cli.params import Arg, Command, cmd
+from db0.cli.params import Annotated, Arg, Command, cmd
 
 
 def hook(args: Annotated[list[str] | None, Arg(help="EVENT --agent AGENT",

@@ -20,11 +20,11 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from db0.cli import output
 from db0.cli.options import JsonOpt
-from db0.cli.params import Arg, Command, Opt, cmd
+from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 from db0.cli.settingsfile import add_block, cut_block, newline_of
 from db0.cli.settingsio import SettingsFile
 from db0.daemon.agents import AGENTS as AGENT_TABLE

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
 from db0.cli import output
 from db0.cli.options import JsonOpt
-from db0.cli.params import Arg, Command, Opt, cmd
+from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 
 

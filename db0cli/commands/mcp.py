@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from db0.cli.options import AgentOpt, SessionOpt, TaskOpt, UserOpt, context
-from db0.cli.params import Command, Opt, cmd
+from db0.cli.params import Annotated, Command, Opt, cmd
 from db0.daemon.protocol import Db0Error
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
 
 from db0.cli import output
 from db0.cli.options import (
@@ -23,9 +22,13 @@ from db0.cli.options import (
     read_source,
     text_arg,
 )
-from db0.cli.params import Arg, Command, Opt, cmd
+from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 from db0.cli.rpc import call, client
 from db0.daemon.protocol import Db0Error
+
+TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
+if TYPE_CHECKING:
+    from typing import Any
 
 Words = Annotated[list[str] | None, Arg(help="The text; '-' reads stdin.", show_default=False)]
 IdArg = Annotated[str, Arg(help="A memory id (or a unique prefix of 6+ characters).")]

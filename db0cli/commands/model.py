@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from db0.cli import output
 from db0.cli.options import JsonOpt
-from db0.cli.params import Arg, Command, Opt, cmd
+from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 
 

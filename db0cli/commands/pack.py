@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
 from db0.cli import output
 from db0.cli.options import (
@@ -17,7 +16,7 @@ from db0.cli.options import (
     context,
     read_stdin_text,
 )
-from db0.cli.params import Arg, Command, Opt, cmd
+from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 from db0.cli import output
 from db0.cli.options import AgentOpt, JsonOpt, SessionOpt, TaskOpt, UserOpt, context
-from db0.cli.params import Arg, Command, Opt, cmd
+from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 
 LabelOpt = Annotated[str | None, Opt("--label", "-l", help="A name to recognise it.")]

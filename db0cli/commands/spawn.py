@@ -12,11 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 from db0.cli import output
 from db0.cli.options import UserOpt, context
-from db0.cli.params import Arg, Command, Opt, cmd
+from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 from db0.daemon.protocol import Db0Error
 

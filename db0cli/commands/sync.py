@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 from db0.cli import output
 from db0.cli.options import JsonOpt
-from db0.cli.params import Arg, Command, cmd
+from db0.cli.params import Annotated, Arg, Command, cmd
 from db0.cli.rpc import call, client
 from db0.daemon.protocol import Db0Error
 

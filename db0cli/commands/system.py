@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 from db0.cli import output
 from db0.cli.options import JsonOpt
-from db0.cli.params import Command, Opt, cmd
+from db0.cli.params import Annotated, Command, Opt, cmd
 from db0.cli.rpc import call
 from db0.daemon import __version__
 from db0.daemon.paths import get_paths

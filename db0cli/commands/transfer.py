@@ -6,11 +6,11 @@ import contextlib
 import json
 import os
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 from db0.cli import output
 from db0.cli.options import AgentOpt, JsonOpt, SessionOpt, TaskOpt, UserOpt, context, read_source
-from db0.cli.params import Arg, Command, Opt, cmd
+from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 from db0.cli.rpc import client
 from db0.daemon.protocol import Db0Error
 

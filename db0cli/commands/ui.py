@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 from db0.cli import output
 from db0.cli.options import JsonOpt
-from db0.cli.params import Command, Opt, cmd
+from db0.cli.params import Annotated, Command, Opt, cmd
 from db0.cli.rpc import call
 
 

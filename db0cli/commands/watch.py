@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 from db0.cli import output
 from db0.cli.options import AgentOpt, JsonOpt, ScopeOpt, SessionOpt, TaskOpt, UserOpt, context
-from db0.cli.params import Arg, Command, Opt, cmd
+from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 from db0.cli.rpc import call
 
 DirArg = Annotated[str, Arg(help="The folder.", show_default=False)]
