@@ -161,7 +161,7 @@ def recall(
     = False,
     rerank: Annotated[int, Opt("--rerank", metavar="N", help="Rescore the top N "
                                         "with the cross-encoder (db0 model install "
-                                        "--reranker): better order, 15-70 ms a result.")]
+                                        "--reranker): better order, slower.")]
     = 0,
     queries: Annotated[str | None, Opt("--queries", help="JSON lines {query, k} or "
                                                 "plain lines from FILE or '-'; one JSON line "
