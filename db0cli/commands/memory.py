@@ -212,8 +212,9 @@ def recall(
         return 0
     for note in res.get("notices") or []:
         output.notice(f"db0: {note}")
-    rows = [(r["id"], f"{r['score']:.3f}", r["scope"], output.age(r["created_at"]),
-             r["content"]) for r in res["results"]]
+    # A memory pulled in by --expand has no score of its own: it shows the link it came by.
+    rows = [(r["id"], f"{r['score']:.3f}" if "score" in r else f"{r['via']['type']} link",
+             r["scope"], output.age(r["created_at"]), r["content"]) for r in res["results"]]
     output.table(("id", "score", "scope", "age", "content"), rows)
     return 0 if rows else 1
 
