@@ -18,8 +18,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 
-# A regular (not editable) install: setuptools' editable finder costs ~10 ms at every start
-# (measured: db0 hook 70 -> 60 ms), and git and agent hooks run db0 at every commit and prompt.
+# A regular (not editable) install: setuptools' editable finder adds to every start
+# (docs/performance.md), and git and agent hooks run db0 at every commit and prompt.
 # `make dev` installs editable instead, for working on db0 itself.
 install: $(PY)
 	rm -rf build/lib build/bdist.*

@@ -1,4 +1,4 @@
-"""Issue 18's quality figure: evidence recall on agent-style memory, through the real CLI.
+"""Recall quality on agent-style memory: evidence recall through the real CLI.
 
 The data (bench/agentmem/, described in its README.md) is one user's memories over nine months
 and five projects: preferences and identity, decisions that were later reversed (same key,

@@ -1,5 +1,6 @@
-"""Issue 8's git figure: `git commit` with db0's capture hooks installed against the same commit
-in a repository without them, interleaved in one run; the added time, median (target <= 30 ms).
+"""What git capture adds to a commit: `git commit` with db0's capture hooks installed against
+the same commit in a repository without them, interleaved in one run; the added time, median
+(target <= 30 ms).
 Also checks that every commit was captured in the end.
 
 Prints one JSON document. Usage: python bench/capture_speed.py [--commits 40]

@@ -1,4 +1,4 @@
-"""Issue 3's speed figures: embeddings per second through the daemon, and server-side recall
+"""Embedding and recall speed: embeddings per second through the daemon, and server-side recall
 latency (query embedding included) at 10,000 and 100,000 memories, median and p95.
 
 1. A fresh DB0_HOME with the default model (installed once: `db0 model install`, or copied from
@@ -12,12 +12,7 @@ latency (query embedding included) at 10,000 and 100,000 memories, median and p9
    new sentences (embedded per query, never cached) are timed by the daemon (`took_ms`).
 
 Prints one JSON document. Usage: python bench/embed_recall_speed.py [--sizes 10000,100000]
-
-Notes on what was tried (figures on 2 shared cores): a sqlite-vec vec0 k-NN at 100,000 x 384 is a
-brute-force scan of 110-150 ms whether float, int8 or bit vectors, partitioned by scope or not,
-or restricted with `rowid IN (...)`; a NumPy matrix-vector product over the same vectors held in
-memory is 8-9 ms. So the daemon searches an in-memory matrix per model (store/vectors.py),
-over-fetching and applying the scope/filters in SQL on the candidates.
+What was tried before the vectors were held in memory (sqlite-vec's vec0): docs/performance.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 16's figure: precision and recall of rule-based fact extraction on a labelled set.
+"""Fact extraction quality: precision and recall of rule-based fact extraction on a labelled set.
 
 The set is tests/data/extraction.jsonl: user turns from coding-agent sessions, written by hand,
 each with the facts a careful reader would keep (often none) and a `split` (`dev`, tuned on;

@@ -1,5 +1,6 @@
-"""Issue 2's figures: `db0 remember` and `db0 recall` as processes against a warm daemon with
-10,000 memories (beside `python -c pass`, same run), and `db0 import` throughput at 100,000.
+"""CLI round trips and import throughput: `db0 remember` and `db0 recall` as processes against
+a warm daemon with 10,000 memories (beside `python -c pass`, same run), and `db0 import`
+throughput at 100,000.
 
 Prints one JSON document. Usage: python bench/foundation_speed.py [--n-import 100000]
 """

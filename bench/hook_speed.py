@@ -1,4 +1,4 @@
-"""Issue 7's figures: `db0 hook prompt --agent claude-code` end to end (process start to exit,
+"""Agent hook latency: `db0 hook prompt --agent claude-code` end to end (process start to exit,
 as Claude Code waits on it) against a warm daemon with 10,000 memories, and with the daemon
 stopped (the hook spools and starts one; fail-open must also be fast). `python -c pass` is
 measured in the same run as the floor every Python command pays.

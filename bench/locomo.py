@@ -1,4 +1,4 @@
-"""Issue 3's quality figure: evidence recall@k on LoCoMo, through the real CLI and daemon.
+"""Recall quality on LoCoMo: evidence recall@k, through the real CLI and daemon.
 
 For each conversation of ../shared/bench/locomo-dev.json (format in ../shared/bench/README.md):
 a fresh DB0_HOME with the default model (installed once with `db0 model install`, or copied

@@ -1,4 +1,4 @@
-"""Issue 4's figure: `memory.pack` at 100,000 memories with a 2,000-token budget, server-side
+"""Pack latency: `memory.pack` at 100,000 memories with a 2,000-token budget, server-side
 (`took_ms`, query embedding included), median and p95; recall's latency in the same run as the
 baseline it builds on.
 

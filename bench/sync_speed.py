@@ -1,4 +1,4 @@
-"""Issue 5's figures: push and pull of N ops (default 100,000) between two devices through a
+"""Sync throughput: push and pull of N ops (default 100,000) between two devices through a
 real Postgres, in ops/s each way (target: 10,000 ops/s).
 
 Device A gets N memories written through `store.core.write_state` before its daemon starts

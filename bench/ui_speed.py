@@ -1,4 +1,4 @@
-"""Issue 19's speed figures: the inspector's API at 1,000,000 memories, server-side.
+"""Inspector latency: the inspector's API at 1,000,000 memories, server-side.
 
 1. A fresh DB0_HOME grown to `--n` memories through the store's one write path
    (`write.prepare` + `write.remember_many`, 5,000 a transaction, the daemon stopped): user

@@ -1,5 +1,5 @@
-"""Issue 17's vector index figures: build, ready-after-restart, RSS, disk, scoped and unscoped
-latency and recall@10 against exact search, for each way of holding the vectors.
+"""Ways of holding the vectors, compared: build, ready-after-restart, RSS, disk, scoped and
+unscoped latency and recall@10 against exact search, for each option below.
 
 Data. Real all-MiniLM-L6-v2 vectors of the LoCoMo turns and questions (../shared/bench, embedded
 once with the installed GGUF model through llama.cpp, cached in build/vecbench/), and from them

@@ -15,7 +15,7 @@ talks to the daemon through `Client`, and nothing else speaks the protocol.
 Imports only the standard library, `protocol` and `paths`, and of those only what a call
 needs: every CLI command and hook pays for its imports (starting a daemon brings in
 `subprocess`, a spool `pathlib`). Sockets are `_socket`'s: `socket.py` converts its constants
-to enums at import, the most expensive import a command made.
+to enums at import, a cost every command would pay (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -25,9 +25,9 @@ class RuntimeDirError(Exception):
 
 class Paths:
     """The five directories, kept as strings and handed out as `Path`s: `pathlib` is imported
-    only when one is asked for. A CLI command that finds its daemon needs only `socket_file`
-    (the import diet that keeps `db0 hook` and `db0 recall` near a bare interpreter's start);
-    no dataclass either (`dataclasses` pulls in `inspect`)."""
+    only when one is asked for. A CLI command that finds its daemon needs only `socket_file`,
+    and every command pays for what this module imports (`db0 hook` runs at every prompt); no
+    dataclass either (`dataclasses` pulls in `inspect`)."""
 
     __slots__ = ("_config", "_data", "_home", "_log", "_run")
 

@@ -2,7 +2,7 @@
 
 The scripts are static: every command path, its subcommands, its options and the choices an
 option takes are written into the script, so pressing Tab runs no Python (a dynamic script would
-start db0, ~200 ms, at every Tab). `completions/` holds the generated scripts for packagers;
+start db0 at every Tab). `completions/` holds the generated scripts for packagers;
 `db0 completions install` writes freshly generated ones for the db0 that runs it.
 """
 

@@ -1,8 +1,8 @@
 """`db0 mcp`: db0 as a stdio MCP server on the official SDK (`mcp>=2,<3`, `MCPServer`).
 
-Imported only by `db0cli/commands/mcp.py`, so no other command pays for the SDK (~1-2 s of
-imports). The server is a client of the daemon like every command (`db0.cli.rpc`), with the
-CLI's context rules: the flags given to `db0 mcp`, then DB0_* in the server's environment.
+Imported only by `db0cli/commands/mcp.py`, so no other command pays for the SDK's imports.
+The server is a client of the daemon like every command (`db0.cli.rpc`), with the CLI's context
+rules: the flags given to `db0 mcp`, then DB0_* in the server's environment.
 
 Tools, resources and prompts only: no sampling, no elicitation (the 2026 protocol revision has
 no server-initiated requests). Every answer stays under 10,000 tokens (Claude Code warns at
@@ -242,7 +242,7 @@ def build(ctx: dict[str, Any]) -> Any:
         include_superseded: Annotated[bool, Field(description="Show replaced facts "
                                                   "too.")] = False,
         rerank: Annotated[int, Field(description="Rescore the top N with the local "
-                                     "cross-encoder: a better order for ~30-60 ms a result "
+                                     "cross-encoder: a better order, slower "
                                      "(0: off).", ge=0, le=100)] = 0,
     ) -> str:
         """Search memories by meaning and keywords. Answers {results: [{id, score, scope,

@@ -191,7 +191,7 @@ def schema_of(conn: apsw.Connection) -> dict[tuple[str, str], str]:
 
 
 def expected_schema() -> dict[tuple[str, str], str]:
-    """The schema a new database gets (built in memory; a few milliseconds)."""
+    """The schema a new database gets (built in memory)."""
     conn = apsw.Connection(":memory:")
     _configure(conn)
     try:

@@ -54,7 +54,7 @@ def _near(a: set[str], b: set[str]) -> bool:
 
 def pinned(store: Store, ctx: Context, filters: search.Filters) -> list[dict[str, Any]]:
     # The pinned rows first (a partial index holds only them), then the filters on those few:
-    # one query joining both let the planner walk every memory of the owner (~20 ms at 100k).
+    # one query joining both let the planner walk every memory of the owner.
     rids = [int(r[0]) for r in store.conn.execute(
         "SELECT rid FROM memories INDEXED BY memories_pinned WHERE pinned = 1 LIMIT 1000")]
     if not rids:

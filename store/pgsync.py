@@ -290,7 +290,7 @@ def read_pending(store: Store, remote: str, scopes: list[str], limit: int
 
 
 def read_vectors(store: Store, remote: str, limit: int) -> tuple[list[tuple[Any, ...]], int]:
-    """The next local vectors (issue 3's memory_vectors) for the remote's searchable copy, as
+    """The next local vectors (`memory_vectors`, m003) for the remote's searchable copy, as
     (model, model_sha, content_hash, dim, '[x,y,…]'), and the mark to record once sent."""
     import numpy as np
 

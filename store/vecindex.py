@@ -17,7 +17,8 @@ so every row whose upper bound reaches the n-th best lower bound is re-scored fr
 row in SQLite and the rest cannot be in the top n: the result of an exact search is the result
 of brute force over the stored vectors, and its distances are exact. Rows added since the file
 was written (the delta) are held in float32 and scored exactly. Graph candidates are ranked by
-the graph's int8 distance and re-scored the same way (approximate: recall is measured).
+the graph's int8 distance and re-scored the same way (approximate: bench/vector_index.py
+measures its recall@10 against exact search).
 
 Memory. The small per-row arrays (rid, partition, scale, ...) are memory-mapped; the int8 rows
 are read with pread when a search needs them, so they never pile up in the process's RSS; the
@@ -62,8 +63,8 @@ GRAPH_STALE = 0.05       # a graph missing this share of its partition is rebuil
 GRAPH_STALE_MIN = 2_000  # ... but not for fewer rows than this
 CONNECTIVITY = 16        # HNSW M
 EXPANSION_ADD = 128      # HNSW efConstruction
-# HNSW ef at search grows with the graph: size / 900, between these. Measured on MiniLM vectors
-# (bench/vector_index.py): 200,000 needed ef 160 for recall@10 0.98, 1,000,000 needed ~1,024.
+# HNSW ef at search grows with the graph: size / 900, between these, chosen with
+# bench/vector_index.py to keep recall@10 near 0.98 on MiniLM vectors (docs/performance.md).
 EXPANSION_SEARCH = 128
 EXPANSION_MAX = 1_100
 GRAPH_SLACK = 0.03       # assumed error of the graph's int8 cosine, for the re-scoring cut

@@ -336,6 +336,10 @@ def test_links_show_and_expand(u: Db0) -> None:
     assert [x["id"] for x in plain] == [a]
     expanded = u.json("recall", "lemur", "-n", "1", "--expand")["results"]
     assert [x["id"] for x in expanded] == [a, b] and expanded[1]["via"]["id"] == a
+    # Piped text: the linked memory has no score of its own and shows the link it came by.
+    lines = u.run("recall", "lemur", "-n", "1", "--expand").out.splitlines()
+    assert [ln.split("\t")[:2] for ln in lines] == [[a, lines[0].split("\t")[1]],
+                                                     [b, "supports link"]]
     bad = u.run("link", a, b, "--type", "hates", check=False)
     assert bad.code == 1 and "unknown link type" in bad.err
     assert u.run("link", a, "zzzzzzzzzz", check=False).code == 4

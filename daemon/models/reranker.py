@@ -5,8 +5,8 @@ The GGUF is written by daemon/rerankconv.py with pooling RANK: llama.cpp runs BE
 text's tokens (and its closing [SEP]) are shifted into the second half of the vocabulary,
 which carries segment B's token-type embedding (llama.cpp itself adds only type 0's).
 
-One pair a decode: packing pairs into one batch was slower here (attention then spans the
-whole batch): 20 short pairs took 1,100 ms packed, 580 ms one at a time, on 2 threads.
+One pair a decode: packing pairs into one batch is slower (attention then spans the whole
+batch; docs/performance.md).
 """
 
 from __future__ import annotations

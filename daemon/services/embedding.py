@@ -374,9 +374,8 @@ class EmbeddingService(Component):
 
     def _embed_parallel(self, t: Loaded, texts: list[str]) -> list[list[float]]:
         """Split the texts between the 1-thread batch contexts, one Python thread each
-        (llama.cpp releases the GIL while it computes). Measured on 2 busy cores, same run:
-        two 1-thread contexts 37 embeddings/s, one 2-thread context 6/s (its threads spin
-        waiting for each other when the cores are shared)."""
+        (llama.cpp releases the GIL while it computes). Never one multi-thread context: its
+        threads spin waiting for each other when the cores are shared (docs/performance.md)."""
         contexts = [t.embedder, *t.workers]
         if len(contexts) == 1 or len(texts) < 2 * len(contexts):
             return self._embed_grouped(t.embedder, texts)
@@ -408,10 +407,9 @@ class EmbeddingService(Component):
         return out
 
     def _embed_grouped(self, embedder: Any, texts: list[str]) -> list[list[float]]:
-        """Embed in small groups: a BERT batch attends over all its tokens at once, so one call
-        per ~128 tokens ran at 135-140 texts/s on 2 cores against 85/s for 64 texts a call; on
-        LoCoMo turns (~25 tokens) one text a call beat 3 a call (55 vs 50/s, same run, loaded
-        machine) and 6 a call (41/s), so only short texts share a call."""
+        """Embed in small groups of at most `group_chars` characters: a BERT batch attends over
+        all its tokens at once, so big groups cost more than they save; only short texts share
+        a call (docs/performance.md)."""
         out: list[list[float]] = []
         group: list[str] = []
         size = 0
@@ -499,12 +497,8 @@ class EmbeddingService(Component):
 
         path = Path(info.path)
         # Batch work: one 1-thread context per thread asked for, run side by side (see
-        # _embed_parallel). Queries: a 1-thread context too. In the daemon a 2-thread query
-        # context was slower even on an idle machine: embedding 12.8-15.0 ms median with a
-        # tail past 100 ms, against 10.8-11.3 ms and p95 35.9 ms for the whole recall with
-        # 1 thread (/tmp/lat.py, 150 recalls at 100,000 memories, two rounds each). Running
-        # the keyword half of a search meanwhile on the other core made it slower (33.2 ms);
-        # a 2-thread context with OMP_WAIT_POLICY=PASSIVE (no spinning) took 13.7 ms.
+        # _embed_parallel). Queries: a 1-thread context too; a 2-thread one was slower in the
+        # daemon even on an idle machine (docs/performance.md).
         emb = Embedder(str(path), 1)
         workers = [Embedder(str(path), 1) for _ in range(self.threads - 1)]
         query = Embedder(str(path), 1)

@@ -1,9 +1,9 @@
 """The reranker component: loads the cross-encoder on first use and scores recall's top results.
 
 Loading is lazy (a 120 MB GGUF, its layers in Q8_0): a daemon whose users never pass `--rerank`
-never holds it. Requests share one llama.cpp context under a lock. A pair costs about 14 ms for
-a short memory and about 65 ms read after the turn before it (LoCoMo, 2 cores), so reranking is
-asked for, never done by default.
+never holds it. Requests share one llama.cpp context under a lock. Every pair is a full
+cross-encoder pass, many times the cost of the first stage (docs/performance.md), so reranking
+is asked for, never done by default.
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ def recall(
     = False,
     rerank: Annotated[int, Opt("--rerank", metavar="N", help="Rescore the top N "
                                         "with the cross-encoder (db0 model install "
-                                        "--reranker): better order, 15-70 ms a result.")]
+                                        "--reranker): better order, slower.")]
     = 0,
     queries: Annotated[str | None, Opt("--queries", help="JSON lines {query, k} or "
                                                 "plain lines from FILE or '-'; one JSON line "
@@ -215,8 +215,9 @@ def recall(
         return 0
     for note in res.get("notices") or []:
         output.notice(f"db0: {note}")
-    rows = [(r["id"], f"{r['score']:.3f}", r["scope"], output.age(r["created_at"]),
-             r["content"]) for r in res["results"]]
+    # A memory pulled in by --expand has no score of its own: it shows the link it came by.
+    rows = [(r["id"], f"{r['score']:.3f}" if "score" in r else f"{r['via']['type']} link",
+             r["scope"], output.age(r["created_at"]), r["content"]) for r in res["results"]]
     output.table(("id", "score", "scope", "age", "content"), rows)
     return 0 if rows else 1
 

@@ -8,11 +8,10 @@ memory whose text changed (sync, import) is embedded again. The same hash under 
 never embedded twice: its vector is copied (the content-hash cache is this table joined on
 `memories.content_hash`).
 
-Measured at 100,000 rows of 384 dimensions on 2 cores (bench notes in bench/embed_recall_speed.py):
-a vec0 k-NN is a brute-force scan, 110-150 ms (float, int8 or bit, partitioned or not), while a
-NumPy matrix product over the same vectors held in memory is 8-9 ms. So the rows live here, the
-daemon keeps a matrix per model (store/vectors.py), and sqlite-vec's distance functions serve
-the exact filtered path in SQL.
+The rows live in a plain table, not a sqlite-vec `vec0` virtual table: a vec0 k-NN is a
+brute-force scan, far slower than searching the vectors held in memory (docs/performance.md).
+The daemon searches them through store/vecindex.py, a rebuildable cache of these rows, and
+sqlite-vec's distance functions serve the exact filtered path in SQL (store/vectors.py).
 """
 
 from __future__ import annotations
@@ -39,8 +38,8 @@ CREATE TABLE memory_vectors (
     UNIQUE (model_id, rid)
 );
 CREATE INDEX memory_vectors_rid ON memory_vectors(rid);
--- Covering indexes for the queue ("which memories lack an up-to-date vector"): with them the
--- count at 100,000 memories is an index-only walk of ~80 ms instead of ~320 ms.
+-- Covering indexes for the queue ("which memories lack an up-to-date vector"): with them
+-- counting it is an index-only walk.
 CREATE INDEX memory_vectors_state ON memory_vectors(model_id, rid, content_hash);
 CREATE INDEX memories_live_hash ON memories(rid, content_hash) WHERE forgotten_ts IS NULL;
 """

@@ -2,9 +2,9 @@
 
 FTS5 flushes its pending terms at every statement boundary, so the insert trigger (one
 statement per row under executemany) wrote a tiny index segment per memory and merged them
-again: 60 µs a memory at 50,000 (store-level import 7,000/s). While a row sits in `fts_defer`
-the trigger stays quiet; core.insert_states then indexes the batch with one INSERT … SELECT in
-the same transaction (9,900/s measured; readers never see the flag: it is gone at commit).
+again. While a row sits in `fts_defer` the trigger stays quiet; core.insert_states then indexes
+the batch with one INSERT … SELECT in the same transaction (readers never see the flag: it is
+gone at commit).
 """
 
 from __future__ import annotations
