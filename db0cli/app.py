@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def _import_typer() -> Any:
     # Typer imports rich and its Markdown stack at start-up whenever rich is installed
-    # (measured: ~240 ms of a ~300 ms command). db0 draws with rich only on a terminal, on
+    # (most of a command's start-up). db0 draws with rich only on a terminal, on
     # demand, so Typer is shown no rich and falls back to click's plain help and errors.
     missing = object()
     saved = sys.modules.get("rich", missing)
@@ -36,7 +36,7 @@ def _import_typer() -> Any:
     return typer
 
 
-# Built on first use, so `db0 hook` (run by agents at every prompt) skips Typer (~50 ms).
+# Built on first use, so `db0 hook` (run by agents at every prompt) never imports Typer.
 typer: Any = None
 app: Any = None
 
@@ -89,7 +89,7 @@ HELP_ORDER = ["remember", "recall", "pack", "list", "show", "forget", "history",
               "stats", "completions", "git", "hook"]
 
 # Which module under commands/ defines a top-level command. Building every command costs
-# ~35 ms (measured: Typer inspects each signature), so a call builds only the module it needs.
+# time (Typer inspects each signature), so a call builds only the module it needs.
 # A command missing here still works: an unknown name loads every module.
 COMMAND_MODULES = {
     "remember": "memory",

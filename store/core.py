@@ -164,7 +164,8 @@ def insert_states(store: Store, states: list[dict[str, Any]], kind: str) -> None
 
 def _insert_new(conn: apsw.Connection, states: list[dict[str, Any]]) -> None:
     """INSERT memories known to be new, with their tags; from BULK_FTS rows the batch's full
-    text is indexed in one statement (m010_bulk_fts): 7,000 -> 10,500 imports/s."""
+    text is indexed in one statement (m004_bulk_fts: FTS5 would otherwise write and merge a
+    segment per row)."""
     rows = [[s.get(c) for c in STATE_COLUMNS] for s in states]
     if len(states) < BULK_FTS:
         conn.executemany(_PLAIN_INSERT, rows)
@@ -250,7 +251,7 @@ def apply_remote_states(store: Store, ops: list[tuple[dict[str, Any], str, str, 
                     json.dumps(op_payload(state), ensure_ascii=False, separators=(",", ":")),
                     now))
     fresh = [st for mid, st in newest.items() if mid not in known]
-    _insert_new(conn, fresh)  # one statement per batch, not per row (pull 1,480 ops/s before)
+    _insert_new(conn, fresh)  # one statement per batch, not per row
     for mid, state in newest.items():
         if mid in known:
             _upsert(conn, state)

@@ -233,7 +233,7 @@ def _validate(item: dict[str, Any], where: str = "") -> dict[str, Any]:
 
 def _live_match(store: Store, where: str, args: list[Any]) -> dict[str, Any] | None:
     # At most one live memory matches (duplicates are refused, keys supersede), so no ORDER BY:
-    # its sorter cost ~200 µs a write (measured), most of an import's time.
+    # a sorter would run at every write.
     cols = ", ".join(STATE_COLUMNS)
     row = store.conn.execute(
         f"SELECT {cols} FROM memories WHERE {where} AND superseded_by IS NULL "
