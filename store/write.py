@@ -137,17 +137,29 @@ def redacted_total(ps: list[Prepared]) -> dict[str, int]:
 
 
 def ensure_owners(store: Store, ctx: Context, scopes: list[str]) -> None:
-    """A session or task id the caller chose exists from its first write (listed, endable)."""
+    """A session or task id the caller chose exists from its first write (listed, endable).
+    An ended one takes no more memories: ending it took its memories out of search, and a
+    write into it would put one back (capture starts a new session for a resumed agent)."""
     now = time.time()
     if "session" in scopes and ctx.session:
         store.conn.execute(
             "INSERT OR IGNORE INTO sessions(id, user_id, agent_id, label, started_ts, "
             "last_seen_ts) VALUES (?, ?, ?, NULL, ?, ?)",
             (ctx.session, ctx.user, ctx.agent, now, now))
+        _refuse_ended(store, "session", ctx.session)
     if "task" in scopes and ctx.task:
         store.conn.execute(
             "INSERT OR IGNORE INTO tasks(id, session_id, user_id, agent_id, label, started_ts) "
             "VALUES (?, ?, ?, ?, NULL, ?)", (ctx.task, ctx.session, ctx.user, ctx.agent, now))
+        _refuse_ended(store, "task", ctx.task)
+
+
+def _refuse_ended(store: Store, kind: str, owner_id: str) -> None:
+    ended = dbmod.scalar(store.conn, f"SELECT ended_ts FROM {kind}s WHERE id=?", (owner_id,))
+    if ended is not None:
+        raise InvalidError(
+            f"{kind} {owner_id} has ended; its memories are out of search and it takes no more",
+            f'start a new one (eval "$(db0 {kind} start)") or set another DB0_{kind.upper()}')
 
 
 def _kind(v: Any) -> str:

@@ -62,3 +62,27 @@ def test_bulk_and_single_inserts_index_full_text_alike(tmp_path: Path, n: int) -
                             (f"bulkword{i}",)) == 1
     assert dbmod.scalar(conn, "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH "
                         "'zebra'") == 1
+
+
+def test_an_ended_session_or_task_takes_no_more_memories(tmp_path: Path) -> None:
+    from db0.store import sessions
+    from db0.store.errors import InvalidError
+
+    store = Store.open(tmp_path / "db0.sqlite3")
+    ctx = Context("ada", agent="cli", session="ci-run-42", task="fix-ci")
+    for scope in ("session", "task"):
+        with store.transaction():
+            r = write.remember(store, ctx, write.prepare({"content": f"a {scope} note",
+                                                          "scope": scope}))
+        assert r["status"] == "stored"
+    with store.transaction():
+        sessions.end_task(store, "fix-ci")
+        sessions.end_session(store, "ci-run-42")
+    for scope, what in (("session", "session ci-run-42"), ("task", "task fix-ci")):
+        before = store.conn.execute("SELECT count(*) FROM memories").fetchone()[0]
+        with pytest.raises(InvalidError, match=f"{what} has ended"), store.transaction():
+            write.remember(store, ctx, write.prepare({"content": "late", "scope": scope}))
+        assert store.conn.execute("SELECT count(*) FROM memories").fetchone()[0] == before
+    with store.transaction():  # other scopes of the same context still write
+        assert write.remember(store, ctx, write.prepare({"content": "a user fact"}))["status"] \
+            == "stored"
