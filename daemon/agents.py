@@ -26,9 +26,30 @@ Package files cited below, by agent:
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+import collections
 
-MatcherKind = Literal["exact-list", "exact", "regex", "ignored"]
+# typing stays unloaded at run time (the hook path imports this module at every prompt, and
+# typing is a large part of a start-up): mypy reads typing's NamedTuple; at run time the same
+# class statements build plain collections.namedtuple classes.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal, NamedTuple
+
+    MatcherKind = Literal["exact-list", "exact", "regex", "ignored"]
+else:
+    class _Record(type):
+        def __new__(mcs, name: str, bases: tuple, ns: dict) -> type:
+            if not bases:
+                return super().__new__(mcs, name, bases, ns)
+            fields = list(ns.get("__annotations__", {}))
+            defaults = [ns[f] for f in fields if f in ns]
+            cls = collections.namedtuple(name, fields, defaults=defaults or None,
+                                         module=ns["__module__"])
+            cls.__doc__ = ns.get("__doc__") or cls.__doc__
+            return cls
+
+    class NamedTuple(metaclass=_Record):
+        """`class X(NamedTuple): field: T = default`, as typing's, without typing."""
 
 
 class Hook(NamedTuple):

@@ -22,10 +22,13 @@ import json
 import os
 import sys
 import time
-from typing import Any
 
 from db0.daemon.agents import AGENTS, injecting
 from db0.daemon.paths import Paths, get_paths
+
+TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
+if TYPE_CHECKING:
+    from typing import Any
 
 EVENTS = ("session-start", "prompt", "turn-end", "pre-compact", "post-compact", "session-end")
 MAX_STDIN = 8 * 1024 * 1024
