@@ -139,9 +139,15 @@ def main() -> None:
                     errors.append({**q, "exit": code, "stderr": se.strip()[-300:]})
             real_codes: dict[str, int] = {}
             real_wrong: list[dict[str, Any]] = []
+            real_top: list[dict[str, Any]] = []
             for q in real:
                 code, _, se, _ = recall(home, q["context"], q["question"])
                 real_codes[str(code)] = real_codes.get(str(code), 0) + 1
+                _, js, _, _ = recall(home, q["context"], q["question"], json_=True)
+                top = (json.loads(js)["results"] or [{}])[0].get("score_parts") or {}
+                real_top.append({"bm25": "bm25" in top,
+                                 "similarity": round(1 - top["vector_distance"], 3)
+                                 if "vector_distance" in top else None})
                 if code != 0:
                     real_wrong.append({"id": q["id"], "question": q["question"], "exit": code,
                                        "stderr": se.strip()[-300:]})
@@ -154,6 +160,20 @@ def main() -> None:
                        "exit_0_examples": fake_wrong, "other_exit": errors}
     out["real"] = {"n": len(real), "exit_codes": real_codes, "exit_0": real_codes.get("0", 0),
                    "not_0": real_wrong}
+    # Where a similarity cut-off would have to lie: the best match of each wrongly found
+    # nonsense query, against the top hit of each real question (and whether a keyword
+    # matched it, which a similarity cut-off does not touch).
+    fake_sims = [round(1 - h["parts"]["vector_distance"], 3) for e in fake_wrong
+                 for h in e["hits"][:1] if "vector_distance" in (h["parts"] or {})]
+    vec_only = [t["similarity"] for t in real_top if not t["bm25"] and t["similarity"]]
+    out["similarity"] = {
+        "nonsense_found_top_max": max(fake_sims, default=None),
+        "nonsense_found_top_min": min(fake_sims, default=None),
+        "real_top_by_keyword": sum(t["bm25"] for t in real_top),
+        "real_top_by_meaning_only": len(vec_only),
+        "real_top_by_meaning_only_min": min(vec_only, default=None),
+        "real_top_min": min((t["similarity"] for t in real_top if t["similarity"]),
+                            default=None)}
     out["pass"] = (out["nonsense"]["exit_1"] == len(fake)
                    and out["real"]["exit_0"] == len(real))
     out["total_s"] = round(time.perf_counter() - started, 1)
