@@ -13,7 +13,8 @@ real CLI (`db0 recall WORDS`, one process per query, no --json):
 
 Any other exit code is counted as an error. A nonsense query that exits 0 is re-asked with
 --json to show what it matched and by which score part (bm25, vector distance), so a fault in
-recall's "nothing found" rule can be traced.
+recall's "nothing found" rule can be traced; and every query's best similarity to the corpus
+by the model itself is set beside the daemon's floor (`similarity.by_model`).
 
 Prints one JSON document. Usage: python bench/recall_exit.py [--n 50] [--models DIR]
 [--seed 16]
@@ -36,7 +37,15 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from agentmem import DATA, DB0, env_of, load, load_data, prepare_home  # noqa: E402
+from agentmem import (  # noqa: E402
+    DATA,
+    DB0,
+    INSTALLED_MODELS,
+    env_of,
+    load,
+    load_data,
+    prepare_home,
+)
 
 CONSONANTS = "bcdfghjklmnpqrstvwxz"
 # Everyday English words far from a backend engineer's work notes; those the corpus holds
@@ -86,6 +95,41 @@ def recall(home: Path, ctx: dict[str, Any], query: str, json_: bool = False
     p = subprocess.run(args, capture_output=True, text=True, timeout=120,
                        env={**env_of(home, ctx), "NO_COLOR": "1"})
     return p.returncode, p.stdout, p.stderr, (time.perf_counter() - t) * 1000
+
+
+def model_similarities(fake: list[dict[str, str]], real: list[dict[str, Any]],
+                       mems: list[dict[str, Any]], models: Path) -> dict[str, Any]:
+    """Each query's best cosine similarity to any memory of the corpus, by the default model
+    in this process (no daemon, no scopes): where an absolute cut-off would have to lie to
+    tell nonsense from real questions, beside the daemon's floor (the best similarity between
+    its unrelated sentences)."""
+    import numpy as np
+
+    from db0.daemon.models.embedder import Embedder
+    from db0.daemon.services.embedding import UNRELATED
+
+    gguf = next(iter(sorted(models.glob("*.gguf"))), None)
+    if gguf is None or gguf.name.endswith(".rerank.gguf"):
+        return {"skipped": f"no embedding model in {models}"}
+    emb = Embedder(str(gguf), 2)
+
+    def unit(texts: list[str]) -> Any:
+        m = np.asarray(emb.embed(texts), dtype=np.float32)
+        return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+    corpus = unit([m["content"] for m in mems])
+    unrelated = unit(list(UNRELATED))
+    pairs = unrelated @ unrelated.T
+    np.fill_diagonal(pairs, -1.0)
+    out: dict[str, Any] = {"model": gguf.stem, "daemon_floor": round(float(pairs.max()), 3)}
+    for name, texts in (("nonsense", [q["query"] for q in fake]),
+                        ("real", [q["question"] for q in real])):
+        best = (unit(texts) @ corpus.T).max(axis=1)
+        out[name] = {"min": round(float(best.min()), 3),
+                     "median": round(float(np.median(best)), 3),
+                     "max": round(float(best.max()), 3),
+                     "above_daemon_floor": int((best > pairs.max()).sum())}
+    return out
 
 
 def main() -> None:
@@ -174,6 +218,8 @@ def main() -> None:
         "real_top_by_meaning_only_min": min(vec_only, default=None),
         "real_top_min": min((t["similarity"] for t in real_top if t["similarity"]),
                             default=None)}
+    out["similarity"]["by_model"] = model_similarities(fake, real, mems, Path(
+        args.models) if args.models else INSTALLED_MODELS)
     out["pass"] = (out["nonsense"]["exit_1"] == len(fake)
                    and out["real"]["exit_0"] == len(real))
     out["total_s"] = round(time.perf_counter() - started, 1)
