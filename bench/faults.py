@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import random
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,18 @@ def _paths(home: Path) -> Any:
     from db0.daemon.paths import Paths
 
     return Paths(home, home / "config", home / "data", home / "logs", home / "run")
+
+
+@contextlib.contextmanager
+def _home(prefix: str) -> Iterator[str]:
+    """A private temporary DB0_HOME whose daemon is stopped on the way out, also when the part
+    failed: no daemon outlives the bench."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir="/tmp") as d:
+        try:
+            yield d
+        finally:
+            subprocess.run([DB0, "daemon", "stop"], env={**os.environ, "DB0_HOME": d},
+                           capture_output=True, timeout=120, check=False)
 
 
 def _pid(home: Path) -> int | None:
@@ -90,7 +104,7 @@ def kill_during_writes(trials: int) -> dict[str, Any]:
     lost = acked = corrupt = 0
     rng = random.Random(1)
     for _ in range(trials):
-        with tempfile.TemporaryDirectory(prefix="db0k", dir="/tmp") as d:
+        with _home("db0k") as d:
             home = Path(d)
             env = {**os.environ, "DB0_HOME": d}
             _run(env, "daemon", "start")
@@ -141,7 +155,7 @@ def kill_during_import(trials: int, n: int = 30_000) -> dict[str, Any]:
         src.write_text("".join(json.dumps({"content": f"line {i} of the import"}) + "\n"
                                for i in range(n)))
         for _ in range(trials):
-            with tempfile.TemporaryDirectory(prefix="db0k", dir="/tmp") as d:
+            with _home("db0k") as d:
                 home = Path(d)
                 env = {**os.environ, "DB0_HOME": d}
                 _run(env, "daemon", "start")
@@ -172,7 +186,7 @@ def kill_during_embedding(trials: int, models: Path) -> dict[str, Any]:
         return {"skipped": "no model installed"}
     lost = corrupt = unembedded = 0
     for t in range(trials):
-        with tempfile.TemporaryDirectory(prefix="db0k", dir="/tmp") as d:
+        with _home("db0k") as d:
             home = Path(d)
             env = {**os.environ, "DB0_HOME": d}
             (home / "data").mkdir(parents=True)
@@ -212,7 +226,7 @@ def kill_during_embedding(trials: int, models: Path) -> dict[str, Any]:
 def many_writers(clients: int = 16, each: int = 1000) -> dict[str, Any]:
     from db0.daemon.client import Client
 
-    with tempfile.TemporaryDirectory(prefix="db0w", dir="/tmp") as d:
+    with _home("db0w") as d:
         home = Path(d)
         env = {**os.environ, "DB0_HOME": d}
         _run(env, "daemon", "start")
@@ -273,7 +287,7 @@ def fuzz_frames(n: int) -> dict[str, Any]:
     names = ["content", "query", "id", "k", "limit", "scopes", "tags", "items", "metadata",
              "budget", "format", "scope", "key", "label", "state", "after", "name", "path",
              "event", "agent", "data", "text", "ids", "a", "b", "commit", "import_id"]
-    with tempfile.TemporaryDirectory(prefix="db0z", dir="/tmp") as d:
+    with _home("db0z") as d:
         home = Path(d)
         env = {**os.environ, "DB0_HOME": d}
         _run(env, "remember", "seed")
@@ -318,7 +332,7 @@ def fuzz_frames(n: int) -> dict[str, Any]:
 def burst(n: int = 2000) -> dict[str, Any]:
     from db0.daemon.client import Client
 
-    with tempfile.TemporaryDirectory(prefix="db0b", dir="/tmp") as d:
+    with _home("db0b") as d:
         home = Path(d)
         env = {**os.environ, "DB0_HOME": d}
         _run(env, "daemon", "start")
@@ -369,7 +383,7 @@ def hook_latency(runs: int) -> dict[str, Any]:
 
     hook = [DB0, "hook", "prompt", "--agent", "claude-code"]
     out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="db0h", dir="/tmp") as d:
+    with _home("db0h") as d:
         home = Path(d)
         env = {**os.environ, "DB0_HOME": d}
         out["python_c_pass"] = stats(timed(env, [sys.executable, "-c", "pass"]))
