@@ -100,7 +100,7 @@ def grow(home: str, size: int, seed: int) -> int:
     """Add memories (and noisy copies of real vectors) until the store holds `size`."""
     import numpy as np
 
-    from db0.store import memories, vectors
+    from db0.store import vectors, write
     from db0.store.context import Context
     from db0.store.core import Store
 
@@ -118,14 +118,18 @@ def grow(home: str, size: int, seed: int) -> int:
     added = 0
     while have + added < size:
         n = min(5000, size - have - added)
-        with store.transaction():
+        with store.transaction():  # through the store's one write path, a batch at a time
+            picks = [base[rng.randrange(len(base))] for _ in range(n)]
+            items = [write.prepare(
+                {"content": f"{text} {sentence(rng)} #{seed}-{have + added + i}"})
+                for i, (text, _) in enumerate(picks)]
+            last = int(store.conn.execute("SELECT coalesce(max(rid), 0) FROM memories")
+                       .fetchone()[0])
+            write.remember_many(store, ctx, items, kind="remember")
+            new = store.conn.execute("SELECT rid, content_hash FROM memories WHERE rid > ? "
+                                     "ORDER BY rid", (last,)).fetchall()
             rows = []
-            for i in range(n):
-                text, blob = base[rng.randrange(len(base))]
-                content = f"{text} {sentence(rng)} #{seed}-{have + added + i}"
-                out = memories.remember(store, ctx, memories.validate({"content": content}))
-                rid, h = store.conn.execute("SELECT rid, content_hash FROM memories WHERE id=?",
-                                            (out["id"],)).fetchone()
+            for (rid, h), (_, blob) in zip(new, picks, strict=True):
                 v = np.frombuffer(blob, dtype="<f4") + nrng.normal(0, 0.02, dim).astype("f4")
                 rows.append((int(rid), str(h), vectors.to_blob(v / np.linalg.norm(v))))
             vectors.put(store, mid, rows)

@@ -8,13 +8,15 @@
 - hook latency (`db0 hook prompt`, the whole process) with the daemon healthy, stopped and
   frozen (SIGSTOP), beside `python -c pass`.
 
-Prints one JSON document. Usage: python bench/faults.py [--trials 10] [--quick]
+Prints one JSON document.
+Usage: python bench/faults.py [--trials 10] [--quick] [--only PART,...] [--models DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import random
@@ -27,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,18 @@ def _paths(home: Path) -> Any:
     from db0.daemon.paths import Paths
 
     return Paths(home, home / "config", home / "data", home / "logs", home / "run")
+
+
+@contextlib.contextmanager
+def _home(prefix: str) -> Iterator[str]:
+    """A private temporary DB0_HOME whose daemon is stopped on the way out, also when the part
+    failed: no daemon outlives the bench."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir="/tmp") as d:
+        try:
+            yield d
+        finally:
+            subprocess.run([DB0, "daemon", "stop"], env={**os.environ, "DB0_HOME": d},
+                           capture_output=True, timeout=120, check=False)
 
 
 def _pid(home: Path) -> int | None:
@@ -89,7 +104,7 @@ def kill_during_writes(trials: int) -> dict[str, Any]:
     lost = acked = corrupt = 0
     rng = random.Random(1)
     for _ in range(trials):
-        with tempfile.TemporaryDirectory(prefix="db0k", dir="/tmp") as d:
+        with _home("db0k") as d:
             home = Path(d)
             env = {**os.environ, "DB0_HOME": d}
             _run(env, "daemon", "start")
@@ -140,7 +155,7 @@ def kill_during_import(trials: int, n: int = 30_000) -> dict[str, Any]:
         src.write_text("".join(json.dumps({"content": f"line {i} of the import"}) + "\n"
                                for i in range(n)))
         for _ in range(trials):
-            with tempfile.TemporaryDirectory(prefix="db0k", dir="/tmp") as d:
+            with _home("db0k") as d:
                 home = Path(d)
                 env = {**os.environ, "DB0_HOME": d}
                 _run(env, "daemon", "start")
@@ -164,15 +179,14 @@ def kill_during_import(trials: int, n: int = 30_000) -> dict[str, Any]:
             "corrupt": corrupt}
 
 
-def kill_during_embedding(trials: int) -> dict[str, Any]:
+def kill_during_embedding(trials: int, models: Path) -> dict[str, Any]:
     """With the model installed: writes acknowledged, the daemon killed while it embeds; after
     a restart every memory is there and, in the end, embedded."""
-    models = Path.home() / ".local" / "share" / "db0" / "models"
     if not any(models.glob("*.gguf")):
         return {"skipped": "no model installed"}
     lost = corrupt = unembedded = 0
     for t in range(trials):
-        with tempfile.TemporaryDirectory(prefix="db0k", dir="/tmp") as d:
+        with _home("db0k") as d:
             home = Path(d)
             env = {**os.environ, "DB0_HOME": d}
             (home / "data").mkdir(parents=True)
@@ -212,7 +226,7 @@ def kill_during_embedding(trials: int) -> dict[str, Any]:
 def many_writers(clients: int = 16, each: int = 1000) -> dict[str, Any]:
     from db0.daemon.client import Client
 
-    with tempfile.TemporaryDirectory(prefix="db0w", dir="/tmp") as d:
+    with _home("db0w") as d:
         home = Path(d)
         env = {**os.environ, "DB0_HOME": d}
         _run(env, "daemon", "start")
@@ -258,17 +272,22 @@ def fuzz_frames(n: int) -> dict[str, Any]:
     unanswered = 0
 
     def value(depth: int = 0) -> Any:
+        # Only the kind drawn is built: containers nest at most 4 deep.
         k = rng.randrange(9 if depth < 4 else 6)
-        return [None, True, rng.randint(-5, 10**9), rng.random() * 1e6,
-                "".join(chr(rng.randrange(0x20, 0x2FF)) for _ in range(rng.randrange(12))),
-                "\ud800x", [value(depth + 1) for _ in range(rng.randrange(4))],
-                {f"k{i}": value(depth + 1) for i in range(rng.randrange(4))},
-                ["a", "b"]][k]
+        kinds = [lambda: None, lambda: True, lambda: rng.randint(-5, 10**9),
+                 lambda: rng.random() * 1e6,
+                 lambda: "".join(chr(rng.randrange(0x20, 0x2FF))
+                                 for _ in range(rng.randrange(12))),
+                 lambda: "\ud800x",
+                 lambda: [value(depth + 1) for _ in range(rng.randrange(4))],
+                 lambda: {f"k{i}": value(depth + 1) for i in range(rng.randrange(4))},
+                 lambda: ["a", "b"]]
+        return kinds[k]()
 
     names = ["content", "query", "id", "k", "limit", "scopes", "tags", "items", "metadata",
              "budget", "format", "scope", "key", "label", "state", "after", "name", "path",
              "event", "agent", "data", "text", "ids", "a", "b", "commit", "import_id"]
-    with tempfile.TemporaryDirectory(prefix="db0z", dir="/tmp") as d:
+    with _home("db0z") as d:
         home = Path(d)
         env = {**os.environ, "DB0_HOME": d}
         _run(env, "remember", "seed")
@@ -313,7 +332,7 @@ def fuzz_frames(n: int) -> dict[str, Any]:
 def burst(n: int = 2000) -> dict[str, Any]:
     from db0.daemon.client import Client
 
-    with tempfile.TemporaryDirectory(prefix="db0b", dir="/tmp") as d:
+    with _home("db0b") as d:
         home = Path(d)
         env = {**os.environ, "DB0_HOME": d}
         _run(env, "daemon", "start")
@@ -364,7 +383,7 @@ def hook_latency(runs: int) -> dict[str, Any]:
 
     hook = [DB0, "hook", "prompt", "--agent", "claude-code"]
     out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="db0h", dir="/tmp") as d:
+    with _home("db0h") as d:
         home = Path(d)
         env = {**os.environ, "DB0_HOME": d}
         out["python_c_pass"] = stats(timed(env, [sys.executable, "-c", "pass"]))
@@ -395,20 +414,34 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--quick", action="store_true", help="fewer trials and frames")
+    ap.add_argument("--only", help="comma-separated parts to run (default: all), e.g. "
+                    "fuzzed_frames,burst")
+    ap.add_argument("--models", default=str(Path.home() / ".local" / "share" / "db0" / "models"),
+                    help="an installed models folder (linked into the homes that embed)")
     args = ap.parse_args()
     if args.quick:
         args.trials, args.frames = 2, 1000
     load0 = os.getloadavg()[0]
-    result = {
-        "kill_during_writes": kill_during_writes(args.trials),
-        "kill_during_import": kill_during_import(max(2, args.trials // 2)),
-        "kill_during_embedding": kill_during_embedding(max(1, args.trials // 5)),
-        "many_writers": many_writers(),
-        "fuzzed_frames": fuzz_frames(args.frames),
-        "burst": burst(),
-        "hook_latency": hook_latency(20 if not args.quick else 5),
-        "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
+    parts: dict[str, Any] = {
+        "kill_during_writes": lambda: kill_during_writes(args.trials),
+        "kill_during_import": lambda: kill_during_import(max(2, args.trials // 2)),
+        "kill_during_embedding": lambda: kill_during_embedding(max(1, args.trials // 5),
+                                                               Path(args.models)),
+        "many_writers": many_writers,
+        "fuzzed_frames": lambda: fuzz_frames(args.frames),
+        "burst": burst,
+        "hook_latency": lambda: hook_latency(20 if not args.quick else 5),
     }
+    only = set(args.only.split(",")) if args.only else set(parts)
+    if only - set(parts):
+        raise SystemExit(f"--only: unknown {', '.join(sorted(only - set(parts)))}")
+    result: dict[str, Any] = {}
+    for name, fn in parts.items():
+        if name in only:
+            t = time.perf_counter()
+            result[name] = fn()
+            result[name]["took_s"] = round(time.perf_counter() - t, 1)
+    result["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(result, indent=2))
 
 

@@ -36,7 +36,23 @@ STDIN_SECONDS = 3.0
 # The whole hook, from its start to its answer: an agent waits for it at every prompt, so a
 # daemon that is slow to answer costs the prompt no more than this (the event is spooled).
 BUDGET_S = 0.25
-_STARTED = time.monotonic()
+
+
+def _process_start() -> float:
+    """When this process started, on the time.monotonic() clock: the interpreter's start and
+    the CLI's imports come before this module's and count against the budget too. The module's
+    import time when the start cannot be read (no /proc)."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            start_ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - min(max(age, 0.0), BUDGET_S)
+
+
+_STARTED = _process_start()
 
 USAGE = """Usage: db0 hook EVENT --agent AGENT
 

@@ -260,6 +260,18 @@ def test_hook_is_fast_with_the_daemon_frozen_or_stopped(db0: Db0) -> None:
     conn.close()
 
 
+def test_hook_budget_counts_from_the_process_start() -> None:
+    # The agent waits from the moment it starts the hook: the interpreter's start and the
+    # imports before db0.cli.hook (here a 0.2 s sleep) are spent from the budget too.
+    import sys
+
+    code = ("import time; time.sleep(0.2); from db0.cli import hook; "
+            "print(time.monotonic() - hook._STARTED)")
+    spent = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout)
+    assert spent >= 0.18, spent
+
+
 # -- the defects, one test each ------------------------------------------------------------------
 
 
