@@ -507,6 +507,29 @@ def _best(store: Store, eligible: dict[int, dict[str, Any]], k: int, now: float,
     return scored[:k], states
 
 
+# How far above the model's noise floor (the similarity unrelated texts reach) a match by
+# meaning alone must be when no word of the query occurs in any memory: a third of the way
+# from unrelated to identical. Such a query is gibberish or off every topic the store holds
+# far more often than it is a paraphrase, and nonsense strings land near memories by chance
+# (bench/recall_exit.py), so only a clearly close meaning counts; a query that shares a word
+# with the store keeps the plain floor (its paraphrases are what vectors are for).
+UNKNOWN_WORDS_MARGIN = 1 / 3
+
+
+def meaning_floor(store: Store, query: str, noise: float) -> float:
+    """The similarity a memory must beat to match `query` by meaning alone."""
+    words = content_words(query)
+    if not words:
+        return noise
+    try:
+        tokenize = store.conn.fts5_tokenizer("porter", ["unicode61"])
+    except Exception:  # an apsw without tokenizer access: the plain floor
+        return noise
+    if any(_doc_freq(store, w, tokenize) for w in words):
+        return noise
+    return noise + (1.0 - noise) * UNKNOWN_WORDS_MARGIN
+
+
 def recall(store: Store, ctx: Context, query: str, k: int = 10,
            filters: Filters | None = None, *, qvec: QueryVector | None = None,
            ) -> list[dict[str, Any]]:
@@ -554,7 +577,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     # with this model (so nonsense finds nothing, and recall says so with exit 1), or is the
     # turn beside one that does (a reply). A neighbour that matches in no way at all lends its
     # context to the hit beside it, nothing more.
-    floor = qvec.floor if qvec is not None else -1.0
+    floor = meaning_floor(store, query, qvec.floor) if qvec is not None else -1.0
     matched = {rid for rid, p in parts_by_rid.items()
                if "bm25" in p or ("vector" in p and 1.0 - p["vector"] > floor)}
     eligible = {rid: p for rid, p in parts_by_rid.items()

@@ -251,3 +251,20 @@ def test_catching_up_runs_below_requests(mdb0: Db0) -> None:
                        "a background thread")
     assert max(nices) - min(nices) >= 5, nices
     assert mdb0.json("recall", "filler note nice")["results"]  # requests still answered
+
+
+def test_nonsense_finds_nothing_and_a_paraphrase_still_does(mdb0: Db0) -> None:
+    """A query none of whose words occurs in the store matches by meaning only when it is
+    clearly close (search.meaning_floor): among the 512 agent-style memories of
+    bench/agentmem, gibberish lands near some memory by chance and must still exit 1; a
+    paraphrase that shares no word with the store is still found."""
+    data = Path(__file__).resolve().parent.parent / "bench" / "agentmem" / "memories.jsonl"
+    lines = [json.dumps({"content": json.loads(x)["content"]})
+             for x in data.read_text("utf-8").splitlines() if x.strip()]
+    mdb0.run("import", "-", "--wait", input="\n".join(lines) + "\n", timeout=900)
+    for fact in FACTS[:1]:
+        mdb0.run("remember", "--wait", fact)
+    for q in ("ttmrksb", "wwvvvv", "mmngz", "xmxcmd", "kkxx", "wwzzxx", "zzqqxx"):
+        r = mdb0.run("recall", q, check=False)
+        assert (r.code, r.out) == (1, ""), (q, r.out)
+    assert mdb0.json("recall", PARAPHRASE, "-n", "1")["results"][0]["content"] == FACTS[0]
