@@ -10,6 +10,7 @@ it is a question (see "hybrid ranking" below); every part is in the result's `sc
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -89,9 +90,11 @@ class Filters:
 # At 100,000 memories this took BM25 from ~200 ms to a few ms on common-word queries.
 PRUNE_MIN_ROWS = 5_000
 PRUNE_DF = 0.02
+KEYWORD_SCAN = 5_000  # matches a keyword search ranks at most (the most recent ones)
 _df_cache: dict[tuple[str, str], tuple[int, float]] = {}
 _DF_TTL_S = 300.0
 _FTS5_TOKENIZE_QUERY = 0x0001  # apsw.FTS5_TOKENIZE_QUERY
+_FTS5_TOKENIZE_DOCUMENT = 0x0004  # apsw.FTS5_TOKENIZE_DOCUMENT
 
 
 def _doc_freq(store: Store, word: str, tokenize: Any) -> int:
@@ -140,6 +143,11 @@ def content_words(text: str) -> list[str]:
 def keyword_query(store: Store, text: str) -> str | None:
     """`fts_query` of the content words of `text`, without the words too common to be worth
     scoring in a large store."""
+    return fts_query(" ".join(keyword_words(store, text)))
+
+
+def keyword_words(store: Store, text: str) -> list[str]:
+    """The words `keyword_query` searches for, as `fts_query` quotes them."""
     words = content_words(text)
     if len(words) > 1:
         rows = dbmod.scalar(store.conn, "SELECT max(rid) FROM memories") or 0
@@ -147,11 +155,12 @@ def keyword_query(store: Store, text: str) -> str | None:
             try:
                 tokenize = store.conn.fts5_tokenizer("porter", ["unicode61"])
             except Exception:  # an apsw without tokenizer access: score every word
-                return fts_query(text)
-            df = {w: _doc_freq(store, w, tokenize) for w in words}
-            words = ([w for w in words if df[w] <= PRUNE_DF * rows]
-                     or [min(words, key=lambda w: df[w])])
-    return fts_query(" ".join(words))
+                words = _WORD.findall(text)
+            else:
+                df = {w: _doc_freq(store, w, tokenize) for w in words}
+                words = ([w for w in words if df[w] <= PRUNE_DF * rows]
+                         or [min(words, key=lambda w: df[w])])
+    return list(dict.fromkeys(w.lower() for w in _WORD.findall(" ".join(words))))
 
 
 def scoped_match(match: str, ctx: Context, scopes: list[str] | None) -> str:
@@ -174,22 +183,110 @@ def keyword_candidates(store: Store, ctx: Context, query: str, filters: Filters,
             return []
         match = scoped_match(plain, ctx, filters.scopes)
     where, args = filters.sql(ctx)
+    # Ranking every match of a word held by a large share of a big store costs in proportion
+    # to its matches: past KEYWORD_SCAN matches, the most recent KEYWORD_SCAN are ranked (FTS5
+    # walks its doclists from a rowid, so the cut costs KEYWORD_SCAN steps, not the matches).
+    since = dbmod.scalar(store.conn, "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? "
+                         "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, KEYWORD_SCAN - 1))
+    recent = "" if since is None else f"AND memories_fts.rowid >= {int(since)} "
     rows = store.conn.execute(
         f"SELECT m.rid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
         "JOIN memories m ON m.rid = memories_fts.rowid "
-        f"WHERE memories_fts MATCH ? AND {where} ORDER BY s DESC LIMIT ?",
+        f"WHERE memories_fts MATCH ? {recent}AND {where} ORDER BY s DESC LIMIT ?",
         [match, *args, limit]).fetchall()
     return [(int(r), float(s)) for r, s in rows]  # type: ignore[arg-type]
 
 
-def keyword_scores(store: Store, match: str, rids: list[int]) -> dict[int, float]:
+def keyword_scores(store: Store, match: str, rids: list[int], words: list[str] | None = None
+                   ) -> dict[int, float]:
     """BM25 scores (higher is better) of these memories for a MATCH expression (scoped); a
-    memory that does not match is left out. All matches are scored and the wanted ones kept:
-    FTS5 with `rowid IN (...)` re-runs the match per rowid."""
+    memory that does not match is left out. With the query's `words` (as `keyword_query` kept
+    them) the few memories are scored by `bm25_of` without FTS5; else every match is scored and
+    the wanted ones kept (FTS5 with `rowid IN (...)` re-runs the match per rowid, counting each
+    word's matches again every time)."""
+    if words is not None and rids:
+        scored = bm25_of(store, words, rids)
+        if scored is not None:
+            return scored
     want = set(rids)
     return {int(r): float(s) for r, s in store.conn.execute(
         "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) FROM memories_fts "
         "WHERE memories_fts MATCH ?", (match,)) if r in want}
+
+
+BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
+
+
+def bm25_of(store: Store, words: list[str], rids: list[int]) -> dict[int, float] | None:
+    """FTS5's own bm25(memories_fts, 1.0, 0.0) of these memories for the OR of `words`, computed
+    from their text: the same formula over the index's row count and average length (its
+    averages record), each word's document count (fts5vocab) and the memory's tokens by the
+    table's tokenizer. Cost: the few texts, not every match of a common word. None when a word
+    is more than one token (a phrase), which only FTS5 scores."""
+    try:
+        tokenize = store.conn.fts5_tokenizer("porter", ["unicode61"])
+    except Exception:
+        return None
+    terms = []
+    for w in words:
+        toks = _tokens(tokenize, w, _FTS5_TOKENIZE_QUERY)
+        if len(toks) != 1:
+            return None
+        terms.append(toks[0])
+    averages = dbmod.scalar(store.conn, "SELECT block FROM memories_fts_data WHERE id=1")
+    if not averages:
+        return None
+    values = _varints(averages)
+    n_row, n_tok = values[0], sum(values[1:])
+    if n_row <= 0:
+        return {}
+    avgdl = n_tok / n_row
+    store.conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.memories_fts_vocab "
+                       "USING fts5vocab(main, memories_fts, row)")
+    idf = {}
+    for t in set(terms):
+        hits = dbmod.scalar(store.conn, "SELECT doc FROM temp.memories_fts_vocab WHERE term=?",
+                            (t,)) or 0
+        idf[t] = max(math.log((n_row - hits + 0.5) / (hits + 0.5)), 1e-6)
+    out: dict[int, float] = {}
+    for rid, content, part in store.conn.execute(
+            "SELECT rid, content, part FROM memories WHERE rid IN "
+            "(SELECT value FROM json_each(?))", (json.dumps(rids),)):
+        toks = _tokens(tokenize, content, _FTS5_TOKENIZE_DOCUMENT)
+        length = len(toks) + len(_tokens(tokenize, part, _FTS5_TOKENIZE_DOCUMENT))
+        freq: dict[str, int] = {}
+        for t in toks:
+            if t in idf:
+                freq[t] = freq.get(t, 0) + 1
+        if not freq:
+            continue  # matches none of the words: FTS5 would not return it
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * length / avgdl)
+        out[int(rid)] = sum(idf[t] * freq[t] * (BM25_K1 + 1) / (freq[t] + norm)
+                            for t in terms if t in freq)
+    return out
+
+
+def _tokens(tokenize: Any, text: str, flags: int) -> list[str]:
+    return [str(t) for t in tokenize(text.encode("utf-8"), flags, None, include_offsets=False,
+                                     include_colocated=False)]
+
+
+def _varints(blob: bytes) -> list[int]:
+    """SQLite's (and FTS5's) varints, one after another."""
+    out, i = [], 0
+    while i < len(blob):
+        v = 0
+        for n in range(9):
+            b = blob[i]
+            i += 1
+            if n == 8:
+                v = (v << 8) | b
+                break
+            v = (v << 7) | (b & 0x7F)
+            if b < 0x80:
+                break
+        out.append(v)
+    return out
 
 
 def load(store: Store, rids: list[int]) -> dict[int, dict[str, Any]]:
@@ -538,7 +635,8 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     retrievers, so a memory still waiting for its embedding is found by keyword alone."""
     filters = filters or Filters()
     pool = max(POOL, 2 * k)
-    plain = keyword_query(store, query)
+    words = keyword_words(store, query)
+    plain = fts_query(" ".join(words))
     match = scoped_match(plain, ctx, filters.scopes) if plain else None
     bm = keyword_candidates(store, ctx, query, filters, pool, match) if match else []
     vec = vector_candidates(store, ctx, qvec, filters, pool) if qvec is not None else []
@@ -556,7 +654,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     # Each candidate (and neighbour) gets the score of the retriever that did not find it.
     if match:
         missing = [r for r, p in parts_by_rid.items() if "bm25" not in p]
-        for rid, s in keyword_scores(store, match, missing).items():
+        for rid, s in keyword_scores(store, match, missing, words).items():
             parts_by_rid[rid]["bm25"] = s
     if qvec is not None:
         missing = [r for r, p in parts_by_rid.items() if "vector" not in p]

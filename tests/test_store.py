@@ -86,3 +86,37 @@ def test_an_ended_session_or_task_takes_no_more_memories(tmp_path: Path) -> None
     with store.transaction():  # other scopes of the same context still write
         assert write.remember(store, ctx, write.prepare({"content": "a user fact"}))["status"] \
             == "stored"
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_bm25_from_the_text_equals_fts5s(tmp_path_factory: pytest.TempPathFactory,
+                                         data: st.DataObject) -> None:
+    """search.bm25_of (a few memories scored from their text) gives FTS5's own bm25() for
+    the same scoped query, memory by memory, and leaves out the same non-matches."""
+    import random
+
+    rng = random.Random(data.draw(st.integers(0, 10**6)))
+    vocab = ["deploy", "deploys", "running", "runs", "staging", "port", "coffee", "budget",
+             "postgres", "the", "a", "cat", "editor", "helix", "Über", "naïve", "x1"]
+    store = Store.open(tmp_path_factory.mktemp("bm") / "db0.sqlite3")
+    users = [Context(u) for u in ("ada", "bob")]
+    for i in range(data.draw(st.integers(1, 80))):
+        text = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 25)))
+        with store.transaction():
+            write.remember(store, users[i % 2], write.prepare(
+                {"content": f"{text} n{i}", "scope": rng.choice(["user", "agent"])}))
+    words = data.draw(st.lists(st.sampled_from(vocab), min_size=1, max_size=4, unique=True))
+    words = search.keyword_words(store, " ".join(words)) or ["deploy"]
+    match = search.scoped_match(search.fts_query(" ".join(words)) or '"deploy"', users[0],
+                                None)
+    every = {int(r): float(s) for r, s in store.conn.execute(
+        "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) FROM memories_fts "
+        "WHERE memories_fts MATCH ?", (match,))}
+    visible = [int(r) for (r,) in store.conn.execute(
+        "SELECT rid FROM memories WHERE owner IN ('ada', 'cli') OR scope='agent'")]
+    mine = search.bm25_of(store, words, visible)
+    assert mine is not None
+    assert set(mine) == set(every), (words, sorted(set(mine) ^ set(every)))
+    for rid, score in every.items():
+        assert mine[rid] == pytest.approx(score, rel=1e-9, abs=1e-12), (rid, words)
