@@ -117,6 +117,10 @@ def conversation(item: dict[str, Any], models: Path, rerank: int,
         try:
             if done.exists():  # a kept home: ask again, import nothing
                 imported, import_s = json.loads(done.read_text()), 0.0
+                t0 = time.perf_counter()  # once the model is loaded (else keyword-only)
+                while json.loads(run(home, ["model", "status", "--json"])).get(
+                        "state") == "loading" and time.perf_counter() - t0 < 300:
+                    time.sleep(0.2)
             else:
                 src = home / "turns.jsonl"
                 src.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n"

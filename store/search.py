@@ -138,19 +138,22 @@ def content_words(text: str) -> list[str]:
 
 
 def keyword_query(store: Store, text: str) -> str | None:
-    """`fts_query` of the content words of `text`, without the words too common to be worth
-    scoring in a large store."""
+    """`fts_query` of the content words of `text`, without the words that say nothing here:
+    those in at least half of the memories (BM25's IDF, log((N - df + 0.5) / (df + 0.5)), is
+    not positive for them: FTS5 scores them ~0, yet a memory holding only such a word would
+    still count as a keyword match; "Caroline" in a conversation Caroline half wrote), and in a
+    large store those too common to be worth scoring. The rarest word always stays."""
     words = content_words(text)
     if len(words) > 1:
         rows = dbmod.scalar(store.conn, "SELECT max(rid) FROM memories") or 0
-        if rows > PRUNE_MIN_ROWS:
-            try:
-                tokenize = store.conn.fts5_tokenizer("porter", ["unicode61"])
-            except Exception:  # an apsw without tokenizer access: score every word
-                return fts_query(text)
-            df = {w: _doc_freq(store, w, tokenize) for w in words}
-            words = ([w for w in words if df[w] <= PRUNE_DF * rows]
-                     or [min(words, key=lambda w: df[w])])
+        try:
+            tokenize = store.conn.fts5_tokenizer("porter", ["unicode61"])
+        except Exception:  # an apsw without tokenizer access: score every word
+            return fts_query(text)
+        df = {w: _doc_freq(store, w, tokenize) for w in words}
+        big = rows > PRUNE_MIN_ROWS
+        words = ([w for w in words if (df[w] <= PRUNE_DF * rows if big else 2 * df[w] < rows)]
+                 or [min(words, key=lambda w: df[w])])
     return fts_query(" ".join(words))
 
 
@@ -409,6 +412,10 @@ _DAY_MONTH_YEAR = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+{_MON},?\s+(\d{{
 _MONTH_DAY_YEAR = re.compile(rf"\b{_MON}\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b", re.I)
 _MONTH_YEAR = re.compile(rf"\b{_MON},?\s+(\d{{4}})\b", re.I)
 _ISO_DAY = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+# A month without a year after a word that places something in time ("in May", "last
+# August"): "may" alone is a verb too often to count.
+_MONTH_ALONE = re.compile(rf"\b(?:in|during|of|since|until|by|early|late|mid|last|this|next|"
+                          rf"before|after)[\s-]+{_MON}\b", re.I)
 
 
 def query_periods(query: str) -> list[tuple[float, float]]:
@@ -428,8 +435,12 @@ def query_periods(query: str) -> list[tuple[float, float]]:
             continue  # 30 February
         out.append((day, day + 86400.0))
     if not out:  # a month alone, when no day of it is named
-        for m in _MONTH_YEAR.finditer(query):
-            y, mo = int(m.group(2)), _MONTHS[m.group(1).lower()]
+        months = [(int(m.group(2)), _MONTHS[m.group(1).lower()])
+                  for m in _MONTH_YEAR.finditer(query)]
+        if not months:  # no year either: that month of every year up to the next
+            months = [(y, _MONTHS[m.group(1).lower()]) for m in _MONTH_ALONE.finditer(query)
+                      for y in range(1970, datetime.now(UTC).year + 2)]
+        for y, mo in months:
             try:
                 start = datetime(y, mo, 1, tzinfo=UTC).timestamp()
                 end = datetime(y + mo // 12, mo % 12 + 1, 1, tzinfo=UTC).timestamp()
