@@ -105,7 +105,7 @@ def grow(home: str, size: int, seed: int) -> int:
     """Add memories (and noisy copies of real vectors) until the store holds `size`."""
     import numpy as np
 
-    from db0.store import memories, vectors
+    from db0.store import vectors, write
     from db0.store.context import Context
     from db0.store.core import Store
 
@@ -125,10 +125,11 @@ def grow(home: str, size: int, seed: int) -> int:
         n = min(5000, size - have - added)
         with store.transaction():
             rows = []
-            for i in range(n):
-                text, blob = base[rng.randrange(len(base))]
-                content = f"{text} {sentence(rng)} #{seed}-{have + added + i}"
-                out = memories.remember(store, ctx, memories.validate({"content": content}))
+            picks = [base[rng.randrange(len(base))] for _ in range(n)]
+            outs = write.remember_many(store, ctx, [write.prepare(
+                {"content": f"{text} {sentence(rng)} #{seed}-{have + added + i}"})
+                for i, (text, _) in enumerate(picks)])
+            for out, (_, blob) in zip(outs, picks, strict=True):
                 rid, h = store.conn.execute("SELECT rid, content_hash FROM memories WHERE id=?",
                                             (out["id"],)).fetchone()
                 v = np.frombuffer(blob, dtype="<f4") + nrng.normal(0, 0.02, dim).astype("f4")
