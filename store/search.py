@@ -138,22 +138,19 @@ def content_words(text: str) -> list[str]:
 
 
 def keyword_query(store: Store, text: str) -> str | None:
-    """`fts_query` of the content words of `text`, without the words that say nothing here:
-    those in at least half of the memories (BM25's IDF, log((N - df + 0.5) / (df + 0.5)), is
-    not positive for them: FTS5 scores them ~0, yet a memory holding only such a word would
-    still count as a keyword match; "Caroline" in a conversation Caroline half wrote), and in a
-    large store those too common to be worth scoring. The rarest word always stays."""
+    """`fts_query` of the content words of `text`, without the words too common to be worth
+    scoring in a large store."""
     words = content_words(text)
     if len(words) > 1:
         rows = dbmod.scalar(store.conn, "SELECT max(rid) FROM memories") or 0
-        try:
-            tokenize = store.conn.fts5_tokenizer("porter", ["unicode61"])
-        except Exception:  # an apsw without tokenizer access: score every word
-            return fts_query(text)
-        df = {w: _doc_freq(store, w, tokenize) for w in words}
-        big = rows > PRUNE_MIN_ROWS
-        words = ([w for w in words if (df[w] <= PRUNE_DF * rows if big else 2 * df[w] < rows)]
-                 or [min(words, key=lambda w: df[w])])
+        if rows > PRUNE_MIN_ROWS:
+            try:
+                tokenize = store.conn.fts5_tokenizer("porter", ["unicode61"])
+            except Exception:  # an apsw without tokenizer access: score every word
+                return fts_query(text)
+            df = {w: _doc_freq(store, w, tokenize) for w in words}
+            words = ([w for w in words if df[w] <= PRUNE_DF * rows]
+                     or [min(words, key=lambda w: df[w])])
     return fts_query(" ".join(words))
 
 
