@@ -284,6 +284,12 @@ def main() -> None:
                 saved.write_text(json.dumps(loaded))
             stats = json.loads(run(home, {}, ["stats", "--json"]))
             model = json.loads(run(home, {}, ["model", "status", "--json"]))
+            t0 = time.perf_counter()
+            # a daemon started on a kept home loads its model in the background, and until
+            # then recall is keyword-only: ask once it searches by meaning too
+            while model.get("state") == "loading" and time.perf_counter() - t0 < 300:
+                time.sleep(0.2)
+                model = json.loads(run(home, {}, ["model", "status", "--json"]))
             if model.get("pending"):
                 raise SystemExit(f"{model['pending']} memories still wait for their vectors "
                                  "after import --wait: see db0 model status")

@@ -8,7 +8,9 @@ session's date and time, metadata {dia_id, speaker, session}), then every questi
 categories 1-4 that has evidence asked through `db0 recall --queries - -n 25 --json`.
 A question's recall@k is the fraction of its evidence turns among the top k results; the
 figures are the mean over questions, overall and per category (1 multi-hop, 2 temporal,
-3 open-domain, 4 single-hop).
+3 open-domain, 4 single-hop). Beside it, session-level recall@5: the fraction of a question's
+evidence sessions among the first five distinct sessions of its ranked results, the figure
+systems that index whole sessions report.
 
 With `--rerank N` the questions are asked with `db0 recall --rerank N`: the top N results are
 rescored by the cross-encoder (`db0 model install --reranker`; a --models folder must hold it).
@@ -16,6 +18,7 @@ rescored by the cross-encoder (`db0 model install --reranker`; a --models folder
 Prints a table and one JSON document (also written to bench/results/locomo.json, or
 locomo-rerankN.json with --rerank N).
 Usage: python bench/locomo.py [--limit N] [--models DIR] [--rerank N] [--label TEXT]
+                              [--keep DIR]
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 DB0 = str(Path(sys.executable).with_name("db0"))
 DATA = HERE.parent.parent / "shared" / "bench" / "locomo-dev.json"
 KS = (5, 10, 25)
+SESSION_K = 5  # session-level recall: evidence sessions among the first five distinct ranked
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 _EVIDENCE = re.compile(r"D:?(\d+):(\d+)")
 
@@ -86,22 +92,45 @@ def run(home: Path, args: list[str], stdin: str | None = None, timeout: float = 
     return p.stdout
 
 
-def conversation(item: dict[str, Any], models: Path, rerank: int) -> dict[str, Any]:
-    qs = questions(item)
+@contextmanager
+def conversation_home(keep: str | None, sample_id: str) -> Iterator[Path]:
+    if keep:
+        home = Path(keep) / sample_id
+        home.mkdir(parents=True, exist_ok=True)
+        yield home
+        return
     with tempfile.TemporaryDirectory(prefix="db0l", dir="/tmp") as tmp:
-        home = Path(tmp)
-        (home / "config").mkdir(parents=True)
-        (home / "config" / "config.toml").write_text(
-            f"[embed]\nthreads = {int(os.environ.get('DB0_BENCH_THREADS', '2'))}\n")
-        shutil.copytree(models, home / "data" / "models")
+        yield Path(tmp)
+
+
+def conversation(item: dict[str, Any], models: Path, rerank: int,
+                 keep: str | None = None) -> dict[str, Any]:
+    qs = questions(item)
+    with conversation_home(keep, item["sample_id"]) as home:
+        lines = turns(item["conversation"])
+        done = home / "imported.json"
+        if not done.exists():
+            (home / "config").mkdir(parents=True, exist_ok=True)
+            (home / "config" / "config.toml").write_text(
+                f"[embed]\nthreads = {int(os.environ.get('DB0_BENCH_THREADS', '2'))}\n")
+            shutil.copytree(models, home / "data" / "models", dirs_exist_ok=True)
         try:
-            lines = turns(item["conversation"])
-            src = home / "turns.jsonl"
-            src.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in lines))
-            t0 = time.perf_counter()
-            imported = json.loads(run(home, ["import", str(src), "--wait", "--allow-secrets",
-                                             "--json"]))
-            import_s = time.perf_counter() - t0
+            if done.exists():  # a kept home: ask again, import nothing
+                imported, import_s = json.loads(done.read_text()), 0.0
+                t0 = time.perf_counter()  # once the model is loaded (else keyword-only)
+                while json.loads(run(home, ["model", "status", "--json"])).get(
+                        "state") == "loading" and time.perf_counter() - t0 < 300:
+                    time.sleep(0.2)
+            else:
+                src = home / "turns.jsonl"
+                src.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n"
+                                       for t in lines))
+                t0 = time.perf_counter()
+                imported = json.loads(run(home, ["import", str(src), "--wait",
+                                                 "--allow-secrets", "--json"]))
+                import_s = time.perf_counter() - t0
+                if keep:
+                    done.write_text(json.dumps(imported))
             stdin = "".join(json.dumps({"query": q["question"]}) + "\n" for q in qs)
             t0 = time.perf_counter()
             out = run(home, ["recall", "--queries", "-", "-n", str(max(KS)), "--json",
@@ -116,8 +145,11 @@ def conversation(item: dict[str, Any], models: Path, rerank: int) -> dict[str, A
     for q, a in zip(qs, answers, strict=True):
         got = [r["metadata"].get("dia_id") for r in a["results"]]
         ev = set(q["evidence"])
+        sessions = list(dict.fromkeys(str(d).split(":")[0] for d in got))[:SESSION_K]
+        ev_sessions = {d.split(":")[0] for d in ev}
         rows.append({"category": q["category"],
                      **{f"r@{k}": len(ev & set(got[:k])) / len(ev) for k in KS},
+                     "s@5": len(ev_sessions & set(sessions)) / len(ev_sessions),
                      "took_ms": a["took_ms"], "rerank_ms": a.get("rerank_ms")})
     return {"sample_id": item["sample_id"], "memories": len(lines),
             "stored": imported.get("stored"), "questions": len(qs),
@@ -129,6 +161,8 @@ def means(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for k in KS:
         out[f"recall@{k}"] = round(statistics.fmean(r[f"r@{k}"] for r in rows), 4) if rows \
             else None
+    out["session_recall@5"] = round(statistics.fmean(r["s@5"] for r in rows), 4) if rows \
+        else None
     return out
 
 
@@ -140,6 +174,8 @@ def main() -> None:
     ap.add_argument("--label", default="", help="a name for this run, kept in the JSON")
     ap.add_argument("--rerank", type=int, default=0, metavar="N",
                     help="ask with recall --rerank N (the cross-encoder rescores the top N)")
+    ap.add_argument("--keep", metavar="DIR", help="keep each conversation's home in DIR; a "
+                    "home kept before is asked again without importing (for ranking changes)")
     ap.add_argument("--out")
     args = ap.parse_args()
     args.out = args.out or str(HERE / "results" / (
@@ -159,7 +195,7 @@ def main() -> None:
             models = Path(mtmp) / "data" / "models"
         convs = []
         for item in items:
-            convs.append(conversation(item, models, args.rerank))
+            convs.append(conversation(item, models, args.rerank, args.keep))
             c = convs[-1]
             print(f"{c['sample_id']}: {c['memories']} turns, {c['questions']} questions, "
                   f"{means(c['rows'])}", file=sys.stderr, flush=True)
@@ -180,11 +216,11 @@ def main() -> None:
         "import_wait_s": {c["sample_id"]: c["import_wait_s"] for c in convs},
         "total_s": round(time.perf_counter() - started, 1),
     }
-    print(f"{'questions':<16}{'n':>5}" + "".join(f"{'recall@' + str(k):>11}" for k in KS))
+    cols = [f"recall@{k}" for k in KS] + ["session_recall@5"]
+    print(f"{'questions':<16}{'n':>5}" + "".join(f"{c:>18}" for c in cols))
     for name, m in [("all", result["overall"]), *result["by_category"].items()]:
         print(f"{name:<16}{m['n']:>5}" + "".join(
-            f"{m[f'recall@{k}']:>11.3f}" if m[f"recall@{k}"] is not None else f"{'-':>11}"
-            for k in KS))
+            f"{m[c]:>18.3f}" if m[c] is not None else f"{'-':>18}" for c in cols))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -506,6 +506,10 @@ _DAY_MONTH_YEAR = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+{_MON},?\s+(\d{{
 _MONTH_DAY_YEAR = re.compile(rf"\b{_MON}\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b", re.I)
 _MONTH_YEAR = re.compile(rf"\b{_MON},?\s+(\d{{4}})\b", re.I)
 _ISO_DAY = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+# A month without a year after a word that places something in time ("in May", "last
+# August"): "may" alone is a verb too often to count.
+_MONTH_ALONE = re.compile(rf"\b(?:in|during|of|since|until|by|early|late|mid|last|this|next|"
+                          rf"before|after)[\s-]+{_MON}\b", re.I)
 
 
 def query_periods(query: str) -> list[tuple[float, float]]:
@@ -525,8 +529,12 @@ def query_periods(query: str) -> list[tuple[float, float]]:
             continue  # 30 February
         out.append((day, day + 86400.0))
     if not out:  # a month alone, when no day of it is named
-        for m in _MONTH_YEAR.finditer(query):
-            y, mo = int(m.group(2)), _MONTHS[m.group(1).lower()]
+        months = [(int(m.group(2)), _MONTHS[m.group(1).lower()])
+                  for m in _MONTH_YEAR.finditer(query)]
+        if not months:  # no year either: that month of every year up to the next
+            months = [(y, _MONTHS[m.group(1).lower()]) for m in _MONTH_ALONE.finditer(query)
+                      for y in range(1970, datetime.now(UTC).year + 2)]
+        for y, mo in months:
             try:
                 start = datetime(y, mo, 1, tzinfo=UTC).timestamp()
                 end = datetime(y + mo // 12, mo % 12 + 1, 1, tzinfo=UTC).timestamp()

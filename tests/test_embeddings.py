@@ -268,3 +268,23 @@ def test_nonsense_finds_nothing_and_a_paraphrase_still_does(mdb0: Db0) -> None:
         r = mdb0.run("recall", q, check=False)
         assert (r.code, r.out) == (1, ""), (q, r.out)
     assert mdb0.json("recall", PARAPHRASE, "-n", "1")["results"][0]["content"] == FACTS[0]
+
+
+def test_bge_small_installs_by_name_and_model_use_switches_both_ways(mdb0: Db0) -> None:
+    for fact in FACTS:
+        mdb0.run("remember", fact)
+    wait_until(lambda: status(mdb0)["pending"] == 0, 300, "first embedding")
+    minilm = status(mdb0)["model"]
+    out = mdb0.json("model", "install", "--name", "bge-small-en", timeout=900)
+    assert out["model"]["name"] == "bge-small-en" and not out["switched"]
+    assert status(mdb0)["model"] == minilm  # installing a second model does not switch
+    n = mdb0.json("stats")["memories"]
+    for name in ("bge-small-en", minilm):
+        done = mdb0.json("model", "use", name, timeout=900)
+        assert done["status"]["progress"]["complete"]
+        st = status(mdb0)
+        assert st["searching_with"] == name and st["pending"] == 0
+        by_name = {m["name"]: m for m in mdb0.json("model", "list")["models"]}
+        assert by_name[name]["vectors"] == n and by_name[name]["current"]
+        res = mdb0.json("recall", PARAPHRASE)["results"]
+        assert res[0]["content"] == FACTS[0] and "vector_rank" in res[0]["score_parts"]

