@@ -87,7 +87,6 @@ class Filters:
 # At scale the most common words cost the most to score (every memory holding one is ranked)
 # and say the least (their IDF is near zero): with more than PRUNE_MIN_ROWS memories, words found
 # in more than PRUNE_DF of them are left out of the keyword query (the rarest word always stays).
-# At 100,000 memories this took BM25 from ~200 ms to a few ms on common-word queries.
 PRUNE_MIN_ROWS = 5_000
 PRUNE_DF = 0.02
 KEYWORD_SCAN = 5_000  # matches a keyword search ranks at most (the most recent ones)
@@ -119,8 +118,7 @@ def _doc_freq(store: Store, word: str, tokenize: Any) -> int:
 # Function words and question words say nothing about which memory holds the answer, yet
 # BM25 scores them: "What did Melanie do to destress?" ranked short turns full of "what" and
 # "did" ("Cool! What did it look like?") above the answer. They are left out of the keyword
-# query unless nothing else is left. On LoCoMo (bench/locomo.py) BM25 alone went from 0.565 to
-# 0.617 evidence recall@10 with this list.
+# query unless nothing else is left (docs/ranking.md has what each rule measured).
 _STOP_TEXT = """
 a an the and or but if then else of to in on at by for with from into onto about as is are was
 were be been being am do does did doing done have has had having will would shall should can
@@ -312,15 +310,8 @@ def load(store: Store, rids: list[int]) -> dict[int, dict[str, Any]]:
 # same conversation (same scope, owner and session, within NEIGHBOUR_GAP_S), since an answer is
 # often a short reply to the turn that names the subject ("What got you into running?" /
 # "It helps me de-stress"). Last, recency and scope weights. Every number that went into a
-# result is in its `score_parts`.
-#
-# Measured on LoCoMo dev (bench/locomo.py, evidence recall@5/@10/@25, 760 questions): rank
-# fusion 0.505/0.602/0.748; + stop words 0.501/0.591/0.750 (BM25 got better, the fusion did
-# not); score fusion 0.574/0.688/0.776; + neighbour context 0.609/0.713/0.803; + speaker
-# 0.643/0.739/0.819; + dates 0.661/0.757/0.829; + questions 0.670/0.762/0.839; neighbour weight
-# 0.2 -> 0.3 0.682/0.766/0.842 (0.4: 0.686/0.765/0.844, 0.5: 0.679/0.763/0.842); the reply to a
-# question gets 0.5 of the question's relevance 0.690/0.770/0.847 (0.4: 0.685/0.773/0.848, 0.8:
-# 0.668/0.757/0.854).
+# result is in its `score_parts`. Why each rule and weight, and what each measured:
+# docs/ranking.md.
 
 POOL = 50                 # at least this many candidates per retriever
 KEYWORD_WEIGHT = 0.3      # relevance = 0.3 * bm25 / best bm25 + 0.7 * cosine similarity
@@ -423,8 +414,8 @@ def neighbours(store: Store, rids: list[int], filters: Filters, ctx: Context,
     memory and the visible memories written just before and after it in the same
     conversation (the adjacent live memories of its scope and owner by row order, with the
     same session, made within NEIGHBOUR_GAP_S of it), both ways. The reply to a question
-    gets REPLY_WEIGHT of the question's relevance, every other pair NEIGHBOUR_WEIGHT. One
-    statement (three took 1 ms more at 100,000 memories)."""
+    gets REPLY_WEIGHT of the question's relevance, every other pair NEIGHBOUR_WEIGHT, in one
+    statement."""
     gains: dict[int, dict[int, float]] = {}
     if not rids:
         return gains
@@ -469,9 +460,8 @@ def relevance(parts: dict[str, Any], best_bm25: float, with_vectors: bool) -> fl
 # Names: a question about someone is answered by what they said. In conversation memories
 # (`Speaker: text`, or metadata {"speaker": …}) the other party names them too ("Congrats on
 # the promotion, John!"), so the name alone does not tell the two apart, for BM25 or for the
-# embedding. On LoCoMo, 96% of the evidence of a question naming one speaker was said by that
-# speaker (930 of 967). A memory whose speaker the query names is weighted by SPEAKER_WEIGHT:
-# evidence recall@5/@10 0.609/0.713 -> 0.643/0.739 (bench/locomo.py).
+# embedding. Evidence for a question naming one speaker is almost always said by that speaker,
+# so a memory whose speaker the query names is weighted by SPEAKER_WEIGHT.
 _SPEAKER = re.compile(r"([A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,2}): ")
 
 
@@ -547,8 +537,7 @@ def query_periods(query: str) -> list[tuple[float, float]]:
 def is_question(content: str) -> bool:
     """A memory that ends with a question mark (before an image caption): in a conversation
     the answer is the reply, and the question matches the query's words better than the
-    reply does. LoCoMo r@5/10/25 0.661/0.757/0.829 -> 0.670/0.762/0.839 with weight 0.85
-    (0.7: 0.668/0.752/0.828)."""
+    reply does."""
     return content.split(" [image:", 1)[0].rstrip().endswith("?")
 
 
@@ -587,10 +576,8 @@ def _best(store: Store, eligible: dict[int, dict[str, Any]], k: int, now: float,
     weighted in order of fused relevance, in growing batches, until none left can beat the
     k-th best: recency, question and scope weights are at most max scope weight, speaker and
     date at most SPEAKER_WEIGHT and DATE_WEIGHT, so a candidate fused at f scores at most
-    f x their product. Exact, and it loads only what the weights can still move: a fixed
-    worst-case shortlist (all weights at their extremes) grew with the speaker, question and
-    date weights and made recall at 100,000 memories 31.0 -> 37.3 ms (bench/embed_recall_speed
-    .py); this way it is 31.2 ms."""
+    f x their product. Exact, and it loads only what the weights can still move (a fixed
+    worst-case shortlist would grow with every weight)."""
     ranked = sorted(eligible, key=lambda r: eligible[r]["fused"], reverse=True)
     top_w = (max(*SCOPE_WEIGHTS.values(), 1.0) * SPEAKER_WEIGHT
              * (DATE_WEIGHT if periods else 1.0))
