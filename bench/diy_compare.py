@@ -62,8 +62,15 @@ from diy.workload import Workload
 MILLION = 1_000_000
 
 
+_PARTIAL: tuple[Path, dict[str, Any]] | None = None
+
+
 def log(msg: str) -> None:
+    """Progress on stderr; with --partial FILE, what is measured so far is saved at each step
+    (a long run that fails late keeps its rows)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    if _PARTIAL is not None:
+        _PARTIAL[0].write_text(json.dumps(_PARTIAL[1], indent=2) + "\n")
 
 
 def run_clients(fn: Any, jobs: list[tuple[Any, ...]], seconds: float,
@@ -110,6 +117,7 @@ def main() -> int:
     ap.add_argument("--durability-full", action="store_true",
                     help="also measure db0's writes with [store] durability = \"full\"")
     ap.add_argument("--skip-diy", action="store_true", help="db0's side only")
+    ap.add_argument("--partial", help="save the rows measured so far to this file at each step")
     args = ap.parse_args()
     if args.quick:
         if args.agents == 1000:
@@ -125,6 +133,9 @@ def main() -> int:
         "cpus": os.cpu_count(), "load1_at_start": round(os.getloadavg()[0], 2),
         "agents": args.agents, "turns_per_agent": args.turns, "memories": wl.total,
         "queries": len(queries), "threads": args.threads, "quick": args.quick}
+    if args.partial:
+        global _PARTIAL
+        _PARTIAL = (Path(args.partial), out)
     tmp = Path(tempfile.mkdtemp(prefix="db0dc", dir="/tmp"))
     models = tmp / "models"
     log("installing db0's default model once")
@@ -171,7 +182,7 @@ def diy_side(args: Any, wl: Workload, queries: list[tuple[str, str]], gguf: Path
         diy["bulk_redis"] = st.bulk_redis(wl)
         log("DIY: COPY into Postgres and index")
         diy["bulk_postgres"] = st.bulk_postgres(wl, hnsw=not args.no_hnsw)
-        st.load_embedder(gguf, args.threads, args.query_threads)
+        st.load_embedder(gguf, args.query_threads)
         for agent, q in queries[:5]:
             st.recall(agent, q + " ?")
         diy["plan"] = st.explain(*queries[0])
@@ -195,8 +206,7 @@ def diy_side(args: Any, wl: Workload, queries: list[tuple[str, str]], gguf: Path
             diy[f"writes_{n}"] = run_clients(redis_client, jobs, args.write_seconds,
                                              lambda: [st.redis_proc.pid])
         log(f"DIY: worker embedding {len(embed_texts)} turns")
-        diy["worker"] = st.worker_drain(embed_texts)
-        diy["worker"]["threads"] = args.threads
+        diy["worker"] = st.worker_drain(embed_texts, gguf, args.threads)
     finally:
         st.close()
 
@@ -219,7 +229,7 @@ def db0_side(args: Any, wl: Workload, queries: list[tuple[str, str]], models: Pa
             if mode != "normal":
                 home.stop()
                 home.configure(args.threads, mode)
-                home.start()
+                home.start(backlog_ok=True)
             for n in clients:
                 log(f"db0: acknowledged writes, {n} client(s), durability {mode}")
                 jobs = [(str(home.path), wl.agent_name(i), wl.agent_texts(i)) for i in range(n)]
@@ -228,19 +238,10 @@ def db0_side(args: Any, wl: Workload, queries: list[tuple[str, str]], models: Pa
                 d0[key]["durability"] = mode
                 d0[key]["embedder_pending_after"] = home.call("model.status", {}).get("pending")
         if args.million:
-            home.stop()
-            home.configure(args.threads, "normal")
-            extra = -(-(MILLION - wl.total) // wl.per_agent)
-            log(f"db0: growing to {MILLION} memories ({extra} more agents' turns, user scope)")
-            big = Workload(args.agents + extra, wl.per_agent)
-            big.base = wl.base
-            d0["million_build"] = home.build(big, range(args.agents, args.agents + extra),
-                                             user_scope_from=args.agents)
-            d0["million_start"] = home.start()
-            log("db0: recall at 1,000,000")
-            d0["million_recall_scoped"] = home.recall(queries, ["agent"])
-            d0["million_recall_unscoped"] = home.recall(queries, None)
-            d0["million_footprint"] = home.footprint()
+            try:
+                million(args, wl, queries, home, d0)
+            except Exception as e:  # the rows measured so far still print
+                d0["million_error"] = f"{type(e).__name__}: {e}"[:500]
     finally:
         home.stop()
     bulk = db0side.Home(tmp / "b", models, args.threads)
@@ -257,6 +258,25 @@ def db0_side(args: Any, wl: Workload, queries: list[tuple[str, str]], models: Pa
         d0["embedder"]["threads"] = args.threads
     finally:
         bulk.stop()
+
+
+def million(args: Any, wl: Workload, queries: list[tuple[str, str]], home: db0side.Home,
+            d0: dict[str, Any]) -> None:
+    """Grow the store to 1,000,000 memories with more agents' turns in the user scope, restart,
+    and recall scoped (the agent alone) and unscoped (the agent and the shared user scope)."""
+    home.stop()
+    home.configure(args.threads, "normal")
+    extra = -(-(MILLION - wl.total) // wl.per_agent)
+    log(f"db0: growing to {MILLION} memories ({extra} more agents' turns, user scope)")
+    big = Workload(args.agents + extra, wl.per_agent)
+    big.base = wl.base
+    d0["million_build"] = home.build(big, range(args.agents, args.agents + extra),
+                                     user_scope_from=args.agents)
+    d0["million_start"] = home.start(backlog_ok=True)
+    log("db0: recall at 1,000,000")
+    d0["million_recall_scoped"] = home.recall(queries, ["agent"])
+    d0["million_recall_unscoped"] = home.recall(queries, None)
+    d0["million_footprint"] = home.footprint()
 
 
 def ratios(diy: dict[str, Any], d0: dict[str, Any]) -> dict[str, Any]:

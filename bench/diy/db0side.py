@@ -104,15 +104,18 @@ class Home:
     def call(self, method: str, params: dict[str, Any], timeout: float | None = 600.0) -> Any:
         return self.client().call(method, params, timeout=timeout)
 
-    def start(self) -> dict[str, Any]:
-        """Start the daemon and wait until the embedder is ready (its index loaded, nothing
-        pending): the seconds that took."""
+    def start(self, backlog_ok: bool = False) -> dict[str, Any]:
+        """Start the daemon and wait until the embedder is ready (its index loaded, and
+        nothing pending unless `backlog_ok`: a restart after writes leaves some): the seconds
+        that took."""
         t = time.perf_counter()
         self.launch()
         started = time.perf_counter() - t
         while True:
             st = self.call("model.status", {})
             if st.get("state") == "ready" and not st.get("pending"):
+                break
+            if backlog_ok and st.get("state") in ("ready", "embedding"):
                 break
             if time.perf_counter() - t > 1800:
                 raise SystemExit(f"db0's embedder not ready after 30 minutes: {st}")

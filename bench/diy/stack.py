@@ -59,7 +59,7 @@ class Stack:
 
         self.pg = psycopg.connect(self.dsn, autocommit=True)
         self.pg.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        self.llm: Any = None
+        self.qllm: Any = None
 
     # -- processes -------------------------------------------------------------------------
 
@@ -170,13 +170,11 @@ class Stack:
 
     # -- recall ----------------------------------------------------------------------------
 
-    def load_embedder(self, gguf: Path, threads: int, query_threads: int) -> None:
-        """The worker's context (`threads`) and the query context (`query_threads`), as db0
-        has a batch context and a query context."""
+    def load_embedder(self, gguf: Path, threads: int) -> None:
+        """The query embedding's llama.cpp context (db0's query context has one thread)."""
         from diy.workload import open_llama
 
-        self.llm = open_llama(gguf, threads)
-        self.qllm = open_llama(gguf, query_threads)
+        self.qllm = open_llama(gguf, threads)
 
     def recall(self, agent: str, query: str, k: int = 10
                ) -> tuple[list[Any], list[bytes], float]:
@@ -204,38 +202,79 @@ class Stack:
 
     # -- the worker --------------------------------------------------------------------------
 
-    def worker_drain(self, texts: list[tuple[str, int, str]], batch: int = 32
-                     ) -> dict[str, Any]:
-        """XADD `texts` (agent, turn, text) to the stream, then time the worker: read the
-        stream through a consumer group, embed each batch with llama-cpp-python, INSERT the
-        rows with their vectors into Postgres (one transaction a batch), XACK."""
+    def worker_drain(self, texts: list[tuple[str, int, str]], gguf: Path, workers: int,
+                     batch: int = 32) -> dict[str, Any]:
+        """XADD `texts` (agent, turn, text) to the stream, then time `workers` worker
+        processes (the usual way to scale a DIY worker, and what db0's embedder does with
+        its threads: one 1-thread llama.cpp context each) draining it through one consumer
+        group. The clock starts once every worker has loaded its model."""
+        import multiprocessing
+
         self.r.delete(STREAM)
         p = self.r.pipeline(transaction=False)
         for a, j, t in texts:
             p.xadd(STREAM, {"agent": a, "turn": j, "text": t})
         p.execute()
         self.r.xgroup_create(STREAM, "workers", id="0")
-        done = 0
-        with Meter(self.pids) as m:
-            while done < len(texts):
-                got = self.r.xreadgroup("workers", "w1", {STREAM: ">"}, count=batch)
-                if not got:
-                    break
-                entries = got[0][1]
-                fields = [e[1] for e in entries]
-                vecs = self.llm.embed([f[b"text"].decode() for f in fields], normalize=True,
-                                      truncate=True)
-                with self.pg.transaction(), self.pg.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO turns (agent_id, turn, content, embedding) "
-                        "VALUES (%s, %s, %s, %s::vector)",
-                        [(f[b"agent"].decode(), int(f[b"turn"]), f[b"text"].decode(),
-                          "[" + ",".join(f"{x:.7g}" for x in v) + "]")
-                         for f, v in zip(fields, vecs, strict=True)])
-                self.r.xack(STREAM, "workers", *[e[0] for e in entries])
-                done += len(entries)
+        ctx = multiprocessing.get_context("spawn")
+        start_at = time.time() + 4.0 + 1.0 * workers
+        with ctx.Pool(workers) as pool:
+            pending = pool.starmap_async(worker, [(self.redis_sock, self.dsn, str(gguf),
+                                                   f"w{i}", batch, start_at)
+                                                  for i in range(workers)])
+            time.sleep(max(0.0, start_at - time.time()))
+            with Meter(self.pids) as m:
+                res = pending.get(timeout=3600)
         self.r.delete(STREAM)
-        return m.result(texts=done, per_s=round(done / m.wall, 1))
+        done = sum(n for n, _, _ in res)
+        wall = max(w for _, w, _ in res)
+        return m.result(texts=done, per_s=round(done / wall, 1), workers=workers,
+                        threads_per_worker=1, worker_wall_s=round(wall, 3),
+                        cpu_s_workers=round(sum(c for _, _, c in res), 2))
+
+
+def worker(sock: str, dsn: str, gguf: str, name: str, batch: int, start_at: float
+           ) -> tuple[int, float, float]:
+    """One DIY worker process: XREADGROUP a batch, embed it (llama-cpp-python, one thread),
+    INSERT the rows with their vectors into Postgres in one transaction, XACK; until the
+    stream is empty. Returns (texts, wall seconds from start_at, CPU seconds)."""
+    import resource
+
+    import psycopg
+    import redis
+
+    from diy.workload import open_llama
+
+    llm: Any = open_llama(Path(gguf), 1)
+    r = redis.Redis(unix_socket_path=sock)
+    pg = psycopg.connect(dsn, autocommit=True)
+    while time.time() < start_at:
+        time.sleep(0.001)
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = ru.ru_utime + ru.ru_stime
+    done = 0
+    while True:
+        got = r.xreadgroup("workers", name, {STREAM: ">"}, count=batch)
+        if not got or not got[0][1]:
+            break
+        entries = got[0][1]
+        fields = [e[1] for e in entries]
+        vecs = llm.embed([f[b"text"].decode() for f in fields], normalize=True, truncate=True)
+        with pg.transaction(), pg.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO turns (agent_id, turn, content, embedding) "
+                "VALUES (%s, %s, %s, %s::vector)",
+                [(f[b"agent"].decode(), int(f[b"turn"]), f[b"text"].decode(),
+                  "[" + ",".join(f"{x:.7g}" for x in v) + "]")
+                 for f, v in zip(fields, vecs, strict=True)])
+        r.xack(STREAM, "workers", *[e[0] for e in entries])
+        done += len(entries)
+    wall = time.time() - start_at
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    pg.close()
+    r.close()
+    llm.close()
+    return done, wall, ru.ru_utime + ru.ru_stime - cpu0
 
 
 # -- acknowledged writes, one process per client ---------------------------------------------
