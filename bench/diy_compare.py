@@ -196,7 +196,7 @@ def diy_side(args: Any, wl: Workload, queries: list[tuple[str, str]], gguf: Path
                 embed_ms.append(e_ms)
                 full += len(rows) == 10
         diy["recall"] = m.result(
-            server=summary(times), query_embedding=summary(embed_ms), full_answers=full,
+            server=summary(times), query_embedding=summary(embed_ms), answers_with_k=full,
             cpu_ms_per_recall=round((m.cpu_self + m.cpu_servers) * 1000 / len(queries), 1),
             query_threads=args.query_threads)
         diy["footprint"] = st.footprint()

@@ -222,7 +222,7 @@ class Home:
     def recall(self, queries: list[tuple[str, str]], scopes: list[str] | None, k: int = 10
                ) -> dict[str, Any]:
         server, embed, trip = [], [], []
-        hits = 0
+        hits = foreign = 0
         for agent, q in queries[:5]:  # warm: page the index in
             self.call("memory.recall", {"query": q + " ?", "k": k, "scopes": scopes,
                                         "context": {"agent": agent}})
@@ -237,14 +237,14 @@ class Home:
                 server.append(float(res["took_ms"]))
                 if res.get("embed_ms") is not None:
                     embed.append(float(res["embed_ms"]))
-                hits += len(res["results"]) == k and all(
-                    r.get("owner") in (agent, None) or r.get("scope") == "user"
-                    for r in res["results"])
+                hits += len(res["results"]) == k
+                foreign += sum(r.get("scope") == "agent" and r.get("owner") != agent
+                               for r in res["results"])
         n = len(queries)
         return m.result(server=summary(server), round_trip=summary(trip),
                         query_embedding=summary(embed) if embed else None,
                         daemon_cpu_ms_per_recall=round(m.cpu_servers * 1000 / n, 1),
-                        full_answers=hits)
+                        answers_with_k=hits, other_agents_results=foreign)
 
     # -- the CLI -------------------------------------------------------------------------------
 
