@@ -138,15 +138,32 @@ class Home:
         except Exception:
             return []
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 300.0) -> dict[str, Any]:
+        """`db0 daemon stop`, then wait for the process to be gone (a daemon writes its vector
+        index at stop, which can take minutes at 1,000,000): killed after `wait` seconds, so
+        the home can be removed. Returns the seconds the stop took."""
+        pid = None
+        try:
+            pid = self.pid() if self._client is not None else None
+        except Exception:
+            pid = None
         if self._client is not None:
             try:
                 self._client.close()
             except Exception:
                 pass
             self._client = None
+        t = time.perf_counter()
         subprocess.run([DB0, "daemon", "stop"], env=self.env, capture_output=True, check=False,
-                       timeout=300)
+                       timeout=wait)
+        killed = False
+        while pid and Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+            if time.perf_counter() - t > wait:
+                os.kill(pid, 9)
+                killed = True
+                break
+            time.sleep(0.1)
+        return {"stop_s": round(time.perf_counter() - t, 2), "killed": killed}
 
     def footprint(self) -> dict[str, Any]:
         pid = self.pid()
@@ -319,6 +336,13 @@ class Home:
                 time.sleep(0.05)
         return m.result(texts=done, per_s=round(done / m.wall, 1),
                         pending_left=st.get("pending"))
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
 
 
 def db0_client(home: str, agent: str, texts: list[str], start_at: float, seconds: float
