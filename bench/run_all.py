@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["foundation_speed", "embed_speed", "embed_recall_speed", "pack_speed",
-         "hook_speed", "capture_speed", "sync_speed", "locomo", "agentmem"]
+         "hook_speed", "capture_speed", "sync_speed", "locomo", "agentmem", "diy_compare"]
 
 
 def main() -> int:
