@@ -498,10 +498,8 @@ class VecIndex:
             # Most of a large delta wanted (a bulk load not yet written to the file): one
             # product over the contiguous rows, then the wanted ones; picking the rows first
             # would copy them all at every search.
-            if len(drows) * 4 > snap.n:
-                sims = (d.vecs[:snap.n] @ q)[drows]
-            else:
-                sims = d.vecs[drows] @ q
+            most = len(drows) * 4 > snap.n
+            sims = (d.vecs[:snap.n] @ q)[drows] if most else d.vecs[drows] @ q
             exact.append((d.rids[drows].copy(), sims))
         return self._finish(pool, exact, q, n, store)
 
