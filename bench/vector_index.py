@@ -16,8 +16,6 @@ log and FTS rows, vectors through store.vectors.put):
 
 Options (each measured in a fresh process, as after a restart):
 
-  today         store.vectors.VectorIndex: a float32 matrix loaded from SQLite, searched whole,
-                then store.search.vector_candidates' SQL filter (and its full-scan fallback)
   np-part-f32   float32 rows grouped by partition in memory, loaded from SQLite at start; exact
   vecindex      store/vecindex.py: persisted int8 rows grouped by partition, exact re-scoring from
                 SQLite; a usearch HNSW graph for partitions over vecindex.BIG
@@ -70,7 +68,7 @@ DIM = 384
 LAYOUTS = {"s300k": (1000, 300, "agent"), "s1m": (1000, 1000, "agent"),
            "u1m": (1, 1_000_000, "user"),
            "s3k": (10, 300, "agent"), "u30k": (1, 30_000, "user")}  # smoke tests of this file
-OPTIONS = ("today", "np-part-f32", "vecindex", "usearch-i8", "usearch-f16", "faiss-sq8",
+OPTIONS = ("np-part-f32", "vecindex", "usearch-i8", "usearch-f16", "faiss-sq8",
            "hnswlib", "vec0")
 ONLY = {"usearch-i8": {"u1m", "u30k"}, "usearch-f16": {"u1m", "u30k"},
         "hnswlib": {"s300k", "s3k"}, "vec0": {"s300k", "s3k"}}
@@ -268,20 +266,6 @@ def ctx_for(agent: str) -> Any:
     from db0.store.context import Context
 
     return Context(USER, agent=agent)
-
-
-def opt_today(layout: str, store: Any, mid: int, build: bool) -> Any:
-    from db0.store import search, vectors
-
-    if build:
-        return None
-    idx = vectors.VectorIndex.load(store, mid, DIM)
-
-    def run(q: np.ndarray, n: int, agent: str) -> list[int]:
-        qv = search.QueryVector(mid, q, idx)
-        return [r for r, _ in search.vector_candidates(store, ctx_for(agent), qv,
-                                                       search.Filters(), n)]
-    return run
 
 
 def opt_np_part(layout: str, store: Any, mid: int, build: bool) -> Any:
@@ -509,7 +493,7 @@ def opt_vec0(layout: str, store: Any, mid: int, build: bool) -> Any:
     return run
 
 
-IMPL = {"today": opt_today, "np-part-f32": opt_np_part, "vecindex": opt_vecindex,
+IMPL = {"np-part-f32": opt_np_part, "vecindex": opt_vecindex,
         "usearch-i8": opt_usearch("i8"), "usearch-f16": opt_usearch("f16"),
         "faiss-sq8": opt_faiss, "hnswlib": opt_hnswlib, "vec0": opt_vec0}
 
