@@ -124,6 +124,17 @@ def home() -> Iterator[Path]:
         assert not stuck, f"daemon(s) {stuck} ignored SIGTERM"
 
 
+def with_git(home: Path) -> Db0:
+    """A Db0 in home/db0 whose git has a home of its own (home/githome) and a fixed author, so
+    commits made by a test neither read nor change the real user's git config."""
+    gh = home / "githome"
+    gh.mkdir()
+    return Db0(home / "db0", env={
+        "HOME": str(gh), "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "Ada",
+        "GIT_AUTHOR_EMAIL": "ada@example.org", "GIT_COMMITTER_NAME": "Ada",
+        "GIT_COMMITTER_EMAIL": "ada@example.org"})
+
+
 @pytest.fixture
 def db0(home: Path) -> Iterator[Db0]:
     d = Db0(home)

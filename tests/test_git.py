@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Db0
+from conftest import Db0, with_git
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -22,12 +22,7 @@ EXISTING_HOOK = ("#!/bin/sh\n# the team's own hook\n"
 
 @pytest.fixture
 def db(home: Path) -> Any:
-    gh = home / "githome"
-    gh.mkdir()
-    d = Db0(home / "db0", env={
-        "HOME": str(gh), "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "Ada",
-        "GIT_AUTHOR_EMAIL": "ada@example.org", "GIT_COMMITTER_NAME": "Ada",
-        "GIT_COMMITTER_EMAIL": "ada@example.org"})
+    d = with_git(home)
     yield d
     d.stop()
 

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import anyio
-from conftest import DB0, Db0
+from conftest import DB0, Db0, with_git
 
 from db0.store import secrets
 
@@ -56,12 +56,7 @@ def _mcp_remember(d: Db0, text: str) -> dict[str, object]:
 
 
 def test_a_secret_through_every_front_door_is_nowhere_on_disk(home: Path) -> None:
-    gh = home / "githome"
-    gh.mkdir()
-    d = Db0(home / "db0", env={
-        "HOME": str(gh), "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "Ada",
-        "GIT_AUTHOR_EMAIL": "ada@example.org", "GIT_COMMITTER_NAME": "Ada",
-        "GIT_COMMITTER_EMAIL": "ada@example.org"})
+    d = with_git(home)
     try:
         s = SECRETS
         for door, value in s.items():  # each planted value is one the patterns know
