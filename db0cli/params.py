@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import types
 
-# `typing` is not imported at run time: it is a tenth of a hot command's start-up, and
+# `typing` is not imported at run time: it is a large part of a hot command's start-up, and
 # nothing here needs it but annotations (mypy reads the TYPE_CHECKING branches).
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -96,6 +96,23 @@ _FTS5_TOKENIZE_QUERY = 0x0001  # apsw.FTS5_TOKENIZE_QUERY
 _FTS5_TOKENIZE_DOCUMENT = 0x0004  # apsw.FTS5_TOKENIZE_DOCUMENT
 
 
+def _tokenizer(store: Store) -> Any:
+    """The memories_fts table's tokenizer (porter over unicode61), or None on an apsw without
+    tokenizer access."""
+    try:
+        return store.conn.fts5_tokenizer("porter", ["unicode61"])
+    except Exception:
+        return None
+
+
+def _docs_with(store: Store, term: str) -> int:
+    """How many memories hold an already tokenized `term` (FTS5's own count, fts5vocab)."""
+    store.conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.memories_fts_vocab "
+                       "USING fts5vocab(main, memories_fts, row)")
+    return int(dbmod.scalar(store.conn, "SELECT doc FROM temp.memories_fts_vocab WHERE term=?",
+                            (term,)) or 0)
+
+
 def _doc_freq(store: Store, word: str, tokenize: Any) -> int:
     """How many memories hold `word` (after the FTS tokenizer's stemming), cached a while."""
     key = (store.conn.filename, word)
@@ -103,12 +120,8 @@ def _doc_freq(store: Store, word: str, tokenize: Any) -> int:
     now = time.monotonic()
     if hit is not None and now - hit[1] < _DF_TTL_S:
         return hit[0]
-    tokens = tokenize(word.encode("utf-8"), _FTS5_TOKENIZE_QUERY, None,
-                      include_offsets=False, include_colocated=False)
-    store.conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.memories_fts_vocab "
-                       "USING fts5vocab(main, memories_fts, row)")
-    df = min((int(r[0]) for t in tokens for r in store.conn.execute(
-        "SELECT doc FROM temp.memories_fts_vocab WHERE term=?", (t,))), default=0)
+    df = min((_docs_with(store, t) for t in _tokens(tokenize, word, _FTS5_TOKENIZE_QUERY)),
+             default=0)
     if len(_df_cache) > 100_000:
         _df_cache.clear()
     _df_cache[key] = (df, now)
@@ -150,9 +163,8 @@ def keyword_words(store: Store, text: str) -> list[str]:
     if len(words) > 1:
         rows = dbmod.scalar(store.conn, "SELECT max(rid) FROM memories") or 0
         if rows > PRUNE_MIN_ROWS:
-            try:
-                tokenize = store.conn.fts5_tokenizer("porter", ["unicode61"])
-            except Exception:  # an apsw without tokenizer access: score every word
+            tokenize = _tokenizer(store)
+            if tokenize is None:  # an apsw without tokenizer access: score every word
                 words = _WORD.findall(text)
             else:
                 df = {w: _doc_freq(store, w, tokenize) for w in words}
@@ -221,9 +233,8 @@ def bm25_of(store: Store, words: list[str], rids: list[int]) -> dict[int, float]
     averages record), each word's document count (fts5vocab) and the memory's tokens by the
     table's tokenizer. Cost: the few texts, not every match of a common word. None when a word
     is more than one token (a phrase), which only FTS5 scores."""
-    try:
-        tokenize = store.conn.fts5_tokenizer("porter", ["unicode61"])
-    except Exception:
+    tokenize = _tokenizer(store)
+    if tokenize is None:
         return None
     terms = []
     for w in words:
@@ -239,12 +250,9 @@ def bm25_of(store: Store, words: list[str], rids: list[int]) -> dict[int, float]
     if n_row <= 0:
         return {}
     avgdl = n_tok / n_row
-    store.conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.memories_fts_vocab "
-                       "USING fts5vocab(main, memories_fts, row)")
     idf = {}
     for t in set(terms):
-        hits = dbmod.scalar(store.conn, "SELECT doc FROM temp.memories_fts_vocab WHERE term=?",
-                            (t,)) or 0
+        hits = _docs_with(store, t)
         idf[t] = max(math.log((n_row - hits + 0.5) / (hits + 0.5)), 1e-6)
     out: dict[int, float] = {}
     for rid, content, part in store.conn.execute(
@@ -613,9 +621,8 @@ def meaning_floor(store: Store, query: str, noise: float) -> float:
     words = content_words(query)
     if not words:
         return noise
-    try:
-        tokenize = store.conn.fts5_tokenizer("porter", ["unicode61"])
-    except Exception:  # an apsw without tokenizer access: the plain floor
+    tokenize = _tokenizer(store)
+    if tokenize is None:  # an apsw without tokenizer access: the plain floor
         return noise
     if any(_doc_freq(store, w, tokenize) for w in words):
         return noise
