@@ -61,6 +61,7 @@ from db0.store.core import Store
 BIG = 20_000             # partitions with more vectors than this get an HNSW graph
 GRAPH_STALE = 0.05       # a graph missing this share of its partition is rebuilt at persist
 GRAPH_STALE_MIN = 2_000  # ... but not for fewer rows than this
+REBUILD_BEHIND = 50_000  # open() rebuilds rather than replays more changes than this (or half)
 CONNECTIVITY = 16        # HNSW M
 EXPANSION_ADD = 128      # HNSW efConstruction
 # HNSW ef at search grows with the graph: size / 900, between these, chosen with
@@ -300,6 +301,12 @@ class VecIndex:
             idx._load()
             if idx.seq > change_seq(store):
                 raise IndexFileError("the index is ahead of the database (a restored backup?)")
+            behind = dbmod.scalar(store.conn, "SELECT count(*) FROM vector_changes WHERE seq > ?",
+                                  (idx.seq,))
+            if int(behind or 0) > max(REBUILD_BEHIND, len(idx) // 2):
+                # Reading every row in order beats replaying this many changes into the
+                # float32 delta (which would also hold them all in memory until a persist).
+                raise IndexFileError("the index is far behind the database")
             idx.catch_up(store, strict=True)
             if len(idx) != vector_count(store, mid):
                 raise IndexFileError("the index and memory_vectors disagree on the count")
@@ -575,9 +582,27 @@ class VecIndex:
 
     # -- persistence -------------------------------------------------------------------------
 
-    def persist(self, threads: int = 1, graphs: bool = True) -> None:
+    def graphs_owed(self) -> bool:
+        """True when a big partition has no graph, or too many of its rows outside it (rows
+        outside a graph are scanned exactly): `persist(graphs=True)` would build."""
+        if _usearch() is None:
+            return False
+        b = self.base
+        sizes = np.diff(b.starts)
+        for pid in np.flatnonzero(sizes > BIG).tolist():
+            lo, hi = b.span(pid)
+            missing = int(((b.in_graph[lo:hi] == 0) & ~b.dead[lo:hi]).sum())
+            if missing > max(GRAPH_STALE_MIN, GRAPH_STALE * (hi - lo)):
+                return True
+        return False
+
+    def persist(self, threads: int = 1, graphs: bool = True,
+                cancel: Any = None) -> None:
         """Write base + delta (less what was removed) as a new file, atomically, and serve
-        from it; with `graphs`, build the graphs big partitions lack or have outgrown.
+        from it. Without `graphs` this is quick (the rows only): existing graphs are kept and
+        rows outside them are scanned exactly. With `graphs`, build the graphs big partitions
+        lack or have outgrown, in steps; once `cancel()` is true the steps stop and the
+        partition is written without its new graph (a later persist builds it).
         Writer only: nothing changes the index while it runs. The int8 rows are gathered in
         chunks, never copied whole."""
         base, d = self.base, self.delta
@@ -601,11 +626,12 @@ class VecIndex:
                     np.concatenate([base.scale[keep], dscale])[order],
                     np.concatenate([base.resid[keep], dresid])[order], take,
                     np.concatenate([base.in_graph[keep], np.zeros(len(dl), np.uint8)])[order],
-                    threads=threads, graphs=graphs)
+                    threads=threads, graphs=graphs, cancel=cancel)
         self._load()
 
     def _write(self, rids: np.ndarray, pids: np.ndarray, scale: np.ndarray, resid: np.ndarray,
-               take: Any, in_graph: np.ndarray, threads: int = 1, graphs: bool = True) -> None:
+               take: Any, in_graph: np.ndarray, threads: int = 1, graphs: bool = True,
+               cancel: Any = None) -> None:
         """Write graphs for big partitions as needed, then the main file; rename = commit.
         `take(rows)` gives the int8 codes of these final rows."""
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -621,7 +647,8 @@ class VecIndex:
             lo, hi = int(starts[pid]), int(starts[pid + 1])
             missing = int((in_graph[lo:hi] == 0).sum())
             old = self.graph_files.get(pid)
-            if old is not None and missing <= max(GRAPH_STALE_MIN, GRAPH_STALE * (hi - lo)):
+            fresh = missing <= max(GRAPH_STALE_MIN, GRAPH_STALE * (hi - lo))
+            if old is not None and (fresh or not graphs):
                 graph_files[pid] = old  # rows outside the graph are searched exactly
                 continue
             if not graphs:  # searched exactly until a persist builds it
@@ -639,12 +666,24 @@ class VecIndex:
                 graph = index_cls(ndim=self.dim, metric="cos", dtype="i8",
                                   connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
                                   expansion_search=EXPANSION_SEARCH)
-            for s in range(0, len(todo), 65_536):
-                rows = todo[s:s + 65_536]
+            step = 65_536 if cancel is None else 4_096
+            cancelled = False
+            for s in range(0, len(todo), step):
+                if cancel is not None and cancel():
+                    cancelled = True
+                    break
+                rows = todo[s:s + step]
                 # codes / 127: usearch's int8 is round(127 x), so the graph holds exactly these
                 # codes (cosine ignores the row's scale); unit vectors as given would use a
                 # fraction of the int8 range (components are mostly under 0.2).
                 graph.add(rids[rows], take(rows).astype(np.float32) / 127.0, threads=threads)
+            if cancelled:  # keep what the partition had: the old graph, or none
+                del graph
+                if old is not None:
+                    graph_files[pid] = old
+                else:
+                    in_graph[lo:hi] = 0
+                continue
             name = f"graph-{pid}-{os.urandom(4).hex()}.usearch"
             tmp = self.dir / (name + ".tmp")
             graph.save(str(tmp))

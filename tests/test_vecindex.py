@@ -210,6 +210,46 @@ def test_rebuild_without_graphs_is_exact_until_persist(store: Store, tmp_path: P
     assert vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM).opened_from == "file"
 
 
+def test_rows_first_then_graphs(store: Store, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quick persist writes rows and keeps the old graph (rows outside it scanned exactly);
+    the graph build owed afterwards can be cut short and leaves a consistent index; an index
+    far behind the database is rebuilt at open rather than replayed into memory."""
+    pytest.importorskip("usearch")
+    monkeypatch.setattr(vecindex, "BIG", 500)
+    monkeypatch.setattr(vecindex, "GRAPH_STALE_MIN", 50)
+    d = tmp_path / "vx"
+    mid = fill(store, {("user", "u"): 1_000})
+    idx = vecindex.VecIndex.open(store, d, mid, DIM, graphs=False)
+    pid = idx.pid_of[("user", "u")]
+    assert idx.graphs == {} and idx.graphs_owed()
+    idx.persist()
+    assert set(idx.graphs) == {pid} and not idx.graphs_owed()
+    first = idx.graph_files[pid]
+    fill(store, {("user", "u"): 400}, seed=2)
+    idx.catch_up(store)
+    idx.persist(graphs=False)  # rows only: the old graph stays, the new rows are outside it
+    assert idx.pending == 0 and idx.graph_files[pid] == first and idx.graphs_owed()
+    rng = np.random.default_rng(5)
+    for q in unit(rng, 10):
+        got = {r for r, _ in idx.search(q, 10, [("user", "u")], store=store)}
+        want = {r for r, _ in brute(store, mid, q, [("user", "u")], 10)}
+        assert len(got & want) >= 9
+    idx.persist(cancel=lambda: True)  # cut short: the old graph, still owed
+    assert idx.graph_files[pid] == first and idx.graphs_owed()
+    assert vecindex.VecIndex.open(store, d, mid, DIM).opened_from == "file"
+    idx.persist()
+    assert idx.graph_files[pid] != first and not idx.graphs_owed()
+    # Far behind: more changes since the file than REBUILD_BEHIND and half its rows.
+    monkeypatch.setattr(vecindex, "REBUILD_BEHIND", 100)
+    fill(store, {("agent", "a"): 900}, seed=3)
+    again = vecindex.VecIndex.open(store, d, mid, DIM, graphs=False)
+    assert again.opened_from == "rebuilt" and again.pending == 0 and len(again) == 2_300
+    q = unit(rng, 1)[0]
+    same(again.search(q, 10, [("agent", "a")], store=store),
+         brute(store, mid, q, [("agent", "a")], 10))
+
+
 def test_reopen_catches_up_with_the_database(store: Store, tmp_path: Path) -> None:
     mid = fill(store, {("agent", "a"): 200, ("agent", "b"): 200})
     d = tmp_path / "vx"

@@ -104,10 +104,11 @@ class Home:
     def call(self, method: str, params: dict[str, Any], timeout: float | None = 600.0) -> Any:
         return self.client().call(method, params, timeout=timeout)
 
-    def start(self, backlog_ok: bool = False) -> dict[str, Any]:
+    def start(self, backlog_ok: bool = False, graphs: bool = False) -> dict[str, Any]:
         """Start the daemon and wait until the embedder is ready (its index loaded, and
         nothing pending unless `backlog_ok`: a restart after writes leaves some): the seconds
-        that took."""
+        that took. With `graphs`, also wait until the index owes no graph (big partitions'
+        HNSW graphs are built in the background once the rows are in)."""
         t = time.perf_counter()
         self.launch()
         started = time.perf_counter() - t
@@ -120,8 +121,17 @@ class Home:
             if time.perf_counter() - t > 1800:
                 raise SystemExit(f"db0's embedder not ready after 30 minutes: {st}")
             time.sleep(0.1)
-        return {"daemon_start_s": round(started, 2),
-                "index_ready_s": round(time.perf_counter() - t, 2)}
+        out = {"daemon_start_s": round(started, 2),
+               "index_ready_s": round(time.perf_counter() - t, 2)}
+        while graphs:
+            ix = self.call("model.status", {}).get("index") or {}
+            if not ix.get("graphs_owed") and not ix.get("building_graphs"):
+                out["graphs_built_s"] = round(time.perf_counter() - t, 2)
+                break
+            if time.perf_counter() - t > 3600:
+                raise SystemExit(f"db0's index graphs not built after an hour: {ix}")
+            time.sleep(0.5)
+        return out
 
     def launch(self) -> None:
         """`db0 daemon start` in this home (the client never starts one: a daemon it spawned

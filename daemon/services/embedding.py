@@ -79,6 +79,7 @@ class EmbeddingService(Component):
         self._last_scan = time.monotonic()
         self._persisted = time.monotonic()
         self._sync_changed = False
+        self.building = False             # a big partition's graph is being built
 
     # -- component protocol ------------------------------------------------------------------
 
@@ -108,6 +109,9 @@ class EmbeddingService(Component):
             "searching_with": a.name if a else None,
             "embedded": self.embedded, "reused": self.copied,
         }
+        if a is not None:
+            out["index"] = {"vectors": len(a.index), "graphs_owed": a.index.graphs_owed(),
+                            "building_graphs": self.building}
         if t is not None and a is not None and a.model_id != t.model_id:
             out["switch"] = self.progress()
         if self.error:
@@ -276,6 +280,7 @@ class EmbeddingService(Component):
             if self._sync_changed:
                 self._sync_changed = False
                 self._catch_up()
+            self._settle()  # searchable now; a graph build below does not change that
             self._persist_if_due()
             self._idle(max(1.0, RESCAN_S - (time.monotonic() - self._last_scan)))
             if time.monotonic() - self._last_scan >= RESCAN_S:
@@ -289,11 +294,14 @@ class EmbeddingService(Component):
             self.error = f"{type(e).__name__}: {e}"
             self.interval = 5.0
 
-    def _idle(self, timeout: float | None) -> None:
+    def _settle(self) -> None:
         if self.target is not None:
             self.state = "ready" if self.active is self.target else "switching"
         with self._cond:
             self._cond.notify_all()
+
+    def _idle(self, timeout: float | None) -> None:
+        self._settle()
         self.interval = timeout if timeout is not None else 3600.0
 
     def _step(self) -> bool:
@@ -337,7 +345,9 @@ class EmbeddingService(Component):
 
     def _persist_if_due(self, force: bool = False) -> None:
         """Write the indexes' files once enough changed (or at stop), then let the change
-        log go up to what every file includes."""
+        log go up to what every file includes. Rows are written first and quickly; the graphs
+        of big partitions are built afterwards, only when nothing waits to be embedded and
+        not at stop (a stop cuts a build short; the next idle moment builds it)."""
         from db0.store import vecindex
 
         live = [x for x in {id(x): x for x in (self.target, self.active) if x}.values()]
@@ -345,8 +355,15 @@ class EmbeddingService(Component):
             force or x.index.pending >= PERSIST_CHANGES
             or time.monotonic() - self._persisted > PERSIST_S)]
         for loaded in due:
-            loaded.index.persist()
-        if due:
+            loaded.index.persist(graphs=False)
+        owed = [] if force else [x for x in live if x.index.graphs_owed()]
+        for loaded in owed:
+            self.building = True
+            try:
+                loaded.index.persist(threads=self.threads, cancel=lambda: self.stopping)
+            finally:
+                self.building = False
+        if due or owed:
             self._persisted = time.monotonic()
             upto = min(x.index.seq for x in live)
             self.rt.write(lambda s: vecindex.prune_changes(s, upto))
