@@ -23,13 +23,13 @@ from __future__ import annotations
 import _socket
 import contextlib
 import errno
-import json
 import os
 import select
 import sys
 import time
 
 from db0.daemon import __version__
+from db0.daemon import wirejson as json
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
 from db0.daemon.protocol import (
     PROTOCOL,

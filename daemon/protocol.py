@@ -9,8 +9,9 @@ Imported by the CLI: standard library only.
 
 from __future__ import annotations
 
-import json
 import struct
+
+from db0.daemon import wirejson as json
 
 TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ def decode(body: bytes) -> dict[str, Any]:
         obj = json.loads(body)
     except UnicodeDecodeError as e:
         raise BadFrame(f"frame is not UTF-8 (byte {e.start})") from None
-    except json.JSONDecodeError as e:
+    except json.DecodeError as e:
         raise BadFrame(f"frame is not JSON: {e.msg} at char {e.pos}") from None
     except RecursionError:  # the parser's own limit (~1,000 levels); shapes allow MAX_DEPTH
         raise BadFrame("frame nests too deeply") from None

@@ -18,11 +18,11 @@ carries an id, so one that reached the daemon and was also spooled is handled on
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
 
+from db0.daemon import wirejson as json
 from db0.daemon.agents import AGENTS, injecting
 from db0.daemon.paths import Paths, get_paths
 

@@ -41,7 +41,7 @@ def context(user: str | None, agent: str | None, session: str | None,
 
 
 def parse_meta(pairs: list[str] | None) -> dict[str, Any]:
-    import json
+    from db0.daemon import wirejson as json
 
     out: dict[str, Any] = {}
     for pair in pairs or []:

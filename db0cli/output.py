@@ -6,12 +6,13 @@ or a progress bar is actually drawn on a terminal.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+
+from db0.daemon import wirejson as json
 
 TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def is_tty(stream: Any = None) -> bool:
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=None) + "\n")
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
 
 
 def emit_jsonl(rows: Sequence[Any]) -> None:

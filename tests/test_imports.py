@@ -13,7 +13,8 @@ HEAVY = ("apsw", "sqlite_vec", "llama_cpp", "psycopg", "watchdog", "numpy", "db0
          "db0.daemon.core.server", "mcp", "pydantic")
 
 PROBE = """
-import sys, json
+import sys
+from db0.daemon import wirejson as json  # the std json would count as loaded by db0
 args, heavy = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 sys.argv = ["db0", *args]
 import db0.cli.app as app
@@ -112,11 +113,12 @@ def test_well_formed_commands_skip_typer_and_click(db0: Db0) -> None:
 
 def test_hot_commands_skip_heavy_standard_modules(db0: Db0) -> None:
     """What every prompt and every recall pays for: no `socket` (its enums), `pathlib`,
-    `subprocess`, `dataclasses`, `inspect`, `typing`, `datetime` or `importlib` on the hot
-    paths (the daemon starts elsewhere; annotations are read by mypy, not at run time)."""
+    `subprocess`, `dataclasses`, `inspect`, `typing`, `datetime`, `importlib`, `json` or `re`
+    on the hot paths (the daemon starts elsewhere; annotations are read by mypy, not at run
+    time; frames go through daemon/wirejson.py)."""
     db0.run("remember", "start-up matters")
     heavy = ("socket", "pathlib", "subprocess", "dataclasses", "inspect", "threading",
-             "typing", "datetime", "importlib")
+             "typing", "datetime", "importlib", "json", "re")
     hook_in = json.dumps({"session_id": "imports", "cwd": str(db0.home),
                           "hook_event_name": "UserPromptSubmit", "prompt": "start-up"})
 

@@ -3,7 +3,6 @@ no Typer on their path, see db0cli/params.py)."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 from db0.cli import output
@@ -24,6 +23,7 @@ from db0.cli.options import (
 )
 from db0.cli.params import Annotated, Arg, Command, Opt, cmd
 from db0.cli.rpc import call, client
+from db0.daemon import wirejson as json
 from db0.daemon.protocol import Db0Error
 
 TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
