@@ -26,27 +26,50 @@ Package files cited below, by agent:
 
 from __future__ import annotations
 
-import collections
-
 # typing stays unloaded at run time (the hook path imports this module at every prompt, and
 # typing is a large part of a start-up): mypy reads typing's NamedTuple; at run time the same
-# class statements build plain collections.namedtuple classes.
+# class statements build plain tuple classes with a read-only property per field (as
+# collections.namedtuple's, without importing collections).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Literal, NamedTuple
 
     MatcherKind = Literal["exact-list", "exact", "regex", "ignored"]
 else:
+    def _field(i):
+        return property(lambda self: self[i])
+
     class _Record(type):
         def __new__(mcs, name: str, bases: tuple, ns: dict) -> type:
             if not bases:
                 return super().__new__(mcs, name, bases, ns)
-            fields = list(ns.get("__annotations__", {}))
-            defaults = [ns[f] for f in fields if f in ns]
-            cls = collections.namedtuple(name, fields, defaults=defaults or None,
-                                         module=ns["__module__"])
-            cls.__doc__ = ns.get("__doc__") or cls.__doc__
-            return cls
+            fields = tuple(ns.get("__annotations__", {}))
+            defaults = {f: ns[f] for f in fields if f in ns}
+
+            def __new__(cls, *args, **kw):  # noqa: N807
+                if len(args) > len(fields):
+                    raise TypeError(f"{name} takes {len(fields)} fields, {len(args)} given")
+                vals = list(args)
+                for f in fields[len(args):]:
+                    if f in kw:
+                        vals.append(kw.pop(f))
+                    elif f in defaults:
+                        vals.append(defaults[f])
+                    else:
+                        raise TypeError(f"{name} is missing field {f!r}")
+                if kw:
+                    raise TypeError(f"{name} has no field {next(iter(kw))!r}")
+                return tuple.__new__(cls, vals)
+
+            def __repr__(self):  # noqa: N807
+                return f"{name}(" + ", ".join(f"{f}={v!r}" for f, v in
+                                              zip(fields, self, strict=True)) + ")"
+
+            body = {f: _field(i) for i, f in enumerate(fields)}
+            body.update(__slots__=(), _fields=fields, __new__=__new__, __repr__=__repr__,
+                        __doc__=ns.get("__doc__"), __module__=ns["__module__"],
+                        __qualname__=ns.get("__qualname__", name))
+            return type(name, (tuple,), body)
 
     class NamedTuple(metaclass=_Record):
         """`class X(NamedTuple): field: T = default`, as typing's, without typing."""

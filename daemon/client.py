@@ -21,7 +21,6 @@ to enums at import, a cost every command would pay (docs/performance.md).
 from __future__ import annotations
 
 import _socket
-import contextlib
 import errno
 import os
 import select
@@ -146,14 +145,18 @@ class Client:
             return
         if self.autostart != "wait":
             if self.autostart == "background":  # a hook of a newer db0: make way for it
-                with contextlib.suppress(Db0Error):
+                try:
                     self._exchange("daemon.stop", {"reason": "version"}, 1.0)
+                except Db0Error:
+                    pass
             self.close()
             raise Db0Error("incompatible", f"the daemon runs db0 {self.hello.get('version')}, "
                            f"this is {__version__}", "restart it: db0 daemon restart")
         pid = self.hello.get("pid")
-        with contextlib.suppress(Db0Error):
+        try:
             self._exchange("daemon.stop", {"reason": "version"}, 10.0)
+        except Db0Error:
+            pass
         self.close()
         wait_gone(self.paths, pid)
         self.sock = _start_and_connect(self.paths)
@@ -203,8 +206,10 @@ class Client:
 
     def close(self) -> None:
         if self.sock is not None:
-            with contextlib.suppress(OSError):
+            try:
                 self.sock.close()
+            except OSError:
+                pass
             self.sock = None
 
     def __enter__(self) -> Client:

@@ -6,7 +6,6 @@ Shared by the CLI and the daemon, so it imports only the standard library and pl
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import sys
@@ -165,8 +164,10 @@ def make_private_dir(path: Path) -> Path:
             break
         p = p.parent
     for d in reversed(missing):
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
     return path
 
 

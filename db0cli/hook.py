@@ -17,7 +17,6 @@ carries an id, so one that reached the daemon and was also spooled is handled on
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -252,8 +251,10 @@ def main(argv: list[str]) -> int:
         # Codex's Stop wants JSON even when we have nothing to say.
         out = ""
     except BaseException as e:  # never a traceback in the agent's face
-        with contextlib.suppress(Exception):
+        try:
             _log(get_paths(), "", "", f"hook failed: {type(e).__name__}: {e}")
+        except Exception:
+            pass
         if isinstance(e, KeyboardInterrupt):
             return 0
     if out:
@@ -261,6 +262,8 @@ def main(argv: list[str]) -> int:
             sys.stdout.write(out + "\n")
             sys.stdout.flush()
         except (BrokenPipeError, OSError):
-            with contextlib.suppress(OSError):
+            try:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except OSError:
+                pass
     return 0

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 
 from db0.daemon import wirejson as json
 
-TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
+TYPE_CHECKING = False  # typing (and collections, contextlib) stay unloaded at run time
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 
@@ -69,25 +68,30 @@ def keyvalues(pairs: Sequence[tuple[str, Any]]) -> None:
         sys.stdout.write(f"{k.ljust(width)}  {'' if v is None else v}\n")
 
 
-class _Progress:
-    def __init__(self, bar: Any, task: Any) -> None:
-        self.bar, self.task = bar, task
+class progress:  # noqa: N801 (used as a function: `with output.progress(...) as bar`)
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self.label, self.total = label, total
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> progress:
+        if is_tty(sys.stderr):
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True, console=_stderr_console())
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.label, total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
 
     def advance(self, n: int) -> None:
         if self.bar is not None:
             self.bar.update(self.task, advance=n)
-
-
-@contextmanager
-def progress(label: str, total: int | None) -> Iterator[_Progress]:
-    """A progress bar on stderr when it is a terminal; silent otherwise."""
-    if not is_tty(sys.stderr):
-        yield _Progress(None, None)
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True, console=_stderr_console()) as bar:
-        yield _Progress(bar, bar.add_task(label, total=total))
 
 
 def _stderr_console() -> Any:
