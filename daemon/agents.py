@@ -46,7 +46,7 @@ else:
             fields = tuple(ns.get("__annotations__", {}))
             defaults = {f: ns[f] for f in fields if f in ns}
 
-            def __new__(cls, *args, **kw):  # noqa: N807
+            def __new__(cls, *args, **kw):
                 if len(args) > len(fields):
                     raise TypeError(f"{name} takes {len(fields)} fields, {len(args)} given")
                 vals = list(args)
@@ -61,7 +61,7 @@ else:
                     raise TypeError(f"{name} has no field {next(iter(kw))!r}")
                 return tuple.__new__(cls, vals)
 
-            def __repr__(self):  # noqa: N807
+            def __repr__(self):
                 return f"{name}(" + ", ".join(f"{f}={v!r}" for f, v in
                                               zip(fields, self, strict=True)) + ")"
 

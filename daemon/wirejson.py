@@ -42,7 +42,8 @@ class _Context:
     memo: dict[str, str] = {}
 
 
-_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]  # reads these attributes only
+# The scanner reads only these attributes of its argument (a JSONDecoder in json's own use).
+_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]
 
 
 def loads(s: str | bytes | bytearray) -> Any:

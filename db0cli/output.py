@@ -68,7 +68,7 @@ def keyvalues(pairs: Sequence[tuple[str, Any]]) -> None:
         sys.stdout.write(f"{k.ljust(width)}  {'' if v is None else v}\n")
 
 
-class progress:  # noqa: N801 (used as a function: `with output.progress(...) as bar`)
+class progress:
     """A progress bar on stderr when it is a terminal; silent otherwise."""
 
     def __init__(self, label: str, total: int | None) -> None:
