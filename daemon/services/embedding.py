@@ -365,6 +365,8 @@ class EmbeddingService(Component):
                 self.building = False
         if due or owed:
             self._persisted = time.monotonic()
+            if force:  # at stop the writer is closing: the next persist prunes the log
+                return
             upto = min(x.index.seq for x in live)
             self.rt.write(lambda s: vecindex.prune_changes(s, upto))
 
