@@ -80,6 +80,7 @@ class EmbeddingService(Component):
         self._persisted = time.monotonic()
         self._sync_changed = False
         self.building = False             # a big partition's graph is being built
+        self._drained = False             # the last look found nothing waiting (no hint since)
 
     # -- component protocol ------------------------------------------------------------------
 
@@ -129,6 +130,7 @@ class EmbeddingService(Component):
         """Re-read the registry's current model (after install or `model use`)."""
         with self._guard:
             self._asked += 1
+            self._drained = False
         self._wake.set()
 
     def wait_loaded(self, timeout: float = 120.0) -> None:
@@ -142,8 +144,8 @@ class EmbeddingService(Component):
 
     def pending(self) -> int:
         t = self.target
-        if t is None:
-            return 0
+        if t is None or self._drained:
+            return 0  # counting is a pass over every memory: not when nothing can be waiting
         from db0.store import vectors
 
         with self.rt.reader() as store:
@@ -157,7 +159,7 @@ class EmbeddingService(Component):
         with self.rt.reader() as store:
             total = int(dbmod.scalar(
                 store.conn, "SELECT count(*) FROM memories WHERE forgotten_ts IS NULL"))
-            left = vectors.pending_count(store, t.model_id) if t else total
+        left = self.pending() if t else total
         return {"model": t.name if t else None, "done": total - left, "total": total,
                 "from": self.active.name if self.active else None,
                 "complete": t is not None and left == 0 and self.active is t}
@@ -254,6 +256,7 @@ class EmbeddingService(Component):
                 self._hints.extend(str(i) for i in ids)
             else:
                 self._scan = True  # a write that names no ids (sync, say): look at everything
+            self._drained = False
         self._wake.set()
 
     def tick(self) -> None:
@@ -285,7 +288,7 @@ class EmbeddingService(Component):
             self._idle(max(1.0, RESCAN_S - (time.monotonic() - self._last_scan)))
             if time.monotonic() - self._last_scan >= RESCAN_S:
                 with self._guard:
-                    self._scan = True
+                    self._scan = True  # a safety net: writes since already cleared _drained
                 self._last_scan = time.monotonic()
         except Exception as e:
             if self.stopping:
@@ -328,6 +331,7 @@ class EmbeddingService(Component):
         if not rows:
             with self._guard:
                 more = bool(self._hints) or self._scan
+                self._drained = not more
             return more
         self.state = "embedding" if self.active is t else "switching"
         for i in range(0, len(rows), self.batch):
@@ -452,6 +456,7 @@ class EmbeddingService(Component):
             if vectors.pending_count(store, t.model_id):
                 with self._guard:
                     self._scan = True
+                    self._drained = False
                 return
         self.rt.write(lambda s: dbmod.meta_set(s.conn, ACTIVE_KEY, str(t.model_id)))
         log.info("embedding model %s is ready; recall now uses it (was %s)", t.name,
@@ -489,6 +494,7 @@ class EmbeddingService(Component):
             self.rt.write(lambda s: dbmod.meta_set(s.conn, ACTIVE_KEY, str(t.model_id)))
         with self._guard:
             self._scan = True
+            self._drained = False
         self._cursor = None
         log.info("embedding with %s (%d dimensions); recall searches %s", t.name, t.dim,
                  self.active.name)
