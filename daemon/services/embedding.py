@@ -154,7 +154,6 @@ class EmbeddingService(Component):
     def progress(self) -> dict[str, Any]:
         """How far the target model is: memories with its vectors out of all."""
         t = self.target
-        from db0.store import vectors
 
         with self.rt.reader() as store:
             total = int(dbmod.scalar(
