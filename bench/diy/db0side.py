@@ -112,8 +112,11 @@ class Home:
         t = time.perf_counter()
         self.launch()
         started = time.perf_counter() - t
+        searchable = None
         while True:
             st = self.call("model.status", {})
+            if searchable is None and (st.get("index") or {}).get("vectors") is not None:
+                searchable = time.perf_counter() - t  # recall uses the vector index from now
             if st.get("state") == "ready" and not st.get("pending"):
                 break
             if backlog_ok and st.get("state") in ("ready", "embedding"):
@@ -122,6 +125,7 @@ class Home:
                 raise SystemExit(f"db0's embedder not ready after 30 minutes: {st}")
             time.sleep(0.1)
         out = {"daemon_start_s": round(started, 2),
+               "index_searchable_s": None if searchable is None else round(searchable, 2),
                "index_ready_s": round(time.perf_counter() - t, 2)}
         while graphs:
             ix = self.call("model.status", {}).get("index") or {}
