@@ -86,6 +86,36 @@ def test_related_sentences_are_closer(embedder: Embedder) -> None:
     assert a @ b > a @ c + 0.2
 
 
+def test_query_copy_is_made_once_and_agrees(installed: tuple[Path, models.ModelInfo],
+                                            embedder: Embedder, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queries are embedded by an 8-bit copy of the model: made once, kept only when it gives
+    the original's direction, and a refused copy is not tried again."""
+    from db0.daemon.models.embedder import query_copy
+
+    src = Path(installed[1].path)
+    got = query_copy(src, tmp_path / "q", SENTENCES)
+    assert got != src and got.exists() and got.stat().st_size < src.stat().st_size / 3
+    assert oct(got.stat().st_mode & 0o777) == "0o600"
+    made = got.stat().st_mtime_ns
+    assert query_copy(src, tmp_path / "q", SENTENCES) == got and got.stat().st_mtime_ns == made
+    q = Embedder(got, 1)
+    try:
+        agree = np.sum(np.array(q.embed(SENTENCES)) * np.array(embedder.embed(SENTENCES)), axis=1)
+    finally:
+        q.close()
+    assert agree.min() >= 0.999
+    # No copy can agree with a probe that asks for more than equality: refused, and remembered.
+    import db0.daemon.models.embedder as emb
+
+    strict = tmp_path / "strict"
+    monkeypatch.setattr(emb, "QUERY_COPY_MIN", 1.01)
+    assert query_copy(src, strict, SENTENCES[:2]) == src
+    assert [p.suffix for p in strict.iterdir()] == [".refused"]
+    monkeypatch.undo()
+    assert query_copy(src, strict, SENTENCES[:2]) == src
+
+
 def test_manifest_current_reinstall_and_bad_sources(installed: tuple[Path, models.ModelInfo],
                                                     tmp_path: Path) -> None:
     mdir, info = installed

@@ -44,5 +44,69 @@ class Embedder:
             llm.close()
 
 
+def query_copy(path: str | Path, dest: Path, probe: list[str]) -> Path:
+    """A Q8_0 copy of an embedding model for embedding queries, made once into `dest`; `path`
+    itself when no copy can be made or the copy does not agree with it.
+
+    Rule: a query is a handful of tokens, so its embedding reads every weight for little
+    arithmetic and is bound by memory, where 8-bit weights are read four times faster; a batch
+    of documents is bound by arithmetic and gains nothing (docs/performance.md). A copy is kept
+    only if it gives the original's direction on `probe` (cosine >= QUERY_COPY_MIN for each
+    text), checked once when it is made: stored vectors come from the original."""
+    src = Path(path)
+    stem = f"{src.stem}.{_file_id(src)}"
+    out, refused = dest / f"{stem}.q8_0.gguf", dest / f"{stem}.q8_0.refused"
+    if out.exists():
+        return out
+    if refused.exists():
+        return src
+    tmp = dest / f".{out.name}.{os.getpid()}.tmp"
+    try:
+        import ctypes
+
+        import llama_cpp
+        import numpy as np
+
+        dest.mkdir(parents=True, exist_ok=True)
+        os.chmod(dest, 0o700)
+        for old in dest.iterdir():  # copies of this model's earlier files
+            if old.name.startswith(f"{src.stem}.") and old.name != out.name:
+                old.unlink(missing_ok=True)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+        if llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(),
+                                          ctypes.byref(params)) != 0:
+            raise OSError("llama.cpp could not quantise the model")
+        a, b = Embedder(src, 1), Embedder(tmp, 1)
+        try:
+            agree = (np.asarray(a.embed(probe)) * np.asarray(b.embed(probe))).sum(axis=1)
+        finally:
+            a.close()
+            b.close()
+        if float(agree.min()) < QUERY_COPY_MIN:
+            refused.write_text(f"cosine with the original {float(agree.min()):.4f}\n")
+            return src
+        os.chmod(tmp, 0o600)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, out)
+        return out
+    except Exception:
+        return src
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+QUERY_COPY_MIN = 0.999
+
+
+def _file_id(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size:x}-{int(st.st_mtime):x}"
+
+
 def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))

@@ -516,7 +516,7 @@ class EmbeddingService(Component):
         return None
 
     def _open(self, info: Any) -> Loaded:
-        from db0.daemon.models.embedder import Embedder
+        from db0.daemon.models.embedder import Embedder, query_copy
         from db0.store import vectors
 
         path = Path(info.path)
@@ -525,7 +525,8 @@ class EmbeddingService(Component):
         # daemon even on an idle machine (docs/performance.md).
         emb = Embedder(str(path), 1)
         workers = [Embedder(str(path), 1) for _ in range(self.threads - 1)]
-        query = Embedder(str(path), 1)
+        query = Embedder(str(query_copy(path, self.rt.paths.models_dir / "query",
+                                        list(UNRELATED))), 1)
         name, sha, dim = str(info.name), _sha(info), int(emb.dim)
         mid = self.rt.write(lambda s: vectors.model_id(s, name, sha, dim))
         from db0.store import vecindex
