@@ -89,13 +89,13 @@ def test_related_sentences_are_closer(embedder: Embedder) -> None:
 def test_query_copy_is_made_once_and_agrees(installed: tuple[Path, models.ModelInfo],
                                             embedder: Embedder, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Queries are embedded by an 8-bit copy of the model: made once, kept only when it gives
+    """Queries are embedded by a 16-bit copy of the model: made once, kept only when it gives
     the original's direction, and a refused copy is not tried again."""
     from db0.daemon.models.embedder import query_copy
 
     src = Path(installed[1].path)
     got = query_copy(src, tmp_path / "q", SENTENCES)
-    assert got != src and got.exists() and got.stat().st_size < src.stat().st_size / 3
+    assert got != src and got.exists() and got.stat().st_size < src.stat().st_size * 0.6
     assert oct(got.stat().st_mode & 0o777) == "0o600"
     made = got.stat().st_mtime_ns
     assert query_copy(src, tmp_path / "q", SENTENCES) == got and got.stat().st_mtime_ns == made
@@ -104,7 +104,7 @@ def test_query_copy_is_made_once_and_agrees(installed: tuple[Path, models.ModelI
         agree = np.sum(np.array(q.embed(SENTENCES)) * np.array(embedder.embed(SENTENCES)), axis=1)
     finally:
         q.close()
-    assert agree.min() >= 0.999
+    assert agree.min() >= 0.99999
     # No copy can agree with a probe that asks for more than equality: refused, and remembered.
     import db0.daemon.models.embedder as emb
 

@@ -45,17 +45,18 @@ class Embedder:
 
 
 def query_copy(path: str | Path, dest: Path, probe: list[str]) -> Path:
-    """A Q8_0 copy of an embedding model for embedding queries, made once into `dest`; `path`
-    itself when no copy can be made or the copy does not agree with it.
+    """An F16 copy of an F32 embedding model for embedding queries, made once into `dest`;
+    `path` itself when no copy can be made or the copy does not agree with it.
 
     Rule: a query is a handful of tokens, so its embedding reads every weight for little
-    arithmetic and is bound by memory, where 8-bit weights are read four times faster; a batch
-    of documents is bound by arithmetic and gains nothing (docs/performance.md). A copy is kept
+    arithmetic and is bound by memory, where 16-bit weights are read twice as fast; a batch of
+    documents is bound by arithmetic and gains nothing (docs/performance.md). 8-bit weights are
+    faster still but move the vectors enough to change a few rankings. A copy is kept
     only if it gives the original's direction on `probe` (cosine >= QUERY_COPY_MIN for each
     text), checked once when it is made: stored vectors come from the original."""
     src = Path(path)
     stem = f"{src.stem}.{_file_id(src)}"
-    out, refused = dest / f"{stem}.q8_0.gguf", dest / f"{stem}.q8_0.refused"
+    out, refused = dest / f"{stem}.f16.gguf", dest / f"{stem}.f16.refused"
     if out.exists():
         return out
     if refused.exists():
@@ -73,7 +74,7 @@ def query_copy(path: str | Path, dest: Path, probe: list[str]) -> Path:
             if old.name.startswith(f"{src.stem}.") and old.name != out.name:
                 old.unlink(missing_ok=True)
         params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_F16
         if llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(),
                                           ctypes.byref(params)) != 0:
             raise OSError("llama.cpp could not quantise the model")
@@ -100,7 +101,7 @@ def query_copy(path: str | Path, dest: Path, probe: list[str]) -> Path:
         tmp.unlink(missing_ok=True)
 
 
-QUERY_COPY_MIN = 0.999
+QUERY_COPY_MIN = 0.99999
 
 
 def _file_id(path: Path) -> str:
