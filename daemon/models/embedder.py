@@ -51,7 +51,7 @@ def query_copy(path: str | Path, dest: Path, probe: list[str]) -> Path:
     Rule: a query is a handful of tokens, so its embedding reads every weight for little
     arithmetic and is bound by memory, where 16-bit weights are read twice as fast; a batch of
     documents is bound by arithmetic and gains nothing (docs/performance.md). 8-bit weights are
-    faster still but move the vectors enough to change a few rankings. A copy is kept
+    faster still but move the vectors enough to reorder some results. A copy is kept
     only if it gives the original's direction on `probe` (cosine >= QUERY_COPY_MIN for each
     text), checked once when it is made: stored vectors come from the original."""
     src = Path(path)
