@@ -19,8 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"db0cli": "db0.cli", "daemon": "db0.daemon", "store": "db0.store"}
-CONTRACT = {"db0.daemon", "db0.daemon.protocol", "db0.daemon.client", "db0.daemon.paths",
-            "db0.daemon.agents"}
+CONTRACT = {"db0.daemon", "db0.daemon.protocol", "db0.daemon.wirejson", "db0.daemon.client",
+            "db0.daemon.paths", "db0.daemon.agents"}
 CLI_MAY = CONTRACT | {"db0.store.tokens"}
 
 
