@@ -1,0 +1,74 @@
+"""The late-interaction encoder: the packaged int8 ONNX answerai-colbert-small-v1 converted to a
+pooling-none GGUF gives, through llama.cpp, the token states a numpy forward pass of the same
+dequantised weights gives (tests/bertref.py); MaxSim over int8-stored vectors ranks as over
+the float ones."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from db0.daemon.models import colbertconv, rerankconv
+from db0.daemon.models.bertconv import ConversionError
+from db0.daemon.models.lateenc import LateEncoder
+from db0.store import lateint
+from tests import bertref
+
+TEXTS = ["Caroline: I went to a LGBTQ support group yesterday and it was so powerful.",
+         "git commit: fix the socket path limit (~100 bytes) on macOS",
+         "Which map library does the station map use?"]
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LateEncoder]:
+    out = tmp_path_factory.mktemp("colbert") / f"{colbertconv.NAME}.late.gguf"
+    colbertconv.convert(colbertconv.packaged_dir(), out)
+    enc = LateEncoder(out, 1)
+    yield enc
+    enc.close()
+
+
+def test_token_states_match_numpy_forward_pass(encoder: LateEncoder) -> None:
+    src = colbertconv.packaged_dir()
+    weights = rerankconv.state_dict(src / "model.onnx", colbertconv.NEED)
+    cfg = rerankconv.config(src, weights)
+    vocab = json.loads((src / "tokenizer.json").read_text())["model"]["vocab"]
+    assert encoder.dim == 384
+    for text in TEXTS:
+        assert encoder.tokens(text) == bertref.wordpiece(vocab, text, specials=False)
+        for ids in (encoder.doc_ids(text), encoder.query_ids(text)):
+            want = bertref.encode(weights, cfg, ids)
+            want /= np.linalg.norm(want, axis=1, keepdims=True)
+            got = encoder.states(ids)
+            assert got.shape == want.shape
+            assert float((got * want).sum(1).min()) > 0.9999
+    assert len(encoder.query_ids("a question")) == 32
+    assert encoder.query_ids("x")[:2] == [101, 1] and encoder.doc_ids("x")[:2] == [101, 2]
+
+
+def test_maxsim_ranks_the_answer_first_and_int8_keeps_the_order(encoder: LateEncoder) -> None:
+    docs = ["Melanie: I painted a sunset over the lake last week.",
+            "Caroline: The adoption agency called me back about the interview.",
+            "Melanie: We went camping with the kids in the mountains."]
+    q = encoder.query("What did Melanie paint recently?")
+    full = [encoder.doc(d) for d in docs]
+    stored = [lateint.unpack(lateint.pack(x), encoder.dim) for x in full]
+    assert all(len(lateint.pack(x)) == len(x) * (encoder.dim + 2) for x in full)
+    a, b = lateint.maxsim(q, full), lateint.maxsim(q, stored)
+    assert int(np.argmax(a)) == 0 and list(np.argsort(-a)) == list(np.argsort(-b))
+    assert np.allclose(a, b, atol=0.05 * len(q) / 32)
+    # late order 1, 2, 0: fused 1/(10+i) + 1/(10+late rank) puts 1 (0.191) before 0 (0.183)
+    assert lateint.fuse(np.array([0.1, 0.9, 0.5]), 10) == [1, 0, 2]
+
+
+def test_a_folder_without_an_encoder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match=r"no model\.onnx"):
+        colbertconv.convert(tmp_path, tmp_path / "x.gguf")
+    (tmp_path / "model.onnx").write_bytes(b"not protobuf at all")
+    with pytest.raises(ConversionError, match="not a readable ONNX"):
+        colbertconv.convert(tmp_path, tmp_path / "x.gguf")
+    assert not list(tmp_path.glob("*.gguf*"))
