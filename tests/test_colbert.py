@@ -6,17 +6,21 @@ the float ones."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import give_models
 
 from db0.daemon.models import colbertconv, rerankconv
 from db0.daemon.models.bertconv import ConversionError
 from db0.daemon.models.lateenc import LateEncoder
 from db0.store import lateint
 from tests import bertref
+from tests.conftest import Db0
+from tests.test_embeddings import models_dir  # noqa: F401  (the session-wide models folder)
 
 TEXTS = ["Caroline: I went to a LGBTQ support group yesterday and it was so powerful.",
          "git commit: fix the socket path limit (~100 bytes) on macOS",
@@ -72,3 +76,57 @@ def test_a_folder_without_an_encoder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="not a readable ONNX"):
         colbertconv.convert(tmp_path, tmp_path / "x.gguf")
     assert not list(tmp_path.glob("*.gguf*"))
+
+
+MEMORIES = ["Melanie: I painted a sunset over the lake last week.",
+            "Caroline: The adoption agency called me back about the interview.",
+            "Melanie: We went camping with the kids in the mountains.",
+            "Caroline: I'm reading a book about painting techniques of the old masters.",
+            "Melanie: My sunset painting is hanging in the hallway now.",
+            "Caroline: The support group meets every Thursday evening."]
+
+
+@pytest.mark.slow
+def test_recall_late_through_the_daemon(db0: Db0, models_dir: Path) -> None:  # noqa: F811
+    give_models(db0.home, models_dir)
+    db0.run("import", "-", "--wait",
+            input="".join(json.dumps({"content": c}) + "\n" for c in MEMORIES))
+    query = "What did Melanie paint?"
+    r = db0.run("recall", query, "--late", check=False)
+    assert r.code == 5 and "no late-interaction encoder" in r.err and "--late" in r.err
+
+    db0.run("model", "install", "--late", timeout=600)
+    assert db0.json("model", "list")  # the embedding models are untouched
+    deadline = time.monotonic() + 300
+    while db0.json("daemon", "status")["late"].get("pending") != 0:
+        assert time.monotonic() < deadline, db0.json("daemon", "status")["late"]
+        time.sleep(0.5)
+    first = db0.json("recall", query, "-n", "6")["results"]
+    res = db0.json("recall", query, "-n", "6", "--late")
+    assert res["late_scored"] == len(MEMORIES) and res["late_model"] == colbertconv.NAME
+    assert all("late" in g["score_parts"] for g in res["results"])
+
+    # the daemon's order is the fusion of the first stage's with MaxSim over the int8 vectors
+    # it stored, as computed here from the same model file
+    path = next((db0.home / "data" / "models").glob("*.late.gguf"))
+    enc = LateEncoder(path, 1)
+    try:
+        q = enc.query(query)
+        scores = {g["id"]: float(lateint.maxsim(q, [lateint.unpack(lateint.pack(
+            enc.doc(g["content"])), enc.dim)])[0]) for g in first}
+    finally:
+        enc.close()
+    want = [g["id"] for g in lateint.reorder(first, scores)]
+    assert [g["id"] for g in res["results"]] == want
+    for g in res["results"]:
+        assert g["score_parts"]["late"] == pytest.approx(scores[g["id"]], abs=1e-3)
+    top = max(scores, key=lambda i: scores[i])
+    assert "paint" in next(g["content"] for g in first if g["id"] == top)
+
+    # a memory written later gets its vectors in the background, never on recall's path
+    db0.run("remember", "Melanie: I sold my lake painting at the market on Sunday.")
+    deadline = time.monotonic() + 120
+    while db0.json("daemon", "status")["late"].get("pending") != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert db0.json("recall", query, "-n", "7", "--late")["late_scored"] == 7
