@@ -130,3 +130,19 @@ def test_recall_late_through_the_daemon(db0: Db0, models_dir: Path) -> None:  # 
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert db0.json("recall", query, "-n", "7", "--late")["late_scored"] == 7
+
+    # [recall] late = true: recall and pack (hence the prompt hook) use the stage unasked
+    assert "late_scored" not in db0.json("recall", query, "-n", "3")
+    assert "late_scored" not in db0.json("pack", query, "--format", "json")
+    db0.run("daemon", "stop")
+    (db0.home / "config").mkdir(exist_ok=True)
+    (db0.home / "config" / "config.toml").write_text("[recall]\nlate = true\n")
+    deadline = time.monotonic() + 120  # a new daemon searches by keyword until its model loads
+    while db0.json("model", "status").get("state") == "loading":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    res = db0.json("recall", query, "-n", "3")
+    assert res["late_scored"] == 7 and len(res["results"]) == 3
+    packed = db0.json("pack", query, "--format", "json")
+    assert packed["late_scored"] == 7 and packed["late_model"] == colbertconv.NAME
+    assert db0.json("daemon", "status")["late"]["by_default"] is True

@@ -219,7 +219,14 @@ def _rerank(rt: Runtime, req: Request, query: str, results: list[dict[str, Any]]
             "rerank_ms": round((time.perf_counter() - started) * 1000, 3)}
 
 
-def _late(rt: Runtime, query: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+def late_wanted(rt: Runtime, asked: bool) -> bool:
+    from db0.daemon.services.lateinteraction import LateService
+
+    service = rt.service(LateService)
+    return service is not None and service.wanted(asked)
+
+
+def late(rt: Runtime, query: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     """Re-order the top results in place by late interaction with their stored token vectors
     (none are made here); what to add to the answer."""
     from db0.daemon.services.lateinteraction import LateService
@@ -255,15 +262,16 @@ def recall(rt: Runtime, req: Request) -> dict[str, Any]:
     query, k, n = p["query"], p["k"], p["rerank"]
     filters = search.Filters.from_params(p)
     started = time.perf_counter()
-    late_top = 30 if p["late"] else 0  # store.lateint.LATE_TOP (numpy loads only when asked)
+    use_late = late_wanted(rt, p["late"])
+    late_top = 30 if use_late else 0  # store.lateint.LATE_TOP (numpy loads only when used)
     embedder = rt.service(EmbeddingService)
     qvec = embedder.query_vector(query) if embedder is not None else None
     with rt.reader() as store:
         out: dict[str, Any] = {"results": search.recall(
             store, req.ctx, query, max(k, n, late_top), filters,
             qvec=qvec)}
-    if p["late"]:
-        out.update(_late(rt, query, out["results"]))
+    if use_late:
+        out.update(late(rt, query, out["results"]))
         out["results"] = out["results"][:max(k, n)]
     if n:
         out.update(_rerank(rt, req, query, out["results"], n, filters))

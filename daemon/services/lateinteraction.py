@@ -15,6 +15,7 @@ import logging
 import threading
 from typing import Any
 
+from db0.daemon.core.config import Config
 from db0.daemon.core.runtime import Component, Runtime
 
 log = logging.getLogger("db0.late")
@@ -36,6 +37,15 @@ class LateService(Component):
         self._qlock = threading.Lock()
         self.encoded = 0
         self.error: str | None = None
+        self.by_default = False  # [recall] late
+
+    def apply_config(self, cfg: Config) -> None:
+        self.by_default = cfg.recall.late
+
+    def wanted(self, asked: bool) -> bool:
+        """Whether a recall or pack uses the stage: asked for, or on by config with an encoder
+        installed (then a missing encoder is no error)."""
+        return asked or (self.by_default and self._info() is not None)
 
     def on_start(self) -> None:
         assert self.rt.writer is not None
@@ -60,7 +70,8 @@ class LateService(Component):
         from db0.store import lateint
 
         info = self._info()
-        out: dict[str, Any] = {"model": info.name if info else None, "encoded": self.encoded}
+        out: dict[str, Any] = {"model": info.name if info else None, "encoded": self.encoded,
+                               "by_default": self.by_default}
         if info is not None:
             with self.rt.reader() as store:
                 out["pending"] = lateint.count_pending(store, info.sha256)
