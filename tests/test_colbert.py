@@ -50,7 +50,8 @@ def test_token_states_match_numpy_forward_pass(encoder: LateEncoder) -> None:
             got = encoder.states(ids)
             assert got.shape == want.shape
             assert float((got * want).sum(1).min()) > 0.9999
-    assert len(encoder.query_ids("a question")) == 32
+    assert len(encoder.query_ids("a question")) == 5
+    assert len(encoder.query_ids("word " * 100)) == 32
     assert encoder.query_ids("x")[:2] == [101, 1] and encoder.doc_ids("x")[:2] == [101, 2]
 
 

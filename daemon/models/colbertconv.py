@@ -9,8 +9,8 @@ measures what that gives). The weights are dequantised by the reranker's reader 
 plain BERT GGUF with pooling none: llama.cpp then returns every token's hidden state, which
 equals a numpy forward pass of the same weights (tests/test_colbert.py).
 
-The token conventions are ColBERT's: a query is `[CLS] [unused0] ... [SEP]` padded with
-`[MASK]` to QUERY_LEN tokens (query augmentation), a document `[CLS] [unused1] ... [SEP]`.
+The token conventions are ColBERT's markers: a query is `[CLS] [unused0] ... [SEP]`, a document
+`[CLS] [unused1] ... [SEP]` (lateenc.py; queries are not padded with [MASK]).
 """
 
 from __future__ import annotations

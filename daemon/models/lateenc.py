@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 CONTEXT = 512
-CLS, SEP, MASK, QUERY_MARK, DOC_MARK = 101, 102, 103, 1, 2  # BERT uncased ids ([unused0/1])
-QUERY_LEN = 32   # a query is padded with [MASK] to this many tokens (ColBERT's augmentation)
+CLS, SEP, QUERY_MARK, DOC_MARK = 101, 102, 1, 2  # BERT uncased ids ([unused0/1])
+QUERY_LEN = 32   # a query's tokens at most, markers included. Not padded with [MASK] (ColBERT's
+#                  query augmentation): without the model's projection the padding scored
+#                  worse on both benches (bench/colbert_stage.py), and costs more to encode
 DOC_LEN = 256    # a memory's first 256 tokens are kept
 
 
@@ -34,8 +36,7 @@ class LateEncoder:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def query_ids(self, text: str) -> list[int]:
-        ids = [CLS, QUERY_MARK, *self.tokens(text)[:QUERY_LEN - 3], SEP]
-        return ids + [MASK] * (QUERY_LEN - len(ids))
+        return [CLS, QUERY_MARK, *self.tokens(text)[:QUERY_LEN - 3], SEP]
 
     def doc_ids(self, text: str) -> list[int]:
         return [CLS, DOC_MARK, *self.tokens(text)[:DOC_LEN - 3], SEP]
