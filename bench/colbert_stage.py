@@ -21,8 +21,14 @@ vectors' figures are printed beside with --float).
 Also printed: the doc encode rate (docs/s, one 1-thread context), bytes per memory, query encode
 ms and MaxSim ms for 30 candidates (medians), CPU seconds and the load average.
 The first stage's answers are kept in --keep (answers-SET.json) and reused by later runs.
+
+With --daemon, the stage is measured as shipped instead: `db0 model install --late` in each kept
+home, a wait until the daemon stored every memory's token vectors, then every question asked
+with and without `recall --late` at the set's own k (LoCoMo -n 25, agentmem --limit 10),
+printing recall, the answers' `late_ms` (median, p90) and the daemon's CPU per question.
 Usage: python bench/colbert_stage.py --model COLBERT.gguf [--keep DIR] [--cross] [--only SET]
                                      [--expand] [--float]
+       python bench/colbert_stage.py --daemon [--keep DIR]  (after a run built the homes)
 """
 
 from __future__ import annotations
@@ -293,9 +299,104 @@ def cross_order(row: dict[str, Any]) -> list[int] | None:
     return [pos[r["id"]] for r in row["cross"] if r["id"] in pos]
 
 
+def _daemon_cpu(home: Path, env: dict[str, str]) -> tuple[int, float]:
+    pid = int(json.loads(run(home, ["daemon", "status", "--json"], env=env))["pid"])
+    f = Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()
+    return pid, (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ready(home: Path, env: dict[str, str]) -> None:
+    """The late encoder installed and every memory's token vectors stored; the model loaded."""
+    run(home, ["model", "install", "--late"], env=env)
+    t0 = time.perf_counter()
+    while json.loads(run(home, ["daemon", "status", "--json"], env=env))["late"].get(
+            "pending") != 0:
+        if time.perf_counter() - t0 > 3600:
+            raise SystemExit(f"{home}: token vectors still pending after an hour")
+        time.sleep(2)
+    while json.loads(run(home, ["model", "status", "--json"], env=env)).get(
+            "state") == "loading":
+        time.sleep(0.2)
+
+
+def daemon_mode(keep: Path) -> None:
+    """Ask through the daemons of the kept homes with and without --late."""
+    sets: dict[str, Any] = {}
+    lat: dict[str, list[float]] = {}
+    for name in ("locomo", "agentmem"):
+        rows: dict[str, list[dict[str, float]]] = {"default": [], "late": []}
+        cpu = {"default": 0.0, "late": 0.0}
+        lat[name] = []
+        if name == "locomo":
+            jobs = []
+            for item in json.loads(DATA.read_text()):
+                qs = locomo.questions(item)
+                jobs.append((keep / "locomo" / item["sample_id"], {}, qs,
+                             [q["question"] for q in qs], ["-n", "25"]))
+        else:
+            _, qs = agentmem.load_data(agentmem.DATA)
+            by_ctx: dict[Any, list[dict[str, Any]]] = {}
+            for q in qs:
+                by_ctx.setdefault(agentmem.ctx_key(q["context"]), []).append(q)
+            jobs = [(keep / "agentmem", g[0]["context"], g, [q["question"] for q in g],
+                     ["--limit", "10"]) for g in by_ctx.values()]
+            ids = json.loads((keep / "agentmem" / agentmem.IDS_FILE).read_text())["ids"]
+        for home, ctx, qs, texts, k in jobs:
+            env = agentmem.env_of(home, ctx)
+            try:
+                _ready(home, env)
+                stdin = "".join(json.dumps({"query": t}) + "\n" for t in texts)
+                for mode, extra in (("default", []), ("late", ["--late"])):
+                    _, c0 = _daemon_cpu(home, env)
+                    out = [json.loads(x) for x in run(
+                        home, ["recall", "--queries", "-", *k, "--json", *extra], stdin,
+                        env=env).splitlines()]
+                    cpu[mode] += _daemon_cpu(home, env)[1] - c0
+                    for q, a in zip(qs, out, strict=True):
+                        if name == "locomo":
+                            row = {"category": locomo.CATEGORIES[q["category"]],
+                                   "evidence": q["evidence"], "results": a["results"]}
+                            sc = locomo_scores(row, list(range(len(a["results"]))))
+                        else:
+                            sc = agentmem.score(q, a, ids)
+                            sc = {"r@5": sc["r@5"], "r@10": sc["r@10"], "mrr": sc["rr"]}
+                        cat = locomo.CATEGORIES[q["category"]] if name == "locomo" \
+                            else q["category"]
+                        rows[mode].append({**sc, "category": cat})
+                        if mode == "late":
+                            lat[name].append(float(a["late_ms"]))
+            finally:
+                subprocess.run([DB0, "daemon", "stop"], env=env, capture_output=True,
+                               check=False)
+        n = len(rows["default"])
+        keys = [k for k in rows["default"][0] if k != "category"]
+        print(f"\n{name} through the daemon: {n} questions")
+        print(f"{'order':<10}" + "".join(f"{k:>8}" for k in keys) + "  daemon CPU ms/question")
+        for mode, rs in rows.items():
+            print(f"{mode:<10}" + "".join(f"{statistics.fmean(r[k] for r in rs):>8.3f}"
+                                          for k in keys) + f"  {cpu[mode] / n * 1000:.1f}")
+        if name == "locomo":
+            for c in locomo.CATEGORIES.values():
+                print(f"  r@10 {c:<12}" + "".join(
+                    f"{mode} {statistics.fmean(r['r@10'] for r in rs if r['category'] == c):.3f}  "
+                    for mode, rs in rows.items()))
+        ls = sorted(lat[name])
+        print(f"late_ms median {statistics.median(ls):.1f}, p90 {ls[int(0.9 * len(ls))]:.1f}; "
+              f"load {os.getloadavg()}")
+        sets[name] = {m: {k: round(statistics.fmean(r[k] for r in rs), 4) for k in keys}
+                      for m, rs in rows.items()}
+        sets[name]["late_ms_median"] = statistics.median(ls)
+        sets[name]["daemon_cpu_ms"] = {m: round(c / n * 1000, 1) for m, c in cpu.items()}
+    out = HERE / "results" / "colbert_stage-daemon.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(sets, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True, help="the pooling-none ColBERT GGUF")
+    ap.add_argument("--model", help="the pooling-none ColBERT GGUF")
+    ap.add_argument("--daemon", action="store_true", help="measure recall --late through the "
+                    "daemons of the kept homes instead")
     ap.add_argument("--keep", default="/tmp/db0cb", help="homes kept here and asked again")
     ap.add_argument("--cross", action="store_true", help="also ask with --rerank 30")
     ap.add_argument("--float", action="store_true", help="score with float32 doc vectors")
@@ -304,6 +405,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "colbert_stage.json"))
     args = ap.parse_args()
     keep = Path(args.keep)
+    if args.daemon:
+        daemon_mode(keep)
+        return
+    if not args.model:
+        ap.error("--model is required (or --daemon)")
     stage = Stage(args.model, args.float, args.expand)
     result: dict[str, Any] = {"load_before": os.getloadavg(), "expand": args.expand}
     cpu0, wall0 = time.process_time(), time.perf_counter()
