@@ -104,14 +104,14 @@ _db0_words() {
         "list") echo "--agent --help -h --include-superseded --json --limit -n --offset --scope -s --session --tag -t --task --user" ;;
         "mcp") echo "--agent --help -h --list-tools --session --task --user" ;;
         "model") echo "install list pull status use --help -h" ;;
-        "model install") echo "--from --help -h --json --name --reranker" ;;
+        "model install") echo "--from --help -h --json --late --name --reranker" ;;
         "model list") echo "--help -h --json" ;;
         "model pull") echo "--help -h --json" ;;
         "model status") echo "--help -h --json" ;;
         "model use") echo "--help -h --json --no-wait" ;;
         "pack") echo "--agent --as-of --budget -b --format -f --help -h --json --scope -s --session --tag -t --task --user" ;;
         "purge") echo "--help -h --json --yes -y" ;;
-        "recall") echo "--agent --as-of --expand --help -h --include-superseded --json --key -k --limit -n --meta -m --queries --remote --rerank --scope -s --session --since --tag -t --task --until --user" ;;
+        "recall") echo "--agent --as-of --expand --help -h --include-superseded --json --key -k --late --limit -n --meta -m --queries --remote --rerank --scope -s --session --since --tag -t --task --until --user" ;;
         "remember") echo "--agent --allow-secrets --created-at --help -h --json --key -k --meta -m --pin --reason --scope -s --session --supersedes --tag -t --task --ttl --user --wait" ;;
         "remote") echo "add list remove --help -h" ;;
         "remote add") echo "--help -h --json --replace --scope -s" ;;

@@ -13,6 +13,7 @@ import html
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from db0.store import search, tokens
@@ -109,9 +110,11 @@ def _wrapper_cost(fmt: str) -> tuple[int, int]:
 
 def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
          filters: search.Filters | None = None, qvec: Any = None,
-         exclude: set[str] | None = None) -> dict[str, Any]:
+         exclude: set[str] | None = None,
+         reorder: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     """The memories most worth their tokens: pinned first, then by relevance, no near-repeats,
-    never over `budget` tokens; `exclude` names memories the reader already has."""
+    never over `budget` tokens; `exclude` names memories the reader already has; `reorder`
+    re-orders the relevance results in place (a second stage) before they are taken."""
     if fmt not in FORMATS:
         raise InvalidError(f"unknown format {fmt!r}", "use md, json or xml")
     if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= MAX_BUDGET:
@@ -122,7 +125,10 @@ def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
     now = time.time()
     candidates = pinned(store, ctx, filters)
     if query.strip():
-        candidates += search.recall(store, ctx, query, POOL, filters, qvec=qvec)
+        found = search.recall(store, ctx, query, POOL, filters, qvec=qvec)
+        if reorder is not None:
+            reorder(found)
+        candidates += found
     fixed, per_group = _wrapper_cost(style)
     # Every header counts the same ("## user" and "## task" alike): take the dearest.
     per_group = max(per_group, *(tokens.count(_header(sc, style)) + 1 +

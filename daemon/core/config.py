@@ -71,6 +71,13 @@ class EmbedConfig:
 
 
 @dataclass(frozen=True)
+class RecallConfig:
+    # true: recall and pack re-order their top 30 by late interaction whenever a late encoder
+    # is installed (db0 model install --late), as `recall --late` does
+    late: bool = False
+
+
+@dataclass(frozen=True)
 class SessionConfig:
     idle_ttl: float = 24 * 3600.0
     expiry_interval: float = 30.0
@@ -113,6 +120,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    recall: RecallConfig = field(default_factory=RecallConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
@@ -153,6 +161,12 @@ def _choice(*values: str) -> Callable[[Any], str]:
     return check
 
 
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("must be true or false")
+    return v
+
+
 def _scopes(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not v or any(s not in SCOPES for s in v):
         raise ValueError("must be a list of scopes: " + ", ".join(SCOPES))
@@ -172,6 +186,7 @@ _CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "store": {"durability": _choice("normal", "full")},
     "embed": {"model": _text, "threads": _whole(1, 64), "batch": _whole(1, 512),
               "group_chars": _whole(1)},
+    "recall": {"late": _bool},
     "session": {"idle_ttl": _dur(1.0), "expiry_interval": _dur(0.2)},
     "sync": {"interval": _dur(), "scopes": _scopes, "batch": _whole(100, 1_000_000)},
     "hooks": {"session_budget": _whole(0, 100_000), "prompt_budget": _whole(0, 100_000),

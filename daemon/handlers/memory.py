@@ -219,11 +219,41 @@ def _rerank(rt: Runtime, req: Request, query: str, results: list[dict[str, Any]]
             "rerank_ms": round((time.perf_counter() - started) * 1000, 3)}
 
 
+def late_wanted(rt: Runtime, asked: bool) -> bool:
+    from db0.daemon.services.lateinteraction import LateService
+
+    service = rt.service(LateService)
+    return service is not None and service.wanted(asked)
+
+
+def late(rt: Runtime, query: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Re-order the top results in place by late interaction with their stored token vectors
+    (none are made here); what to add to the answer."""
+    from db0.daemon.services.lateinteraction import LateService
+    from db0.store import lateint
+
+    service = rt.service(LateService)
+    if service is None:
+        return {}
+    started = time.perf_counter()
+    head = results[:lateint.LATE_TOP]
+    got = service.scores(query, [r["id"] for r in head])
+    if got is None:
+        raise Db0Error("unavailable", "no late-interaction encoder is installed",
+                       "run: db0 model install --late (or recall without --late)")
+    name, scores = got
+    results[:len(head)] = lateint.reorder(head, scores)
+    return {"late_scored": len(scores), "late_model": name,
+            "late_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+
 @rpc("memory.recall", {
     "query": P(TEXT, "what to look for", required=True),
     "k": P(Int(1, MAX_K), "how many results", default=10),
     "rerank": P(Int(0, MAX_RERANK), "rescore the top N with the cross-encoder", default=0),
     "expand": P(Bool(), "add the memories linked to the results", default=False),
+    "late": P(Bool(), "re-order the top 30 by late interaction with their stored token "
+              "vectors (db0 model install --late)", default=False),
     **FILTERS,
 })
 def recall(rt: Runtime, req: Request) -> dict[str, Any]:
@@ -232,11 +262,17 @@ def recall(rt: Runtime, req: Request) -> dict[str, Any]:
     query, k, n = p["query"], p["k"], p["rerank"]
     filters = search.Filters.from_params(p)
     started = time.perf_counter()
+    use_late = late_wanted(rt, p["late"])
+    late_top = 30 if use_late else 0  # store.lateint.LATE_TOP (numpy loads only when used)
     embedder = rt.service(EmbeddingService)
     qvec = embedder.query_vector(query) if embedder is not None else None
     with rt.reader() as store:
-        out: dict[str, Any] = {"results": search.recall(store, req.ctx, query, max(k, n),
-                                                        filters, qvec=qvec)}
+        out: dict[str, Any] = {"results": search.recall(
+            store, req.ctx, query, max(k, n, late_top), filters,
+            qvec=qvec)}
+    if use_late:
+        out.update(late(rt, query, out["results"]))
+        out["results"] = out["results"][:max(k, n)]
     if n:
         out.update(_rerank(rt, req, query, out["results"], n, filters))
         out["results"] = out["results"][:k]

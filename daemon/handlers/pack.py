@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from db0.daemon.core.shapes import Int, ListOf, OneOf, P, Str
 from db0.daemon.handlers import rpc
-from db0.daemon.handlers.memory import FILTERS
+from db0.daemon.handlers.memory import FILTERS, late, late_wanted
 from db0.daemon.services.embedding import EmbeddingService
 from db0.store import pack, search
 
@@ -34,8 +34,16 @@ def pack_(rt: Runtime, req: Request) -> dict[str, Any]:
     started = time.perf_counter()
     embedder = rt.service(EmbeddingService)
     qvec = embedder.query_vector(query) if embedder is not None and query.strip() else None
+    second: dict[str, Any] = {}
+
+    def reorder(results: list[dict[str, Any]]) -> None:
+        second.update(late(rt, query, results))
+
+    use_late = bool(query.strip()) and late_wanted(rt, False)
     with rt.reader() as store:
         out = pack.pack(store, req.ctx, query, p["budget"], p["format"], filters, qvec=qvec,
-                        exclude=set(p.get("exclude") or ()))
+                        exclude=set(p.get("exclude") or ()),
+                        reorder=reorder if use_late else None)
+    out.update(second)
     out["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return out

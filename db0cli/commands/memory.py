@@ -166,6 +166,9 @@ def recall(
                                         "with the cross-encoder (db0 model install "
                                         "--reranker): better order, slower.")]
     = 0,
+    late: Annotated[bool, Opt("--late", help="Re-order the top 30 by late interaction "
+                                       "with their stored token vectors (db0 model install "
+                                       "--late): fast.")] = False,
     queries: Annotated[str | None, Opt("--queries", help="JSON lines {query, k} or "
                                                 "plain lines from FILE or '-'; one JSON line "
                                                 "out per query.")] = None,
@@ -191,6 +194,11 @@ def recall(
         extra["as_of"] = as_of
     if expand:
         extra["expand"] = True
+    if late:
+        if remote:
+            raise Db0Error("bad_request", "--late works on local memory only",
+                           "drop --remote, or --late")
+        extra["late"] = True
     if rerank:
         if remote:
             raise Db0Error("bad_request", "--rerank works on local memory only",

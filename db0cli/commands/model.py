@@ -23,6 +23,9 @@ def install(
     reranker: Annotated[bool, Opt("--reranker", help="Build the reranker instead "
                                            "(for recall --rerank): ms-marco-MiniLM-L-12-v2, or "
                                            "--from an ONNX cross-encoder folder.")] = False,
+    late: Annotated[bool, Opt("--late", help="Build the late-interaction encoder instead "
+                                       "(for recall --late): answerai-colbert-small-v1, or "
+                                       "--from an ONNX BERT encoder folder.")] = False,
     json_: JsonOpt = False,
 ) -> int:
     """Build (or install) an embedding model; the default is all-MiniLM-L6-v2.
@@ -33,21 +36,25 @@ def install(
       db0 model install --name bge-small-en
       db0 model install --from ~/models/e5-small
       db0 model install --reranker
+      db0 model install --late
     """
     params: dict[str, Any] = {"reranker": True} if reranker else {}
+    if late:
+        params["late"] = True
     if src:
         params["from"] = str(Path(src).expanduser().absolute())
     if name:
         params["name"] = name
     if output.is_tty(sys.stderr):
-        what = "reranker" if reranker else "embedding model"
+        what = "reranker" if reranker else "late-interaction encoder" if late \
+            else "embedding model"
         output.notice(f"db0: installing the {what} (converting takes a moment once)")
     res = call("model.install", params, timeout=3600.0)
     if json_:
         output.emit_json(res)
         return 0
     m = res["model"]
-    if reranker:
+    if reranker or late:
         sys.stdout.write(f"{m.get('name')}\t{m.get('path', '')}\n")
         return 0
     sys.stdout.write(f"{m.get('name')}\t{m.get('path', '')}\n")
