@@ -287,7 +287,8 @@ def main() -> None:
             t0 = time.perf_counter()
             # a daemon started on a kept home loads its model in the background, and until
             # then recall is keyword-only: ask once it searches by meaning too
-            while model.get("state") == "loading" and time.perf_counter() - t0 < 300:
+            while (model.get("state") in ("starting", "loading")
+                   and time.perf_counter() - t0 < 300):
                 time.sleep(0.2)
                 model = json.loads(run(home, {}, ["model", "status", "--json"]))
             if model.get("pending"):

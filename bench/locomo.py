@@ -119,7 +119,7 @@ def conversation(item: dict[str, Any], models: Path, rerank: int,
                 imported, import_s = json.loads(done.read_text()), 0.0
                 t0 = time.perf_counter()  # once the model is loaded (else keyword-only)
                 while json.loads(run(home, ["model", "status", "--json"])).get(
-                        "state") == "loading" and time.perf_counter() - t0 < 300:
+                        "state") in ("starting", "loading") and time.perf_counter() - t0 < 300:
                     time.sleep(0.2)
             else:
                 src = home / "turns.jsonl"

@@ -2,8 +2,9 @@
 
 User text never reaches FTS5's query syntax: it is split into words and each word is quoted,
 so `C++ "quotes AND OR NEAR( *` is a search for those words, not a syntax error.
-Hybrid: BM25 and vector neighbours (store/vectors.py), every candidate scored on both, with
-context from the turns beside it, then weighted by recency, scope, speaker, date and whether
+Hybrid: BM25 and vector neighbours (store/vectors.py), every candidate scored on both, plus
+a second keyword pass for the rare words of the first hits (feedback), with context from the
+turns beside it, then weighted by recency, scope, speaker, date and whether
 it is a question (see "hybrid ranking" below); every part is in the result's `score_parts`.
 """
 
@@ -207,15 +208,15 @@ def keyword_candidates(store: Store, ctx: Context, query: str, filters: Filters,
     return [(int(r), float(s)) for r, s in rows]  # type: ignore[arg-type]
 
 
-def keyword_scores(store: Store, match: str, rids: list[int], words: list[str] | None = None
-                   ) -> dict[int, float]:
+def keyword_scores(store: Store, match: str, rids: list[int], words: list[str] | None = None,
+                   tokens: dict[int, tuple[list[str], int]] | None = None) -> dict[int, float]:
     """BM25 scores (higher is better) of these memories for a MATCH expression (scoped); a
     memory that does not match is left out. With the query's `words` (as `keyword_query` kept
     them) the few memories are scored by `bm25_of` without FTS5; else every match is scored and
     the wanted ones kept (FTS5 with `rowid IN (...)` re-runs the match per rowid, counting each
-    word's matches again every time)."""
+    word's matches again every time). `tokens` keeps each memory's tokens for a next call."""
     if words is not None and rids:
-        scored = bm25_of(store, words, rids)
+        scored = bm25_of(store, words, rids, tokens)
         if scored is not None:
             return scored
     want = set(rids)
@@ -227,12 +228,14 @@ def keyword_scores(store: Store, match: str, rids: list[int], words: list[str] |
 BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
 
 
-def bm25_of(store: Store, words: list[str], rids: list[int]) -> dict[int, float] | None:
+def bm25_of(store: Store, words: list[str], rids: list[int],
+            tokens: dict[int, tuple[list[str], int]] | None = None) -> dict[int, float] | None:
     """FTS5's own bm25(memories_fts, 1.0, 0.0) of these memories for the OR of `words`, computed
     from their text: the same formula over the index's row count and average length (its
     averages record), each word's document count (fts5vocab) and the memory's tokens by the
     table's tokenizer. Cost: the few texts, not every match of a common word. None when a word
-    is more than one token (a phrase), which only FTS5 scores."""
+    is more than one token (a phrase), which only FTS5 scores. `tokens`, when given, holds
+    (tokens, length) of memories tokenized before and gets those tokenized now."""
     tokenize = _tokenizer(store)
     if tokenize is None:
         return None
@@ -255,11 +258,18 @@ def bm25_of(store: Store, words: list[str], rids: list[int]) -> dict[int, float]
         hits = _docs_with(store, t)
         idf[t] = max(math.log((n_row - hits + 0.5) / (hits + 0.5)), 1e-6)
     out: dict[int, float] = {}
+    known = tokens if tokens is not None else {}
     for rid, content, part in store.conn.execute(
             "SELECT rid, content, part FROM memories WHERE rid IN "
-            "(SELECT value FROM json_each(?))", (json.dumps(rids),)):
+            "(SELECT value FROM json_each(?))",
+            (json.dumps([r for r in rids if r not in known]),)):
         toks = _tokens(tokenize, content, _FTS5_TOKENIZE_DOCUMENT)
-        length = len(toks) + len(_tokens(tokenize, part, _FTS5_TOKENIZE_DOCUMENT))
+        known[int(rid)] = (toks, len(toks) + len(_tokens(tokenize, part,
+                                                         _FTS5_TOKENIZE_DOCUMENT)))
+    for rid in rids:
+        if rid not in known:
+            continue
+        toks, length = known[rid]
         freq: dict[str, int] = {}
         for t in toks:
             if t in idf:
@@ -267,8 +277,8 @@ def bm25_of(store: Store, words: list[str], rids: list[int]) -> dict[int, float]
         if not freq:
             continue  # matches none of the words: FTS5 would not return it
         norm = BM25_K1 * (1 - BM25_B + BM25_B * length / avgdl)
-        out[int(rid)] = sum(idf[t] * freq[t] * (BM25_K1 + 1) / (freq[t] + norm)
-                            for t in terms if t in freq)
+        out[rid] = sum(idf[t] * freq[t] * (BM25_K1 + 1) / (freq[t] + norm)
+                       for t in terms if t in freq)
     return out
 
 
@@ -333,6 +343,9 @@ SPEAKER_WEIGHT = 1.3      # a turn said by someone the query names
 DATE_WEIGHT = 1.4         # a memory made in (or soon after) a day or month the query names
 DATE_AFTER_S = 14 * 86400.0  # what happened is told up to two weeks later
 QUESTION_WEIGHT = 0.85    # a memory that is a question asks more than it tells
+FEEDBACK_DOCS = 3         # the first hits whose rare words expand the query
+FEEDBACK_WORDS = 10       # how many of their words
+FEEDBACK_WEIGHT = 0.1     # relevance gains this x BM25 for those words / the best such BM25
 
 
 @dataclass
@@ -629,6 +642,64 @@ def meaning_floor(store: Store, query: str, noise: float) -> float:
     return noise + (1.0 - noise) * UNKNOWN_WORDS_MARGIN
 
 
+def _matches(parts: dict[str, Any], floor: float, by_feedback: bool = False) -> bool:
+    """Found by a keyword, by a meaning closer than `floor`, or (`by_feedback`) by the
+    feedback words."""
+    return ("bm25" in parts or ("vector" in parts and 1.0 - parts["vector"] > floor)
+            or (by_feedback and parts.get("feedback", 0.0) > 0))
+
+
+def _fill_scores(store: Store, match: str | None, words: list[str], qvec: QueryVector | None,
+                 parts_by_rid: dict[int, dict[str, Any]], filled: set[int],
+                 tokens: dict[int, tuple[list[str], int]]) -> None:
+    """Give each memory not `filled` yet the BM25 and cosine distance its retriever did not
+    (a memory that matches no word keeps no `bm25`); adds them to `filled`."""
+    todo = [r for r in parts_by_rid if r not in filled]
+    filled.update(todo)
+    if match:
+        missing = [r for r in todo if "bm25" not in parts_by_rid[r]]
+        for rid, s in keyword_scores(store, match, missing, words, tokens).items():
+            parts_by_rid[rid]["bm25"] = s
+    if qvec is not None:
+        missing = [r for r in todo if "vector" not in parts_by_rid[r]]
+        for rid, d in vector_distances(store, qvec, missing).items():
+            parts_by_rid[rid]["vector"] = d
+
+
+# Pseudo-relevance feedback: the first hits name the subject in words the question did not
+# use (a question about unwinding whose first hit names a pottery class finds the other pottery
+# memories). The words of the first FEEDBACK_DOCS matches that the query lacks and that are
+# rare in the store (in at least two memories, since a word of one memory finds nothing new,
+# and in at most PRUNE_DF of them plus one, the bar below which a word is worth scoring)
+# are ranked by their summed IDF over those hits; the best FEEDBACK_WORDS are searched again
+# by keyword, and each memory gains FEEDBACK_WEIGHT x its BM25 for them relative to the best.
+def feedback_words(store: Store, words: list[str], first: list[int]) -> list[str]:
+    """The words of the memories `first` that expand a query searching for `words`."""
+    tokenize = _tokenizer(store)
+    if tokenize is None or not first:
+        return []
+    rows = dbmod.scalar(store.conn, "SELECT max(rid) FROM memories") or 1
+    asked = {t for w in words for t in _tokens(tokenize, w, _FTS5_TOKENIZE_QUERY)}
+    weight: dict[str, float] = {}
+    for (content,) in store.conn.execute(
+            "SELECT content FROM memories WHERE rid IN (SELECT value FROM json_each(?))",
+            (json.dumps(first),)):
+        text = str(content)
+        said = _SPEAKER.match(text)  # a speaker's name is who talks, not what about
+        seen: set[str] = set()
+        for w in (x.lower() for x in _WORD.findall(text[said.end():] if said else text)):
+            if w in STOP_WORDS or len(w) < 3 or w.isdigit():
+                continue
+            toks = _tokens(tokenize, w, _FTS5_TOKENIZE_QUERY)
+            if len(toks) != 1 or toks[0] in asked or toks[0] in seen:
+                continue
+            seen.add(toks[0])
+            df = _doc_freq(store, w, tokenize)
+            if 2 <= df <= PRUNE_DF * rows + 1:
+                weight[w] = weight.get(w, 0.0) + math.log(rows / df)
+    return sorted(weight, key=lambda w: -weight[w])[:FEEDBACK_WORDS]
+
+
 def recall(store: Store, ctx: Context, query: str, k: int = 10,
            filters: Filters | None = None, *, qvec: QueryVector | None = None,
            ) -> list[dict[str, Any]]:
@@ -650,20 +721,43 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
             parts[f"{name}_rank"] = rank
     if not parts_by_rid:
         return []
+    # A result matches the query by a keyword, or by a meaning closer than unrelated texts get
+    # with this model (so nonsense finds nothing, and recall says so with exit 1), or, when a
+    # word of the query matched, by the feedback words; or it is the turn beside one that does
+    # (a reply). A neighbour that matches in no way at all lends its context to the hit beside
+    # it. Feedback is taken from the first hits above the model's plain noise floor (a query
+    # none of whose words the store holds still gains from its closest meanings, but finds
+    # nothing through them alone).
+    floor = meaning_floor(store, query, qvec.floor) if qvec is not None else -1.0
+    best = bm[0][1] if bm else 0.0
+    filled: set[int] = set()
+    tokens: dict[int, tuple[list[str], int]] = {}  # each memory tokenized once per recall
+    more: list[str] = []
+    more_match = None
+    if FEEDBACK_WEIGHT and match:
+        _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens)
+        first = sorted((r for r, p in parts_by_rid.items()
+                        if _matches(p, qvec.floor if qvec is not None else -1.0)),
+                       key=lambda r: relevance(parts_by_rid[r], best, qvec is not None),
+                       reverse=True)[:FEEDBACK_DOCS]
+        more = feedback_words(store, words, first)
+        plain_more = fts_query(" ".join(more))
+        if plain_more:
+            more_match = scoped_match(plain_more, ctx, filters.scopes)
+            for rid, _ in keyword_candidates(store, ctx, "", filters, pool, more_match):
+                parts_by_rid.setdefault(rid, {})
     gains = neighbours(store, list(parts_by_rid), filters, ctx)
     for x in gains:
         parts_by_rid.setdefault(x, {})
     # Each candidate (and neighbour) gets the score of the retriever that did not find it.
-    if match:
-        missing = [r for r, p in parts_by_rid.items() if "bm25" not in p]
-        for rid, s in keyword_scores(store, match, missing, words).items():
-            parts_by_rid[rid]["bm25"] = s
-    if qvec is not None:
-        missing = [r for r, p in parts_by_rid.items() if "vector" not in p]
-        for rid, d in vector_distances(store, qvec, missing).items():
-            parts_by_rid[rid]["vector"] = d
-    best = bm[0][1] if bm else 0.0
+    _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens)
     rel = {rid: relevance(p, best, qvec is not None) for rid, p in parts_by_rid.items()}
+    if more_match:
+        scores = keyword_scores(store, more_match, list(parts_by_rid), more, tokens)
+        top = max(scores.values(), default=0.0)
+        for rid, s in scores.items() if top > 0 else ():
+            parts_by_rid[rid]["feedback"] = s / top
+            rel[rid] += FEEDBACK_WEIGHT * s / top
     for rid, parts in parts_by_rid.items():
         parts["relevance"] = rel[rid]
         ctx_part = sum(rel[x] * w for x, w in gains.get(rid, {}).items())
@@ -673,13 +767,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     now = time.time()
     query_words = {w.lower() for w in _WORD.findall(query)}
     periods = query_periods(query)
-    # A result matches the query by a keyword, or by a meaning closer than unrelated texts get
-    # with this model (so nonsense finds nothing, and recall says so with exit 1), or is the
-    # turn beside one that does (a reply). A neighbour that matches in no way at all lends its
-    # context to the hit beside it, nothing more.
-    floor = meaning_floor(store, query, qvec.floor) if qvec is not None else -1.0
-    matched = {rid for rid, p in parts_by_rid.items()
-               if "bm25" in p or ("vector" in p and 1.0 - p["vector"] > floor)}
+    matched = {rid for rid, p in parts_by_rid.items() if _matches(p, floor, bool(bm))}
     eligible = {rid: p for rid, p in parts_by_rid.items()
                 if rid in matched or (("bm25" in p or "vector" in p)
                                       and any(x in matched for x in gains.get(rid, {})))}
@@ -689,7 +777,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
         item = to_public(states[rid])
         item["score"] = round(score, 6)
         parts = parts_by_rid[rid]
-        for name in ("bm25", "vector", "relevance", "context"):
+        for name in ("bm25", "vector", "relevance", "context", "feedback"):
             if name in parts:
                 parts[name] = round(parts[name], 6)
         if "vector" in parts:

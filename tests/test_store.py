@@ -120,3 +120,24 @@ def test_bm25_from_the_text_equals_fts5s(tmp_path_factory: pytest.TempPathFactor
     assert set(mine) == set(every), (words, sorted(set(mine) ^ set(every)))
     for rid, score in every.items():
         assert mine[rid] == pytest.approx(score, rel=1e-9, abs=1e-12), (rid, words)
+
+
+def test_feedback_words_find_what_the_first_hit_names(tmp_path: Path) -> None:
+    """Pseudo-relevance feedback: the only memory sharing a word with the query names its
+    subject ("pottery"), and a memory about that subject, sharing no word with the query, is
+    found through it; a query no memory matches still finds nothing."""
+    store = Store.open(tmp_path / "db0.sqlite3")
+    ctx = Context("ada")
+    first = "Melanie: I signed up for a pottery class to destress after work."
+    then = "Melanie: The kiln fired our new pottery bowls, glazed blue."
+    with store.transaction():
+        for i in range(100):  # unrelated memories: the subject's words are rare in the store
+            write.remember(store, ctx, write.prepare({"content": f"filler note {i} w{i}"}))
+        for text in (first, then):
+            write.remember(store, ctx, write.prepare({"content": text}))
+    assert "pottery" in search.feedback_words(
+        store, ["destress"], [int(dbmod.scalar(store.conn, "SELECT max(rid) FROM memories")) - 1])
+    res = search.recall(store, ctx, "What helps me destress?", 5)
+    assert [r["content"] for r in res[:2]] == [first, then]
+    assert "bm25" not in res[1]["score_parts"] and res[1]["score_parts"]["feedback"] > 0
+    assert search.recall(store, ctx, "quasar zeppelin", 5) == []
