@@ -144,14 +144,16 @@ def session_start_context(store: Store, ctx: Context, ev: Event, budget: int, qv
 
 
 def prompt_context(store: Store, ctx: Context, ev: Event, budget: int, min_words: int,
-                   qvec: Any = None) -> Injection | None:
-    """At a prompt: the memories relevant to it that this session was not given yet."""
+                   qvec: Any = None, feedback: bool = False,
+                   reorder: Any = None) -> Injection | None:
+    """At a prompt: the memories relevant to it that this session was not given yet
+    (`feedback` and `reorder` as pack.pack's)."""
     prompt = transcripts.clean(ev.prompt or "")
     if len(prompt.split()) < min_words:
         return None
     given = injected_ids(store, ev.agent, ev.session_id)
     res = pack.pack(store, ctx, prompt, budget, "md", search.Filters(scopes=["user", "agent"]),
-                    qvec=qvec, exclude=given)
+                    qvec=qvec, exclude=given, feedback=feedback, reorder=reorder)
     if not res["items"]:
         return None
     return Injection(ev.event, prompt[:2000], fence(str(res["text"]), ev.event, ev.agent),

@@ -111,7 +111,8 @@ def _wrapper_cost(fmt: str) -> tuple[int, int]:
 def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
          filters: search.Filters | None = None, qvec: Any = None,
          exclude: set[str] | None = None,
-         reorder: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+         reorder: Callable[[list[dict[str, Any]]], None] | None = None,
+         feedback: bool = False) -> dict[str, Any]:
     """The memories most worth their tokens: pinned first, then by relevance, no near-repeats,
     never over `budget` tokens; `exclude` names memories the reader already has; `reorder`
     re-orders the relevance results in place (a second stage) before they are taken."""
@@ -125,7 +126,7 @@ def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
     now = time.time()
     candidates = pinned(store, ctx, filters)
     if query.strip():
-        found = search.recall(store, ctx, query, POOL, filters, qvec=qvec)
+        found = search.recall(store, ctx, query, POOL, filters, qvec=qvec, feedback=feedback)
         if reorder is not None:
             reorder(found)
         candidates += found

@@ -702,10 +702,12 @@ def feedback_words(store: Store, words: list[str], first: list[int]) -> list[str
 
 def recall(store: Store, ctx: Context, query: str, k: int = 10,
            filters: Filters | None = None, *, qvec: QueryVector | None = None,
-           ) -> list[dict[str, Any]]:
+           feedback: bool = False) -> list[dict[str, Any]]:
     """Best `k` memories for `query`: BM25 and (with `qvec`) vector neighbours, scored on both,
     with neighbour context, weighted by recency and scope. The same filters apply to both
-    retrievers, so a memory still waiting for its embedding is found by keyword alone."""
+    retrievers, so a memory still waiting for its embedding is found by keyword alone. With
+    `feedback`, a second keyword pass for the rare words of the first hits (`[recall]
+    feedback`: off by default, its cost grows with the store; docs/ranking.md)."""
     filters = filters or Filters()
     pool = max(POOL, 2 * k)
     words = keyword_words(store, query)
@@ -734,7 +736,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     tokens: dict[int, tuple[list[str], int]] = {}  # each memory tokenized once per recall
     more: list[str] = []
     more_match = None
-    if FEEDBACK_WEIGHT and match:
+    if feedback and match:
         _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens)
         first = sorted((r for r, p in parts_by_rid.items()
                         if _matches(p, qvec.floor if qvec is not None else -1.0)),

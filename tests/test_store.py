@@ -137,7 +137,9 @@ def test_feedback_words_find_what_the_first_hit_names(tmp_path: Path) -> None:
             write.remember(store, ctx, write.prepare({"content": text}))
     assert "pottery" in search.feedback_words(
         store, ["destress"], [int(dbmod.scalar(store.conn, "SELECT max(rid) FROM memories")) - 1])
-    res = search.recall(store, ctx, "What helps me destress?", 5)
+    assert then not in [r["content"] for r in search.recall(store, ctx, "What helps me destress?",
+                                                             5)]  # off unless asked for
+    res = search.recall(store, ctx, "What helps me destress?", 5, feedback=True)
     assert [r["content"] for r in res[:2]] == [first, then]
     assert "bm25" not in res[1]["score_parts"] and res[1]["score_parts"]["feedback"] > 0
-    assert search.recall(store, ctx, "quasar zeppelin", 5) == []
+    assert search.recall(store, ctx, "quasar zeppelin", 5, feedback=True) == []

@@ -75,6 +75,9 @@ class RecallConfig:
     # true: recall and pack re-order their top 30 by late interaction whenever a late encoder
     # is installed (db0 model install --late), as `recall --late` does
     late: bool = False
+    # true: a second keyword pass for the rare words of the first hits (pseudo-relevance
+    # feedback, store/search.py); costs more as the store grows
+    feedback: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ _CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "store": {"durability": _choice("normal", "full")},
     "embed": {"model": _text, "threads": _whole(1, 64), "batch": _whole(1, 512),
               "group_chars": _whole(1)},
-    "recall": {"late": _bool},
+    "recall": {"late": _bool, "feedback": _bool},
     "session": {"idle_ttl": _dur(1.0), "expiry_interval": _dur(0.2)},
     "sync": {"interval": _dur(), "scopes": _scopes, "batch": _whole(100, 1_000_000)},
     "hooks": {"session_budget": _whole(0, 100_000), "prompt_budget": _whole(0, 100_000),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from db0.daemon.agents import AGENTS as AGENT_TABLE
 from db0.daemon.core.shapes import Bool, Either, Num, Obj, OneOf, P, Str
 from db0.daemon.handlers import rpc
+from db0.daemon.handlers.memory import late, late_wanted
 from db0.daemon.services.embedding import EmbeddingService
 from db0.daemon.services.spool import Spool
 from db0.store import capture, transcripts
@@ -89,10 +90,17 @@ def hook_event(rt: Runtime, req: Request) -> dict[str, Any]:
                     injection = capture.session_start_context(store, ctx, ev,
                                                               hooks.session_budget, qvec)
             else:
-                qvec = _qvec(rt, transcripts.clean(ev.prompt or ""))
+                prompt = transcripts.clean(ev.prompt or "")
+                qvec = _qvec(rt, prompt)
+
+                def reorder(results: list[dict[str, Any]]) -> None:
+                    late(rt, prompt, results)
+
                 with rt.reader() as store:
-                    injection = capture.prompt_context(store, ctx, ev, hooks.prompt_budget,
-                                                       hooks.min_prompt_words, qvec)
+                    injection = capture.prompt_context(
+                        store, ctx, ev, hooks.prompt_budget, hooks.min_prompt_words, qvec,
+                        rt.config.recall.feedback,
+                        reorder if prompt.strip() and late_wanted(rt, False) else None)
         except Exception:  # never lose the capture because injection failed
             log.exception("hook %s: building the context failed", ev.event)
     result: dict[str, Any] = rt.write(lambda s: capture.record(s, ctx, ev, injection))

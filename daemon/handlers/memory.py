@@ -269,7 +269,7 @@ def recall(rt: Runtime, req: Request) -> dict[str, Any]:
     with rt.reader() as store:
         out: dict[str, Any] = {"results": search.recall(
             store, req.ctx, query, max(k, n, late_top), filters,
-            qvec=qvec)}
+            qvec=qvec, feedback=rt.config.recall.feedback)}
     if use_late:
         out.update(late(rt, query, out["results"]))
         out["results"] = out["results"][:max(k, n)]

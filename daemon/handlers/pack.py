@@ -43,7 +43,8 @@ def pack_(rt: Runtime, req: Request) -> dict[str, Any]:
     with rt.reader() as store:
         out = pack.pack(store, req.ctx, query, p["budget"], p["format"], filters, qvec=qvec,
                         exclude=set(p.get("exclude") or ()),
-                        reorder=reorder if use_late else None)
+                        reorder=reorder if use_late else None,
+                        feedback=rt.config.recall.feedback)
     out.update(second)
     out["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return out
