@@ -184,6 +184,23 @@ def scoped_match(match: str, ctx: Context, scopes: list[str] | None) -> str:
     return f"({match}) AND part : ({parts})" if parts else match
 
 
+def _holds_more(store: Store, ctx: Context, scopes: list[str] | None, n: int) -> bool:
+    """Whether the partitions the context sees hold more than `n` current memories (each
+    count stops at what is left of `n`, so a big scope costs at most `n` index steps)."""
+    from db0.store.context import visible_partitions
+
+    left = n
+    for scope, owner in visible_partitions(ctx, scopes):
+        left -= int(dbmod.scalar(
+            store.conn, "SELECT count(*) FROM (SELECT 1 FROM memories INDEXED BY memories_owner "
+            "WHERE scope=? AND owner=? AND superseded_by IS NULL AND forgotten_ts IS NULL "
+            "LIMIT ?)",
+            (scope, owner, left + 1)) or 0)
+        if left < 0:
+            return True
+    return False
+
+
 def keyword_candidates(store: Store, ctx: Context, query: str, filters: Filters,
                        limit: int, match: str | None = None) -> list[tuple[int, float]]:
     """(rid, bm25 score, higher is better) of the best keyword matches in what the context
@@ -197,8 +214,10 @@ def keyword_candidates(store: Store, ctx: Context, query: str, filters: Filters,
     # Ranking every match of a word held by a large share of a big store costs in proportion
     # to its matches: past KEYWORD_SCAN matches, the most recent KEYWORD_SCAN are ranked (FTS5
     # walks its doclists from a rowid, so the cut costs KEYWORD_SCAN steps, not the matches).
+    # Scopes that hold fewer memories than that cannot have more matches: no cut to look for.
     since = dbmod.scalar(store.conn, "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? "
-                         "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, KEYWORD_SCAN - 1))
+                         "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, KEYWORD_SCAN - 1)
+                         ) if _holds_more(store, ctx, filters.scopes, KEYWORD_SCAN) else None
     recent = "" if since is None else f"AND memories_fts.rowid >= {int(since)} "
     rows = store.conn.execute(
         f"SELECT m.rid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
