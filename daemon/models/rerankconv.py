@@ -119,6 +119,23 @@ def config(src: Path, weights: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def convert_encoder(src: Path, out: Path, name: str, need: tuple[str, ...], what: str,
+                    pooling: str = "mean", config_of: Any = None) -> None:
+    """Write a GGUF for the ONNX BERT encoder (no pooler, no classifier) in folder `src`
+    (model.onnx and tokenizer.json or vocab.txt; config.json when it has one, else the shapes
+    say it, unless `config_of(src)` gives it): the sentence embedder (embedconv.py) and the
+    late-interaction encoder (colbertconv.py), `what` naming it in errors."""
+    src = Path(src)
+    onnx = src / "model.onnx"
+    if not onnx.exists():
+        raise ConversionError(f"{src} has no model.onnx; give the folder of an ONNX {what}")
+    weights = state_dict(onnx, need, what)
+    weights = {k: v for k, v in weights.items()
+               if not k.startswith(("bert.pooler", "classifier"))}
+    cfg = config(src, weights) if config_of is None else config_of(src)
+    write_gguf(out, name, cfg, read_vocab(src), weights, str(src), pooling=pooling)
+
+
 def convert(src: Path, out: Path, name: str = NAME) -> None:
     """Write the reranker GGUF for the ONNX cross-encoder in folder `src` (model.onnx and its
     tokenizer.json or vocab.txt)."""
