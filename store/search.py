@@ -10,6 +10,7 @@ it is a question (see "hybrid ranking" below); every part is in the result's `sc
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -91,6 +92,7 @@ class Filters:
 PRUNE_MIN_ROWS = 5_000
 PRUNE_DF = 0.02
 KEYWORD_SCAN = 5_000  # matches a keyword search ranks at most (the most recent ones)
+SPARE = 2  # rows of other partitions a big scope's keyword ranking may pass over, per row ranked
 _df_cache: dict[tuple[str, str], tuple[int, float]] = {}
 _DF_TTL_S = 300.0
 _FTS5_TOKENIZE_QUERY = 0x0001  # apsw.FTS5_TOKENIZE_QUERY
@@ -202,29 +204,59 @@ def _holds_more(store: Store, ctx: Context, scopes: list[str] | None, n: int) ->
 
 
 def keyword_candidates(store: Store, ctx: Context, query: str, filters: Filters,
-                       limit: int, match: str | None = None) -> list[tuple[int, float]]:
+                       limit: int, plain: str | None = None) -> list[tuple[int, float]]:
     """(rid, bm25 score, higher is better) of the best keyword matches in what the context
-    sees (`match` is a scoped_match already, when given)."""
-    if match is None:
+    sees (`plain` is the query's fts_query already, when given)."""
+    if plain is None:
         plain = keyword_query(store, query)
         if plain is None:
             return []
-        match = scoped_match(plain, ctx, filters.scopes)
+    match = scoped_match(plain, ctx, filters.scopes)
     where, args = filters.sql(ctx)
     # Ranking every match of a word held by a large share of a big store costs in proportion
     # to its matches: past KEYWORD_SCAN matches, the most recent KEYWORD_SCAN are ranked (FTS5
     # walks its doclists from a rowid, so the cut costs KEYWORD_SCAN steps, not the matches).
     # Scopes that hold fewer memories than that cannot have more matches: no cut to look for.
-    since = dbmod.scalar(store.conn, "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? "
-                         "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, KEYWORD_SCAN - 1)
-                         ) if _holds_more(store, ctx, filters.scopes, KEYWORD_SCAN) else None
+    big = _holds_more(store, ctx, filters.scopes, KEYWORD_SCAN)
+    since = (_newest(store, match, KEYWORD_SCAN)
+             if big and _newest(store, plain, KEYWORD_SCAN) is not None else None)
+    # The partition phrase only narrows what is matched: its column weighs 0, so bm25 gives a
+    # row the same score without it, but FTS5 counts the phrase's matches over the whole table
+    # for its idf, a pass over every memory of a big visible scope. So when the visible
+    # partitions are big and the plain match holds at most SPARE times the rows to rank (past
+    # the cut), the plain match is ranked and visibility checked from the best down, a batch
+    # at a time, until `limit` visible rows are found: the same rows, the same scores.
     recent = "" if since is None else f"AND memories_fts.rowid >= {int(since)} "
+    if big:
+        bound = _newest(store, plain, SPARE * KEYWORD_SCAN)
+        if bound is None or (since is not None and bound <= since):
+            ranked = store.conn.execute(
+                "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
+                f"WHERE memories_fts MATCH ? {recent}ORDER BY s DESC", (plain,))
+            kept: list[tuple[int, float]] = []
+            batch = SPARE * limit
+            while len(kept) < limit:
+                best = [(int(r), float(s)) for r, s in itertools.islice(ranked, batch)]
+                ok = _passing(store, where, args, [r for r, _ in best])
+                kept += [(r, s) for r, s in best if r in ok]
+                if len(best) < batch:
+                    break
+                batch *= 4
+            ranked.close()
+            return kept[:limit]
     rows = store.conn.execute(
         f"SELECT m.rid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
         "JOIN memories m ON m.rid = memories_fts.rowid "
         f"WHERE memories_fts MATCH ? {recent}AND {where} ORDER BY s DESC LIMIT ?",
         [match, *args, limit]).fetchall()
     return [(int(r), float(s)) for r, s in rows]  # type: ignore[arg-type]
+
+
+def _newest(store: Store, match: str, n: int) -> int | None:
+    """The rowid of the n-th newest match (None when there are fewer)."""
+    rid = dbmod.scalar(store.conn, "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? "
+                       "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, n - 1))
+    return None if rid is None else int(rid)  # type: ignore[arg-type]
 
 
 def keyword_scores(store: Store, match: str, rids: list[int], words: list[str] | None = None,
@@ -732,7 +764,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     words = keyword_words(store, query)
     plain = fts_query(" ".join(words))
     match = scoped_match(plain, ctx, filters.scopes) if plain else None
-    bm = keyword_candidates(store, ctx, query, filters, pool, match) if match else []
+    bm = keyword_candidates(store, ctx, query, filters, pool, plain) if plain else []
     vec = vector_candidates(store, ctx, qvec, filters, pool) if qvec is not None else []
     parts_by_rid: dict[int, dict[str, Any]] = {}
     for name, hits in (("bm25", bm), ("vector", vec)):
@@ -765,7 +797,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
         plain_more = fts_query(" ".join(more))
         if plain_more:
             more_match = scoped_match(plain_more, ctx, filters.scopes)
-            for rid, _ in keyword_candidates(store, ctx, "", filters, pool, more_match):
+            for rid, _ in keyword_candidates(store, ctx, "", filters, pool, plain_more):
                 parts_by_rid.setdefault(rid, {})
     gains = neighbours(store, list(parts_by_rid), filters, ctx)
     for x in gains:

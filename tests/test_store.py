@@ -143,3 +143,51 @@ def test_feedback_words_find_what_the_first_hit_names(tmp_path: Path) -> None:
     assert [r["content"] for r in res[:2]] == [first, then]
     assert "bm25" not in res[1]["score_parts"] and res[1]["score_parts"]["feedback"] > 0
     assert search.recall(store, ctx, "quasar zeppelin", 5, feedback=True) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_keyword_candidates_are_the_best_of_the_newest_visible_matches(
+        tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """keyword_candidates against its definition, computed the slow way: the `limit` best
+    (bm25) of the KEYWORD_SCAN newest matches the context may see, whichever way it ranks
+    them (a big visible scope is ranked without its partition phrase, visibility checked
+    after, batch by batch; the best rows may all belong to someone else)."""
+    import random
+
+    rng = random.Random(data.draw(st.integers(0, 10**6)))
+    scan = data.draw(st.integers(3, 40))
+    old = search.KEYWORD_SCAN, search.PRUNE_MIN_ROWS
+    search.KEYWORD_SCAN, search.PRUNE_MIN_ROWS = scan, 10**9
+    try:
+        vocab = ["deploy", "staging", "port", "coffee", "budget", "postgres", "cat", "helix"]
+        store = Store.open(tmp_path_factory.mktemp("kc") / "db0.sqlite3")
+        people = [Context("ada", agent=a) for a in ("x", "y")] + [Context("bob")]
+        share = data.draw(st.sampled_from([0.1, 0.5, 0.9]))  # of rows the reader may see
+        for i in range(data.draw(st.integers(1, 150))):
+            text = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 12)))
+            who = people[0] if rng.random() < share else rng.choice(people[1:])
+            with store.transaction():
+                write.remember(store, who, write.prepare(
+                    {"content": f"{text} n{i}", "scope": rng.choice(["user", "agent"])}))
+        ctx = people[0]
+        scopes = data.draw(st.sampled_from([None, ["agent"], ["user"]]))
+        limit = data.draw(st.integers(1, 20))
+        query = " ".join(data.draw(st.lists(st.sampled_from(vocab), min_size=1, max_size=3)))
+        f = search.Filters(scopes=scopes)
+        got = search.keyword_candidates(store, ctx, query, f, limit)
+        plain = search.keyword_query(store, query)
+        assert plain is not None
+        where, args = f.sql(ctx)
+        every = store.conn.execute(
+            "SELECT m.rid, -bm25(memories_fts, 1.0, 0.0) FROM memories_fts JOIN memories m "
+            f"ON m.rid = memories_fts.rowid WHERE memories_fts MATCH ? AND {where} "
+            "ORDER BY m.rid DESC", [plain, *args]).fetchall()
+        newest = every[:scan]
+        want = sorted(newest, key=lambda r: -r[1])[:limit]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-9)
+        cut = want[-1][1] if want else None
+        assert {r for r, s in got if s != cut} == {r for r, s in want if s != cut}
+        assert all(r in {x for x, _ in newest} for r, _ in got)
+    finally:
+        search.KEYWORD_SCAN, search.PRUNE_MIN_ROWS = old
