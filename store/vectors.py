@@ -66,12 +66,21 @@ def pending_count(store: Store, mid: int) -> int:
 
 
 def pending_batch(store: Store, mid: int, limit: int, before: int | None = None,
-                  ) -> list[tuple[int, str, str]]:
-    """(rid, content, content_hash) waiting for a vector, newest first, rid < `before`."""
+                  after: int = 0) -> list[tuple[int, str, str]]:
+    """(rid, content, content_hash) waiting for a vector, newest first, `after` < rid <
+    `before`."""
     return [(int(r), str(c), str(h)) for r, c, h in store.conn.execute(
-        f"SELECT m.rid, m.content, m.content_hash FROM {_LIVE} WHERE m.rid < ? AND "
-        f"{_PENDING} ORDER BY m.rid DESC LIMIT ?",
-        (before if before is not None else 1 << 62, mid, limit))]
+        f"SELECT m.rid, m.content, m.content_hash FROM {_LIVE} WHERE m.rid < ? AND m.rid > ? "
+        f"AND {_PENDING} ORDER BY m.rid DESC LIMIT ?",
+        (before if before is not None else 1 << 62, after, mid, limit))]
+
+
+def changes_mark(store: Store) -> str:
+    """What any change to the memories moves (every change logs an op, whose seq only grows)
+    and the schema's step count: equal marks, no change in between."""
+    seq = dbmod.scalar(store.conn, "SELECT max(seq) FROM ops") or 0
+    version = dbmod.scalar(store.conn, "PRAGMA user_version") or 0
+    return f"{int(version)}:{int(seq)}"  # type: ignore[call-overload]
 
 
 def pending_of(store: Store, mid: int, ids: Sequence[str]) -> list[tuple[int, str, str]]:

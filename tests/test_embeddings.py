@@ -144,6 +144,40 @@ def test_kill9_with_pending_resumes_and_pending_is_found_by_keyword(mdb0: Db0) -
     assert [m["vectors"] for m in models if m["current"]] == [n]
 
 
+def test_clean_stop_leaves_a_drained_mark_that_a_changed_store_voids(mdb0: Db0) -> None:
+    """A clean stop with nothing waiting leaves a mark so the next start need not scan every
+    memory to learn that; a write made while the daemon was stopped voids it (and is embedded),
+    and a start always removes it (a killed daemon leaves none to trust)."""
+    import getpass
+
+    from db0.store import write
+    from db0.store.context import Context
+    from db0.store.core import Store
+
+    mark = mdb0.home / "data" / "vectors" / "drained"
+    mdb0.run("remember", "--wait", FACTS[1])
+    mdb0.stop()
+    assert mark.exists()
+    store = Store.open(mdb0.home / "data" / "db0.sqlite3")
+    try:
+        with store.transaction():
+            write.remember_many(store, Context(getpass.getuser()), [write.prepare(
+                {"content": FACTS[0]})])
+    finally:
+        store.conn.close()
+    mdb0.run("daemon", "start")
+    wait_until(lambda: (s := status(mdb0))["model"] and s, 120, "the model to load")
+    assert not mark.exists()
+    wait_until(lambda: status(mdb0)["pending"] == 0, 300, "the stopped-time write embedded")
+    res = mdb0.json("recall", PARAPHRASE, "-n", "1")["results"]
+    assert res[0]["content"] == FACTS[0] and "vector_rank" in res[0]["score_parts"]
+    mdb0.stop()
+    assert mark.exists()
+    mdb0.run("daemon", "start")
+    st = wait_until(lambda: (s := status(mdb0))["model"] and s, 120, "the model to load")
+    assert st["pending"] == 0 and not mark.exists()
+
+
 def test_stop_during_import_wait_is_prompt_and_keeps_the_import(mdb0: Db0) -> None:
     # The waiting request used to hold the stop for the server's 30 s grace for requests in
     # flight; now it answers at once, and what it imported stays (embedded at the next start).

@@ -32,7 +32,8 @@ log = logging.getLogger("db0.embed")
 ACTIVE_KEY = "embedding_active"
 NO_MODEL_NOTICE = "no embedding model: run db0 model install"
 MAX_CHARS = 8000          # longer texts are cut before tokenizing (the model sees 512 tokens)
-RESCAN_S = 60.0
+RESCAN_S = 60.0           # the safety-net look for rows nothing named, above the floor
+FULL_RESCAN_S = 3600.0    # ... and over every row
 PERSIST_CHANGES = 5000  # the index file is rewritten after this many changes ...
 PERSIST_S = 600.0       # ... or this long after the last write, whichever comes first
 
@@ -70,8 +71,15 @@ class EmbeddingService(Component):
         self.copied = 0                   # vectors reused from the content-hash cache
         self._notice_given = False
         self._hints: list[str] = []
+        # Where the next scan for memories without a vector looks: _scan asks for one; rows at
+        # or below _floor were all embedded at the last complete scan (a write since names its
+        # ids, or asks for a full scan by naming none), so the periodic safety-net scan looks
+        # only above it; _top is the newest row when the current scan began.
         self._scan = True
         self._cursor: int | None = None
+        self._floor = 0
+        self._top = 0
+        self._last_full = time.monotonic()
         self._asked = 1                   # reloads asked for, and done: loading while they differ
         self._done = 0
         self._guard = threading.Lock()
@@ -101,6 +109,45 @@ class EmbeddingService(Component):
             self._persist_if_due(force=True)
         except Exception:  # the file is a cache: the next start rebuilds or catches up
             log.exception("embedder: writing the vector index at stop failed")
+        self._leave_drained_mark()
+
+    # The drained mark: written at a clean stop when nothing was waiting for a vector, read
+    # (and removed) at the next load. If nothing changed in between (vectors.changes_mark), the
+    # daemon starts knowing nothing waits instead of scanning every memory to find that out
+    # (a pass over all rows that model.status would wait for). A killed daemon leaves none.
+
+    def _mark_path(self) -> Path:
+        return self.rt.paths.data_dir / "vectors" / "drained"
+
+    def _leave_drained_mark(self) -> None:
+        t = self.target
+        with self._guard:
+            drained = self._drained and not self._hints and not self._scan
+        if t is None or not drained:
+            return
+        from db0.store import vectors
+
+        try:
+            with self.rt.reader() as store:
+                mark = f"{t.model_id}:{vectors.changes_mark(store)}"
+            tmp = self._mark_path().with_suffix(".tmp")
+            tmp.write_text(mark)
+            tmp.replace(self._mark_path())
+        except Exception:  # only a start-up shortcut
+            log.exception("embedder: leaving the drained mark failed")
+
+    def _take_drained_mark(self, t: Loaded) -> bool:
+        """Whether the mark left at the last stop says nothing waits for `t` (and is gone)."""
+        from db0.store import vectors
+
+        path = self._mark_path()
+        try:
+            mark = path.read_text()
+            path.unlink()
+        except OSError:
+            return False
+        with self.rt.reader() as store:
+            return mark == f"{t.model_id}:{vectors.changes_mark(store)}"
 
     def status(self) -> dict[str, Any]:
         t, a = self.target, self.active
@@ -255,6 +302,7 @@ class EmbeddingService(Component):
                 self._hints.extend(str(i) for i in ids)
             else:
                 self._scan = True  # a write that names no ids (sync, say): look at everything
+                self._floor = 0
             self._drained = False
         self._wake.set()
 
@@ -288,6 +336,9 @@ class EmbeddingService(Component):
             if time.monotonic() - self._last_scan >= RESCAN_S:
                 with self._guard:
                     self._scan = True  # a safety net: writes since already cleared _drained
+                    if time.monotonic() - self._last_full >= FULL_RESCAN_S:
+                        self._floor = 0  # now and then, every row
+                        self._last_full = time.monotonic()
                 self._last_scan = time.monotonic()
         except Exception as e:
             if self.stopping:
@@ -320,12 +371,17 @@ class EmbeddingService(Component):
             if hints:
                 rows = vectors.pending_of(store, t.model_id, hints)
             if not rows and scan:
-                rows = vectors.pending_batch(store, t.model_id, self.batch, self._cursor)
+                if self._cursor is None:
+                    self._top = int(dbmod.scalar(store.conn, "SELECT max(rid) FROM memories")
+                                    or 0)
+                rows = vectors.pending_batch(store, t.model_id, self.batch, self._cursor,
+                                             self._floor)
                 if rows:
                     self._cursor = rows[-1][0]
                 else:
                     with self._guard:
                         self._scan = False
+                        self._floor = max(self._floor, self._top)
                     self._cursor = None
         if not rows:
             with self._guard:
@@ -455,6 +511,7 @@ class EmbeddingService(Component):
             if vectors.pending_count(store, t.model_id):
                 with self._guard:
                     self._scan = True
+                    self._floor = 0
                     self._drained = False
                 return
         self.rt.write(lambda s: dbmod.meta_set(s.conn, ACTIVE_KEY, str(t.model_id)))
@@ -491,9 +548,15 @@ class EmbeddingService(Component):
             self.active = self._open_by_id(active_id) or t
         if self.active is t and active_id != t.model_id:
             self.rt.write(lambda s: dbmod.meta_set(s.conn, ACTIVE_KEY, str(t.model_id)))
+        drained = self.active is t and self._take_drained_mark(t)
         with self._guard:
-            self._scan = True
-            self._drained = False
+            self._scan = not drained
+            self._drained = drained
+            self._floor = 0
+            if drained:
+                with self.rt.reader() as store:
+                    self._floor = int(dbmod.scalar(store.conn, "SELECT max(rid) FROM memories")
+                                      or 0)
         self._cursor = None
         log.info("embedding with %s (%d dimensions); recall searches %s", t.name, t.dim,
                  self.active.name)
