@@ -94,6 +94,7 @@ PRUNE_DF = 0.02
 KEYWORD_SCAN = 5_000  # matches a keyword search ranks at most (the most recent ones)
 SPARE = 2  # rows of other partitions a big scope's keyword ranking may pass over, per row ranked
 _df_cache: dict[tuple[str, str], tuple[int, float]] = {}
+_part_len: dict[str, int] = {}  # tokens of a `part` column value (one per scope and owner)
 _DF_TTL_S = 300.0
 _FTS5_TOKENIZE_QUERY = 0x0001  # apsw.FTS5_TOKENIZE_QUERY
 _FTS5_TOKENIZE_DOCUMENT = 0x0004  # apsw.FTS5_TOKENIZE_DOCUMENT
@@ -315,8 +316,12 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
             "(SELECT value FROM json_each(?))",
             (json.dumps([r for r in rids if r not in known]),)):
         toks = _tokens(tokenize, content, _FTS5_TOKENIZE_DOCUMENT)
-        known[int(rid)] = (toks, len(toks) + len(_tokens(tokenize, part,
-                                                         _FTS5_TOKENIZE_DOCUMENT)))
+        extra = _part_len.get(part)
+        if extra is None:
+            if len(_part_len) > 10_000:
+                _part_len.clear()
+            extra = _part_len[part] = len(_tokens(tokenize, part, _FTS5_TOKENIZE_DOCUMENT))
+        known[int(rid)] = (toks, len(toks) + extra)
     for rid in rids:
         if rid not in known:
             continue
