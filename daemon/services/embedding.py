@@ -45,7 +45,7 @@ class Loaded:
     path: Path
     dim: int
     model_id: int
-    embedder: Any             # batch embedding (the embedder thread only)
+    embedder: Any             # batch embedding (the embedder thread only; None until needed)
     query: Any                # query embedding: a 1-thread context (request threads, qlock)
     index: Any                # store.vecindex.VecIndex (changed on the embedder thread only)
     qlock: threading.Lock
@@ -450,11 +450,21 @@ class EmbeddingService(Component):
         with self._cond:
             self._cond.notify_all()
 
+    def _batch_contexts(self, t: Loaded) -> list[Any]:
+        """The model's batch contexts, loaded at first use: one 1-thread context per thread
+        asked for, run side by side (_embed_parallel)."""
+        if t.embedder is None:
+            from db0.daemon.models.embedder import Embedder
+
+            t.workers = [Embedder(str(t.path), 1) for _ in range(self.threads - 1)]
+            t.embedder = Embedder(str(t.path), 1)
+        return [t.embedder, *t.workers]
+
     def _embed_parallel(self, t: Loaded, texts: list[str]) -> list[list[float]]:
         """Split the texts between the 1-thread batch contexts, one Python thread each
         (llama.cpp releases the GIL while it computes). Never one multi-thread context: its
         threads spin waiting for each other when the cores are shared (docs/performance.md)."""
-        contexts = [t.embedder, *t.workers]
+        contexts = self._batch_contexts(t)
         if len(contexts) == 1 or len(texts) < 2 * len(contexts):
             return self._embed_grouped(t.embedder, texts)
         n = len(contexts)
@@ -583,14 +593,13 @@ class EmbeddingService(Component):
         from db0.store import vectors
 
         path = Path(info.path)
-        # Batch work: one 1-thread context per thread asked for, run side by side (see
-        # _embed_parallel). Queries: a 1-thread context too; a 2-thread one was slower in the
-        # daemon even on an idle machine (docs/performance.md).
-        emb = Embedder(str(path), 1)
-        workers = [Embedder(str(path), 1) for _ in range(self.threads - 1)]
+        # Queries: a 1-thread context; a 2-thread one was slower in the daemon even on an idle
+        # machine (docs/performance.md). The batch contexts are loaded when there is something
+        # to embed (_batch_contexts): search does not wait for them, and a start with nothing
+        # waiting never loads them.
         query = Embedder(str(query_copy(path, self.rt.paths.models_dir / "query",
                                         list(UNRELATED))), 1)
-        name, sha, dim = str(info.name), _sha(info), int(emb.dim)
+        name, sha, dim = str(info.name), _sha(info), int(query.dim)
         mid = self.rt.write(lambda s: vectors.model_id(s, name, sha, dim))
         from db0.store import vecindex
 
@@ -599,7 +608,7 @@ class EmbeddingService(Component):
                                            f"model-{mid}", mid, dim, graphs=False)
         log.info("loaded embedding model %s from %s (%d vectors in the index, %s)", name,
                  path, len(index), index.opened_from)
-        loaded = Loaded(name, sha, path, dim, mid, emb, query, index, threading.Lock(), workers)
+        loaded = Loaded(name, sha, path, dim, mid, None, query, index, threading.Lock())
         loaded.floor = _noise_floor(query)
         log.info("%s: unrelated texts reach a similarity of %.3f", name, loaded.floor)
         return loaded
