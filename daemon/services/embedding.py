@@ -89,6 +89,7 @@ class EmbeddingService(Component):
         self._sync_changed = False
         self.building = False             # a big partition's graph is being built
         self._drained = False             # the last look found nothing waiting (no hint since)
+        self._live: tuple[int, int] | None = None  # (writer commits, live memories) then
 
     # -- component protocol ------------------------------------------------------------------
 
@@ -202,13 +203,25 @@ class EmbeddingService(Component):
         """How far the target model is: memories with its vectors out of all."""
         t = self.target
 
-        with self.rt.reader() as store:
-            total = int(dbmod.scalar(
-                store.conn, "SELECT count(*) FROM memories WHERE forgotten_ts IS NULL"))
+        total = self._live_count()
         left = self.pending() if t else total
         return {"model": t.name if t else None, "done": total - left, "total": total,
                 "from": self.active.name if self.active else None,
                 "complete": t is not None and left == 0 and self.active is t}
+
+    def _live_count(self) -> int:
+        """Memories not forgotten, counted again only after a commit (at 1M the count reads
+        a whole index; model.status is polled)."""
+        commits = self.rt.writer.commits if self.rt.writer is not None else -1
+        known = self._live
+        if known is not None and known[0] == commits:
+            return known[1]
+        with self.rt.reader() as store:
+            total = int(dbmod.scalar(
+                store.conn, "SELECT count(*) FROM memories INDEXED BY memories_live_hash "
+                "WHERE forgotten_ts IS NULL"))
+        self._live = (commits, total)
+        return total
 
     def notices(self) -> list[str]:
         """A one-time notice when recall runs without a model."""
