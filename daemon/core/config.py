@@ -72,7 +72,7 @@ class EmbedConfig:
 
 @dataclass(frozen=True)
 class RecallConfig:
-    # true: recall and pack re-order their top 30 by late interaction whenever a late encoder
+    # true: recall and pack re-order their top 100 by late interaction whenever a late encoder
     # is installed (db0 model install --late), as `recall --late` does
     late: bool = False
     # true: a second keyword pass for the rare words of the first hits (pseudo-relevance
