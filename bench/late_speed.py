@@ -54,6 +54,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=60)
     ap.add_argument("--ns", default="30,50,100")
     args = ap.parse_args()
+    # as the daemon does (daemon/__main__.py): one BLAS thread, set before NumPy loads
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     from db0.daemon.models.lateenc import LateEncoder
     from db0.store import lateint
 
