@@ -42,7 +42,10 @@ def maxsim(query: Any, docs: list[Any]) -> Any:
 
 
 FUSE_R = 10   # reciprocal-rank fusion's constant: small, since it fuses lists of about 30
-LATE_TOP = 30  # recall's first results that the late stage re-orders
+# Recall's first results that the late stage re-orders. It can only bring up what the first
+# stage put among them, so it reads as many as its budget allows: each one costs a primary-key
+# read and a row of one matrix product, whatever the store's size (docs/late-interaction.md).
+LATE_TOP = 100
 
 
 def reorder(results: list[dict[str, Any]], scores: dict[str, float],

@@ -70,6 +70,14 @@ def test_maxsim_ranks_the_answer_first_and_int8_keeps_the_order(encoder: LateEnc
     assert lateint.fuse(np.array([0.1, 0.9, 0.5]), 10) == [1, 0, 2]
 
 
+def test_the_handler_reads_as_many_results_as_the_stage_reorders() -> None:
+    # the handler says LATE_TOP again (so numpy loads only when the stage is used): if the
+    # two differed, recall would hand the stage fewer results than it re-orders, or more
+    from db0.daemon.handlers import memory
+
+    assert memory.LATE_TOP == lateint.LATE_TOP
+
+
 def test_a_folder_without_an_encoder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match=r"no model\.onnx"):
         colbertconv.convert(tmp_path, tmp_path / "x.gguf")

@@ -72,8 +72,8 @@ class EmbedConfig:
 
 @dataclass(frozen=True)
 class RecallConfig:
-    # true: recall and pack re-order their top 30 by late interaction whenever a late encoder
-    # is installed (db0 model install --late), as `recall --late` does
+    # true: recall (its top 100) and pack (its candidates) re-order by late interaction
+    # whenever a late encoder is installed (db0 model install --late), as `recall --late` does
     late: bool = False
     # true: a second keyword pass for the rare words of the first hits (pseudo-relevance
     # feedback, store/search.py); costs more as the store grows

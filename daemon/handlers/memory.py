@@ -226,6 +226,11 @@ def late_wanted(rt: Runtime, asked: bool) -> bool:
     return service is not None and service.wanted(asked)
 
 
+# store.lateint.LATE_TOP, said again here so that numpy loads only when the stage is used
+# (tests/test_colbert.py checks that the two agree)
+LATE_TOP = 100
+
+
 def late(rt: Runtime, query: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     """Re-order the top results in place by late interaction with their stored token vectors
     (none are made here); what to add to the answer."""
@@ -252,7 +257,7 @@ def late(rt: Runtime, query: str, results: list[dict[str, Any]]) -> dict[str, An
     "k": P(Int(1, MAX_K), "how many results", default=10),
     "rerank": P(Int(0, MAX_RERANK), "rescore the top N with the cross-encoder", default=0),
     "expand": P(Bool(), "add the memories linked to the results", default=False),
-    "late": P(Bool(), "re-order the top 30 by late interaction with their stored token "
+    "late": P(Bool(), "re-order the top 100 by late interaction with their stored token "
               "vectors (db0 model install --late)", default=False),
     **FILTERS,
 })
@@ -263,7 +268,7 @@ def recall(rt: Runtime, req: Request) -> dict[str, Any]:
     filters = search.Filters.from_params(p)
     started = time.perf_counter()
     use_late = late_wanted(rt, p["late"])
-    late_top = 30 if use_late else 0  # store.lateint.LATE_TOP (numpy loads only when used)
+    late_top = LATE_TOP if use_late else 0
     embedder = rt.service(EmbeddingService)
     qvec = embedder.query_vector(query) if embedder is not None else None
     with rt.reader() as store:

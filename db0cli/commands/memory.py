@@ -166,7 +166,7 @@ def recall(
                                         "with the cross-encoder (db0 model install "
                                         "--reranker): better order, slower.")]
     = 0,
-    late: Annotated[bool, Opt("--late", help="Re-order the top 30 by late interaction "
+    late: Annotated[bool, Opt("--late", help="Re-order the top 100 by late interaction "
                                        "with their stored token vectors (db0 model install "
                                        "--late): fast.")] = False,
     queries: Annotated[str | None, Opt("--queries", help="JSON lines {query, k} or "
