@@ -30,7 +30,14 @@ from typing import Any, cast
 from db0.store import db as dbmod
 from db0.store import secrets
 from db0.store.context import Context, check_scope
-from db0.store.core import STATE_COLUMNS, Store, insert_states, state_of, write_state
+from db0.store.core import (
+    REBUILD_SHARE,
+    STATE_COLUMNS,
+    Store,
+    insert_states,
+    state_of,
+    write_state,
+)
 from db0.store.errors import InvalidError, NotFoundError, StoreError
 from db0.store.ids import new_id
 from db0.store.memories import (
@@ -298,12 +305,20 @@ def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
         scope = item["scope"]
         owner = owners.get(scope) or owners.setdefault(scope, ctx.owner(scope))
         prepared.append((item, scope, owner, content_hash(item["content"])))
-    live: dict[tuple[str, str, str], tuple[str, str | None]] = {
-        (h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(
-            "SELECT content_hash, scope, owner, id, key FROM memories "
-            "WHERE content_hash IN (SELECT value FROM json_each(?)) AND superseded_by IS NULL "
-            "AND forgotten_ts IS NULL AND (expires_ts IS NULL OR expires_ts > ?)",
-            (json.dumps([p[3] for p in prepared]), now))}
+    live_sql = ("SELECT content_hash, scope, owner, id, key FROM memories WHERE "
+                "superseded_by IS NULL AND forgotten_ts IS NULL AND (expires_ts IS NULL OR "
+                "expires_ts > ?)")
+    live: dict[tuple[str, str, str], tuple[str, str | None]]
+    if len(items) * REBUILD_SHARE >= _table_rows(store):
+        # The batch is a large share of the table: one pass over its live rows costs less
+        # than a look-up per line (and nothing when the table is empty).
+        wanted = {p[3] for p in prepared}
+        live = {(h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(live_sql, (now,))
+                if h in wanted}
+    else:
+        live = {(h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(
+            live_sql + " AND content_hash IN (SELECT value FROM json_each(?))",
+            (now, json.dumps([p[3] for p in prepared])))}
     results: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
     for item, scope, owner, digest in prepared:
@@ -324,6 +339,11 @@ def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
         results.append({"id": state["id"], "status": "stored", "scope": scope})
     insert_states(store, pending, kind)
     return results
+
+
+def _table_rows(store: Store) -> int:
+    """About how many rows `memories` has (its largest rowid: purged rows still count)."""
+    return int(dbmod.scalar(store.conn, "SELECT coalesce(max(rid), 0) FROM memories"))
 
 
 def _store_one(store: Store, ctx: Context, item: dict[str, Any], *,
