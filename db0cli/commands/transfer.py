@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 from typing import Any
 
@@ -21,6 +20,9 @@ EXPORT_FIELDS = ("id", "content", "scope", "key", "tags", "metadata", "created_a
                  "forgotten_at")
 
 
+_DECODER = json.JSONDecoder()
+
+
 def _parse_lines(raw: bytes, source: str) -> list[tuple[int, dict[str, Any]]]:
     try:
         text = raw.decode("utf-8")
@@ -28,15 +30,18 @@ def _parse_lines(raw: bytes, source: str) -> list[tuple[int, dict[str, Any]]]:
         bad = raw[: e.start].count(b"\n") + 1
         raise Db0Error("invalid", f"{source}: line {bad} is not valid UTF-8",
                        "re-encode the file as UTF-8; nothing was imported") from None
-    fast = _parse_at_once(text)
-    if fast is not None:
-        return fast
     items = []
+    decode = _DECODER.raw_decode
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            # json.loads(line) without its per-call checks: the same decoder, the same JSON
+            # whitespace around the value; anything else there goes to json.loads for its error.
+            s = line.strip(" \t\n\r")
+            obj, end = decode(s)
+            if end != len(s):
+                obj = json.loads(line)
         except ValueError as e:
             raise Db0Error("invalid", f"{source}: line {n} is not JSON ({e})",
                            "fix that line; nothing was imported") from None
@@ -44,38 +49,6 @@ def _parse_lines(raw: bytes, source: str) -> list[tuple[int, dict[str, Any]]]:
             raise Db0Error("invalid", f"{source}: line {n} is not a JSON object",
                            'write {"content": "..."}; nothing was imported')
         items.append((n, obj))
-    return items
-
-
-# Line breaks other than \n (and \r\n) that str.splitlines also splits at; some may stand
-# inside a JSON string, so a text holding any takes the line-by-line parse.
-_OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-
-
-def _parse_at_once(text: str) -> list[tuple[int, dict[str, Any]]] | None:
-    """The lines of `text` parsed with one json.loads, each wrapped in its own array
-    ("[[line1],[line2],...]"), as the line-by-line parse would give them; None when that
-    cannot be shown (then the caller parses line by line, which names a bad line). With \n
-    the only break, no line can end inside a string, so every line is its own element: a line
-    holding more than one value, or none, changes the count or an element's length."""
-    if "\r\n" in text:
-        text = text.replace("\r\n", "\n")
-    if _OTHER_BREAKS.search(text):
-        return None
-    numbered = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
-    if not numbered:
-        return None
-    try:
-        values = json.loads("[[" + "],[".join(line for _, line in numbered) + "]]")
-    except ValueError:
-        return None
-    if len(values) != len(numbered):
-        return None
-    items = []
-    for (n, _), v in zip(numbered, values, strict=True):
-        if len(v) != 1 or not isinstance(v[0], dict):
-            return None
-        items.append((n, v[0]))
     return items
 
 
