@@ -6,7 +6,8 @@ embedder runs meanwhile, as it does by default), then:
 - writes: N client processes (bench/diy/db0side.db0_client) each calling `memory.remember`
   over one connection for --seconds, each call answered once committed; acknowledged/s;
 - import: `db0 import FILE --agent bulk --json` of a generated JSONL of --lines LoCoMo-derived
-  turns into a fresh home with a running daemon, end to end (lines/s).
+  turns into a fresh home with a running daemon, end to end (lines/s), with the CPU of the
+  daemon's nice-0 threads per line (the import's own work, without the embedder's).
 Every figure has the CPU seconds of the clients and the daemon, and the 1-minute load average
 at start and end, beside the wall time (bench/diy/meter.py). The daemon's CPU includes its
 embedder, which takes whatever is idle; the write rows also give the CPU of the daemon's
@@ -91,7 +92,13 @@ def one(args: argparse.Namespace) -> dict[str, Any]:
             bulk = db0side.Home(tmp / "b", args.models, args.threads, args.durability)
             try:
                 bulk.start()
-                out["import"] = bulk.import_file(f, "bulk")
+                pid = bulk.pid()
+                c0 = normal_priority_cpu(pid)
+                row = bulk.import_file(f, "bulk")
+                row["cpu_s_request_path"] = round(normal_priority_cpu(pid) - c0, 2)
+                row["request_path_us_per_line"] = round(
+                    row["cpu_s_request_path"] * 1e6 / max(1, row["lines"]))
+                out["import"] = row
             finally:
                 bulk.stop()
     finally:
@@ -151,7 +158,8 @@ def main() -> int:
                 m[key]["load1"] = [x[key]["load1"] for x in rs]
             elif key == "import":
                 m[key] = {f: statistics.median(x[key][f] for x in rs)
-                          for f in ("lines_per_s", "wall_s", "cpu_s_server", "cpu_s_clients")}
+                          for f in ("lines_per_s", "wall_s", "cpu_s_server", "cpu_s_clients",
+                                    "cpu_s_request_path", "request_path_us_per_line")}
                 m[key]["load1"] = [x[key]["load1"] for x in rs]
         medians[py] = m
         print(f"{py}: " + "; ".join(f"{k} {v}" for k, v in m.items()))

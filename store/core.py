@@ -14,6 +14,7 @@ Purge deletes a memory's ops with its row, so a reference never dangles.
 from __future__ import annotations
 
 import json
+import json.encoder
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,22 +145,141 @@ def write_state(store: Store, state: dict[str, Any], kind: str,
 
 
 BULK_FTS = 32  # from this many rows a batch indexes its full text at once
+# A batch of new rows at least 1/REBUILD_SHARE of its table's rows (and at least REBUILD_MIN
+# rows) is inserted with the table's secondary indexes dropped and rebuilt after it, in the same
+# transaction: CREATE INDEX sorts each index once, where row-by-row inserts descend every index
+# per row (`memories_hash` in random key order). Below that share the rebuild, which reads the
+# whole table, would cost more than it saves (docs/bench-issue-17-writes.md, "import").
+REBUILD_SHARE = 4
+REBUILD_MIN = 2_000
 
 
 def insert_states(store: Store, states: list[dict[str, Any]], kind: str) -> None:
     """Insert new memories and their ops with executemany (the bulk form of write_state)."""
     if not states:
         return
+    dev = store.device_id
+    now = store.clock.now
     ops = []
     for state in states:
-        state["hlc"] = store.clock.now()
-        state["device_id"] = store.device_id
-        ops.append((new_id(), state["hlc"], store.device_id, kind, state["id"],
-                    json.dumps(op_payload(state), ensure_ascii=False, separators=(",", ":")),
+        state["hlc"] = hlc = now()
+        state["device_id"] = dev
+        ops.append((new_id(), hlc, dev, kind, state["id"], _new_op_json(state),
                     state["updated_ts"]))
     _insert_new(store.conn, states)
-    store.conn.executemany("INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, payload, "
-                           "created_ts) VALUES (?, ?, ?, ?, ?, ?, ?)", ops)
+    with _bulk_indexes(store.conn, "ops", "seq", len(ops)):
+        store.conn.executemany("INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, "
+                               "payload, created_ts) VALUES (?, ?, ?, ?, ?, ?, ?)", ops)
+
+
+_KEY_JSON = {c: json.dumps(c) + ":" for c in STATE_COLUMNS}
+# The key order of a state `write._new_state` makes, once stamped (insert_states).
+NEW_STATE_KEYS = ("id", "content", "content_hash", "scope", "owner", "user_id", "agent_id",
+                  "session_id", "task_id", "key", "metadata", "tags", "pinned", "created_at",
+                  "created_ts", "updated_ts", "expires_ts", "superseded_by", "superseded_ts",
+                  "supersede_reason", "forgotten_ts", "hlc", "device_id")
+
+
+def _jv(v: Any) -> str:
+    """One plain value as JSON, as json.dumps writes it; ValueError for any other."""
+    if v is None:
+        return "null"
+    t = type(v)
+    if t is str:
+        return str(_encode_str(v))
+    if t is int:
+        return int.__repr__(v)
+    if t is float and v - v == 0:
+        return float.__repr__(v)
+    raise ValueError(v)
+
+
+def _new_op_json(s: dict[str, Any]) -> str:
+    """`op_json` of a state with the NEW_STATE_KEYS order, in one expression."""
+    if tuple(s) != NEW_STATE_KEYS:
+        return op_json(s)
+    e, j = _encode_str, _jv
+    try:
+        return (f'{{"state":{{"id":{e(s["id"])},"content_hash":{e(s["content_hash"])},'
+                f'"scope":{e(s["scope"])},"owner":{e(s["owner"])},'
+                f'"user_id":{e(s["user_id"])},"agent_id":{e(s["agent_id"])},'
+                f'"session_id":{j(s["session_id"])},"task_id":{j(s["task_id"])},'
+                f'"key":{j(s["key"])},"metadata":{e(s["metadata"])},"tags":{e(s["tags"])},'
+                f'"pinned":{j(s["pinned"])},"created_at":{e(s["created_at"])},'
+                f'"created_ts":{j(s["created_ts"])},"updated_ts":{j(s["updated_ts"])},'
+                f'"expires_ts":{j(s["expires_ts"])},"superseded_by":{j(s["superseded_by"])},'
+                f'"superseded_ts":{j(s["superseded_ts"])},'
+                f'"supersede_reason":{j(s["supersede_reason"])},'
+                f'"forgotten_ts":{j(s["forgotten_ts"])},"hlc":{e(s["hlc"])},'
+                f'"device_id":{e(s["device_id"])}}}}}')
+    except (TypeError, ValueError):
+        return op_json(s)
+
+
+def op_json(state: dict[str, Any]) -> str:
+    """`json.dumps(op_payload(state), ensure_ascii=False, separators=(",", ":"))`, the same
+    text, built from the state's plain values without the encoder's per-call set-up (an import
+    makes one per line); any other value goes through json.dumps."""
+    enc = _encode_str
+    parts = []
+    for k, v in state.items():
+        if k == "content":
+            continue
+        kj = _KEY_JSON.get(k) or enc(k) + ":"
+        t = type(v)
+        if t is str:
+            parts.append(kj + enc(v))
+        elif v is None:
+            parts.append(kj + "null")
+        elif t is int:
+            parts.append(kj + int.__repr__(v))
+        elif t is float and v - v == 0:  # finite
+            parts.append(kj + float.__repr__(v))
+        else:
+            return json.dumps(op_payload(state), ensure_ascii=False, separators=(",", ":"))
+    return '{"state":{' + ",".join(parts) + "}}"
+
+
+_encode_str: Any = getattr(json.encoder, "c_encode_basestring", None) or \
+    json.encoder.py_encode_basestring
+
+
+class _bulk_indexes:
+    """Around a bulk insert of `n` new rows into `table`: when they are a large share of it
+    (REBUILD_SHARE), its secondary indexes are dropped first and created again after, in the
+    caller's transaction (a rollback restores them; readers never see the table without them).
+    Their planner statistics (sqlite_stat1) are kept as they were."""
+
+    def __init__(self, conn: apsw.Connection, table: str, key: str, n: int) -> None:
+        self.conn = conn
+        self.indexes: list[tuple[str, str]] = []
+        self.stats: list[tuple[Any, ...]] = []
+        if n < REBUILD_MIN:
+            return
+        rows = int(dbmod.scalar(conn, f"SELECT coalesce(max({key}), 0) FROM {table}"))
+        if n * REBUILD_SHARE < rows:
+            return
+        self.indexes = [(str(a), str(b)) for a, b in conn.execute(
+            "SELECT name, sql FROM sqlite_schema WHERE type='index' AND tbl_name=? "
+            "AND sql IS NOT NULL", (table,))]
+
+    def __enter__(self) -> None:
+        if not self.indexes:
+            return
+        names = [n for n, _ in self.indexes]
+        if self.conn.execute("SELECT 1 FROM sqlite_schema WHERE name='sqlite_stat1'").fetchone():
+            self.stats = list(self.conn.execute(
+                "SELECT tbl, idx, stat FROM sqlite_stat1 WHERE idx IN (SELECT value FROM "
+                "json_each(?))", (json.dumps(names),)))
+        for name in names:
+            self.conn.execute(f'DROP INDEX "{name}"')
+
+    def __exit__(self, *exc: object) -> None:
+        for _, sql in self.indexes:
+            self.conn.execute(sql)
+        if self.stats:
+            self.conn.executemany("INSERT INTO sqlite_stat1(tbl, idx, stat) VALUES (?, ?, ?)",
+                                  self.stats)
 
 
 def _insert_new(conn: apsw.Connection, states: list[dict[str, Any]]) -> None:
@@ -172,7 +292,8 @@ def _insert_new(conn: apsw.Connection, states: list[dict[str, Any]]) -> None:
     else:
         after = dbmod.scalar(conn, "SELECT coalesce(max(rid), 0) FROM memories")
         conn.execute("INSERT INTO fts_defer(flag) VALUES (1)")
-        conn.executemany(_PLAIN_INSERT, rows)
+        with _bulk_indexes(conn, "memories", "rid", len(rows)):
+            conn.executemany(_PLAIN_INSERT, rows)
         conn.execute("DELETE FROM fts_defer")
         conn.execute("INSERT INTO memories_fts(rowid, content, part) "
                      "SELECT rid, content, part FROM memories WHERE rid > ?", (after,))

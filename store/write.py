@@ -30,7 +30,14 @@ from typing import Any, cast
 from db0.store import db as dbmod
 from db0.store import secrets
 from db0.store.context import Context, check_scope
-from db0.store.core import STATE_COLUMNS, Store, insert_states, state_of, write_state
+from db0.store.core import (
+    REBUILD_SHARE,
+    STATE_COLUMNS,
+    Store,
+    insert_states,
+    state_of,
+    write_state,
+)
 from db0.store.errors import InvalidError, NotFoundError, StoreError
 from db0.store.ids import new_id
 from db0.store.memories import (
@@ -53,16 +60,6 @@ class Prepared:
     item: dict[str, Any]
     redacted: dict[str, int]
 
-    def staged(self) -> bytes:
-        """For an import staged before it is committed: marshal, which is many times faster
-        than JSON; staged rows live only until their import commits or the daemon restarts,
-        so the format never outlives the Python that wrote it."""
-        return marshal.dumps((self.item, self.redacted))
-
-    @classmethod
-    def from_staged(cls, blob: bytes) -> Prepared:
-        item, redacted = marshal.loads(blob)
-        return cls(item, redacted)
 
 
 def prepare(raw: Any, *, allow_secrets: bool = False, where: str = "") -> Prepared:
@@ -255,8 +252,8 @@ def _live_match(store: Store, where: str, args: list[Any]) -> dict[str, Any] | N
 
 
 def _new_state(ctx: Context, item: dict[str, Any], scope: str, owner: str, digest: str,
-               now: float) -> dict[str, Any]:
-    created_at, created_ts = item["created_at"] or (now_iso(now), now)
+               now: float, now_at: tuple[str, float] | None = None) -> dict[str, Any]:
+    created_at, created_ts = item["created_at"] or now_at or (now_iso(now), now)
     ttl = item.get("ttl")
     return {
         "id": item.get("id") or new_id(int(now * 1000)),
@@ -301,16 +298,27 @@ def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
     checked for duplicates with one query and written with executemany; items with a key or an
     id of their own take the one-by-one path, after what came before them."""
     now = time.time()
+    now_at = (now_iso(now), now)
+    owners: dict[str, str] = {}
     prepared = []
     for item in items:
         scope = item["scope"]
-        prepared.append((item, scope, ctx.owner(scope), content_hash(item["content"])))
-    live: dict[tuple[str, str, str], tuple[str, str | None]] = {
-        (h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(
-            "SELECT content_hash, scope, owner, id, key FROM memories "
-            "WHERE content_hash IN (SELECT value FROM json_each(?)) AND superseded_by IS NULL "
-            "AND forgotten_ts IS NULL AND (expires_ts IS NULL OR expires_ts > ?)",
-            (json.dumps([p[3] for p in prepared]), now))}
+        owner = owners.get(scope) or owners.setdefault(scope, ctx.owner(scope))
+        prepared.append((item, scope, owner, content_hash(item["content"])))
+    live_sql = ("SELECT content_hash, scope, owner, id, key FROM memories WHERE "
+                "superseded_by IS NULL AND forgotten_ts IS NULL AND (expires_ts IS NULL OR "
+                "expires_ts > ?)")
+    live: dict[tuple[str, str, str], tuple[str, str | None]]
+    if len(items) * REBUILD_SHARE >= _table_rows(store):
+        # The batch is a large share of the table: one pass over its live rows costs less
+        # than a look-up per line (and nothing when the table is empty).
+        wanted = {p[3] for p in prepared}
+        live = {(h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(live_sql, (now,))
+                if h in wanted}
+    else:
+        live = {(h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(
+            live_sql + " AND content_hash IN (SELECT value FROM json_each(?))",
+            (now, json.dumps([p[3] for p in prepared])))}
     results: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
     for item, scope, owner, digest in prepared:
@@ -325,12 +333,17 @@ def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
             live[(digest, scope, owner)] = (res["id"], item["key"])
             results.append(res)
             continue
-        state = _new_state(ctx, item, scope, owner, digest, now)
+        state = _new_state(ctx, item, scope, owner, digest, now, now_at)
         pending.append(state)
         live[(digest, scope, owner)] = (state["id"], None)
         results.append({"id": state["id"], "status": "stored", "scope": scope})
     insert_states(store, pending, kind)
     return results
+
+
+def _table_rows(store: Store) -> int:
+    """About how many rows `memories` has (its largest rowid: purged rows still count)."""
+    return int(dbmod.scalar(store.conn, "SELECT coalesce(max(rid), 0) FROM memories"))
 
 
 def _store_one(store: Store, ctx: Context, item: dict[str, Any], *,
@@ -383,14 +396,26 @@ def _store_one(store: Store, ctx: Context, item: dict[str, Any], *,
 
 # -- imports staged batch by batch, committed at once ---------------------------------------------
 
+# A staged batch is one row: the number of its lines (4 bytes, little-endian), then the marshal of
+# its [(item, redacted), ...]. Marshal is many times faster than JSON and one load per batch
+# instead of per line; staged rows live only until their import commits or the daemon restarts
+# (every start deletes them), so the format never outlives the Python that wrote it.
+_COUNT = 4
+
+
+def _staged_lines(store: Store, import_id: str) -> int:
+    return sum(int.from_bytes(cast(bytes, b), "little") for (b,) in store.conn.execute(
+        f"SELECT substr(item, 1, {_COUNT}) FROM import_staging WHERE import_id=?", (import_id,)))
+
+
 def stage(store: Store, import_id: str, first: int, ps: list[Prepared]) -> int:
-    """Keep a batch of an import, invisible, numbered from `first`; how many lines it now has."""
-    now = time.time()
-    store.conn.executemany(
-        "INSERT OR REPLACE INTO import_staging(import_id, n, item, staged_ts) VALUES (?,?,?,?)",
-        [(import_id, first + i, p.staged(), now) for i, p in enumerate(ps)])
-    return int(dbmod.scalar(store.conn, "SELECT count(*) FROM import_staging WHERE "
-                            "import_id=?", (import_id,)))
+    """Keep a batch of an import, invisible, as one row numbered by its first line `first`;
+    how many lines the import now has staged."""
+    blob = len(ps).to_bytes(_COUNT, "little") + marshal.dumps([(p.item, p.redacted)
+                                                              for p in ps])
+    store.conn.execute("INSERT OR REPLACE INTO import_staging(import_id, n, item, staged_ts) "
+                       "VALUES (?,?,?,?)", (import_id, first, blob, time.time()))
+    return _staged_lines(store, import_id)
 
 
 def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepared],
@@ -398,28 +423,35 @@ def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepare
     """Every staged line of the import and the last batch, as memories, in this one
     transaction; the staged rows go. Returns the results and what was redacted. With
     `expect`, an import that lost staged lines (its daemon restarted) keeps none."""
-    staged = [Prepared.from_staged(cast(bytes, t)) for (t,) in store.conn.execute(
-        "SELECT item FROM import_staging WHERE import_id=? ORDER BY n", (import_id,))]
-    ps = staged + last
-    if expect is not None and len(ps) != expect:
+    staged: list[tuple[dict[str, Any], dict[str, int]]] = []
+    for (blob,) in store.conn.execute(
+            "SELECT item FROM import_staging WHERE import_id=? ORDER BY n", (import_id,)):
+        staged += marshal.loads(cast(bytes, blob)[_COUNT:])
+    total = len(staged) + len(last)
+    if expect is not None and total != expect:
         store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
         raise InvalidError(f"the import was interrupted: {len(staged)} of its "
                            f"{expect - len(last)} staged lines were lost (the daemon "
                            "restarted); none of its lines were kept", "run the import again")
-    results = remember_many(store, ctx, ps, kind="import")
+    items = [it for it, _ in staged] + [p.item for p in last]
+    ensure_owners(store, ctx, list({it["scope"] for it in items}))
+    results = _store_many(store, ctx, items, "import")
     store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
     store.conn.execute("INSERT OR REPLACE INTO imports_done VALUES (?, ?, ?, ?)",
-                       (import_id, len(ps), sum(r["status"] == "stored" for r in results),
+                       (import_id, total, sum(r["status"] == "stored" for r in results),
                         time.time()))
-    return results, redacted_total(ps)
+    redacted: dict[str, int] = {}
+    for _, found in staged:
+        _add(redacted, found)
+    _add(redacted, redacted_total(last))
+    return results, redacted
 
 
 def abort_import(store: Store, import_id: str) -> int:
     """Drop an import's staged lines; how many there were."""
-    n = dbmod.scalar(store.conn, "SELECT count(*) FROM import_staging WHERE import_id=?",
-                     (import_id,))
+    n = _staged_lines(store, import_id)
     store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
-    return int(n)
+    return n
 
 
 def import_done(store: Store, import_id: str) -> dict[str, Any] | None:
@@ -431,15 +463,16 @@ def import_done(store: Store, import_id: str) -> dict[str, Any] | None:
 
 def clear_staging(store: Store, older_than: float | None = None) -> int:
     """Drop staged lines of imports that can no longer commit: all of them at start (their
-    clients lost the daemon), or those idle longer than `older_than` seconds."""
+    clients lost the daemon), or those idle longer than `older_than` seconds; how many lines."""
     if older_than is None:
-        cur = store.conn.execute("DELETE FROM import_staging RETURNING 1")
+        cur = store.conn.execute(f"DELETE FROM import_staging RETURNING substr(item, 1, "
+                                 f"{_COUNT})")
     else:
         cur = store.conn.execute(
             "DELETE FROM import_staging WHERE import_id IN (SELECT import_id FROM "
-            "import_staging GROUP BY import_id HAVING max(staged_ts) < ?) RETURNING 1",
-            (time.time() - older_than,))
-    return len(cur.fetchall())
+            "import_staging GROUP BY import_id HAVING max(staged_ts) < ?) RETURNING "
+            f"substr(item, 1, {_COUNT})", (time.time() - older_than,))
+    return sum(int.from_bytes(cast(bytes, b), "little") for (b,) in cur.fetchall())
 
 
 # -- the rules, kept after another device's writes are merged ------------------------------------

@@ -131,6 +131,30 @@ def test_import_bad_line_imports_nothing(db0: Db0) -> None:
     assert db0.json("stats")["memories"] == 0
 
 
+def test_import_parses_lines_as_json_loads_does() -> None:
+    """`db0 import` decodes each line without json.loads' per-call wrapper, with its result
+    and its error for every line."""
+    from db0.cli.commands import transfer
+    from db0.daemon.protocol import Db0Error
+
+    obj = json.dumps({"content": "a\u2028b \u00e9"})
+    cases = [obj, f" \t{obj}\r", '{"a": 1} x', '{"a": 1}, {"b": 2}', "\u00a0{}", "{} \u00a0",
+             '{"a": NaN}', "5", "[{}]", '{"a": 1}{"b": 2}', "{", '"{}"']
+    for line in cases:
+        try:
+            want: object = json.loads(line)
+        except ValueError as e:
+            want = f"line 2 is not JSON ({e})"
+        else:
+            if not isinstance(want, dict):
+                want = "line 2 is not a JSON object"
+        try:
+            got: object = transfer._parse_lines(f"{{}}\n{line}\n".encode(), "f")[1][1]
+        except Db0Error as e:
+            got = e.message.removeprefix("f: ")
+        assert got == want, line
+
+
 def test_bad_input_one_line_errors(db0: Db0) -> None:
     cases = [
         (("remember", "-"), b"   \n", 1, "content is empty"),

@@ -191,3 +191,115 @@ def test_keyword_candidates_are_the_best_of_the_newest_visible_matches(
         assert all(r in {x for x, _ in newest} for r, _ in got)
     finally:
         search.KEYWORD_SCAN, search.PRUNE_MIN_ROWS = old
+
+
+def _index_sql(conn: apsw.Connection) -> dict[str, str]:
+    return {str(n): str(s) for n, s in conn.execute(
+        "SELECT name, sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL")}
+
+
+def test_a_large_batch_rebuilds_the_indexes_in_its_transaction(tmp_path: Path) -> None:
+    """A batch that is a large share of its table drops the secondary indexes of `memories`
+    and `ops` and creates them again in the same transaction: afterwards the schema is the one
+    the migrations make, the planner statistics are kept, lookups find the new rows through
+    the indexes; a batch that fails halfway leaves neither its rows nor a missing index."""
+    from db0.store import core
+
+    store = Store.open(tmp_path / "db.sqlite")
+    conn = store.conn
+    ctx = Context(user="u")
+    with store.transaction():
+        write.remember_many(store, ctx, [write.prepare({"content": f"seed {i}"})
+                                         for i in range(50)])
+    conn.execute("ANALYZE")
+    stats = sorted(conn.execute("SELECT tbl, idx, stat FROM sqlite_stat1"))
+    before = _index_sql(conn)
+    n = core.REBUILD_MIN
+    statements: list[str] = []
+
+    def trace(_cur: object, sql: str, _bindings: object) -> bool:
+        statements.append(sql)
+        return True
+
+    conn.exec_trace = trace
+    with store.transaction():
+        res = write.remember_many(store, ctx, [write.prepare({"content": f"bulk line {i}"})
+                                               for i in range(n)])
+    conn.exec_trace = None
+    assert any(s.startswith("CREATE INDEX memories_hash") for s in statements)
+    assert any(s.startswith("CREATE INDEX ops_memory") for s in statements)
+    assert _index_sql(conn) == before and dbmod.schema_drift(conn) == []
+    assert sorted(conn.execute("SELECT tbl, idx, stat FROM sqlite_stat1")) == stats
+    assert dbmod.scalar(conn, "SELECT count(*) FROM memories") == 50 + n
+    assert dbmod.scalar(conn, "SELECT count(*) FROM ops") == 50 + n
+    plan = " ".join(str(r) for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM memories WHERE content_hash=? AND scope=? "
+        "AND owner=?", ("x", "user", "u")))
+    assert "memories_hash" in plan
+    with store.transaction():
+        again = write.remember_many(store, ctx, [write.prepare({"content": "bulk line 7"})])
+    assert again[0] == {"id": res[7]["id"], "status": "duplicate", "scope": "user"}
+    with pytest.raises(RuntimeError), store.transaction():
+        write.remember_many(store, ctx, [write.prepare({"content": f"lost {i}"})
+                                         for i in range(3 * n)])
+        raise RuntimeError("killed before the commit")
+    assert dbmod.scalar(conn, "SELECT count(*) FROM memories") == 50 + n
+    assert _index_sql(conn) == before
+
+
+def test_op_text_is_what_json_dumps_writes() -> None:
+    """The op log's payload text, built without json.dumps on the bulk path, is the same."""
+    import json
+
+    from db0.store import core
+
+    base = {"id": "01jabc", "content": "x", "content_hash": "ab" * 32, "scope": "agent",
+            "owner": "bü\"lk\n", "user_id": "u", "agent_id": "a", "session_id": None,
+            "task_id": "t\u2028", "key": None, "metadata": '{"k": "\\n"}', "tags": '["a"]',
+            "pinned": 0, "created_at": "2026-12-02T20:00:00.123Z",
+            "created_ts": 1764707726.1234567, "updated_ts": 1e-7, "expires_ts": None,
+            "superseded_by": None, "superseded_ts": None, "supersede_reason": None,
+            "forgotten_ts": None, "hlc": "1764707726123.00000.abcdef", "device_id": "abcdef"}
+    assert tuple(base) == core.NEW_STATE_KEYS
+    for state in (base, {**base, "pinned": True, "created_ts": 5},
+                  {**base, "expires_ts": float("inf")}, {**base, "metadata": {"a": 1}},
+                  {k: v for k, v in base.items() if k != "tags"}):
+        want = json.dumps(core.op_payload(state), ensure_ascii=False, separators=(",", ":"))
+        assert core.op_json(state) == want
+        assert core._new_op_json(state) == want
+
+
+def test_a_staged_import_is_one_row_a_batch_and_commits_like_one_batch(tmp_path: Path) -> None:
+    """Staged batches (one row each) commit with the same outcome as one remember_many of all
+    their lines: duplicates within the import and against stored memories, the redaction
+    totals, the counts abort and a start's cleanup report."""
+    store = Store.open(tmp_path / "db.sqlite")
+    conn = store.conn
+    ctx = Context(user="u")
+    with store.transaction():
+        old = write.remember(store, ctx, write.prepare({"content": "already here"}))
+    b1 = [write.prepare({"content": f"line {i}"}) for i in range(5)]
+    b2 = [write.prepare({"content": "line 3"}), write.prepare({"content": "already here"}),
+          write.prepare({"content": "password=hunter2345"})]
+    last = [write.prepare({"content": "line 0"}), write.prepare({"content": "the end"})]
+    with store.transaction():
+        assert write.stage(store, "imp", 1, b1) == 5
+        assert write.stage(store, "imp", 6, b2) == 8
+    assert dbmod.scalar(conn, "SELECT count(*) FROM import_staging") == 2
+    assert dbmod.scalar(conn, "SELECT count(*) FROM memories") == 1
+    with store.transaction():
+        out, redacted = write.commit_import(store, ctx, "imp", last, expect=10)
+    assert [r["status"] for r in out] == ["stored"] * 5 + [
+        "duplicate", "duplicate", "stored", "duplicate", "stored"]
+    assert out[5]["id"] == out[3]["id"] and out[8]["id"] == out[0]["id"]
+    assert out[6]["id"] == old["id"]
+    assert redacted == {"password-assignment": 1}
+    assert dbmod.scalar(conn, "SELECT count(*) FROM memories") == 8
+    assert dbmod.scalar(conn, "SELECT count(*) FROM import_staging") == 0
+    assert write.import_done(store, "imp") is not None
+    with store.transaction():
+        write.stage(store, "a", 1, b1)
+        write.stage(store, "a", 6, b2)
+        write.stage(store, "b", 1, last)
+        assert write.abort_import(store, "a") == 8
+        assert write.clear_staging(store) == 2
