@@ -226,3 +226,10 @@ def test_stop_restart_and_logs(db0: Db0) -> None:
     assert db0.run("daemon", "stop").out.startswith("not running")
     logs = db0.json("daemon", "logs", "-n", "5")
     assert logs["lines"] and "stopped" in logs["lines"][-1]
+
+
+def test_writes_do_not_wake_the_late_encoder_when_none_is_installed(db0: Db0) -> None:
+    for i in range(8):
+        db0.run("remember", f"plain fact {i}")
+    # the first write's wake finds no encoder; the writes after it wake nothing
+    assert db0.json("daemon", "status")["late"]["looks"] <= 2
