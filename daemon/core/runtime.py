@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from db0.daemon.core import writer
 from db0.daemon.core.config import Config
 from db0.daemon.core.writer import Checkpointer, Writer
 from db0.daemon.paths import Paths
@@ -46,7 +47,8 @@ def lower_priority() -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
     except (AttributeError, OSError):  # not Linux, or not allowed: run at the normal priority
-        pass
+        return
+    writer.background.on = True  # so it never leads a commit holding request threads' writes
 
 
 class Component:
