@@ -152,3 +152,16 @@ def test_a_write_queued_past_its_timeout_never_runs(w: Writer, tmp_path: Path) -
     t.join(10)
     w.run(_put("next"))
     assert _seen(tmp_path) == {"next"}
+
+
+def test_a_write_after_stop_is_refused_as_shutting_down(tmp_path: Path) -> None:
+    from db0.store.errors import StoreError
+
+    store = Store.open(tmp_path / "db.sqlite3")
+    wr = Writer(store)
+    wr.start()
+    wr.stop()
+    with pytest.raises(StoreError) as e:
+        wr.run(lambda s: None)
+    assert e.value.code == "shutting_down"
+    store.close()

@@ -22,9 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from db0.daemon.core import writer
 from db0.daemon.core.config import Config
-from db0.daemon.core.writer import Checkpointer, Writer
+from db0.daemon.core.writer import Checkpointer, Writer, background
 from db0.daemon.paths import Paths
 from db0.daemon.protocol import Db0Error
 from db0.store import db as dbmod
@@ -48,7 +47,7 @@ def lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
     except (AttributeError, OSError):  # not Linux, or not allowed: run at the normal priority
         return
-    writer.background.on = True  # so it never leads a commit holding request threads' writes
+    background.on = True  # so it never leads a commit holding request threads' writes
 
 
 class Component:

@@ -33,6 +33,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from db0.store.core import Store
+from db0.store.errors import StoreError
 
 T = TypeVar("T")
 log = logging.getLogger("db0.writer")
@@ -65,7 +66,8 @@ class Writer:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
             if self._stopped:
-                raise RuntimeError("the writer has stopped")
+                raise StoreError("the daemon is shutting down", "try again",
+                                 code="shutting_down")
             self._q.append(entry)
         while True:
             with self._cv:
