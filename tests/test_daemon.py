@@ -226,3 +226,35 @@ def test_stop_restart_and_logs(db0: Db0) -> None:
     assert db0.run("daemon", "stop").out.startswith("not running")
     logs = db0.json("daemon", "logs", "-n", "5")
     assert logs["lines"] and "stopped" in logs["lines"][-1]
+
+
+def test_writes_do_not_wake_the_late_encoder_when_none_is_installed(db0: Db0) -> None:
+    for i in range(8):
+        db0.run("remember", f"plain fact {i}")
+    # the first write's wake finds no encoder; the writes after it wake nothing
+    assert db0.json("daemon", "status")["late"]["looks"] <= 2
+
+
+def _switches(pid: int, tid: int) -> int:
+    text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    return sum(int(line.split()[1]) for line in text.splitlines() if "ctxt_switches" in line)
+
+
+def test_a_client_calling_in_a_loop_stays_with_its_worker(db0: Db0) -> None:
+    """A client's next request, sent at once, is read by the worker that answered the last
+    one: the selector thread (the daemon's main thread) is not woken per request."""
+    from db0.daemon.client import Client
+    from db0.daemon.paths import Paths
+
+    db0.run("remember", "warm up")
+    pid = db0.daemon_pid()
+    assert pid and Path(f"/proc/{pid}/task").exists()
+    h = db0.home
+    c = Client(Paths(h, h / "config", h / "data", h / "logs", h / "run"), autostart="never")
+    c.call("daemon.hello", {})
+    before = _switches(pid, pid)
+    for i in range(200):
+        c.call("memory.remember", {"content": f"loop note {i}"})
+    woken = _switches(pid, pid) - before
+    c.close()
+    assert woken < 60, woken  # handed back to the selector after every answer: >= 200

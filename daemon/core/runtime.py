@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from db0.daemon.core.config import Config
-from db0.daemon.core.writer import Checkpointer, Writer
+from db0.daemon.core.writer import Checkpointer, Writer, background
 from db0.daemon.paths import Paths
 from db0.daemon.protocol import Db0Error
 from db0.store import db as dbmod
@@ -46,7 +46,8 @@ def lower_priority() -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
     except (AttributeError, OSError):  # not Linux, or not allowed: run at the normal priority
-        pass
+        return
+    background.on = True  # so it never leads a commit holding request threads' writes
 
 
 class Component:

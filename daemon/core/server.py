@@ -8,10 +8,11 @@ the writer and close the database. The signal handler only sets a flag.
 
 Connections: one selector thread watches the listener and every idle connection; a readable
 connection is handed to a bounded pool of workers, which reads one frame (a frame once started
-must arrive whole within `frame_timeout`), answers it and gives the connection back. An idle
-connection holds no thread. Past `max_connections` open connections a new one is answered
-`busy` and closed; a connection idle past `idle_timeout` is closed. Everything db0 creates is
-private: the daemon runs with umask 077.
+must arrive whole within `frame_timeout`), answers it and gives the connection back; a
+client's next frame that arrives within `LINGER_S` of the answer is read by the same worker
+(while most workers are free). An idle connection holds no thread. Past `max_connections`
+open connections a new one is answered `busy` and closed; a connection idle past
+`idle_timeout` is closed. Everything db0 creates is private: the daemon runs with umask 077.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import select
 import selectors
 import signal
 import socket
@@ -51,6 +53,7 @@ from db0.store.errors import StoreError
 
 log = logging.getLogger("db0.daemon")
 WORKERS = 64  # requests served at once; more wait for a worker, they are not refused
+LINGER_S = 0.002  # a worker waits this long for a connection's next frame before handing it back
 
 
 def raise_fd_limit() -> int:
@@ -325,6 +328,8 @@ class Server:
         keep = False
         try:
             keep = self._answer(conn)
+            while keep and self._next_soon(conn):
+                keep = self._answer(conn)
         except Exception:
             log.exception("connection failed")
         finally:
@@ -338,6 +343,19 @@ class Server:
                     os.write(self._wake_w, b"c")
             else:
                 self._drop(conn)
+
+    def _next_soon(self, conn: socket.socket) -> bool:
+        """Whether the client's next frame arrived within LINGER_S of the answer (a client
+        calling in a loop sends it at once): then this worker reads it, without the hand-off
+        back to the selector and out to a worker again. Only while most workers are free."""
+        if self.stopping.is_set():
+            return False
+        with self._lock:
+            if self._busy > WORKERS // 4:
+                return False
+        poller = select.poll()
+        poller.register(conn, select.POLLIN)
+        return bool(poller.poll(LINGER_S * 1000))
 
     def _answer(self, conn: socket.socket) -> bool:
         max_frame = min(self.rt.config.daemon.max_frame_mb * 1024 * 1024, MAX_FRAME * 4)

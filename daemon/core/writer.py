@@ -1,39 +1,56 @@
-"""The one writer: a thread that owns the write connection and runs jobs from a queue, in order
-(datasette's pattern), with group commit.
+"""The one writer: whoever writes runs its job on the one write connection, one commit at a
+time, jobs in the order they came, with group commit (a leader/follower queue, so a write
+needs no hand-off to another thread).
 
-Jobs queued while a commit is under way share the next one: each runs in its own savepoint
-inside one `BEGIN IMMEDIATE … COMMIT`, so a job that fails is rolled back alone and the others
-keep their writes. A caller's future resolves only after the commit returned, so a write is
-acknowledged only once it is durable (as durable as the connection's `synchronous` setting
-makes a commit). If the commit itself fails (a full disk, say), every job of the group gets
-that error and nothing of it is kept.
+A caller queues its job; if no commit is under way it leads: it takes what is queued (its own
+job first when alone) and commits it, on its own thread. Jobs queued while a commit is under
+way wait, and when it ends one of their callers leads the next commit with all of them. Each
+job of a group runs in its own savepoint inside one `BEGIN IMMEDIATE … COMMIT`, so a job that
+fails is rolled back alone and the others keep their writes. A job alone in its group runs in
+the transaction without a savepoint (a failure rolls the transaction back, which holds nothing
+else). A caller gets its result only after the commit returned, so a write is acknowledged
+only once it is durable (as durable as the connection's `synchronous` setting makes a commit).
+If the commit itself fails (a full disk, say), every job of the group gets that error and
+nothing of it is kept.
 
-After a group commits, the writer calls `after_commit` with each successful job's result,
+A background thread (one that lowered its priority, `lower_priority`) never leads: a commit
+holding other callers' writes would run at its priority. Its job waits for the next leader,
+or for the writer's own thread, at the normal priority, which it wakes when no commit is
+under way.
+
+After a group commits, the leader calls `after_commit` with each successful job's result,
 outside the transaction (the embedder's queue listens there).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from db0.store.core import Store
+from db0.store.errors import StoreError
 
 T = TypeVar("T")
 log = logging.getLogger("db0.writer")
-_STOP = object()
 MAX_GROUP = 512  # jobs in one commit at most (bounds the time a caller waits behind others)
+background = threading.local()  # `background.on`: this thread runs below request threads
 
 
 class Writer:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._q: queue.Queue[Any] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="db0-writer", daemon=True)
+        self._q: deque[tuple[Callable[[Store], Any], Future[Any]]] = deque()
+        self._cv = threading.Condition(threading.Lock())
+        self._leading = False
+        self._stopped = False
+        self._kick = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(target=self._serve, name="db0-writer", daemon=True)
         self.after_commit: list[Callable[[Any], None]] = []
         self.commits = 0
         self.jobs = 0
@@ -41,35 +58,74 @@ class Writer:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, fn: Callable[[Store], T]) -> Future[T]:
-        fut: Future[T] = Future()
-        self._q.put((fn, fut))
-        return fut
-
     def run(self, fn: Callable[[Store], T], timeout: float | None = 300.0) -> T:
-        return self.submit(fn).result(timeout)
+        """Run `fn` in a transaction of the write connection; its result once committed."""
+        lead = not getattr(background, "on", False)
+        fut: Future[T] = Future()
+        entry: tuple[Callable[[Store], Any], Future[Any]] = (fn, fut)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            if self._stopped:
+                raise StoreError("the daemon is shutting down", "try again",
+                                 code="shutting_down")
+            self._q.append(entry)
+        while True:
+            with self._cv:
+                group = self._await(entry, deadline, lead)
+            if not group:
+                return fut.result(0)
+            self._lead(group)
+
+    def _lead(self, group: list[tuple[Callable[[Store], Any], Future[Any]]]) -> None:
+        try:
+            self._commit(group)
+        finally:
+            with self._cv:
+                self._leading = False
+                self._cv.notify_all()  # callers whose jobs are done, and the next leader
+
+    def _take(self) -> list[tuple[Callable[[Store], Any], Future[Any]]]:
+        self._leading = True
+        n = min(len(self._q), MAX_GROUP)
+        return [self._q.popleft() for _ in range(n)]
+
+    def _serve(self) -> None:
+        """The writer's own thread: leads the commits of background callers' jobs."""
+        while True:
+            self._kick.wait()
+            self._kick.clear()
+            if self._closing:
+                return
+            while True:
+                with self._cv:
+                    if self._leading or not self._q:
+                        break
+                    group = self._take()
+                self._lead(group)
+
+    def _await(self, entry: tuple[Callable[[Store], Any], Future[Any]],
+               deadline: float | None, lead: bool
+               ) -> list[tuple[Callable[[Store], Any], Future[Any]]]:
+        """Under the lock: wait until the job is done (nothing to lead), or until no commit
+        is under way, then take the queue's first jobs to lead their commit (a caller that
+        may not lead wakes the writer's thread instead). A job still queued at the deadline
+        is taken out, never run."""
+        while not entry[1].done():
+            if not self._leading:
+                if lead:
+                    return self._take()
+                self._kick.set()
+            left = None if deadline is None else deadline - time.monotonic()
+            if (left is not None and left <= 0) or not self._cv.wait(left):
+                if entry in self._q:
+                    self._q.remove(entry)
+                    entry[1].cancel()
+                raise TimeoutError("the write did not commit in time")
+        return []
 
     @property
     def pending(self) -> int:
-        return self._q.qsize()
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            job = self._q.get()
-            if job is _STOP:
-                break
-            group = [job]
-            while len(group) < MAX_GROUP:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                group.append(nxt)
-            self._commit(group)
+        return len(self._q)
 
     def _commit(self, group: list[tuple[Callable[[Store], Any], Future[Any]]]) -> None:
         live = [(fn, fut) for fn, fut in group if fut.set_running_or_notify_cancel()]
@@ -77,6 +133,9 @@ class Writer:
             return
         conn = self.store.conn
         done: list[tuple[Future[Any], Any, BaseException | None]] = []
+        if len(live) == 1:
+            self._commit_one(*live[0])
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, fut in live:
@@ -111,17 +170,46 @@ class Writer:
             else:
                 fut.set_result(result)
         for _fut, result, err in done:
-            if err is not None:
-                continue
-            for cb in self.after_commit:
+            if err is None:
+                self._after(result)
+
+    def _commit_one(self, fn: Callable[[Store], Any], fut: Future[Any]) -> None:
+        """A group of one job: its transaction is its own, so it needs no savepoint (a
+        savepoint's release makes FTS5 write out the job's text once more before the
+        commit does); a job that fails rolls the transaction back."""
+        conn = self.store.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = fn(self.store)
+            conn.execute("COMMIT")
+        except BaseException as e:  # BEGIN, the job or the COMMIT failed: nothing is kept
+            if conn.in_transaction:
                 try:
-                    cb(result)
+                    conn.execute("ROLLBACK")
                 except Exception:
-                    log.exception("after-commit callback failed")
+                    log.exception("rollback failed")
+            fut.set_exception(e)
+            return
+        self.commits += 1
+        self.jobs += 1
+        fut.set_result(result)
+        self._after(result)
+
+    def _after(self, result: Any) -> None:
+        for cb in self.after_commit:
+            try:
+                cb(result)
+            except Exception:
+                log.exception("after-commit callback failed")
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then stop."""
-        self._q.put(_STOP)
+        """Let the commit under way and the jobs queued finish (their callers lead them),
+        then take no more."""
+        with self._cv:
+            self._stopped = True
+            self._cv.wait_for(lambda: not self._leading and not self._q, timeout)
+        self._closing = True
+        self._kick.set()
         self._thread.join(timeout)
 
 

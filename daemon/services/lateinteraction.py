@@ -38,6 +38,10 @@ class LateService(Component):
         self.encoded = 0
         self.error: str | None = None
         self.by_default = False  # [recall] late
+        # Whether the last look found an encoder installed (unknown at start: look once).
+        # Without one, a commit does not wake the thread: `db0 model install --late` does.
+        self.installed = True
+        self.looks = 0
 
     def apply_config(self, cfg: Config) -> None:
         self.by_default = cfg.recall.late
@@ -52,7 +56,7 @@ class LateService(Component):
         self.rt.writer.after_commit.append(self._on_commit)
 
     def _on_commit(self, result: Any) -> None:
-        if isinstance(result, dict):  # a memory write (ours return a count)
+        if self.installed and isinstance(result, dict):  # a memory write (ours return a count)
             self.wake()
 
     def on_stop(self) -> None:
@@ -71,7 +75,7 @@ class LateService(Component):
 
         info = self._info()
         out: dict[str, Any] = {"model": info.name if info else None, "encoded": self.encoded,
-                               "by_default": self.by_default}
+                               "by_default": self.by_default, "looks": self.looks}
         if info is not None:
             with self.rt.reader() as store:
                 out["pending"] = lateint.count_pending(store, info.sha256)
@@ -83,7 +87,9 @@ class LateService(Component):
         from db0.daemon.models.lateenc import LateEncoder
         from db0.store import lateint
 
+        self.looks += 1
         info = self._info()
+        self.installed = info is not None
         if info is None:
             return
         if self._docs is None or self._sha != info.sha256:

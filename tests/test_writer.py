@@ -1,0 +1,167 @@
+"""The writer's promises, in process on a real database: a write is answered only once its
+commit returned, a failing job loses only its own writes, a lone write commits on its
+caller's thread without a savepoint, a background thread never leads a commit, and jobs
+queued during a commit share the next one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from db0.daemon.core import writer as writermod
+from db0.daemon.core.writer import Writer
+from db0.store.core import Store
+
+
+@pytest.fixture
+def w(tmp_path: Path) -> Iterator[Writer]:
+    store = Store.open(tmp_path / "db.sqlite3")
+    store.conn.execute("CREATE TABLE t (v TEXT NOT NULL UNIQUE)")
+    wr = Writer(store)
+    wr.start()
+    yield wr
+    wr.stop()
+    store.close()
+
+
+def _put(v: str) -> Any:
+    def job(s: Store) -> str:
+        s.conn.execute("INSERT INTO t(v) VALUES (?)", (v,))
+        return v
+    return job
+
+
+def _seen(tmp_path: Path) -> set[str]:
+    c = apsw.Connection(str(tmp_path / "db.sqlite3"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return {str(r[0]) for r in c.execute("SELECT v FROM t")}
+    finally:
+        c.close()
+
+
+def test_answered_only_once_committed(w: Writer, tmp_path: Path) -> None:
+    for i in range(5):
+        assert w.run(_put(f"v{i}")) == f"v{i}"
+        assert f"v{i}" in _seen(tmp_path)  # another connection sees it: it is committed
+
+
+def test_a_lone_write_commits_on_its_callers_thread_without_a_savepoint(w: Writer) -> None:
+    seen: list[str] = []
+    w.store.conn.exec_trace = lambda _c, sql, _b: seen.append(sql) or True
+    where: list[threading.Thread] = []
+
+    def job(s: Store) -> None:
+        where.append(threading.current_thread())
+        s.conn.execute("INSERT INTO t(v) VALUES ('x')")
+
+    w.run(job)
+    w.store.conn.exec_trace = None
+    assert where == [threading.current_thread()]  # no hand-off to another thread
+    assert not any("SAVEPOINT" in q or "RELEASE" in q for q in seen), seen
+    assert any(q.startswith("COMMIT") for q in seen)
+
+
+def test_a_lone_job_that_fails_keeps_nothing(w: Writer, tmp_path: Path) -> None:
+    def bad(s: Store) -> None:
+        s.conn.execute("INSERT INTO t(v) VALUES ('half')")
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        w.run(bad)
+    assert w.run(_put("after")) == "after"
+    assert _seen(tmp_path) == {"after"}
+
+
+def test_jobs_queued_during_a_commit_share_the_next_and_fail_alone(w: Writer,
+                                                                    tmp_path: Path) -> None:
+    gate, inside = threading.Event(), threading.Event()
+
+    def slow(s: Store) -> str:
+        inside.set()
+        gate.wait(10)
+        s.conn.execute("INSERT INTO t(v) VALUES ('first')")
+        return "first"
+
+    out: dict[str, Any] = {}
+
+    def call(name: str, fn: Any) -> None:
+        try:
+            out[name] = w.run(fn)
+        except Exception as e:
+            out[name] = e
+
+    first = threading.Thread(target=call, args=("first", slow))
+    first.start()
+    assert inside.wait(10)
+    commits = w.commits
+    others = [threading.Thread(target=call, args=(f"v{i}", _put(f"v{i}"))) for i in range(3)]
+    others.append(threading.Thread(target=call, args=("dup", _put("v0"))))  # fails: UNIQUE
+    for t in others:
+        t.start()
+    deadline = time.monotonic() + 10
+    while w.pending < 4 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert w.pending == 4
+    gate.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert w.commits == commits + 2  # the slow one's, then one for the four queued meanwhile
+    assert {k: v for k, v in out.items() if k != "dup"} == {
+        "first": "first", "v0": "v0", "v1": "v1", "v2": "v2"}
+    assert isinstance(out["dup"], apsw.ConstraintError)
+    assert _seen(tmp_path) == {"first", "v0", "v1", "v2"}
+
+
+def test_a_background_thread_never_leads(w: Writer, tmp_path: Path) -> None:
+    where: list[str] = []
+
+    def job(s: Store) -> None:
+        where.append(threading.current_thread().name)
+        s.conn.execute("INSERT INTO t(v) VALUES ('bg')")
+
+    def background() -> None:
+        writermod.background.on = True
+        w.run(job)
+
+    t = threading.Thread(target=background, name="bg")
+    t.start()
+    t.join(10)
+    assert where == ["db0-writer"]
+    assert _seen(tmp_path) == {"bg"}
+
+
+def test_a_write_queued_past_its_timeout_never_runs(w: Writer, tmp_path: Path) -> None:
+    gate, inside = threading.Event(), threading.Event()
+
+    def slow(s: Store) -> None:
+        inside.set()
+        gate.wait(10)
+
+    t = threading.Thread(target=w.run, args=(slow,))
+    t.start()
+    assert inside.wait(10)
+    with pytest.raises(TimeoutError):
+        w.run(_put("late"), timeout=0.2)
+    gate.set()
+    t.join(10)
+    w.run(_put("next"))
+    assert _seen(tmp_path) == {"next"}
+
+
+def test_a_write_after_stop_is_refused_as_shutting_down(tmp_path: Path) -> None:
+    from db0.store.errors import StoreError
+
+    store = Store.open(tmp_path / "db.sqlite3")
+    wr = Writer(store)
+    wr.start()
+    wr.stop()
+    with pytest.raises(StoreError) as e:
+        wr.run(lambda s: None)
+    assert e.value.code == "shutting_down"
+    store.close()
