@@ -205,7 +205,7 @@ def locomo_answers(keep: Path, cross: bool) -> list[dict[str, Any]]:
                 (home / "imported.json").write_text(imp)
             t0 = time.perf_counter()
             while json.loads(run(home, ["model", "status", "--json"])).get(
-                    "state") == "loading" and time.perf_counter() - t0 < 300:
+                    "state") in ("starting", "loading") and time.perf_counter() - t0 < 300:
                 time.sleep(0.2)
             stdin = "".join(json.dumps({"query": q["question"]}) + "\n" for q in qs)
             got = [json.loads(x) for x in run(home, ["recall", "--queries", "-", "-n",
@@ -244,7 +244,7 @@ def agentmem_answers(keep: Path, cross: bool) -> list[dict[str, Any]]:
             saved.write_text(json.dumps(loaded))
         t0 = time.perf_counter()
         while json.loads(agentmem.run(home, {}, ["model", "status", "--json"])).get(
-                "state") == "loading" and time.perf_counter() - t0 < 300:
+                "state") in ("starting", "loading") and time.perf_counter() - t0 < 300:
             time.sleep(0.2)
         agentmem.K = POOL
         answers = agentmem.ask(home, qs, 0)
@@ -315,7 +315,7 @@ def _ready(home: Path, env: dict[str, str]) -> None:
             raise SystemExit(f"{home}: token vectors still pending after an hour")
         time.sleep(2)
     while json.loads(run(home, ["model", "status", "--json"], env=env)).get(
-            "state") == "loading":
+            "state") in ("starting", "loading"):
         time.sleep(0.2)
 
 

@@ -147,7 +147,7 @@ def test_recall_late_through_the_daemon(db0: Db0, models_dir: Path) -> None:  # 
     (db0.home / "config").mkdir(exist_ok=True)
     (db0.home / "config" / "config.toml").write_text("[recall]\nlate = true\n")
     deadline = time.monotonic() + 120  # a new daemon searches by keyword until its model loads
-    while db0.json("model", "status").get("state") == "loading":
+    while db0.json("model", "status").get("state") in ("starting", "loading"):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     res = db0.json("recall", query, "-n", "3")
