@@ -219,8 +219,10 @@ def keyword_candidates(store: Store, ctx: Context, query: str, filters: Filters,
     # walks its doclists from a rowid, so the cut costs KEYWORD_SCAN steps, not the matches).
     # Scopes that hold fewer memories than that cannot have more matches: no cut to look for.
     big = _holds_more(store, ctx, filters.scopes, KEYWORD_SCAN)
-    since = (_newest(store, match, KEYWORD_SCAN)
-             if big and _newest(store, plain, KEYWORD_SCAN) is not None else None)
+    since = bound = None
+    if big and _newest(store, plain, KEYWORD_SCAN) is not None:
+        since = _newest(store, match, KEYWORD_SCAN)
+        bound = _newest(store, plain, SPARE * KEYWORD_SCAN)
     # The partition phrase only narrows what is matched: its column weighs 0, so bm25 gives a
     # row the same score without it, but FTS5 counts the phrase's matches over the whole table
     # for its idf, a pass over every memory of a big visible scope. So when the visible
@@ -228,23 +230,21 @@ def keyword_candidates(store: Store, ctx: Context, query: str, filters: Filters,
     # the cut), the plain match is ranked and visibility checked from the best down, a batch
     # at a time, until `limit` visible rows are found: the same rows, the same scores.
     recent = "" if since is None else f"AND memories_fts.rowid >= {int(since)} "
-    if big:
-        bound = _newest(store, plain, SPARE * KEYWORD_SCAN)
-        if bound is None or (since is not None and bound <= since):
-            ranked = store.conn.execute(
-                "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
-                f"WHERE memories_fts MATCH ? {recent}ORDER BY s DESC", (plain,))
-            kept: list[tuple[int, float]] = []
-            batch = SPARE * limit
-            while len(kept) < limit:
-                best = [(int(r), float(s)) for r, s in itertools.islice(ranked, batch)]
-                ok = _passing(store, where, args, [r for r, _ in best])
-                kept += [(r, s) for r, s in best if r in ok]
-                if len(best) < batch:
-                    break
-                batch *= 4
-            ranked.close()
-            return kept[:limit]
+    if big and (bound is None or (since is not None and bound <= since)):
+        ranked = store.conn.execute(
+            "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
+            f"WHERE memories_fts MATCH ? {recent}ORDER BY s DESC", (plain,))
+        kept: list[tuple[int, float]] = []
+        batch = SPARE * limit
+        while len(kept) < limit:
+            best = [(int(r), float(s)) for r, s in itertools.islice(ranked, batch)]
+            ok = _passing(store, where, args, [r for r, _ in best])
+            kept += [(r, s) for r, s in best if r in ok]
+            if len(best) < batch:
+                break
+            batch *= 4
+        ranked.close()
+        return kept[:limit]
     rows = store.conn.execute(
         f"SELECT m.rid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
         "JOIN memories m ON m.rid = memories_fts.rowid "
