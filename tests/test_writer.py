@@ -1,7 +1,8 @@
 """The writer's promises, in process on a real database: a write is answered only once its
 commit returned, a failing job loses only its own writes, a lone write commits on its
-caller's thread without a savepoint, a background thread never leads a commit, and jobs
-queued during a commit share the next one."""
+caller's thread without a savepoint, a background thread never leads a commit, jobs
+queued during a commit share the next one (rerunnable ones without savepoints), and a
+leader waits for the writes announced to it."""
 
 from __future__ import annotations
 
@@ -165,3 +166,121 @@ def test_a_write_after_stop_is_refused_as_shutting_down(tmp_path: Path) -> None:
         wr.run(lambda s: None)
     assert e.value.code == "shutting_down"
     store.close()
+
+
+def _queue_behind_a_slow_commit(w: Writer, jobs: dict[str, Any], rerun: bool
+                                ) -> dict[str, Any]:
+    """Run `jobs` (name: fn) queued together while another commit is under way, so they share
+    the next commit; what each got (its result or its error)."""
+    gate, inside = threading.Event(), threading.Event()
+
+    def slow(s: Store) -> None:
+        inside.set()
+        gate.wait(10)
+
+    out: dict[str, Any] = {}
+
+    def call(name: str, fn: Any) -> None:
+        try:
+            out[name] = w.run(fn, rerun=rerun)
+        except Exception as e:
+            out[name] = e
+
+    first = threading.Thread(target=w.run, args=(slow,))
+    first.start()
+    assert inside.wait(10)
+    threads = [threading.Thread(target=call, args=(k, fn)) for k, fn in jobs.items()]
+    deadline = time.monotonic() + 10
+    for i, t in enumerate(threads):  # queued in the order given
+        t.start()
+        while w.pending < i + 1 and time.monotonic() < deadline:
+            time.sleep(0.002)
+    assert w.pending == len(jobs)
+    gate.set()
+    for t in [first, *threads]:
+        t.join(10)
+    return out
+
+
+def test_rerunnable_jobs_share_a_commit_without_savepoints(w: Writer, tmp_path: Path) -> None:
+    seen: list[str] = []
+    w.store.conn.exec_trace = lambda _c, sql, _b: seen.append(sql) or True
+    commits = w.commits
+    out = _queue_behind_a_slow_commit(w, {f"v{i}": _put(f"v{i}") for i in range(3)}, True)
+    w.store.conn.exec_trace = None
+    assert out == {"v0": "v0", "v1": "v1", "v2": "v2"}
+    assert w.commits == commits + 2  # the slow one's, then one for the three
+    assert not any("SAVEPOINT" in q or "RELEASE" in q for q in seen), seen
+    assert _seen(tmp_path) == {"v0", "v1", "v2"}
+
+
+def test_a_failing_rerunnable_job_loses_only_its_own_writes(w: Writer, tmp_path: Path) -> None:
+    runs: list[str] = []
+
+    def counted(v: str) -> Any:
+        def job(s: Store) -> str:
+            runs.append(v)
+            s.conn.execute("INSERT INTO t(v) VALUES (?)", (v,))
+            return v
+        return job
+
+    def bad(s: Store) -> None:
+        s.conn.execute("INSERT INTO t(v) VALUES ('half')")
+        raise ValueError("no")
+
+    commits = w.commits
+    out = _queue_behind_a_slow_commit(w, {"a": counted("a"), "bad": bad, "b": counted("b")},
+                                      True)
+    assert {k: out[k] for k in ("a", "b")} == {"a": "a", "b": "b"}
+    assert isinstance(out["bad"], ValueError)
+    assert w.commits == commits + 2  # the plain attempt was rolled back, not committed
+    assert runs == ["a", "a", "b"]  # "a" ran before the failure and again with a savepoint
+    assert _seen(tmp_path) == {"a", "b"}
+
+
+def test_a_leader_waits_for_an_announced_write(w: Writer, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writermod, "GATHER_S", 10.0)
+    announced, go = threading.Event(), threading.Event()
+
+    def later() -> None:
+        w.announce()  # as the dispatcher does when a remember arrives
+        announced.set()
+        go.wait(10)
+        w.run(_put("b"), rerun=True)
+        w.withdraw()
+
+    t = threading.Thread(target=later)
+    t.start()
+    assert announced.wait(10)
+    threading.Timer(0.1, go.set).start()
+    commits = w.commits
+    started = time.monotonic()
+    assert w.run(_put("a"), rerun=True) == "a"  # leads, and waits for "b" to be queued
+    t.join(10)
+    assert w.commits == commits + 1
+    assert 0.05 < time.monotonic() - started < 5
+    assert _seen(tmp_path) == {"a", "b"}
+
+
+def test_an_announced_request_that_never_writes_releases_the_leader(
+        w: Writer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writermod, "GATHER_S", 10.0)
+    announced = threading.Event()
+
+    def refused() -> None:
+        w.announce()
+        announced.set()
+        time.sleep(0.1)
+        w.withdraw()  # its request failed before writing (a bad parameter, say)
+
+    t = threading.Thread(target=refused)
+    t.start()
+    assert announced.wait(10)
+    started = time.monotonic()
+    assert w.run(_put("a")) == "a"
+    assert time.monotonic() - started < 5
+    t.join(10)
+    assert w.run(_put("b")) == "b"  # nothing is counted as coming any more: no wait
+    assert time.monotonic() - started < 5
+    assert _seen(tmp_path) == {"a", "b"}

@@ -81,6 +81,9 @@ class Dispatcher:
             return err(req_id, Db0Error("unknown_method", f"unknown method {shown!r}",
                                         "upgrade the client or the daemon: db0 daemon restart"))
         started = time.perf_counter()
+        writer = self.rt.writer if method.gather else None
+        if writer is not None:
+            writer.announce()
         try:
             params = method.check(msg.get("params") or {})
             ctx = self.rt.context(params.get("context") or {})
@@ -104,5 +107,8 @@ class Dispatcher:
                 resp = err(req_id, Db0Error("internal",
                                             f"{method.name} failed: {type(e).__name__}",
                                             f"see the daemon log: {self.rt.paths.log_file}"))
+        finally:
+            if writer is not None:
+                writer.withdraw()
         log.debug("%s %.1f ms", method.name, (time.perf_counter() - started) * 1000)
         return resp

@@ -180,12 +180,13 @@ class Runtime:
         finally:
             self._readers.put(store)
 
-    def write(self, fn: Callable[[Store], T]) -> T:
-        """Run `fn` in the writer's transaction; returns once its commit is durable."""
+    def write(self, fn: Callable[[Store], T], *, rerun: bool = False) -> T:
+        """Run `fn` in the writer's transaction; returns once its commit is durable. `rerun`:
+        `fn` only writes through the store and may run again (`Writer.run`)."""
         assert self.writer is not None
         if self.stopping.is_set():
             raise Db0Error("shutting_down", "the daemon is shutting down", "try again")
-        return self.writer.run(fn)
+        return self.writer.run(fn, rerun=rerun)
 
     def close(self) -> None:
         if self.writer:

@@ -321,6 +321,7 @@ class Method:
     params: dict[str, P]
     doc: str
     writes: bool
+    gather: bool = False  # announced to the writer at once (its commit may wait for it)
 
     def check(self, params: Any) -> dict[str, Any]:
         if not isinstance(params, dict):

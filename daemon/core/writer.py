@@ -13,6 +13,21 @@ only once it is durable (as durable as the connection's `synchronous` setting ma
 If the commit itself fails (a full disk, say), every job of the group gets that error and
 nothing of it is kept.
 
+Gathering: a request that will write announces itself (`announce`) before it prepares its job
+(redaction, checks), and `run` counts it as arrived when its job is queued (`withdraw` when it
+ends without writing). A leader waits, at most `GATHER_S`, while announced jobs are still on
+their way, or until as many rerunnable jobs are queued as the last commit it led held (the
+callers a commit answered together call again together), so callers that write at the same
+moment share one commit instead of each leading a commit of one (they need the GIL to get
+there, which the waiting leader gives up). A lone caller has nothing announced and never
+waits.
+
+Rerunnable jobs (`run(..., rerun=True)`: the job only writes through the store and may run
+again, as a remember does) in a group of them run without savepoints: every savepoint makes
+FTS5 write out its pending text, so each job would add a segment to the commit. If one of
+them fails, the whole transaction is rolled back and the group runs again with a savepoint per
+job, so only the failing job loses its writes.
+
 A background thread (one that lowered its priority, `lower_priority`) never leads: a commit
 holding other callers' writes would run at its priority. Its job waits for the next leader,
 or for the writer's own thread, at the normal priority, which it wakes when no commit is
@@ -38,14 +53,21 @@ from db0.store.errors import StoreError
 T = TypeVar("T")
 log = logging.getLogger("db0.writer")
 MAX_GROUP = 512  # jobs in one commit at most (bounds the time a caller waits behind others)
+GATHER_S = 0.001  # a leader waits at most this long for announced jobs to be queued
 background = threading.local()  # `background.on`: this thread runs below request threads
+_announced = threading.local()  # `_announced.on`: this thread's request is counted in `_coming`
+Job = tuple[Callable[[Store], Any], "Future[Any]", bool]  # the function, its result, rerunnable
 
 
 class Writer:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._q: deque[tuple[Callable[[Store], Any], Future[Any]]] = deque()
-        self._cv = threading.Condition(threading.Lock())
+        self._q: deque[Job] = deque()
+        lock = threading.Lock()
+        self._cv = threading.Condition(lock)
+        self._gather = threading.Condition(lock)  # a gathering leader waits here alone
+        self._coming = 0  # announced requests whose job is not queued yet
+        self._last = 1  # rerunnable jobs in the last commit a request thread led
         self._leading = False
         self._stopped = False
         self._kick = threading.Event()
@@ -58,17 +80,40 @@ class Writer:
     def start(self) -> None:
         self._thread.start()
 
-    def run(self, fn: Callable[[Store], T], timeout: float | None = 300.0) -> T:
-        """Run `fn` in a transaction of the write connection; its result once committed."""
+    def announce(self) -> None:
+        """This thread's request will soon queue a job (a leader may wait for it)."""
+        if getattr(_announced, "on", False):
+            return
+        _announced.on = True
+        with self._cv:
+            self._coming += 1
+
+    def withdraw(self) -> None:
+        """This thread's request ends; if it announced a job it never queued, stop counting it."""
+        if getattr(_announced, "on", False):
+            _announced.on = False
+            with self._cv:
+                self._coming -= 1
+                self._gather.notify()
+
+    def run(self, fn: Callable[[Store], T], timeout: float | None = 300.0, *,
+            rerun: bool = False) -> T:
+        """Run `fn` in a transaction of the write connection; its result once committed.
+        `rerun`: `fn` only writes through the store and may be run again (see the module)."""
         lead = not getattr(background, "on", False)
         fut: Future[T] = Future()
-        entry: tuple[Callable[[Store], Any], Future[Any]] = (fn, fut)
+        entry: Job = (fn, fut, rerun)
         deadline = None if timeout is None else time.monotonic() + timeout
+        arrived = getattr(_announced, "on", False)
         with self._cv:
+            if arrived:
+                _announced.on = False
+                self._coming -= 1
             if self._stopped:
                 raise StoreError("the daemon is shutting down", "try again",
                                  code="shutting_down")
             self._q.append(entry)
+            self._gather.notify()
         while True:
             with self._cv:
                 group = self._await(entry, deadline, lead)
@@ -76,7 +121,7 @@ class Writer:
                 return fut.result(0)
             self._lead(group)
 
-    def _lead(self, group: list[tuple[Callable[[Store], Any], Future[Any]]]) -> None:
+    def _lead(self, group: list[Job]) -> None:
         try:
             self._commit(group)
         finally:
@@ -84,10 +129,23 @@ class Writer:
                 self._leading = False
                 self._cv.notify_all()  # callers whose jobs are done, and the next leader
 
-    def _take(self) -> list[tuple[Callable[[Store], Any], Future[Any]]]:
+    def _take(self, gather: bool = False) -> list[Job]:
+        """Under the lock: lead the next commit with the queue's first jobs; with `gather`,
+        after waiting (at most GATHER_S) for the announced jobs still on their way."""
         self._leading = True
-        n = min(len(self._q), MAX_GROUP)
-        return [self._q.popleft() for _ in range(n)]
+        if gather:
+            want = min(self._last, MAX_GROUP)
+            until = 0.0
+            while (self._coming > 0 or len(self._q) < want) and len(self._q) < MAX_GROUP:
+                now = time.monotonic()
+                until = until or now + GATHER_S
+                if now >= until:
+                    break
+                self._gather.wait(until - now)
+        group = [self._q.popleft() for _ in range(min(len(self._q), MAX_GROUP))]
+        if gather:  # only rerunnable jobs count: the requests' remembers, not background jobs
+            self._last = max(1, sum(1 for job in group if job[2]))
+        return group
 
     def _serve(self) -> None:
         """The writer's own thread: leads the commits of background callers' jobs."""
@@ -103,9 +161,7 @@ class Writer:
                     group = self._take()
                 self._lead(group)
 
-    def _await(self, entry: tuple[Callable[[Store], Any], Future[Any]],
-               deadline: float | None, lead: bool
-               ) -> list[tuple[Callable[[Store], Any], Future[Any]]]:
+    def _await(self, entry: Job, deadline: float | None, lead: bool) -> list[Job]:
         """Under the lock: wait until the job is done (nothing to lead), or until no commit
         is under way, then take the queue's first jobs to lead their commit (a caller that
         may not lead wakes the writer's thread instead). A job still queued at the deadline
@@ -113,7 +169,7 @@ class Writer:
         while not entry[1].done():
             if not self._leading:
                 if lead:
-                    return self._take()
+                    return self._take(gather=True)
                 self._kick.set()
             left = None if deadline is None else deadline - time.monotonic()
             if (left is not None and left <= 0) or not self._cv.wait(left):
@@ -127,15 +183,60 @@ class Writer:
     def pending(self) -> int:
         return len(self._q)
 
-    def _commit(self, group: list[tuple[Callable[[Store], Any], Future[Any]]]) -> None:
-        live = [(fn, fut) for fn, fut in group if fut.set_running_or_notify_cancel()]
+    def _commit(self, group: list[Job]) -> None:
+        jobs = [job for job in group if job[1].set_running_or_notify_cancel()]
+        live = [(fn, fut) for fn, fut, _ in jobs]
         if not live:
             return
-        conn = self.store.conn
-        done: list[tuple[Future[Any], Any, BaseException | None]] = []
         if len(live) == 1:
             self._commit_one(*live[0])
             return
+        if all(rerun for _, _, rerun in jobs) and self._commit_plain(live):
+            return
+        self._commit_savepoints(live)
+
+    def _commit_plain(self, live: list[tuple[Callable[[Store], Any], Future[Any]]]) -> bool:
+        """Rerunnable jobs in one transaction without savepoints. False (nothing kept, no
+        future set) when a job failed: the caller runs the group again with savepoints."""
+        conn = self.store.conn
+        results: list[Any] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _fut in live:
+                results.append(fn(self.store))
+        except BaseException as e:  # a job failed: roll back, and run them with savepoints
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except Exception:
+                log.exception("rollback failed")
+                for _fn, fut in live:
+                    fut.set_exception(e)
+                return True
+            return False
+        try:
+            conn.execute("COMMIT")
+        except BaseException as e:  # the commit failed: nothing is kept
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except Exception:
+                    log.exception("rollback failed")
+            for _fn, fut in live:
+                fut.set_exception(e)
+            return True
+        self.commits += 1
+        self.jobs += len(live)
+        for (_fn, fut), result in zip(live, results, strict=True):
+            fut.set_result(result)
+        for result in results:
+            self._after(result)
+        return True
+
+    def _commit_savepoints(self, live: list[tuple[Callable[[Store], Any], Future[Any]]]
+                           ) -> None:
+        conn = self.store.conn
+        done: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, fut in live:

@@ -23,11 +23,14 @@ Handler = Callable[["Runtime", "Request"], Any]
 METHODS: dict[str, Method] = {}
 
 
-def rpc(name: str, params: dict[str, P] | None = None, *, writes: bool = False
-        ) -> Callable[[Handler], Handler]:
-    """Register a handler as method `name` taking `params` (the declared shape)."""
+def rpc(name: str, params: dict[str, P] | None = None, *, writes: bool = False,
+        gather: bool = False) -> Callable[[Handler], Handler]:
+    """Register a handler as method `name` taking `params` (the declared shape). `gather`:
+    a quick write, announced to the writer as the request arrives, so a commit under way
+    can wait for it (`daemon/core/writer.py`)."""
     def register(fn: Handler) -> Handler:
-        METHODS[name] = Method(name, fn, dict(params or {}), (fn.__doc__ or "").strip(), writes)
+        METHODS[name] = Method(name, fn, dict(params or {}), (fn.__doc__ or "").strip(), writes,
+                               gather)
         return fn
     return register
 

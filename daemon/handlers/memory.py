@@ -74,7 +74,7 @@ def _wait_indexed(rt: Runtime, ids: list[str], timeout: float) -> None:
     "current_only": P(Bool(), "with supersedes: refuse (conflict) unless that memory is still "
                       "the current version (an edit of what was read)", default=False),
     "allow_secrets": P(Bool(), "keep what looks like a secret, this once", default=False),
-}, writes=True)
+}, writes=True, gather=True)
 def remember(rt: Runtime, req: Request) -> dict[str, Any]:
     """Store one memory (redacted, de-duplicated, superseding by key)."""
     p = req.params
@@ -83,7 +83,7 @@ def remember(rt: Runtime, req: Request) -> dict[str, Any]:
     ctx = req.ctx
     result: dict[str, Any] = rt.write(lambda s: write.remember(
         s, ctx, prepared, supersedes=p.get("supersedes"), reason=p.get("reason"),
-        current_only=p["current_only"]))
+        current_only=p["current_only"]), rerun=True)
     if p["wait"]:
         _wait_indexed(rt, [result["id"]], p["wait_timeout"])
         if result.get("status") == "stored":
