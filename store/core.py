@@ -51,6 +51,8 @@ class Store:
     device_id: str
     # Callbacks run after a change commits (the daemon hooks the embedder queue here).
     listeners: list[Any] = field(default_factory=list)
+    # While not None: new memories above this rid wait for `index_deferred` (defer_full_text).
+    fts_after: int | None = None
 
     @classmethod
     def open(cls, path: Path, clock: HybridClock | None = None, *, readonly: bool = False,
@@ -136,6 +138,11 @@ def write_state(store: Store, state: dict[str, Any], kind: str,
     """
     state["hlc"] = store.clock.now()
     state["device_id"] = store.device_id
+    if not new and store.fts_after is not None:
+        # An update's trigger deletes the row's old text from FTS5: the rows written so far
+        # must be in the index first.
+        index_deferred(store)
+        defer_full_text(store)
     rid = _upsert(store.conn, state, new=new)
     payload = op_payload(state)
     if note:
@@ -154,9 +161,37 @@ REBUILD_SHARE = 4
 REBUILD_MIN = 2_000
 
 
+def defer_full_text(store: Store) -> None:
+    """From now on, in this transaction, new memories are inserted without their full text
+    (the `fts_defer` flag quiets the insert trigger); `index_deferred` indexes them all with
+    one statement before the commit. FTS5 flushes its pending terms at every statement, so
+    several writes in one commit would each write (and later merge) a segment of their own
+    (m004_bulk_fts). Only `write_state` and `insert_states` may write memories meanwhile."""
+    store.fts_after = int(dbmod.scalar(store.conn, "SELECT coalesce(max(rid), 0) FROM memories"))
+    store.conn.execute("INSERT INTO fts_defer(flag) VALUES (1)")
+
+
+def index_deferred(store: Store) -> None:
+    """Index the full text of the memories inserted since `defer_full_text`, in one statement,
+    and let the insert trigger index again. Must run before the transaction commits."""
+    after, store.fts_after = store.fts_after, None
+    if after is None:
+        return
+    store.conn.execute("DELETE FROM fts_defer")
+    store.conn.execute("INSERT INTO memories_fts(rowid, content, part) "
+                       "SELECT rid, content, part FROM memories WHERE rid > ?", (after,))
+
+
 def insert_states(store: Store, states: list[dict[str, Any]], kind: str) -> None:
     """Insert new memories and their ops with executemany (the bulk form of write_state)."""
     if not states:
+        return
+    if store.fts_after is not None:  # its own bulk indexing clears the flag: index first
+        index_deferred(store)
+        try:
+            insert_states(store, states, kind)
+        finally:
+            defer_full_text(store)
         return
     dev = store.device_id
     now = store.clock.now

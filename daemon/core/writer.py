@@ -22,9 +22,11 @@ moment share one commit instead of each leading a commit of one (they need the G
 there, which the waiting leader gives up). A lone caller has nothing announced and never
 waits.
 
-Rerunnable jobs (`run(..., rerun=True)`: the job only writes through the store and may run
-again, as a remember does) in a group of them run without savepoints: every savepoint makes
-FTS5 write out its pending text, so each job would add a segment to the commit. If one of
+Rerunnable jobs (`run(..., rerun=True)`: the job may run again, and writes memories only
+through `core.write_state` and `core.insert_states`, as a remember does) in a group of them
+run without savepoints, and the full text of the memories they insert is indexed with one
+statement before the commit (`core.defer_full_text`): FTS5 writes out its pending text at
+every savepoint and every statement, so each job would add a segment to the commit. If one of
 them fails, the whole transaction is rolled back and the group runs again with a savepoint per
 job, so only the failing job loses its writes.
 
@@ -47,7 +49,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from db0.store.core import Store
+from db0.store.core import Store, defer_full_text, index_deferred
 from db0.store.errors import StoreError
 
 T = TypeVar("T")
@@ -202,9 +204,12 @@ class Writer:
         results: list[Any] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            defer_full_text(self.store)
             for fn, _fut in live:
                 results.append(fn(self.store))
+            index_deferred(self.store)
         except BaseException as e:  # a job failed: roll back, and run them with savepoints
+            self.store.fts_after = None
             try:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
