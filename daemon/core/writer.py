@@ -4,7 +4,8 @@ needs no hand-off to another thread).
 
 A caller queues its job; if no commit is under way it leads: it takes what is queued (its own
 job first when alone) and commits it, on its own thread. Jobs queued while a commit is under
-way wait, and when it ends one of their callers leads the next commit with all of them. Each
+way wait, each caller on a lock of its own; when the commit ends, one of them is woken alone to
+lead the next commit with all of them, and each other caller is woken once its job is done. Each
 job of a group runs in its own savepoint inside one `BEGIN IMMEDIATE … COMMIT`, so a job that
 fails is rolled back alone and the others keep their writes. A job alone in its group runs in
 the transaction without a savepoint (a failure rolls the transaction back, which holds nothing
@@ -58,16 +59,33 @@ MAX_GROUP = 512  # jobs in one commit at most (bounds the time a caller waits be
 GATHER_S = 0.001  # a leader waits at most this long for announced jobs to be queued
 background = threading.local()  # `background.on`: this thread runs below request threads
 _announced = threading.local()  # `_announced.on`: this thread's request is counted in `_coming`
-Job = tuple[Callable[[Store], Any], "Future[Any]", bool]  # the function, its result, rerunnable
+
+
+class _Entry:
+    """A queued job and the lock its caller sleeps on (held from the start; released once,
+    when the job is done or when the caller is to lead the next commit)."""
+
+    __slots__ = ("fn", "fut", "rerun", "leads", "lead", "wake")
+
+    def __init__(self, fn: Callable[[Store], Any], fut: Future[Any], rerun: bool,
+                 leads: bool) -> None:
+        self.fn = fn
+        self.fut = fut
+        self.rerun = rerun
+        self.leads = leads  # its caller may lead a commit (not a background thread)
+        self.lead = False  # set (under the writer's lock) when handed the next commit
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class Writer:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._q: deque[Job] = deque()
+        self._q: deque[_Entry] = deque()
         lock = threading.Lock()
-        self._cv = threading.Condition(lock)
+        self._cv = threading.Condition(lock)  # `stop` waits here for the queue to drain
         self._gather = threading.Condition(lock)  # a gathering leader waits here alone
+        self._gathering = 0  # while a leader gathers: how many jobs it waits for
         self._coming = 0  # announced requests whose job is not queued yet
         self._last = 1  # rerunnable jobs in the last commit a request thread led
         self._leading = False
@@ -96,17 +114,24 @@ class Writer:
             _announced.on = False
             with self._cv:
                 self._coming -= 1
-                self._gather.notify()
+                self._gathered()
+
+    def _gathered(self) -> None:
+        """Under the lock: wake the gathering leader once what it waits for is queued."""
+        if self._gathering and self._coming <= 0 and len(self._q) >= self._gathering:
+            self._gather.notify()
 
     def run(self, fn: Callable[[Store], T], timeout: float | None = 300.0, *,
             rerun: bool = False) -> T:
         """Run `fn` in a transaction of the write connection; its result once committed.
-        `rerun`: `fn` only writes through the store and may be run again (see the module)."""
+        `rerun`: `fn` may run again and writes memories only through `core.write_state` and
+        `core.insert_states` (see the module)."""
         lead = not getattr(background, "on", False)
         fut: Future[T] = Future()
-        entry: Job = (fn, fut, rerun)
+        entry = _Entry(fn, fut, rerun, lead)
         deadline = None if timeout is None else time.monotonic() + timeout
         arrived = getattr(_announced, "on", False)
+        group: list[_Entry] = []
         with self._cv:
             if arrived:
                 _announced.on = False
@@ -115,38 +140,78 @@ class Writer:
                 raise StoreError("the daemon is shutting down", "try again",
                                  code="shutting_down")
             self._q.append(entry)
-            self._gather.notify()
+            if not self._leading:
+                if lead:
+                    group = self._take(gather=True)
+                else:
+                    self._kick.set()
+            else:
+                self._gathered()
         while True:
-            with self._cv:
-                group = self._await(entry, deadline, lead)
-            if not group:
+            if group:
+                self._lead(group, entry)
+                group = []
+            if fut.done():
                 return fut.result(0)
-            self._lead(group)
+            left = None if deadline is None else deadline - time.monotonic()
+            woken = entry.wake.acquire(timeout=-1 if left is None else max(0.0, left))
+            with self._cv:
+                if fut.done():
+                    continue
+                if entry.lead:  # handed the next commit (even past the deadline: it must lead)
+                    entry.lead = False
+                    group = self._take(gather=True)
+                    continue
+                if not woken:
+                    if entry in self._q:
+                        self._q.remove(entry)
+                        fut.cancel()
+                    raise TimeoutError("the write did not commit in time")
 
-    def _lead(self, group: list[Job]) -> None:
+    def _lead(self, group: list[_Entry], own: _Entry | None = None) -> None:
         try:
             self._commit(group)
         finally:
+            for e in group:
+                if e is not own:
+                    e.wake.release()  # its caller answers (or, not done, waits on)
             with self._cv:
                 self._leading = False
-                self._cv.notify_all()  # callers whose jobs are done, and the next leader
+                self._hand_over()
 
-    def _take(self, gather: bool = False) -> list[Job]:
+    def _hand_over(self) -> None:
+        """Under the lock, after a commit: the first queued caller that may lead leads the
+        next commit (woken alone); only background jobs queued: the writer's thread leads."""
+        if not self._q:
+            self._cv.notify_all()  # `stop` waits for an empty queue
+            return
+        for e in self._q:
+            if e.leads:
+                self._leading = True  # reserved for it, so no other caller takes it first
+                e.lead = True
+                e.wake.release()
+                return
+        self._kick.set()
+
+    def _take(self, gather: bool = False) -> list[_Entry]:
         """Under the lock: lead the next commit with the queue's first jobs; with `gather`,
-        after waiting (at most GATHER_S) for the announced jobs still on their way."""
+        after waiting (at most GATHER_S) for the announced jobs still on their way, and for
+        as many rerunnable jobs as the last commit a caller led held."""
         self._leading = True
         if gather:
             want = min(self._last, MAX_GROUP)
-            until = 0.0
-            while (self._coming > 0 or len(self._q) < want) and len(self._q) < MAX_GROUP:
-                now = time.monotonic()
-                until = until or now + GATHER_S
-                if now >= until:
-                    break
-                self._gather.wait(until - now)
+            if self._coming > 0 or len(self._q) < want:
+                self._gathering = want
+                until = time.monotonic() + GATHER_S
+                while (self._coming > 0 or len(self._q) < want) and len(self._q) < MAX_GROUP:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._gather.wait(left)
+                self._gathering = 0
         group = [self._q.popleft() for _ in range(min(len(self._q), MAX_GROUP))]
         if gather:  # only rerunnable jobs count: the requests' remembers, not background jobs
-            self._last = max(1, sum(1 for job in group if job[2]))
+            self._last = max(1, sum(1 for e in group if e.rerun))
         return group
 
     def _serve(self) -> None:
@@ -163,37 +228,19 @@ class Writer:
                     group = self._take()
                 self._lead(group)
 
-    def _await(self, entry: Job, deadline: float | None, lead: bool) -> list[Job]:
-        """Under the lock: wait until the job is done (nothing to lead), or until no commit
-        is under way, then take the queue's first jobs to lead their commit (a caller that
-        may not lead wakes the writer's thread instead). A job still queued at the deadline
-        is taken out, never run."""
-        while not entry[1].done():
-            if not self._leading:
-                if lead:
-                    return self._take(gather=True)
-                self._kick.set()
-            left = None if deadline is None else deadline - time.monotonic()
-            if (left is not None and left <= 0) or not self._cv.wait(left):
-                if entry in self._q:
-                    self._q.remove(entry)
-                    entry[1].cancel()
-                raise TimeoutError("the write did not commit in time")
-        return []
-
     @property
     def pending(self) -> int:
         return len(self._q)
 
-    def _commit(self, group: list[Job]) -> None:
-        jobs = [job for job in group if job[1].set_running_or_notify_cancel()]
-        live = [(fn, fut) for fn, fut, _ in jobs]
+    def _commit(self, group: list[_Entry]) -> None:
+        jobs = [e for e in group if e.fut.set_running_or_notify_cancel()]
+        live = [(e.fn, e.fut) for e in jobs]
         if not live:
             return
         if len(live) == 1:
             self._commit_one(*live[0])
             return
-        if all(rerun for _, _, rerun in jobs) and self._commit_plain(live):
+        if all(e.rerun for e in jobs) and self._commit_plain(live):
             return
         self._commit_savepoints(live)
 
