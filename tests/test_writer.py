@@ -284,3 +284,52 @@ def test_an_announced_request_that_never_writes_releases_the_leader(
     assert w.run(_put("b")) == "b"  # nothing is counted as coming any more: no wait
     assert time.monotonic() - started < 5
     assert _seen(tmp_path) == {"a", "b"}
+
+
+def _remember(content: str, key: str | None = None) -> Any:
+    from db0.store import write
+    from db0.store.context import Context
+
+    item: dict[str, Any] = {"content": content, "scope": "agent"}
+    if key:
+        item["key"] = key
+    p = write.prepare(item)
+    return lambda s: write.remember(s, Context(user="u", agent="a"), p)
+
+
+def _fts_ok(w: Writer) -> None:
+    w.store.conn.execute("INSERT INTO memories_fts(memories_fts, rank) "
+                         "VALUES ('integrity-check', 1)")  # raises if index and rows differ
+
+
+def _matches(w: Writer, word: str) -> set[str]:
+    return {str(r[0]) for r in w.store.conn.execute(
+        "SELECT m.content FROM memories_fts JOIN memories m ON m.rid = memories_fts.rowid "
+        "WHERE memories_fts MATCH ?", (word,))}
+
+
+def test_a_group_of_remembers_indexes_its_full_text_once(w: Writer) -> None:
+    seen: list[str] = []
+    w.store.conn.exec_trace = lambda _c, sql, _b: seen.append(sql) or True
+    texts = [f"the heron number {i} flew over the marsh" for i in range(4)]
+    out = _queue_behind_a_slow_commit(w, {t: _remember(t) for t in texts}, True)
+    w.store.conn.exec_trace = None
+    assert all(r["status"] == "stored" for r in out.values()), out
+    assert sum(q.startswith("INSERT INTO memories_fts") for q in seen) == 1
+    assert _matches(w, "heron") == set(texts)
+    assert _matches(w, "marsh") == set(texts)
+    _fts_ok(w)
+
+
+def test_a_key_superseded_within_one_group_keeps_the_index_whole(w: Writer) -> None:
+    out = _queue_behind_a_slow_commit(w, {
+        "old": _remember("the boat is blue", key="boat"),
+        "new": _remember("the boat is green", key="boat"),
+        "other": _remember("an unrelated kestrel")}, True)
+    assert out["new"]["superseded"] == out["old"]["id"]
+    _fts_ok(w)
+    assert _matches(w, "green") == {"the boat is green"}
+    assert _matches(w, "blue") == {"the boat is blue"}  # history stays searchable as before
+    assert _matches(w, "kestrel") == {"an unrelated kestrel"}
+    assert w.store.fts_after is None
+    assert w.store.conn.execute("SELECT count(*) FROM fts_defer").fetchone()[0] == 0
