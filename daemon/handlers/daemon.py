@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon import __version__
-from db0.daemon.core.shapes import Bool, Int, P, Str
+from db0.daemon.core.shapes import Bool, Int, Num, P, Str
 from db0.daemon.handlers import METHODS, rpc
 from db0.daemon.paths import fix_modes, loose_modes
 from db0.daemon.protocol import MAX_FRAME, PROTOCOL
@@ -100,6 +100,24 @@ def stats(rt: Runtime, req: Request) -> dict[str, Any]:
         }
 
 
+def _quick_check(conn: Any, seconds: float) -> str | None:
+    """`PRAGMA quick_check`'s answer, or None when it did not finish in `seconds` (0: no
+    limit): it reads every page, minutes at a million memories, and a request that outlives
+    its client would keep a core and a read connection busy after the client gave up."""
+    import apsw
+
+    if seconds <= 0:
+        return str(dbmod.scalar(conn, "PRAGMA quick_check"))
+    until = time.monotonic() + seconds
+    conn.set_progress_handler(lambda: time.monotonic() > until, 10_000)
+    try:
+        return str(dbmod.scalar(conn, "PRAGMA quick_check"))
+    except apsw.InterruptError:
+        return None
+    finally:
+        conn.set_progress_handler(None)
+
+
 def _size(p: os.PathLike[str]) -> int:
     try:
         return os.path.getsize(p)
@@ -107,18 +125,30 @@ def _size(p: os.PathLike[str]) -> int:
         return 0
 
 
-@rpc("daemon.doctor", {"fix": P(Bool(), "repair what can be repaired (file modes)",
-                                default=False)})
+CHECK_S = 10.0  # how long doctor's database check may run unless asked for all of it
+
+
+@rpc("daemon.doctor", {
+    "fix": P(Bool(), "repair what can be repaired (file modes)", default=False),
+    "check_s": P(Num(lo=0), "seconds the database's page check may take (0: however long it "
+                 "takes; a large store needs minutes)", default=CHECK_S),
+})
 def doctor(rt: Runtime, req: Request) -> dict[str, Any]:
     """Health checks: the database, its schema, file modes, the config and the model."""
     import apsw
 
     problems: list[str] = []
+    warnings: list[str] = []
     fixed: list[str] = []
     with rt.reader() as store:
         c = store.conn
-        quick = dbmod.scalar(c, "PRAGMA quick_check")
-        if quick != "ok":
+        quick = _quick_check(c, float(req.params["check_s"]))
+        if quick is None:
+            quick = f"not finished in {req.params['check_s']:g} s"
+            warnings.append(f"database: the page check did not finish in "
+                            f"{req.params['check_s']:g} s (to fix: db0 doctor --full checks "
+                            "every page, minutes for a large store)")
+        elif quick != "ok":
             problems.append(f"database: quick_check says {quick} (to fix: restore a backup, "
                             "or db0 export what is readable and import it into a new home)")
         journal = dbmod.scalar(c, "PRAGMA journal_mode")
@@ -138,7 +168,6 @@ def doctor(rt: Runtime, req: Request) -> dict[str, Any]:
     if rt.config_error:
         problems.append(f"config not applied: {rt.config_error}")
     problems += [f"config: unknown setting {u} (ignored)" for u in rt.config_unknown]
-    warnings: list[str] = []
     embedder = rt.service(EmbeddingService)
     if embedder is None or embedder.target is None:
         warnings.append("no embedding model: recall finds keywords only, not meaning (to fix: "
