@@ -327,3 +327,38 @@ def test_a_staged_import_is_one_row_a_batch_and_commits_like_one_batch(tmp_path:
         write.stage(store, "b", 1, last)
         assert write.abort_import(store, "a") == 8
         assert write.clear_staging(store) == 2
+
+
+def test_a_state_change_leaves_the_full_text_index_alone_and_a_new_text_is_indexed(
+        tmp_path: Path) -> None:
+    """Forgetting or superseding a memory upserts its whole row; the full-text row is
+    rewritten only when its text or partition changes (m015), and then it is."""
+    from db0.store import memories
+
+    store = Store.open(tmp_path / "db0.sqlite3")
+    ctx = Context("ada")
+    with store.transaction():
+        first = write.remember(store, ctx, write.prepare({"content": "helix is my editor",
+                                                          "key": "editor"}))
+        other = write.remember(store, ctx, write.prepare({"content": "staging port 8080"}))
+
+    def blocks() -> list[tuple[int, bytes]]:
+        return [(int(i), bytes(b)) for i, b in store.conn.execute(
+            "SELECT id, block FROM memories_fts_data ORDER BY id")]
+
+    before = blocks()
+    with store.transaction():
+        memories.forget(store, other["id"])
+        write.remember(store, ctx, write.prepare({"content": "helix is my editor",
+                                                  "key": "editor", "pinned": True}))
+    assert blocks() == before  # no segment written for rows whose text did not change
+    with store.transaction():
+        store.conn.execute("UPDATE memories SET content='kakoune is my editor' WHERE id=?",
+                           (first["id"],))
+
+    def found(word: str) -> list[int]:
+        return [int(r) for (r,) in store.conn.execute(
+            "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?", (word,))]
+
+    rid = int(dbmod.scalar(store.conn, "SELECT rid FROM memories WHERE id=?", (first["id"],)))
+    assert rid in found("kakoune") and rid not in found("helix")
