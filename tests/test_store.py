@@ -362,3 +362,43 @@ def test_a_state_change_leaves_the_full_text_index_alone_and_a_new_text_is_index
 
     rid = int(dbmod.scalar(store.conn, "SELECT rid FROM memories WHERE id=?", (first["id"],)))
     assert rid in found("kakoune") and rid not in found("helix")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_list_reads_the_newest_first_and_gives_the_full_querys_page(
+        tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """list_memories answers from the store's newest memories when they hold the page (ties of
+    created_ts included), else with the full query: the same page either way, for any scope
+    mix, ties, offset and limit (LIST_SCAN made small so both ways are taken)."""
+    import random
+
+    from db0.store import memories
+    from db0.store.memories import visible_sql
+
+    rng = random.Random(data.draw(st.integers(0, 10**6)))
+    store = Store.open(tmp_path_factory.mktemp("ls") / "db0.sqlite3")
+    people = [Context("ada", agent=a) for a in ("cli", "bot", "cron")] + [Context("bob")]
+    stamps = [f"2026-01-0{d}T00:00:00Z" for d in range(1, 6)]  # few: many ties
+    with store.transaction():
+        for i in range(data.draw(st.integers(0, 60))):
+            item = {"content": f"note {i}", "scope": rng.choice(["user", "agent"]),
+                    "created_at": rng.choice(stamps)}
+            if rng.random() < 0.2:
+                item["key"] = f"k{rng.randint(0, 3)}"  # supersedes: not live any more
+            write.remember(store, rng.choice(people), write.prepare(item))
+    ctx = data.draw(st.sampled_from(people))
+    scopes = data.draw(st.sampled_from([None, ["user"], ["agent"], ["user", "agent"]]))
+    limit, offset = data.draw(st.integers(1, 12)), data.draw(st.integers(0, 20))
+    where, args = visible_sql(ctx, scopes, live=True)
+    want = [str(r[0]) for r in store.conn.execute(
+        f"SELECT m.id FROM memories m WHERE {where} ORDER BY m.created_ts DESC, m.id DESC "
+        "LIMIT ? OFFSET ?", [*args, limit, offset])]
+    old = memories.LIST_SCAN
+    memories.LIST_SCAN = data.draw(st.sampled_from([1, 2, 20]))
+    try:
+        got = [r["id"] for r in memories.list_memories(store, ctx, scopes=scopes, limit=limit,
+                                                       offset=offset)]
+    finally:
+        memories.LIST_SCAN = old
+    assert got == want, (len(got), len(want))
