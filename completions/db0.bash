@@ -90,7 +90,7 @@ _db0_words() {
         "daemon start") echo "--help -h --json" ;;
         "daemon status") echo "--help -h --json" ;;
         "daemon stop") echo "--help -h --json" ;;
-        "doctor") echo "--fix --help -h --json" ;;
+        "doctor") echo "--fix --full --help -h --json" ;;
         "export") echo "--agent --all --everyone --help -h --json --session --task --user" ;;
         "forget") echo "--help -h --json --reason" ;;
         "git") echo "capture --help -h" ;;

@@ -246,6 +246,7 @@ complete -c db0 -n '__db0_at daemon status' -l json -d 'Print one JSON document.
 complete -c db0 -n '__db0_at daemon stop' -l help -s h -d 'Show the help'
 complete -c db0 -n '__db0_at daemon stop' -l json -d 'Print one JSON document.'
 complete -c db0 -n '__db0_at doctor' -l fix -d 'Make db0\'s files private again (0700 directories, 0600 files'
+complete -c db0 -n '__db0_at doctor' -l full -d 'Check every page of the database however long it takes (else'
 complete -c db0 -n '__db0_at doctor' -l help -s h -d 'Show the help'
 complete -c db0 -n '__db0_at doctor' -l json -d 'Print one JSON document.'
 complete -c db0 -n '__db0_at export' -l agent -r -F -d 'Agent name (else DB0_AGENT, config, \'default\').'

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from db0.store import db as dbmod
 from db0.store.context import Context, live_sql, visible_sql
 from db0.store.core import (
     STATE_COLUMNS,
@@ -25,6 +26,7 @@ from db0.store.errors import InvalidError, NotFoundError
 
 MAX_CONTENT_BYTES = 64 * 1024
 MAX_TAGS = 64
+LIST_SCAN = 20  # newest memories `list` reads first per row it returns (list_memories)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -149,9 +151,24 @@ def list_memories(store: Store, ctx: Context, *, scopes: list[str] | None = None
         where += " AND m.rid IN (SELECT rid FROM memory_tags WHERE tag=?)"
         args.append(tag)
     cols = ", ".join(f"m.{c}" for c in STATE_COLUMNS)
-    rows = store.conn.execute(
-        f"SELECT {cols} FROM memories m WHERE {where} ORDER BY m.created_ts DESC, m.id DESC "
-        "LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
+    order = "ORDER BY m.created_ts DESC, m.id DESC LIMIT ? OFFSET ?"
+    # The visible partitions are an OR of (scope, owner) pairs, which SQLite answers by reading
+    # every memory and sorting the visible ones. The newest memories of the whole store are
+    # read first: every memory made at or after `edge`, the time of the LIST_SCAN x (rows
+    # wanted)-th newest (ties included). Any visible memory outside them is older than all of
+    # them, so when they hold the whole page it is the answer; else the full query.
+    scan = LIST_SCAN * (limit + offset)
+    edge = dbmod.scalar(store.conn, "SELECT created_ts FROM memories INDEXED BY "
+                        "memories_created ORDER BY created_ts DESC LIMIT 1 OFFSET ?", (scan,))
+    if edge is not None:
+        rows = store.conn.execute(
+            f"SELECT {cols} FROM memories m WHERE m.rid IN (SELECT rid FROM memories INDEXED BY "
+            f"memories_created WHERE created_ts >= ?) AND {where} {order}",
+            [edge, *args, limit, offset]).fetchall()
+        if len(rows) == limit:
+            return [to_public(dict(zip(STATE_COLUMNS, r, strict=True))) for r in rows]
+    rows = store.conn.execute(f"SELECT {cols} FROM memories m WHERE {where} {order}",
+                              [*args, limit, offset]).fetchall()
     return [to_public(dict(zip(STATE_COLUMNS, r, strict=True))) for r in rows]
 
 

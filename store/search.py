@@ -261,14 +261,15 @@ def _newest(store: Store, match: str, n: int) -> int | None:
 
 
 def keyword_scores(store: Store, match: str, rids: list[int], words: list[str] | None = None,
-                   tokens: dict[int, tuple[list[str], int]] | None = None) -> dict[int, float]:
+                   tokens: dict[int, tuple[list[str], int]] | None = None,
+                   rows: Rows | None = None) -> dict[int, float]:
     """BM25 scores (higher is better) of these memories for a MATCH expression (scoped); a
     memory that does not match is left out. With the query's `words` (as `keyword_query` kept
     them) the few memories are scored by `bm25_of` without FTS5; else every match is scored and
     the wanted ones kept (FTS5 with `rowid IN (...)` re-runs the match per rowid, counting each
     word's matches again every time). `tokens` keeps each memory's tokens for a next call."""
     if words is not None and rids:
-        scored = bm25_of(store, words, rids, tokens)
+        scored = bm25_of(store, words, rids, tokens, rows)
         if scored is not None:
             return scored
     want = set(rids)
@@ -281,13 +282,15 @@ BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
 
 
 def bm25_of(store: Store, words: list[str], rids: list[int],
-            tokens: dict[int, tuple[list[str], int]] | None = None) -> dict[int, float] | None:
+            tokens: dict[int, tuple[list[str], int]] | None = None,
+            rows: Rows | None = None) -> dict[int, float] | None:
     """FTS5's own bm25(memories_fts, 1.0, 0.0) of these memories for the OR of `words`, computed
     from their text: the same formula over the index's row count and average length (its
     averages record), each word's document count (fts5vocab) and the memory's tokens by the
     table's tokenizer. Cost: the few texts, not every match of a common word. None when a word
     is more than one token (a phrase), which only FTS5 scores. `tokens`, when given, holds
-    (tokens, length) of memories tokenized before and gets those tokenized now."""
+    (tokens, length) of memories tokenized before and gets those tokenized now; `rows`, when
+    given, is where the texts are read (the recall's rows, read once)."""
     tokenize = _tokenizer(store)
     if tokenize is None:
         return None
@@ -311,11 +314,21 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
         idf[t] = max(math.log((n_row - hits + 0.5) / (hits + 0.5)), 1e-6)
     out: dict[int, float] = {}
     known = tokens if tokens is not None else {}
-    for rid, content, part in store.conn.execute(
-            "SELECT rid, content, part FROM memories WHERE rid IN "
-            "(SELECT value FROM json_each(?))",
-            (json.dumps([r for r in rids if r not in known]),)):
-        toks = _tokens(tokenize, content, _FTS5_TOKENIZE_DOCUMENT)
+    # Porter only rewrites a word's ending, and what it leaves of the word reaches to at least
+    # the stem's last letter: a stem without that letter is a prefix of the lower-cased word
+    # (tests/test_store.py checks it on generated words). So an ASCII text (unicode61 folds
+    # nothing there) that holds none of those prefixes holds none of the terms, and needs no
+    # tokenizing to be left out.
+    prefixes = {t[:-1] for t in terms}
+    todo = [r for r in rids if r not in known]
+    for rid, content, part in ((r, x["content"], x["part"]) for r, x in (rows or Rows(store))
+                               .get(todo).items()):
+        text = str(content)
+        if text.isascii():
+            low = text.lower()
+            if not any(p in low for p in prefixes):
+                continue
+        toks = _tokens(tokenize, text, _FTS5_TOKENIZE_DOCUMENT)
         extra = _part_len.get(part)
         if extra is None:
             if len(_part_len) > 10_000:
@@ -359,6 +372,29 @@ def _varints(blob: bytes) -> list[int]:
                 break
         out.append(v)
     return out
+
+
+SCORE_COLUMNS = ("content", "part", "scope", "metadata", "created_ts")
+
+
+class Rows:
+    """The columns a recall scores its candidates by (SCORE_COLUMNS), read once per memory and
+    kept for the rest of the recall: BM25 from the text, the final weights; the whole state is
+    loaded only for what is returned."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.seen: dict[int, dict[str, Any]] = {}
+
+    def get(self, rids: list[int]) -> dict[int, dict[str, Any]]:
+        """The rows of these memories that exist (a memory gone since is left out)."""
+        todo = [r for r in rids if r not in self.seen]
+        if todo:
+            for row in self.store.conn.execute(
+                    f"SELECT rid, {', '.join(SCORE_COLUMNS)} FROM memories WHERE rid IN "
+                    "(SELECT value FROM json_each(?))", (json.dumps(todo),)):
+                self.seen[int(row[0])] = dict(zip(SCORE_COLUMNS, row[1:], strict=True))
+        return {r: self.seen[r] for r in rids if r in self.seen}
 
 
 def load(store: Store, rids: list[int]) -> dict[int, dict[str, Any]]:
@@ -647,7 +683,7 @@ def final_score(parts: dict[str, Any], state: dict[str, Any], now: float,
 
 
 def _best(store: Store, eligible: dict[int, dict[str, Any]], k: int, now: float,
-          query_words: set[str], periods: list[tuple[float, float]],
+          query_words: set[str], periods: list[tuple[float, float]], rows: Rows | None = None,
           ) -> tuple[list[tuple[float, int]], dict[int, dict[str, Any]]]:
     """The `k` best (final score, rid) and the loaded states. Candidates are loaded and
     weighted in order of fused relevance, in growing batches, until none left can beat the
@@ -658,14 +694,13 @@ def _best(store: Store, eligible: dict[int, dict[str, Any]], k: int, now: float,
     ranked = sorted(eligible, key=lambda r: eligible[r]["fused"], reverse=True)
     top_w = (max(*SCOPE_WEIGHTS.values(), 1.0) * SPEAKER_WEIGHT
              * (DATE_WEIGHT if periods else 1.0))
+    rows = rows or Rows(store)
     scored: list[tuple[float, int]] = []
-    states: dict[int, dict[str, Any]] = {}
     i, batch = 0, 2 * k
     while i < len(ranked):
         chunk = ranked[i:i + batch]
         i += len(chunk)
-        got = load(store, chunk)
-        states.update(got)
+        got = rows.get(chunk)
         scored += [(final_score(eligible[rid], got[rid], now, query_words, periods), rid)
                    for rid in chunk if rid in got]
         scored.sort(reverse=True)
@@ -673,7 +708,8 @@ def _best(store: Store, eligible: dict[int, dict[str, Any]], k: int, now: float,
                 and eligible[ranked[i]]["fused"] * top_w < scored[k - 1][0]):
             break
         batch *= 2
-    return scored[:k], states
+    states = load(store, [rid for _, rid in scored[:k]])
+    return [(x, rid) for x, rid in scored[:k] if rid in states], states
 
 
 # How far above the model's noise floor (the similarity unrelated texts reach) a match by
@@ -707,14 +743,14 @@ def _matches(parts: dict[str, Any], floor: float, by_feedback: bool = False) -> 
 
 def _fill_scores(store: Store, match: str | None, words: list[str], qvec: QueryVector | None,
                  parts_by_rid: dict[int, dict[str, Any]], filled: set[int],
-                 tokens: dict[int, tuple[list[str], int]]) -> None:
+                 tokens: dict[int, tuple[list[str], int]], rows: Rows | None = None) -> None:
     """Give each memory not `filled` yet the BM25 and cosine distance its retriever did not
     (a memory that matches no word keeps no `bm25`); adds them to `filled`."""
     todo = [r for r in parts_by_rid if r not in filled]
     filled.update(todo)
     if match:
         missing = [r for r in todo if "bm25" not in parts_by_rid[r]]
-        for rid, s in keyword_scores(store, match, missing, words, tokens).items():
+        for rid, s in keyword_scores(store, match, missing, words, tokens, rows).items():
             parts_by_rid[rid]["bm25"] = s
     if qvec is not None:
         missing = [r for r in todo if "vector" not in parts_by_rid[r]]
@@ -790,10 +826,11 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     best = bm[0][1] if bm else 0.0
     filled: set[int] = set()
     tokens: dict[int, tuple[list[str], int]] = {}  # each memory tokenized once per recall
+    rows = Rows(store)  # and read once
     more: list[str] = []
     more_match = None
     if feedback and match:
-        _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens)
+        _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows)
         first = sorted((r for r, p in parts_by_rid.items()
                         if _matches(p, qvec.floor if qvec is not None else -1.0)),
                        key=lambda r: relevance(parts_by_rid[r], best, qvec is not None),
@@ -808,10 +845,10 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     for x in gains:
         parts_by_rid.setdefault(x, {})
     # Each candidate (and neighbour) gets the score of the retriever that did not find it.
-    _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens)
+    _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows)
     rel = {rid: relevance(p, best, qvec is not None) for rid, p in parts_by_rid.items()}
     if more_match:
-        scores = keyword_scores(store, more_match, list(parts_by_rid), more, tokens)
+        scores = keyword_scores(store, more_match, list(parts_by_rid), more, tokens, rows)
         top = max(scores.values(), default=0.0)
         for rid, s in scores.items() if top > 0 else ():
             parts_by_rid[rid]["feedback"] = s / top
@@ -829,7 +866,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     eligible = {rid: p for rid, p in parts_by_rid.items()
                 if rid in matched or (("bm25" in p or "vector" in p)
                                       and any(x in matched for x in gains.get(rid, {})))}
-    scored, states = _best(store, eligible, k, now, query_words, periods)
+    scored, states = _best(store, eligible, k, now, query_words, periods, rows)
     results = []
     for score, rid in scored[:k]:
         item = to_public(states[rid])

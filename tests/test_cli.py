@@ -201,6 +201,13 @@ def test_stats_doctor_status(db0: Db0, home: Path) -> None:
     db0.run("remember", "one")
     st = db0.json("stats")
     assert st["memories"] == 1 and st["ops"] == 1 and st["by_scope"] == {"user": 1}
+    assert (st["rows"], st["superseded"], st["forgotten"], st["expired"]) == (1, 0, 0, 0)
+    db0.run("remember", "--key", "port", "staging port 8080")
+    db0.run("remember", "--key", "port", "staging port 9090")  # supersedes the first
+    db0.run("forget", db0.run("remember", "a note to forget").out.strip())
+    st = db0.json("stats")
+    assert st["memories"] == 2 and st["by_scope"] == {"user": 2}
+    assert (st["rows"], st["superseded"], st["forgotten"], st["expired"]) == (4, 1, 1, 0)
     doc = db0.json("doctor")
     assert doc["ok"] and doc["daemon"]["fts5"] and doc["daemon"]["quick_check"] == "ok"
     assert doc["paths"]["database"] == str(home / "data" / "db0.sqlite3")

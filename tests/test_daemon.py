@@ -258,3 +258,29 @@ def test_a_client_calling_in_a_loop_stays_with_its_worker(db0: Db0) -> None:
     woken = _switches(pid, pid) - before
     c.close()
     assert woken < 60, woken  # handed back to the selector after every answer: >= 200
+
+
+def test_doctor_bounds_its_page_check_and_full_runs_it_all(db0: Db0) -> None:
+    """doctor's page check (PRAGMA quick_check reads every page: minutes at a million
+    memories) stops at its time budget with a warning, not a problem, and leaves the read
+    connection usable; `--full` runs it to the end."""
+    from db0.daemon.client import Client
+    from db0.daemon.paths import Paths
+
+    lines = "".join(json.dumps({"content": f"note {i} on the {i % 7} staging hosts"}) + "\n"
+                    for i in range(400))
+    db0.run("import", "-", input=lines)
+    h = db0.home
+    c = Client(Paths(h, h / "config", h / "data", h / "logs", h / "run"), autostart="never")
+    try:
+        cut = c.call("daemon.doctor", {"check_s": 1e-9})
+        assert cut["quick_check"] == "not finished in 1e-09 s", cut["quick_check"]
+        assert any("db0 doctor --full" in w for w in cut["warnings"]) and not cut["problems"]
+        for _ in range(3):  # every pooled reader still reads
+            assert c.call("daemon.doctor", {"check_s": 30})["quick_check"] == "ok"
+        assert c.call("memory.recall", {"query": "staging hosts"})["results"]
+    finally:
+        c.close()
+    full = db0.json("doctor", "--full")
+    assert full["daemon"]["quick_check"] == "ok" and full["ok"], full["problems"]
+    assert not any("page check" in w for w in full["warnings"]), full["warnings"]

@@ -98,7 +98,9 @@ def test_bm25_from_the_text_equals_fts5s(tmp_path_factory: pytest.TempPathFactor
 
     rng = random.Random(data.draw(st.integers(0, 10**6)))
     vocab = ["deploy", "deploys", "running", "runs", "staging", "port", "coffee", "budget",
-             "postgres", "the", "a", "cat", "editor", "helix", "Über", "naïve", "x1"]
+             "postgres", "the", "a", "cat", "editor", "helix", "Über", "naïve", "x1", "Happy",
+             "happiness", "mobility", "filing", "hoping", "agreed", "ponies", "relational",
+             "Ubers", "uber", "café", "cafe"]
     store = Store.open(tmp_path_factory.mktemp("bm") / "db0.sqlite3")
     users = [Context(u) for u in ("ada", "bob")]
     for i in range(data.draw(st.integers(1, 80))):
@@ -120,6 +122,28 @@ def test_bm25_from_the_text_equals_fts5s(tmp_path_factory: pytest.TempPathFactor
     assert set(mine) == set(every), (words, sorted(set(mine) ^ set(every)))
     for rid, score in every.items():
         assert mine[rid] == pytest.approx(score, rel=1e-9, abs=1e-12), (rid, words)
+
+
+PORTER_ENDINGS = ["", "s", "es", "sses", "ies", "ed", "eed", "ing", "y", "e", "ly", "ational",
+                  "tional", "enci", "anci", "izer", "bli", "abli", "alli", "entli", "eli", "ousli",
+                  "ization", "ation", "ator", "alism", "iveness", "fulness", "ousness", "aliti",
+                  "iviti", "biliti", "bility", "logi", "icate", "ative", "alize", "iciti", "ical",
+                  "ful", "ness", "al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement",
+                  "ment", "ent", "ion", "tion", "ou", "ism", "ate", "iti", "ity", "ous", "ive",
+                  "ize", "at", "bl", "iz", "ating", "ated", "ingly", "ities", "nesses"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text("abcdefghijklmnopqrstuvwxyzAEIOUY0", min_size=1, max_size=8),
+       st.sampled_from(PORTER_ENDINGS), st.sampled_from(PORTER_ENDINGS))
+def test_a_porter_stem_less_its_last_letter_is_a_prefix_of_the_word(
+        root: str, first: str, second: str) -> None:
+    """bm25_of skips tokenizing an ASCII text holding no term's stem-less-last-letter: that
+    holds only if porter keeps the word up to its stem's last letter (it rewrites endings)."""
+    word = root + first + second
+    tokenize = apsw.Connection(":memory:").fts5_tokenizer("porter", ["unicode61"])
+    for t in search._tokens(tokenize, word, search._FTS5_TOKENIZE_DOCUMENT):
+        assert word.lower().startswith(t[:-1]), (word, t)
 
 
 def test_feedback_words_find_what_the_first_hit_names(tmp_path: Path) -> None:
@@ -303,3 +327,78 @@ def test_a_staged_import_is_one_row_a_batch_and_commits_like_one_batch(tmp_path:
         write.stage(store, "b", 1, last)
         assert write.abort_import(store, "a") == 8
         assert write.clear_staging(store) == 2
+
+
+def test_a_state_change_leaves_the_full_text_index_alone_and_a_new_text_is_indexed(
+        tmp_path: Path) -> None:
+    """Forgetting or superseding a memory upserts its whole row; the full-text row is
+    rewritten only when its text or partition changes (m015), and then it is."""
+    from db0.store import memories
+
+    store = Store.open(tmp_path / "db0.sqlite3")
+    ctx = Context("ada")
+    with store.transaction():
+        first = write.remember(store, ctx, write.prepare({"content": "helix is my editor",
+                                                          "key": "editor"}))
+        other = write.remember(store, ctx, write.prepare({"content": "staging port 8080"}))
+
+    def blocks() -> list[tuple[int, bytes]]:
+        return [(int(i), bytes(b)) for i, b in store.conn.execute(
+            "SELECT id, block FROM memories_fts_data ORDER BY id")]
+
+    before = blocks()
+    with store.transaction():
+        memories.forget(store, other["id"])
+        write.remember(store, ctx, write.prepare({"content": "helix is my editor",
+                                                  "key": "editor", "pinned": True}))
+    assert blocks() == before  # no segment written for rows whose text did not change
+    with store.transaction():
+        store.conn.execute("UPDATE memories SET content='kakoune is my editor' WHERE id=?",
+                           (first["id"],))
+
+    def found(word: str) -> list[int]:
+        return [int(r) for (r,) in store.conn.execute(
+            "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?", (word,))]
+
+    rid = int(dbmod.scalar(store.conn, "SELECT rid FROM memories WHERE id=?", (first["id"],)))
+    assert rid in found("kakoune") and rid not in found("helix")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_list_reads_the_newest_first_and_gives_the_full_querys_page(
+        tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """list_memories answers from the store's newest memories when they hold the page (ties of
+    created_ts included), else with the full query: the same page either way, for any scope
+    mix, ties, offset and limit (LIST_SCAN made small so both ways are taken)."""
+    import random
+
+    from db0.store import memories
+    from db0.store.memories import visible_sql
+
+    rng = random.Random(data.draw(st.integers(0, 10**6)))
+    store = Store.open(tmp_path_factory.mktemp("ls") / "db0.sqlite3")
+    people = [Context("ada", agent=a) for a in ("cli", "bot", "cron")] + [Context("bob")]
+    stamps = [f"2026-01-0{d}T00:00:00Z" for d in range(1, 6)]  # few: many ties
+    with store.transaction():
+        for i in range(data.draw(st.integers(0, 60))):
+            item = {"content": f"note {i}", "scope": rng.choice(["user", "agent"]),
+                    "created_at": rng.choice(stamps)}
+            if rng.random() < 0.2:
+                item["key"] = f"k{rng.randint(0, 3)}"  # supersedes: not live any more
+            write.remember(store, rng.choice(people), write.prepare(item))
+    ctx = data.draw(st.sampled_from(people))
+    scopes = data.draw(st.sampled_from([None, ["user"], ["agent"], ["user", "agent"]]))
+    limit, offset = data.draw(st.integers(1, 12)), data.draw(st.integers(0, 20))
+    where, args = visible_sql(ctx, scopes, live=True)
+    want = [str(r[0]) for r in store.conn.execute(
+        f"SELECT m.id FROM memories m WHERE {where} ORDER BY m.created_ts DESC, m.id DESC "
+        "LIMIT ? OFFSET ?", [*args, limit, offset])]
+    old = memories.LIST_SCAN
+    memories.LIST_SCAN = data.draw(st.sampled_from([1, 2, 20]))
+    try:
+        got = [r["id"] for r in memories.list_memories(store, ctx, scopes=scopes, limit=limit,
+                                                       offset=offset)]
+    finally:
+        memories.LIST_SCAN = old
+    assert got == want, (len(got), len(want))

@@ -16,7 +16,6 @@ import contextlib
 import getpass
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -135,7 +134,10 @@ class Runtime:
         self.store: Store | None = None
         self.writer: Writer | None = None
         self.checkpointer: Checkpointer | None = None
-        self._readers: queue.SimpleQueue[Store] = queue.SimpleQueue()
+        # Idle read connections, last used on top: a request takes the one whose page cache
+        # the previous request warmed (B-tree interior pages, the FTS structure), not the one
+        # idle longest. list.append/pop are atomic.
+        self._readers: list[Store] = []
         self._services: dict[type[Component], Component] = {}
         # The dispatcher's entry, for requests replayed from the spool (set by the server).
         self.replay: Callable[..., dict[str, Any]] | None = None
@@ -162,7 +164,7 @@ class Runtime:
         if dropped:
             log.info("dropped %d staged lines of imports a stop interrupted", dropped)
         for _ in range(READERS_AHEAD):
-            self._readers.put(self._open_reader())
+            self._readers.append(self._open_reader())
 
     def _open_reader(self) -> Store:
         assert self.store is not None
@@ -172,13 +174,13 @@ class Runtime:
     def reader(self) -> Iterator[Store]:
         """A read-only connection from the pool (readers never block the writer in WAL)."""
         try:
-            store = self._readers.get_nowait()
-        except queue.Empty:
+            store = self._readers.pop()
+        except IndexError:
             store = self._open_reader()
         try:
             yield store
         finally:
-            self._readers.put(store)
+            self._readers.append(store)
 
     def write(self, fn: Callable[[Store], T], *, rerun: bool = False) -> T:
         """Run `fn` in the writer's transaction; returns once its commit is durable. `rerun`:
@@ -195,8 +197,8 @@ class Runtime:
             self.checkpointer.stop()
         while True:
             try:
-                self._readers.get_nowait().close()
-            except queue.Empty:
+                self._readers.pop().close()
+            except IndexError:
                 break
         if self.store:
             with contextlib.suppress(Exception):

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon import __version__
-from db0.daemon.core.shapes import Bool, Int, P, Str
+from db0.daemon.core.shapes import Bool, Int, Num, P, Str
 from db0.daemon.handlers import METHODS, rpc
 from db0.daemon.paths import fix_modes, loose_modes
 from db0.daemon.protocol import MAX_FRAME, PROTOCOL
@@ -44,8 +44,11 @@ def status(rt: Runtime, req: Request) -> dict[str, Any]:
     """The daemon's state: pid, uptime, paths, queues and each component's status."""
     assert rt.writer is not None
     with rt.reader() as store:
-        memories = dbmod.scalar(store.conn, "SELECT count(*) FROM memories WHERE "
-                                "superseded_by IS NULL AND forgotten_ts IS NULL")
+        # The partial index of live memories holds exactly these rows and is a fraction of
+        # the table: SQLite's planner would scan the table (every text) instead.
+        memories = dbmod.scalar(store.conn, "SELECT count(*) FROM memories INDEXED BY "
+                                "memories_owner WHERE superseded_by IS NULL AND "
+                                "forgotten_ts IS NULL")
     return {
         "running": True, "pid": os.getpid(), "version": __version__, "protocol": PROTOCOL,
         "socket": str(rt.paths.socket), "database": str(rt.paths.db_file),
@@ -74,14 +77,20 @@ def stats(rt: Runtime, req: Request) -> dict[str, Any]:
         by_scope = {s: n for s, n in c.execute(
             "SELECT scope, count(*) FROM memories WHERE superseded_by IS NULL AND "
             "forgotten_ts IS NULL GROUP BY scope")}
+        # Each count from an index that holds just its rows (partial indexes), not a pass
+        # over every text of the table.
         row: Any = c.execute(
-            "SELECT count(*), sum(superseded_by IS NOT NULL), sum(forgotten_ts IS NOT NULL), "
-            "sum(expires_ts IS NOT NULL AND expires_ts <= ?) FROM memories",
-            (time.time(),)).fetchone()
+            "SELECT (SELECT count(*) FROM memories INDEXED BY memories_created), "
+            "(SELECT count(*) FROM memories INDEXED BY memories_superseded_by "
+            "WHERE superseded_by IS NOT NULL), "
+            "(SELECT count(*) FROM memories INDEXED BY memories_live_hash "
+            "WHERE forgotten_ts IS NULL), "
+            "(SELECT count(*) FROM memories INDEXED BY memories_expires "
+            "WHERE expires_ts IS NOT NULL AND expires_ts <= ?)", (time.time(),)).fetchone()
         ops: Any = c.execute("SELECT count(*), max(seq) FROM ops").fetchone()
         return {
             "memories": sum(by_scope.values()), "by_scope": by_scope,
-            "rows": row[0] or 0, "superseded": row[1] or 0, "forgotten": row[2] or 0,
+            "rows": row[0] or 0, "superseded": row[1] or 0, "forgotten": row[0] - row[2],
             "expired": row[3] or 0, "ops": ops[0] or 0, "last_seq": ops[1] or 0,
             "tags": dbmod.scalar(c, "SELECT count(DISTINCT tag) FROM memory_tags"),
             "schema_version": dbmod.schema_version(c), "device_id": store.device_id,
@@ -91,6 +100,24 @@ def stats(rt: Runtime, req: Request) -> dict[str, Any]:
         }
 
 
+def _quick_check(conn: Any, seconds: float) -> str | None:
+    """`PRAGMA quick_check`'s answer, or None when it did not finish in `seconds` (0: no
+    limit): it reads every page, minutes at a million memories, and a request that outlives
+    its client would keep a core and a read connection busy after the client gave up."""
+    import apsw
+
+    if seconds <= 0:
+        return str(dbmod.scalar(conn, "PRAGMA quick_check"))
+    until = time.monotonic() + seconds
+    conn.set_progress_handler(lambda: time.monotonic() > until, 10_000)
+    try:
+        return str(dbmod.scalar(conn, "PRAGMA quick_check"))
+    except apsw.InterruptError:
+        return None
+    finally:
+        conn.set_progress_handler(None)
+
+
 def _size(p: os.PathLike[str]) -> int:
     try:
         return os.path.getsize(p)
@@ -98,18 +125,30 @@ def _size(p: os.PathLike[str]) -> int:
         return 0
 
 
-@rpc("daemon.doctor", {"fix": P(Bool(), "repair what can be repaired (file modes)",
-                                default=False)})
+CHECK_S = 10.0  # how long doctor's database check may run unless asked for all of it
+
+
+@rpc("daemon.doctor", {
+    "fix": P(Bool(), "repair what can be repaired (file modes)", default=False),
+    "check_s": P(Num(lo=0), "seconds the database's page check may take (0: however long it "
+                 "takes; a large store needs minutes)", default=CHECK_S),
+})
 def doctor(rt: Runtime, req: Request) -> dict[str, Any]:
     """Health checks: the database, its schema, file modes, the config and the model."""
     import apsw
 
     problems: list[str] = []
+    warnings: list[str] = []
     fixed: list[str] = []
     with rt.reader() as store:
         c = store.conn
-        quick = dbmod.scalar(c, "PRAGMA quick_check")
-        if quick != "ok":
+        quick = _quick_check(c, float(req.params["check_s"]))
+        if quick is None:
+            quick = f"not finished in {req.params['check_s']:g} s"
+            warnings.append(f"database: the page check did not finish in "
+                            f"{req.params['check_s']:g} s (to fix: db0 doctor --full checks "
+                            "every page, minutes for a large store)")
+        elif quick != "ok":
             problems.append(f"database: quick_check says {quick} (to fix: restore a backup, "
                             "or db0 export what is readable and import it into a new home)")
         journal = dbmod.scalar(c, "PRAGMA journal_mode")
@@ -129,7 +168,6 @@ def doctor(rt: Runtime, req: Request) -> dict[str, Any]:
     if rt.config_error:
         problems.append(f"config not applied: {rt.config_error}")
     problems += [f"config: unknown setting {u} (ignored)" for u in rt.config_unknown]
-    warnings: list[str] = []
     embedder = rt.service(EmbeddingService)
     if embedder is None or embedder.target is None:
         warnings.append("no embedding model: recall finds keywords only, not meaning (to fix: "

@@ -33,6 +33,9 @@ def _check_dir(path: os.PathLike[str], private: bool) -> str:
 def doctor(
     fix: Annotated[bool, Opt("--fix", help="Make db0's files private again "
                                       "(0700 directories, 0600 files).")] = False,
+    full: Annotated[bool, Opt("--full", help="Check every page of the database however long "
+                                        "it takes (else at most 10 s: minutes for a large "
+                                        "store).")] = False,
     json_: JsonOpt = False,
 ) -> int:
     """Check paths, versions, file modes and health; exit 1 if anything is wrong.
@@ -40,6 +43,7 @@ def doctor(
     Examples:
       db0 doctor
       db0 doctor --fix     # repair loose file modes an older version left
+      db0 doctor --full    # every page of a large database (minutes)
     """
     from db0.daemon.paths import fix_modes, loose_modes
 
@@ -60,7 +64,8 @@ def doctor(
     problems = [k for k, v in report["checks"].items() if v.startswith("problem")]
     warnings: list[str] = []
     try:
-        report["daemon"] = call("daemon.doctor", {}, timeout=30.0)
+        report["daemon"] = call("daemon.doctor", {"check_s": 0} if full else {},
+                                timeout=None if full else 30.0)
         problems += report["daemon"].get("problems", [])
         warnings += report["daemon"].get("warnings", [])
     except Db0Error as e:
