@@ -2,11 +2,15 @@
 
 A store with --pre memories (written by import batches), then --n remembers, each in its own
 transaction as the daemon's writer runs a lone job (BEGIN IMMEDIATE, the job, COMMIT; with
---savepoint, inside a savepoint as a job of a group). Prints the CPU per write of each SQL
-statement and of the Python around them, and the WAL frames one commit writes per b-tree
-(table or index, from `dbstat`), so a cut can be aimed at what a write touches.
+--savepoint, inside a savepoint as a job of a group). With --group N, N remembers share each
+transaction as the writer runs a group of rerunnable jobs (no savepoints, their full text
+indexed with one statement before the commit; --no-defer: by the insert trigger, row by
+row). Prints the CPU per write of each SQL statement and of the Python around them, and the
+WAL frames written per remember, per b-tree (table or index, from `dbstat`), so a cut can be
+aimed at what a write touches.
 
-Usage: python bench/write_budget.py [--pre 20000] [--n 2000] [--savepoint]
+Usage: python bench/write_budget.py [--pre 20000] [--n 2000] [--savepoint] [--group N]
+       [--no-defer]
 """
 
 from __future__ import annotations
@@ -63,12 +67,15 @@ def main() -> int:
 
     from db0.store import write
     from db0.store.context import Context
-    from db0.store.core import Store
+    from db0.store.core import Store, defer_full_text, index_deferred
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pre", type=int, default=20_000)
     ap.add_argument("--n", type=int, default=2_000)
     ap.add_argument("--savepoint", action="store_true")
+    ap.add_argument("--group", type=int, default=1, help="remembers per transaction")
+    ap.add_argument("--no-defer", action="store_true",
+                    help="with --group: index each row's full text by the trigger")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="db0wb", dir="/tmp"))
     try:
@@ -89,13 +96,19 @@ def main() -> int:
         items = [write.prepare({"content": f"{wl.text(i + 7)} (w{i})", "scope": "agent"})
                  for i in range(args.n)]
         c0 = time.process_time()
-        for p in items:
+        defer = args.group > 1 and not args.no_defer
+        for i in range(0, len(items), args.group):
             timed.execute("BEGIN IMMEDIATE")
-            if args.savepoint:
-                timed.execute("SAVEPOINT job")
-            write.remember(st, ctx, p)
-            if args.savepoint:
-                timed.execute("RELEASE job")
+            if defer:
+                defer_full_text(st)
+            for p in items[i:i + args.group]:
+                if args.savepoint:
+                    timed.execute("SAVEPOINT job")
+                write.remember(st, ctx, p)
+                if args.savepoint:
+                    timed.execute("RELEASE job")
+            if defer:
+                index_deferred(st)
             timed.execute("COMMIT")
         total = (time.process_time() - c0) / args.n * 1e6
         sql = sum(timed.cpu.values()) / args.n * 1e6
@@ -108,13 +121,14 @@ def main() -> int:
             off += 24 + size
         st.conn = raw
         st.close()
-        print(f"{args.n} remembers into {args.pre:,} memories, "
+        print(f"{args.n} remembers into {args.pre:,} memories, {args.group} a commit"
+              f"{'' if args.group == 1 else ', deferred full text' if defer else ''}, "
               f"{'with' if args.savepoint else 'without'} a savepoint, load "
               f"{os.getloadavg()[0]:.2f}")
         print(f"CPU per write {total:.0f} us: SQL {sql:.0f}, Python {total - sql:.0f}")
         for name, cpu in timed.cpu.most_common():
             print(f"  {cpu / args.n * 1e6:7.1f} us  {name}")
-        print(f"WAL frames per commit {sum(frames.values()) / args.n:.1f}")
+        print(f"WAL frames per write {sum(frames.values()) / args.n:.1f}")
         for name, n in frames.most_common():
             print(f"  {n / args.n:5.2f}  {name}")
     finally:
