@@ -65,7 +65,7 @@ class _Entry:
     """A queued job and the lock its caller sleeps on (held from the start; released once,
     when the job is done or when the caller is to lead the next commit)."""
 
-    __slots__ = ("fn", "fut", "rerun", "leads", "lead", "wake")
+    __slots__ = ("fn", "fut", "lead", "leads", "rerun", "wake")
 
     def __init__(self, fn: Callable[[Store], Any], fut: Future[Any], rerun: bool,
                  leads: bool) -> None:
