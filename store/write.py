@@ -34,12 +34,16 @@ from db0.store.core import (
     REBUILD_SHARE,
     STATE_COLUMNS,
     Store,
-    insert_states,
+    encode_str,
+    insert_ops,
+    insert_rows,
+    new_op_json,
+    op_middle,
     state_of,
     write_state,
 )
 from db0.store.errors import InvalidError, NotFoundError, StoreError
-from db0.store.ids import new_id
+from db0.store.ids import new_id, new_ids
 from db0.store.memories import (
     MAX_CONTENT_BYTES,
     MAX_TAGS,
@@ -320,25 +324,80 @@ def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
             live_sql + " AND content_hash IN (SELECT value FROM json_each(?))",
             (now, json.dumps([p[3] for p in prepared])))}
     results: list[dict[str, Any]] = []
-    pending: list[dict[str, Any]] = []
+    pending: list[tuple[str, dict[str, Any], str, str, str]] = []
+    ids = iter(new_ids(int(now * 1000), len(prepared)))
     for item, scope, owner, digest in prepared:
         found = live.get((digest, scope, owner))
         if found is not None and (item["key"] is None or found[1] == item["key"]):
             results.append({"id": found[0], "status": "duplicate", "scope": scope})
             continue
         if item["key"] or item.get("id"):
-            insert_states(store, pending, kind)  # so its checks see what came before it
+            _insert_plain(store, ctx, pending, kind, now, now_at)  # its checks see them
             pending = []
             res = _store_one(store, ctx, item, kind=kind)
             live[(digest, scope, owner)] = (res["id"], item["key"])
             results.append(res)
             continue
-        state = _new_state(ctx, item, scope, owner, digest, now, now_at)
-        pending.append(state)
-        live[(digest, scope, owner)] = (state["id"], None)
-        results.append({"id": state["id"], "status": "stored", "scope": scope})
-    insert_states(store, pending, kind)
+        mid = next(ids)
+        pending.append((mid, item, scope, owner, digest))
+        live[(digest, scope, owner)] = (mid, None)
+        results.append({"id": mid, "status": "stored", "scope": scope})
+    _insert_plain(store, ctx, pending, kind, now, now_at)
     return results
+
+
+# Where a memory's id, text, text hash and clock stamp sit in a row of STATE_COLUMNS.
+_ID_AT, _HLC_AT = STATE_COLUMNS.index("id"), STATE_COLUMNS.index("hlc")
+assert STATE_COLUMNS[:3] == ("id", "content", "content_hash") and _HLC_AT == 21
+
+
+def _insert_plain(store: Store, ctx: Context, pending: list[tuple[str, dict[str, Any], str, str,
+                                                                 str]],
+                  kind: str, now: float, now_at: tuple[str, float]) -> None:
+    """`insert_states` of the states `_new_state` makes for new memories without a key or an
+    id of their own (id, item, scope, owner, text hash), built without a state per line: the
+    lines that share everything but id, text and clock (scope, tags, metadata, times) share
+    one template row and one middle of their op's text (`core.op_middle`), so the rows and op
+    texts are the ones `insert_states` writes."""
+    if not pending:
+        return
+    dev = store.device_id
+    hlcs = store.clock.stamps(len(pending))
+    op_ids = new_ids(int(now * 1000), len(pending))
+    enc = encode_str
+    dev_j = enc(dev)
+    templates: dict[tuple[Any, ...], tuple[list[Any], str | None]] = {}
+    rows: list[list[Any]] = []
+    ops: list[tuple[Any, ...]] = []
+    tagged: dict[str, list[str]] = {}
+    for (mid, item, scope, owner, digest), hlc, op_id in zip(pending, hlcs, op_ids,
+                                                              strict=True):
+        meta, tags = item["metadata"], item["tags"]
+        tkey = (scope, owner, json.dumps(meta, ensure_ascii=False, sort_keys=True)
+                if meta else None, tuple(tags), item["pinned"], item["created_at"],
+                item.get("ttl"), item.get("expires_ts"))
+        tpl = templates.get(tkey)
+        if tpl is None:
+            state = _new_state(ctx, item, scope, owner, digest, now, now_at)
+            state["hlc"], state["device_id"] = hlc, dev
+            try:
+                middle: str | None = op_middle(state)
+            except (TypeError, ValueError):
+                middle = None
+            tpl = templates[tkey] = ([state[c] for c in STATE_COLUMNS], middle)
+        row = tpl[0].copy()
+        row[0], row[1], row[2], row[_HLC_AT] = mid, item["content"], digest, hlc
+        rows.append(row)
+        if tpl[1] is not None:
+            op = (f'{{"state":{{"id":{enc(mid)},"content_hash":{enc(digest)},{tpl[1]}'
+                  f'"hlc":{enc(hlc)},"device_id":{dev_j}}}}}')
+        else:
+            op = new_op_json(dict(zip(STATE_COLUMNS, row, strict=True)))
+        ops.append((op_id, hlc, dev, kind, mid, op, now))
+        if tags:
+            tagged[mid] = tags
+    insert_rows(store.conn, rows, tagged)
+    insert_ops(store.conn, ops)
 
 
 def _table_rows(store: Store) -> int:
