@@ -56,8 +56,8 @@ def main() -> int:
             cpu["decode"] += time.process_time() - t
             t = time.process_time()
             ps = [write.prepare(it, where=f"line {i + k + 1}") for k, it in enumerate(raw)]
-            for p in ps:
-                ctx.owner(p.item["scope"])
+            for scope in dict.fromkeys(p.item["scope"] for p in ps):
+                ctx.owner(scope)
             cpu["prepare"] += time.process_time() - t
             t = time.process_time()
             if not last:

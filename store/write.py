@@ -73,14 +73,19 @@ def prepare(raw: Any, *, allow_secrets: bool = False, where: str = "") -> Prepar
         raise InvalidError(f"{at}expected a JSON object with a 'content' field")
     item = dict(raw)
     found: dict[str, int] = {}
+    redact = secrets.strip_private if allow_secrets else secrets.redact
     for name in ("content", "key"):
-        if isinstance(item.get(name), str):
-            item[name], f = _redact(item[name], allow_secrets)
-            _add(found, f)
+        v = item.get(name)
+        if isinstance(v, str):
+            item[name], f = redact(v)
+            if f:
+                _add(found, f)
     for name in ("tags", "metadata"):
-        if isinstance(item.get(name), list | dict):
-            item[name], f = secrets.scrub_json(item[name], allow_secrets)
-            _add(found, f)
+        v = item.get(name)
+        if isinstance(v, (list, dict)):
+            item[name], f = secrets.scrub_json(v, allow_secrets)
+            if f:
+                _add(found, f)
     return Prepared(_validate(item, where), found)
 
 
@@ -179,6 +184,9 @@ def _clean(value: str, what: str, at: str) -> str:
     return value
 
 
+_PLAIN = frozenset(("content", "scope"))
+
+
 def _validate(item: dict[str, Any], where: str = "") -> dict[str, Any]:
     """Check and normalise one memory to write; raise InvalidError naming what is wrong.
     Fields it does not know are ignored (an export's lines import as they are)."""
@@ -189,18 +197,27 @@ def _validate(item: dict[str, Any], where: str = "") -> dict[str, Any]:
     if not isinstance(content, str):
         raise InvalidError(f"{at}content must be text, got {_kind(content)}",
                            'write it as a JSON string: {"content": "..."}')
-    _clean(content, "content", at)
-    if not content.strip():
+    if "\x00" in content:
+        _clean(content, "content", at)  # raises
+    try:
+        size = len(content.encode("utf-8"))
+    except UnicodeEncodeError:
+        _clean(content, "content", at)  # raises
+        raise
+    stripped = content.strip()
+    if not stripped:
         raise InvalidError(f"{at}content is empty", "give the text to remember")
-    size = len(content.encode("utf-8"))
     if size > MAX_CONTENT_BYTES:
         raise InvalidError(f"{at}content is {size} bytes, over the {MAX_CONTENT_BYTES}-byte "
                            "limit", "split it into smaller memories")
-    out: dict[str, Any] = {"content": content.strip()}
     scope = item.get("scope") or "user"
     if not isinstance(scope, str):
         raise InvalidError(f"{at}scope must be text, got {_kind(scope)}",
                            "one of: user, agent, session, task")
+    if item.keys() <= _PLAIN:  # the rest below, for a memory that gives none of it
+        return {"content": stripped, "scope": check_scope(scope), "key": None, "tags": [],
+                "metadata": {}, "created_at": None, "pinned": False, "ttl": None, "id": None}
+    out: dict[str, Any] = {"content": stripped}
     out["scope"] = check_scope(scope)
     key = item.get("key")
     if key is not None and (not isinstance(key, str) or not key.strip()):

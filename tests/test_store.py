@@ -380,3 +380,27 @@ def test_bulk_ids_and_stamps_keep_their_formats() -> None:
     clock._ms = int(stamps[-1].split(".")[0])
     after = clock.now()
     assert after > stamps[-1] and after.split(".")[1] == "00000"
+
+
+def test_a_plain_memory_validates_as_one_with_every_field() -> None:
+    """`_validate`'s short path (content and scope only) gives what the whole path gives when
+    the same memory names its other fields with their defaults, errors included."""
+    from db0.store.errors import InvalidError
+
+    extra = {"key": None, "tags": [], "metadata": {}, "pinned": False, "ttl": None,
+             "created_at": None, "expires_at": None, "id": None}
+    for content in (" x ", "caf\u00e9\n", "a" * 100, "", "  ", "a\x00b", "\ud800x", 5, None,
+                    "b" * (64 * 1024 + 1)):
+        for scope in ("agent", None, "", "galaxy", 3):
+            plain: dict[str, object] = {"content": content}
+            if scope is not None:
+                plain["scope"] = scope
+            results = []
+            for item in (plain, {**plain, **extra}):
+                try:
+                    results.append(write._validate(item, "line 7"))
+                except InvalidError as e:
+                    results.append((str(e), e.hint))
+            assert results[0] == results[1], (content, scope)
+            if isinstance(results[0], dict):
+                assert list(results[0]) == list(results[1])

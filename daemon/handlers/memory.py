@@ -139,8 +139,8 @@ def import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
     prepared = [write.prepare(it, allow_secrets=allow, where=f"line {n}")
                 for n, it in zip(lines, raw, strict=True)]
     ctx = req.ctx
-    for it in prepared:
-        ctx.owner(it.item["scope"])  # a scope the context cannot own fails the whole batch now
+    for scope in dict.fromkeys(it.item["scope"] for it in prepared):
+        ctx.owner(scope)  # a scope the context cannot own fails the whole batch now
     if p["dry_run"]:
         return {"checked": len(prepared), "redacted": write.redacted_total(prepared)}
     import_id = p.get("import_id")
