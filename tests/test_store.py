@@ -373,7 +373,7 @@ def test_bulk_ids_and_stamps_keep_their_formats() -> None:
         assert set(i) <= set(ids._CROCKFORD)
     assert {i[10] for i in got} == set(ids._CROCKFORD)  # every character, the first too
     clock = ids.HybridClock("dev1")
-    stamps = [clock.now()] + clock.stamps(250_001) + [clock.now(), *clock.stamps(3)]
+    stamps = [clock.now(), *clock.stamps(250_001), clock.now(), *clock.stamps(3)]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     assert all(len(s) == 13 + 1 + 5 + 1 + 4 for s in stamps)
     clock._counter = 99_999
