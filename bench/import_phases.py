@@ -27,6 +27,9 @@ def main() -> int:
     ap.add_argument("--pre", type=int, default=0)
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--profile", action="store_true", help="cProfile the commit")
+    ap.add_argument("--no-gc", action="store_true", help="the cyclic GC off throughout")
+    ap.add_argument("--sql", action="store_true", help="the commit's statements' times")
+    ap.add_argument("--pragma", action="append", default=[], help="run on the store first")
     args = ap.parse_args()
 
     from diy.workload import Workload
@@ -35,11 +38,16 @@ def main() -> int:
     from db0.store.context import Context
     from db0.store.core import Store
 
+    if args.no_gc:
+        import gc
+        gc.disable()
     wl = Workload(max(4, (args.lines + args.pre) // 300 + 1), 300)
     tmp = Path(tempfile.mkdtemp(prefix="db0ip", dir="/tmp"))
     try:
         store = Store.open(tmp / "db.sqlite3")
         ctx = Context(user="u", agent="bulk")
+        for pragma in args.pragma:
+            store.conn.execute(f"PRAGMA {pragma}")
         if args.pre:
             with store.transaction():
                 write.remember_many(store, ctx, [write.prepare({"content": wl.text(args.lines + g),
@@ -70,8 +78,17 @@ def main() -> int:
                 import pstats
                 prof = cProfile.Profile()
                 prof.enable()
+            sql: dict[str, float] = {}
+            if args.sql:
+                def seen(stmt: str, ns: int) -> None:
+                    k = " ".join(stmt.split())[:50]
+                    sql[k] = sql.get(k, 0.0) + ns / 1e9
+                store.conn.set_profile(seen)
             with store.transaction():
                 out, _ = write.commit_import(store, ctx, iid, ps, args.lines)
+            store.conn.set_profile(None)
+            for k, v in sorted(sql.items(), key=lambda kv: -kv[1])[:14]:
+                print(f"  {v * 1e6 / args.lines:6.2f} us/line  {k}")
             if args.profile:
                 prof.disable()
                 pstats.Stats(prof).sort_stats("tottime").print_stats(18)

@@ -366,7 +366,7 @@ def test_bulk_ids_and_stamps_keep_their_formats() -> None:
     from db0.store import ids
 
     got = ids.new_ids(1764707726123, 2000)
-    assert len(set(got)) == 2000
+    assert len(set(got)) == 2000 and got == sorted(got)
     one = ids.new_id(1764707726123)
     for i in got:
         assert len(i) == 26 and i[:10] == one[:10]
