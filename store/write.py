@@ -138,7 +138,8 @@ def remember_many(store: Store, ctx: Context, ps: list[Prepared], kind: str = "i
 def redacted_total(ps: list[Prepared]) -> dict[str, int]:
     total: dict[str, int] = {}
     for p in ps:
-        _add(total, p.redacted)
+        if p.redacted:
+            _add(total, p.redacted)
     return total
 
 
@@ -518,7 +519,8 @@ def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepare
                         time.time()))
     redacted: dict[str, int] = {}
     for _, found in staged:
-        _add(redacted, found)
+        if found:
+            _add(redacted, found)
     _add(redacted, redacted_total(last))
     return results, redacted
 
