@@ -80,7 +80,7 @@ def main() -> int:
                 prof.enable()
             sql: dict[str, float] = {}
             if args.sql:
-                def seen(stmt: str, ns: int) -> None:
+                def seen(stmt: str, ns: int, sql: dict[str, float] = sql) -> None:
                     k = " ".join(stmt.split())[:50]
                     sql[k] = sql.get(k, 0.0) + ns / 1e9
                 store.conn.set_profile(seen)

@@ -150,7 +150,7 @@ def test_a_bad_line_while_batches_are_in_flight_keeps_nothing(db0: Db0, tmp_path
                               "line 15001: content must be text, got a number"),
                              (35_000, "{not json", "line 35001 is not JSON")):
         src = tmp_path / f"bad{at}.jsonl"
-        src.write_text("\n".join(lines[:at] + [bad] + lines[at + 1:]) + "\n")
+        src.write_text("\n".join([*lines[:at], bad, *lines[at + 1:]]) + "\n")
         r = db0.run("import", str(src), check=False)
         assert r.code == 1, r.err
         assert message in r.err and "nothing was imported" in r.err, r.err
