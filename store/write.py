@@ -473,25 +473,30 @@ def _store_one(store: Store, ctx: Context, item: dict[str, Any], *,
 
 # -- imports staged batch by batch, committed at once ---------------------------------------------
 
-# A staged batch is one row: the number of its lines (4 bytes, little-endian), then the marshal of
-# its [(item, redacted), ...]. Marshal is many times faster than JSON and one load per batch
-# instead of per line; staged rows live only until their import commits or the daemon restarts
-# (every start deletes them), so the format never outlives the Python that wrote it.
-_COUNT = 4
+# A staged batch is one row: its key `n` is its first line number times 2**20 plus its number of
+# lines (so rows order by first line, and counting an import's lines reads no blob: SQLite loads
+# a blob whole, even for substr, and each batch would read all before it again), its `item` the
+# marshal of its [(item, redacted), ...]. Marshal is many times faster than JSON and one load
+# per batch instead of per line; staged rows live only until their import commits or the daemon
+# restarts (every start deletes them), so the format never outlives the Python that wrote it.
+_LINES_BITS = 20
+_LINES_MASK = (1 << _LINES_BITS) - 1
 
 
 def _staged_lines(store: Store, import_id: str) -> int:
-    return sum(int.from_bytes(cast(bytes, b), "little") for (b,) in store.conn.execute(
-        f"SELECT substr(item, 1, {_COUNT}) FROM import_staging WHERE import_id=?", (import_id,)))
+    return int(dbmod.scalar(store.conn, f"SELECT coalesce(sum(n & {_LINES_MASK}), 0) FROM "
+                            "import_staging WHERE import_id=?", (import_id,)))
 
 
 def stage(store: Store, import_id: str, first: int, ps: list[Prepared]) -> int:
     """Keep a batch of an import, invisible, as one row numbered by its first line `first`;
     how many lines the import now has staged."""
-    blob = len(ps).to_bytes(_COUNT, "little") + marshal.dumps([(p.item, p.redacted)
-                                                              for p in ps])
+    if len(ps) > _LINES_MASK:
+        raise InvalidError(f"a staged batch holds at most {_LINES_MASK} lines, not {len(ps)}")
+    blob = marshal.dumps([(p.item, p.redacted) for p in ps])
     store.conn.execute("INSERT OR REPLACE INTO import_staging(import_id, n, item, staged_ts) "
-                       "VALUES (?,?,?,?)", (import_id, first, blob, time.time()))
+                       "VALUES (?,?,?,?)", (import_id, first << _LINES_BITS | len(ps), blob,
+                                            time.time()))
     return _staged_lines(store, import_id)
 
 
@@ -503,7 +508,7 @@ def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepare
     staged: list[tuple[dict[str, Any], dict[str, int]]] = []
     for (blob,) in store.conn.execute(
             "SELECT item FROM import_staging WHERE import_id=? ORDER BY n", (import_id,)):
-        staged += marshal.loads(cast(bytes, blob)[_COUNT:])
+        staged += marshal.loads(cast(bytes, blob))
     total = len(staged) + len(last)
     if expect is not None and total != expect:
         store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
@@ -543,14 +548,13 @@ def clear_staging(store: Store, older_than: float | None = None) -> int:
     """Drop staged lines of imports that can no longer commit: all of them at start (their
     clients lost the daemon), or those idle longer than `older_than` seconds; how many lines."""
     if older_than is None:
-        cur = store.conn.execute(f"DELETE FROM import_staging RETURNING substr(item, 1, "
-                                 f"{_COUNT})")
+        cur = store.conn.execute(f"DELETE FROM import_staging RETURNING n & {_LINES_MASK}")
     else:
         cur = store.conn.execute(
             "DELETE FROM import_staging WHERE import_id IN (SELECT import_id FROM "
             "import_staging GROUP BY import_id HAVING max(staged_ts) < ?) RETURNING "
-            f"substr(item, 1, {_COUNT})", (time.time() - older_than,))
-    return sum(int.from_bytes(cast(bytes, b), "little") for (b,) in cur.fetchall())
+            f"n & {_LINES_MASK}", (time.time() - older_than,))
+    return sum(int(c) for (c,) in cur.fetchall())
 
 
 # -- the rules, kept after another device's writes are merged ------------------------------------
