@@ -554,7 +554,7 @@ def clear_staging(store: Store, older_than: float | None = None) -> int:
             "DELETE FROM import_staging WHERE import_id IN (SELECT import_id FROM "
             "import_staging GROUP BY import_id HAVING max(staged_ts) < ?) RETURNING "
             f"n & {_LINES_MASK}", (time.time() - older_than,))
-    return sum(int(c) for (c,) in cur.fetchall())
+    return sum(cast(int, c) for (c,) in cur.fetchall())
 
 
 # -- the rules, kept after another device's writes are merged ------------------------------------
