@@ -89,17 +89,20 @@ def _count(home: Path) -> int:
 
 @pytest.mark.slow
 def test_import_killed_anywhere_keeps_all_or_nothing(db0: Db0, tmp_path: Path) -> None:
-    n = 30_000
-    src = tmp_path / "big.jsonl"
-    src.write_text("".join(json.dumps({"content": f"imported line {i} about topic {i % 97}"})
-                           + "\n" for i in range(n)))
+    n = 60_000
     rng = random.Random(7)
     for trial in range(3):
+        # Lines of their own per trial: a file imported whole by an earlier trial (the kill
+        # came after it) would be all duplicates, kept as nothing with exit 0.
+        src = tmp_path / f"big{trial}.jsonl"
+        src.write_text("".join(json.dumps({"content": f"trial {trial} imported line {i} "
+                                                      f"about topic {i % 97}"}) + "\n"
+                               for i in range(n)))
         db0.run("daemon", "start")
         before = _count(db0.home)
         proc = subprocess.Popen([DB0, "import", str(src)], env=db0.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.3, 2.5))
+        time.sleep(rng.uniform(0.2, 2.0))
         pid = db0.daemon_pid()
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
