@@ -181,12 +181,34 @@ class Client:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
 
+    def send(self, method: str, params: dict[str, Any], timeout: float | None = 120.0) -> None:
+        """Send a request without reading its answer: `receive` reads the answers, in the order
+        of the requests (the daemon answers a connection's requests one by one), so a client
+        can prepare its next request while the daemon works on the one before. The connection
+        is opened as `call` opens it; errors are `call`'s."""
+        self.connect(timeout)
+        self._io(method, timeout, params)
+
+    def receive(self, method: str, timeout: float | None = 120.0) -> Any:
+        """The answer to the oldest request `send` sent and nothing read yet."""
+        if self.sock is None:
+            raise Db0Error("unavailable", "the daemon closed the connection",
+                           f"see its log: {self.paths.log_file}")
+        return self._io(method, timeout, None)
+
     def _exchange(self, method: str, params: dict[str, Any], timeout: float | None) -> Any:
+        self._io(method, timeout, params)
+        return self._io(method, timeout, None)
+
+    def _io(self, method: str, timeout: float | None, params: dict[str, Any] | None) -> Any:
+        """Send a request (params given) or read an answer (None)."""
         assert self.sock is not None
-        self._next_id += 1
         self.sock.settimeout(timeout)
         try:
-            self.sock.sendall(encode(request(self._next_id, method, params)))
+            if params is not None:
+                self._next_id += 1
+                self.sock.sendall(encode(request(self._next_id, method, params)))
+                return None
             resp = read_frame(self.sock)
         except TimeoutError as e:
             self.close()

@@ -199,12 +199,17 @@ def insert_states(store: Store, states: list[dict[str, Any]], kind: str) -> None
     for state in states:
         state["hlc"] = hlc = now()
         state["device_id"] = dev
-        ops.append((new_id(), hlc, dev, kind, state["id"], _new_op_json(state),
+        ops.append((new_id(), hlc, dev, kind, state["id"], new_op_json(state),
                     state["updated_ts"]))
     _insert_new(store.conn, states)
-    with _bulk_indexes(store.conn, "ops", "seq", len(ops)):
-        store.conn.executemany("INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, "
-                               "payload, created_ts) VALUES (?, ?, ?, ?, ?, ?, ?)", ops)
+    insert_ops(store.conn, ops)
+
+
+def insert_ops(conn: apsw.Connection, ops: list[tuple[Any, ...]]) -> None:
+    """INSERT op rows (op_id, hlc, device_id, kind, memory_id, payload, created_ts)."""
+    with _bulk_indexes(conn, "ops", "seq", len(ops)):
+        conn.executemany("INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, payload, "
+                         "created_ts) VALUES (?, ?, ?, ?, ?, ?, ?)", ops)
 
 
 _KEY_JSON = {c: json.dumps(c) + ":" for c in STATE_COLUMNS}
@@ -221,7 +226,7 @@ def _jv(v: Any) -> str:
         return "null"
     t = type(v)
     if t is str:
-        return str(_encode_str(v))
+        return str(encode_str(v))
     if t is int:
         return int.__repr__(v)
     if t is float and v - v == 0:
@@ -229,33 +234,40 @@ def _jv(v: Any) -> str:
     raise ValueError(v)
 
 
-def _new_op_json(s: dict[str, Any]) -> str:
+def new_op_json(s: dict[str, Any]) -> str:
     """`op_json` of a state with the NEW_STATE_KEYS order, in one expression."""
     if tuple(s) != NEW_STATE_KEYS:
         return op_json(s)
-    e, j = _encode_str, _jv
+    e = encode_str
     try:
         return (f'{{"state":{{"id":{e(s["id"])},"content_hash":{e(s["content_hash"])},'
-                f'"scope":{e(s["scope"])},"owner":{e(s["owner"])},'
-                f'"user_id":{e(s["user_id"])},"agent_id":{e(s["agent_id"])},'
-                f'"session_id":{j(s["session_id"])},"task_id":{j(s["task_id"])},'
-                f'"key":{j(s["key"])},"metadata":{e(s["metadata"])},"tags":{e(s["tags"])},'
-                f'"pinned":{j(s["pinned"])},"created_at":{e(s["created_at"])},'
-                f'"created_ts":{j(s["created_ts"])},"updated_ts":{j(s["updated_ts"])},'
-                f'"expires_ts":{j(s["expires_ts"])},"superseded_by":{j(s["superseded_by"])},'
-                f'"superseded_ts":{j(s["superseded_ts"])},'
-                f'"supersede_reason":{j(s["supersede_reason"])},'
-                f'"forgotten_ts":{j(s["forgotten_ts"])},"hlc":{e(s["hlc"])},'
-                f'"device_id":{e(s["device_id"])}}}}}')
+                f'{op_middle(s)}"hlc":{e(s["hlc"])},"device_id":{e(s["device_id"])}}}}}')
     except (TypeError, ValueError):
         return op_json(s)
+
+
+def op_middle(s: dict[str, Any]) -> str:
+    """The part of `new_op_json`'s text from "scope" to "forgotten_ts" and its comma (a
+    bulk insert reuses it for lines that differ only in id, text and clock); TypeError or
+    ValueError for a value that is not plain."""
+    e, j = encode_str, _jv
+    return (f'"scope":{e(s["scope"])},"owner":{e(s["owner"])},'
+            f'"user_id":{e(s["user_id"])},"agent_id":{e(s["agent_id"])},'
+            f'"session_id":{j(s["session_id"])},"task_id":{j(s["task_id"])},'
+            f'"key":{j(s["key"])},"metadata":{e(s["metadata"])},"tags":{e(s["tags"])},'
+            f'"pinned":{j(s["pinned"])},"created_at":{e(s["created_at"])},'
+            f'"created_ts":{j(s["created_ts"])},"updated_ts":{j(s["updated_ts"])},'
+            f'"expires_ts":{j(s["expires_ts"])},"superseded_by":{j(s["superseded_by"])},'
+            f'"superseded_ts":{j(s["superseded_ts"])},'
+            f'"supersede_reason":{j(s["supersede_reason"])},'
+            f'"forgotten_ts":{j(s["forgotten_ts"])},')
 
 
 def op_json(state: dict[str, Any]) -> str:
     """`json.dumps(op_payload(state), ensure_ascii=False, separators=(",", ":"))`, the same
     text, built from the state's plain values without the encoder's per-call set-up (an import
     makes one per line); any other value goes through json.dumps."""
-    enc = _encode_str
+    enc = encode_str
     parts = []
     for k, v in state.items():
         if k == "content":
@@ -275,7 +287,7 @@ def op_json(state: dict[str, Any]) -> str:
     return '{"state":{' + ",".join(parts) + "}}"
 
 
-_encode_str: Any = getattr(json.encoder, "c_encode_basestring", None) or \
+encode_str: Any = getattr(json.encoder, "c_encode_basestring", None) or \
     json.encoder.py_encode_basestring
 
 
@@ -318,11 +330,16 @@ class _bulk_indexes:
 
 
 def _insert_new(conn: apsw.Connection, states: list[dict[str, Any]]) -> None:
-    """INSERT memories known to be new, with their tags; from BULK_FTS rows the batch's full
-    text is indexed in one statement (m004_bulk_fts: FTS5 would otherwise write and merge a
-    segment per row)."""
-    rows = [[s.get(c) for c in STATE_COLUMNS] for s in states]
-    if len(states) < BULK_FTS:
+    """INSERT memories known to be new, with their tags."""
+    insert_rows(conn, [[s.get(c) for c in STATE_COLUMNS] for s in states],
+                {s["id"]: t for s in states if (t := _tags(s["tags"]))})
+
+
+def insert_rows(conn: apsw.Connection, rows: list[Any], tagged: dict[str, list[str]]) -> None:
+    """INSERT new memories given as rows of STATE_COLUMNS, and the tags of those in `tagged`
+    (id: tags); from BULK_FTS rows the batch's full text is indexed in one statement
+    (m004_bulk_fts: FTS5 would otherwise write and merge a segment per row)."""
+    if len(rows) < BULK_FTS:
         conn.executemany(_PLAIN_INSERT, rows)
     else:
         after = dbmod.scalar(conn, "SELECT coalesce(max(rid), 0) FROM memories")
@@ -332,7 +349,6 @@ def _insert_new(conn: apsw.Connection, states: list[dict[str, Any]]) -> None:
         conn.execute("DELETE FROM fts_defer")
         conn.execute("INSERT INTO memories_fts(rowid, content, part) "
                      "SELECT rid, content, part FROM memories WHERE rid > ?", (after,))
-    tagged = {s["id"]: _tags(s["tags"]) for s in states if _tags(s["tags"])}
     if tagged:
         rids = conn.execute("SELECT id, rid FROM memories WHERE id IN "
                             "(SELECT value FROM json_each(?))", (json.dumps(list(tagged)),))

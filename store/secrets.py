@@ -42,17 +42,42 @@ PRIVATE = re.compile(r"<private>.*?(?:</private>|\Z)", re.S | re.I)
 # without any of these holds no secret, and most texts are such, so one pass of substring
 # searches spares the fourteen patterns (a case-insensitive regex alternation of the same
 # literals tries each at every position, many times slower). A new pattern must add its own
-# literal here (tests/test_secrets.py checks each format is caught).
+# literal here and to the groups below (tests/test_secrets.py checks each format is caught,
+# and that `maybe_secret` redacts as this list alone does).
 MAYBE = ("-----begin", "akia", "asia", "abia", "acca", "aws", "ghp_", "gho_", "ghu_", "ghs_",
          "ghr_", "github_pat_", "glpat-", "xox", "hooks.slack", "sk-", "aiza", "k_live_",
          "k_test_", "eyj", "://", "pass", "pwd", "secret", "apikey", "api_key", "token",
          "<private")
+# The same needs, for an ASCII text, each under a character every literal of its group holds
+# (most texts lack it, so its literals are not searched): the case-sensitive patterns' own
+# literals as written; the case-insensitive ones' lower-cased, all of which need ":" or "="
+# after them (PRIVATE needs "<"). `aws` (its pattern needs "secret") and `hooks.slack`
+# ("://") are implied by others; every format with a dash has it in its literal (slack's
+# xox?- too).
+_UNDERSCORE = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "k_live_", "k_test_")
+_ASSIGNED = ("://", "pass", "pwd", "secret", "apikey", "api_key", "token")
 
 
 def maybe_secret(text: str) -> bool:
     """Whether the text holds any literal a secret pattern needs (False: it holds none)."""
-    low = text.lower()
-    return any(lit in low for lit in MAYBE)
+    if not text.isascii():  # case-insensitive matching beyond ASCII: the plain list
+        low = text.lower()
+        return any(lit in low for lit in MAYBE)
+    if "eyJ" in text:
+        return True
+    if "-" in text and ("-----BEGIN" in text or "sk-" in text or "glpat-" in text
+                        or "xox" in text):
+        return True
+    if "_" in text and any(lit in text for lit in _UNDERSCORE):
+        return True
+    if "A" in text and ("AKIA" in text or "ASIA" in text or "ABIA" in text or "ACCA" in text
+                        or "AIza" in text):
+        return True
+    assigned = ":" in text or "=" in text
+    if assigned or "<" in text:
+        low = text.lower()
+        return "<private" in low or (assigned and any(lit in low for lit in _ASSIGNED))
+    return False
 
 
 def redact(text: str) -> tuple[str, dict[str, int]]:

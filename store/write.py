@@ -34,12 +34,16 @@ from db0.store.core import (
     REBUILD_SHARE,
     STATE_COLUMNS,
     Store,
-    insert_states,
+    encode_str,
+    insert_ops,
+    insert_rows,
+    new_op_json,
+    op_middle,
     state_of,
     write_state,
 )
 from db0.store.errors import InvalidError, NotFoundError, StoreError
-from db0.store.ids import new_id
+from db0.store.ids import new_id, new_ids
 from db0.store.memories import (
     MAX_CONTENT_BYTES,
     MAX_TAGS,
@@ -69,14 +73,19 @@ def prepare(raw: Any, *, allow_secrets: bool = False, where: str = "") -> Prepar
         raise InvalidError(f"{at}expected a JSON object with a 'content' field")
     item = dict(raw)
     found: dict[str, int] = {}
+    redact = secrets.strip_private if allow_secrets else secrets.redact
     for name in ("content", "key"):
-        if isinstance(item.get(name), str):
-            item[name], f = _redact(item[name], allow_secrets)
-            _add(found, f)
+        v = item.get(name)
+        if isinstance(v, str):
+            item[name], f = redact(v)
+            if f:
+                _add(found, f)
     for name in ("tags", "metadata"):
-        if isinstance(item.get(name), list | dict):
-            item[name], f = secrets.scrub_json(item[name], allow_secrets)
-            _add(found, f)
+        v = item.get(name)
+        if isinstance(v, (list, dict)):
+            item[name], f = secrets.scrub_json(v, allow_secrets)
+            if f:
+                _add(found, f)
     return Prepared(_validate(item, where), found)
 
 
@@ -129,7 +138,8 @@ def remember_many(store: Store, ctx: Context, ps: list[Prepared], kind: str = "i
 def redacted_total(ps: list[Prepared]) -> dict[str, int]:
     total: dict[str, int] = {}
     for p in ps:
-        _add(total, p.redacted)
+        if p.redacted:
+            _add(total, p.redacted)
     return total
 
 
@@ -175,6 +185,9 @@ def _clean(value: str, what: str, at: str) -> str:
     return value
 
 
+_PLAIN = frozenset(("content", "scope"))
+
+
 def _validate(item: dict[str, Any], where: str = "") -> dict[str, Any]:
     """Check and normalise one memory to write; raise InvalidError naming what is wrong.
     Fields it does not know are ignored (an export's lines import as they are)."""
@@ -185,18 +198,27 @@ def _validate(item: dict[str, Any], where: str = "") -> dict[str, Any]:
     if not isinstance(content, str):
         raise InvalidError(f"{at}content must be text, got {_kind(content)}",
                            'write it as a JSON string: {"content": "..."}')
-    _clean(content, "content", at)
-    if not content.strip():
+    if "\x00" in content:
+        _clean(content, "content", at)  # raises
+    try:
+        size = len(content.encode("utf-8"))
+    except UnicodeEncodeError:
+        _clean(content, "content", at)  # raises
+        raise
+    stripped = content.strip()
+    if not stripped:
         raise InvalidError(f"{at}content is empty", "give the text to remember")
-    size = len(content.encode("utf-8"))
     if size > MAX_CONTENT_BYTES:
         raise InvalidError(f"{at}content is {size} bytes, over the {MAX_CONTENT_BYTES}-byte "
                            "limit", "split it into smaller memories")
-    out: dict[str, Any] = {"content": content.strip()}
     scope = item.get("scope") or "user"
     if not isinstance(scope, str):
         raise InvalidError(f"{at}scope must be text, got {_kind(scope)}",
                            "one of: user, agent, session, task")
+    if item.keys() <= _PLAIN:  # the rest below, for a memory that gives none of it
+        return {"content": stripped, "scope": check_scope(scope), "key": None, "tags": [],
+                "metadata": {}, "created_at": None, "pinned": False, "ttl": None, "id": None}
+    out: dict[str, Any] = {"content": stripped}
     out["scope"] = check_scope(scope)
     key = item.get("key")
     if key is not None and (not isinstance(key, str) or not key.strip()):
@@ -320,25 +342,80 @@ def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
             live_sql + " AND content_hash IN (SELECT value FROM json_each(?))",
             (now, json.dumps([p[3] for p in prepared])))}
     results: list[dict[str, Any]] = []
-    pending: list[dict[str, Any]] = []
+    pending: list[tuple[str, dict[str, Any], str, str, str]] = []
+    ids = iter(new_ids(int(now * 1000), len(prepared)))
     for item, scope, owner, digest in prepared:
         found = live.get((digest, scope, owner))
         if found is not None and (item["key"] is None or found[1] == item["key"]):
             results.append({"id": found[0], "status": "duplicate", "scope": scope})
             continue
         if item["key"] or item.get("id"):
-            insert_states(store, pending, kind)  # so its checks see what came before it
+            _insert_plain(store, ctx, pending, kind, now, now_at)  # its checks see them
             pending = []
             res = _store_one(store, ctx, item, kind=kind)
             live[(digest, scope, owner)] = (res["id"], item["key"])
             results.append(res)
             continue
-        state = _new_state(ctx, item, scope, owner, digest, now, now_at)
-        pending.append(state)
-        live[(digest, scope, owner)] = (state["id"], None)
-        results.append({"id": state["id"], "status": "stored", "scope": scope})
-    insert_states(store, pending, kind)
+        mid = next(ids)
+        pending.append((mid, item, scope, owner, digest))
+        live[(digest, scope, owner)] = (mid, None)
+        results.append({"id": mid, "status": "stored", "scope": scope})
+    _insert_plain(store, ctx, pending, kind, now, now_at)
     return results
+
+
+# Where a memory's id, text, text hash and clock stamp sit in a row of STATE_COLUMNS.
+_ID_AT, _HLC_AT = STATE_COLUMNS.index("id"), STATE_COLUMNS.index("hlc")
+assert STATE_COLUMNS[:3] == ("id", "content", "content_hash") and _HLC_AT == 21
+
+
+def _insert_plain(store: Store, ctx: Context, pending: list[tuple[str, dict[str, Any], str, str,
+                                                                 str]],
+                  kind: str, now: float, now_at: tuple[str, float]) -> None:
+    """`insert_states` of the states `_new_state` makes for new memories without a key or an
+    id of their own (id, item, scope, owner, text hash), built without a state per line: the
+    lines that share everything but id, text and clock (scope, tags, metadata, times) share
+    one template row and one middle of their op's text (`core.op_middle`), so the rows and op
+    texts are the ones `insert_states` writes."""
+    if not pending:
+        return
+    dev = store.device_id
+    hlcs = store.clock.stamps(len(pending))
+    op_ids = new_ids(int(now * 1000), len(pending))
+    enc = encode_str
+    dev_j = enc(dev)
+    templates: dict[tuple[Any, ...], tuple[list[Any], str | None]] = {}
+    rows: list[list[Any]] = []
+    ops: list[tuple[Any, ...]] = []
+    tagged: dict[str, list[str]] = {}
+    for (mid, item, scope, owner, digest), hlc, op_id in zip(pending, hlcs, op_ids,
+                                                              strict=True):
+        meta, tags = item["metadata"], item["tags"]
+        tkey = (scope, owner, json.dumps(meta, ensure_ascii=False, sort_keys=True)
+                if meta else None, tuple(tags), item["pinned"], item["created_at"],
+                item.get("ttl"), item.get("expires_ts"))
+        tpl = templates.get(tkey)
+        if tpl is None:
+            state = _new_state(ctx, item, scope, owner, digest, now, now_at)
+            state["hlc"], state["device_id"] = hlc, dev
+            try:
+                middle: str | None = op_middle(state)
+            except (TypeError, ValueError):
+                middle = None
+            tpl = templates[tkey] = ([state[c] for c in STATE_COLUMNS], middle)
+        row = tpl[0].copy()
+        row[0], row[1], row[2], row[_HLC_AT] = mid, item["content"], digest, hlc
+        rows.append(row)
+        if tpl[1] is not None:
+            op = (f'{{"state":{{"id":{enc(mid)},"content_hash":{enc(digest)},{tpl[1]}'
+                  f'"hlc":{enc(hlc)},"device_id":{dev_j}}}}}')
+        else:
+            op = new_op_json(dict(zip(STATE_COLUMNS, row, strict=True)))
+        ops.append((op_id, hlc, dev, kind, mid, op, now))
+        if tags:
+            tagged[mid] = tags
+    insert_rows(store.conn, rows, tagged)
+    insert_ops(store.conn, ops)
 
 
 def _table_rows(store: Store) -> int:
@@ -396,25 +473,30 @@ def _store_one(store: Store, ctx: Context, item: dict[str, Any], *,
 
 # -- imports staged batch by batch, committed at once ---------------------------------------------
 
-# A staged batch is one row: the number of its lines (4 bytes, little-endian), then the marshal of
-# its [(item, redacted), ...]. Marshal is many times faster than JSON and one load per batch
-# instead of per line; staged rows live only until their import commits or the daemon restarts
-# (every start deletes them), so the format never outlives the Python that wrote it.
-_COUNT = 4
+# A staged batch is one row: its key `n` is its first line number times 2**20 plus its number of
+# lines (so rows order by first line, and counting an import's lines reads no blob: SQLite loads
+# a blob whole, even for substr, and each batch would read all before it again), its `item` the
+# marshal of its [(item, redacted), ...]. Marshal is many times faster than JSON and one load
+# per batch instead of per line; staged rows live only until their import commits or the daemon
+# restarts (every start deletes them), so the format never outlives the Python that wrote it.
+_LINES_BITS = 20
+_LINES_MASK = (1 << _LINES_BITS) - 1
 
 
 def _staged_lines(store: Store, import_id: str) -> int:
-    return sum(int.from_bytes(cast(bytes, b), "little") for (b,) in store.conn.execute(
-        f"SELECT substr(item, 1, {_COUNT}) FROM import_staging WHERE import_id=?", (import_id,)))
+    return int(dbmod.scalar(store.conn, f"SELECT coalesce(sum(n & {_LINES_MASK}), 0) FROM "
+                            "import_staging WHERE import_id=?", (import_id,)))
 
 
 def stage(store: Store, import_id: str, first: int, ps: list[Prepared]) -> int:
     """Keep a batch of an import, invisible, as one row numbered by its first line `first`;
     how many lines the import now has staged."""
-    blob = len(ps).to_bytes(_COUNT, "little") + marshal.dumps([(p.item, p.redacted)
-                                                              for p in ps])
+    if len(ps) > _LINES_MASK:
+        raise InvalidError(f"a staged batch holds at most {_LINES_MASK} lines, not {len(ps)}")
+    blob = marshal.dumps([(p.item, p.redacted) for p in ps])
     store.conn.execute("INSERT OR REPLACE INTO import_staging(import_id, n, item, staged_ts) "
-                       "VALUES (?,?,?,?)", (import_id, first, blob, time.time()))
+                       "VALUES (?,?,?,?)", (import_id, first << _LINES_BITS | len(ps), blob,
+                                            time.time()))
     return _staged_lines(store, import_id)
 
 
@@ -426,7 +508,7 @@ def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepare
     staged: list[tuple[dict[str, Any], dict[str, int]]] = []
     for (blob,) in store.conn.execute(
             "SELECT item FROM import_staging WHERE import_id=? ORDER BY n", (import_id,)):
-        staged += marshal.loads(cast(bytes, blob)[_COUNT:])
+        staged += marshal.loads(cast(bytes, blob))
     total = len(staged) + len(last)
     if expect is not None and total != expect:
         store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
@@ -442,7 +524,8 @@ def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepare
                         time.time()))
     redacted: dict[str, int] = {}
     for _, found in staged:
-        _add(redacted, found)
+        if found:
+            _add(redacted, found)
     _add(redacted, redacted_total(last))
     return results, redacted
 
@@ -465,14 +548,13 @@ def clear_staging(store: Store, older_than: float | None = None) -> int:
     """Drop staged lines of imports that can no longer commit: all of them at start (their
     clients lost the daemon), or those idle longer than `older_than` seconds; how many lines."""
     if older_than is None:
-        cur = store.conn.execute(f"DELETE FROM import_staging RETURNING substr(item, 1, "
-                                 f"{_COUNT})")
+        cur = store.conn.execute(f"DELETE FROM import_staging RETURNING n & {_LINES_MASK}")
     else:
         cur = store.conn.execute(
             "DELETE FROM import_staging WHERE import_id IN (SELECT import_id FROM "
             "import_staging GROUP BY import_id HAVING max(staged_ts) < ?) RETURNING "
-            f"substr(item, 1, {_COUNT})", (time.time() - older_than,))
-    return sum(int.from_bytes(cast(bytes, b), "little") for (b,) in cur.fetchall())
+            f"n & {_LINES_MASK}", (time.time() - older_than,))
+    return sum(cast(int, c) for (c,) in cur.fetchall())
 
 
 # -- the rules, kept after another device's writes are merged ------------------------------------

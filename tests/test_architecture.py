@@ -146,7 +146,8 @@ def test_new_memories_have_one_door() -> None:
         if p.name in ("write.py", "core.py"):
             continue
         text = p.read_text()
-        for needle in (r"insert_states\(", r"new=True", r"INSERT INTO memories[ (]"):
+        for needle in (r"insert_states\(", r"insert_rows\(", r"new=True",
+                       r"INSERT INTO memories[ (]"):
             if re.search(needle, text):
                 bad.append(f"{p.relative_to(ROOT)}: {needle}")
     assert bad == []

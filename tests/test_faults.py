@@ -89,17 +89,20 @@ def _count(home: Path) -> int:
 
 @pytest.mark.slow
 def test_import_killed_anywhere_keeps_all_or_nothing(db0: Db0, tmp_path: Path) -> None:
-    n = 30_000
-    src = tmp_path / "big.jsonl"
-    src.write_text("".join(json.dumps({"content": f"imported line {i} about topic {i % 97}"})
-                           + "\n" for i in range(n)))
+    n = 60_000
     rng = random.Random(7)
     for trial in range(3):
+        # Lines of their own per trial: a file imported whole by an earlier trial (the kill
+        # came after it) would be all duplicates, kept as nothing with exit 0.
+        src = tmp_path / f"big{trial}.jsonl"
+        src.write_text("".join(json.dumps({"content": f"trial {trial} imported line {i} "
+                                                      f"about topic {i % 97}"}) + "\n"
+                               for i in range(n)))
         db0.run("daemon", "start")
         before = _count(db0.home)
         proc = subprocess.Popen([DB0, "import", str(src)], env=db0.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.3, 2.5))
+        time.sleep(rng.uniform(0.2, 2.0))
         pid = db0.daemon_pid()
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
@@ -129,6 +132,40 @@ def test_a_bad_line_anywhere_keeps_nothing(db0: Db0, tmp_path: Path) -> None:
     assert "line 21001: content must be text, got a number" in r.err
     assert "nothing was imported" in r.err
     assert db0.json("list", "--limit", "5") == {"memories": []}
+
+
+def test_a_bad_line_while_batches_are_in_flight_keeps_nothing(db0: Db0, tmp_path: Path
+                                                               ) -> None:
+    """The CLI sends the next batch while the daemon stages the one before: a line the daemon
+    refuses (its batch answered with an error while the next was already sent) and a line
+    that is not JSON (found while a batch is staged) both keep nothing, leave nothing staged
+    and say what they said before; a good import of several batches keeps every line."""
+    def staged() -> int:
+        conn = apsw.Connection(str(db0.home / "data" / "db0.sqlite3"),
+                               flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            return int(conn.execute("SELECT count(*) FROM import_staging").fetchone()[0])
+        finally:
+            conn.close()
+
+    lines = [json.dumps({"content": f"line {i}"}) for i in range(45_000)]
+    for at, bad, message in ((15_000, json.dumps({"content": 5}),
+                              "line 15001: content must be text, got a number"),
+                             (35_000, "{not json", "line 35001 is not JSON")):
+        src = tmp_path / f"bad{at}.jsonl"
+        src.write_text("\n".join([*lines[:at], bad, *lines[at + 1:]]) + "\n")
+        r = db0.run("import", str(src), check=False)
+        assert r.code == 1, r.err
+        assert message in r.err and "nothing was imported" in r.err, r.err
+        assert len(r.err.strip().splitlines()) == 1, r.err
+        assert db0.json("list", "--limit", "5") == {"memories": []}
+        assert staged() == 0
+    src = tmp_path / "good.jsonl"
+    src.write_text("\n".join(lines + lines[:5]) + "\n")
+    res = db0.json("import", str(src))
+    assert (res["stored"], res["duplicate"], res["total"]) == (45_000, 5, 45_005)
+    assert len(res["ids"]) == 45_005 and res["ids"][-5:] == res["ids"][:5]
+    assert _count(db0.home) == 45_000 and staged() == 0
 
 
 # -- readers beside writers, bursts -----------------------------------------------------------

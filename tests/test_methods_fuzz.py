@@ -182,3 +182,33 @@ def test_hostile_frames(daemon: tuple[Db0, Raw]) -> None:
         assert not resp["ok"] and resp["error"]["code"] == "bad_request", resp
     # The daemon is still there and answers normally.
     assert raw.send(b'{"v":1,"id":2,"method":"daemon.hello","params":{}}')["ok"]
+
+
+_LEAF = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
+         | st.text(alphabet=st.sampled_from("ab\u00e9\x00 \ud800"), max_size=6))
+_JSONISH = st.recursive(_LEAF, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
+    st.text(alphabet=st.sampled_from("k\x00\ud800\u00e9"), max_size=3), kids, max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_JSONISH, max_size=6))
+def test_a_list_of_json_checks_as_item_by_item_with_paths(items: list[Any]) -> None:
+    """ListOf(Json) first checks without building each value's path, and only for an error
+    with them: the result, or the error and its path, is the whole check's."""
+    shape = shapes.ListOf(shapes.Json(object_only=True))
+
+    def outcome(fn: Any) -> Any:
+        try:
+            return ("ok", fn())
+        except shapes.ShapeError as e:
+            return ("error", str(e), e.__dict__)
+
+    got = outcome(lambda: shape.check(items, "items"))
+    fast, shapes._clean_json = shapes._clean_json, lambda v: False  # type: ignore[assignment]
+    try:
+        want = outcome(lambda: [shape.item.check(x, f"items[{i}]")
+                                for i, x in enumerate(items)])
+    finally:
+        shapes._clean_json = fast  # type: ignore[assignment]
+    assert got == want

@@ -143,3 +143,37 @@ def test_assignments_in_their_common_spellings_and_redaction_is_idempotent() -> 
     for text in _texts():
         once = secrets.redact(text)[0]
         assert secrets.redact(once) == (once, {}), once
+
+
+def test_the_grouped_prefilter_redacts_as_the_plain_list(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """`maybe_secret` searches an ASCII text for a few characters first and only then for the
+    literals of their groups; on generated texts made of secret formats' pieces (in every case,
+    with and without the characters they need, beyond ASCII too) `redact` gives what it gives
+    with the plain literal list, and for ASCII texts what the patterns give with no prefilter."""
+    import random
+
+    def plain(text: str) -> bool:
+        low = text.lower()
+        return any(lit in low for lit in secrets.MAYBE)
+
+    pieces = [*secrets.MAYBE, *(m.upper() for m in secrets.MAYBE), *PLANTED.values(),
+              "-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----", "AKIA", "ASIA",
+              "AIza" + "b" * 35, "sk-ant-" + "x" * 24, "sk_live_" + "a" * 24, "rk_test_",
+              "github_pat_" + "A" * 24, "ghs_" + "z" * 40, "eyJ" + "a" * 10 + ".eyJ" + "b" * 10
+              + "." + "c" * 10, "https://hooks.slack.com/services/" + "T" * 24,
+              "aws_secret_access_key", "AWS_SECRET_ACCESS_KEY = ", "A" * 40, "password",
+              "Passwd", "PWD", "client_secret", "ApiKey", "api_key", "access_token",
+              "AUTH_TOKEN", "<private>", "</private>", "<PRIVATE>", "://", "user:", "@host",
+              ":", "=", " = ", "\"", "'", "-", "_", " ", "\n", "word", "hunter2345",
+              "s3cr3t-value", "ſecret", "\u212aey", "İ", "é", "x" * 8, "0123456789" * 2]
+    rng = random.Random(17)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 9)))
+             for _ in range(20_000)]
+    new = [secrets.redact(t) for t in texts]
+    assert sum(n[1] != {} for n in new) > 2_000  # the texts hold many secrets
+    monkeypatch.setattr(secrets, "maybe_secret", plain)
+    assert [secrets.redact(t) for t in texts] == new
+    monkeypatch.setattr(secrets, "maybe_secret", lambda text: True)
+    assert [secrets.redact(t) for t in texts if t.isascii()] == [
+        n for t, n in zip(texts, new, strict=True) if t.isascii()]

@@ -290,7 +290,7 @@ def test_op_text_is_what_json_dumps_writes() -> None:
                   {k: v for k, v in base.items() if k != "tags"}):
         want = json.dumps(core.op_payload(state), ensure_ascii=False, separators=(",", ":"))
         assert core.op_json(state) == want
-        assert core._new_op_json(state) == want
+        assert core.new_op_json(state) == want
 
 
 def test_a_staged_import_is_one_row_a_batch_and_commits_like_one_batch(tmp_path: Path) -> None:
@@ -402,3 +402,104 @@ def test_list_reads_the_newest_first_and_gives_the_full_querys_page(
     finally:
         memories.LIST_SCAN = old
     assert got == want, (len(got), len(want))
+
+
+def test_bulk_rows_and_ops_are_the_states_one_by_one_would_write(tmp_path: Path) -> None:
+    """remember_many builds its rows and op texts from shared templates, not a state per
+    line: every stored row is the state `_new_state` makes for its item (with the id, clock
+    and time the batch gave it), every op's payload is `json.dumps` of that state without its
+    text, the clock stamps rise in line order, and tags land in memory_tags."""
+    import json
+
+    from db0.store import core
+
+    store = Store.open(tmp_path / "db.sqlite")
+    ctx = Context(user="u", agent="a\u00e9", session="s1")
+    raw: list[dict[str, object]] = []
+    for i in range(120):
+        it: dict[str, object] = {"content": f"line {i} caf\u00e9 \"q\" \u2028", "scope":
+                                 ("user", "agent", "session")[i % 3]}
+        if i % 4 == 1:
+            it["tags"] = ["b", f"t{i % 3}", "a\u00fc"]
+        if i % 5 == 2:
+            it["metadata"] = {"k": i % 2, "n\u00e9": "v\n", "f": 0.1}
+        if i % 7 == 3:
+            it["pinned"] = True
+        if i % 6 == 4:
+            it["created_at"] = "2023-05-08T13:56:00.5"
+        if i % 9 == 5:
+            it["ttl"] = "2h"
+        if i % 11 == 6:
+            it["expires_at"] = "2031-01-01T00:00:00Z"
+        raw.append(it)
+    raw.append({"content": "line 4 caf\u00e9 \"q\" \u2028", "scope": "agent"})  # a duplicate
+    ps = [write.prepare(it) for it in raw]
+    with store.transaction():
+        out = write.remember_many(store, ctx, ps)
+    assert [r["status"] for r in out] == ["stored"] * 120 + ["duplicate"]
+    cols = ", ".join(core.STATE_COLUMNS)
+    rows = {r[0]: dict(zip(core.STATE_COLUMNS, r, strict=True)) for r in store.conn.execute(
+        f"SELECT {cols} FROM memories")}
+    ops = list(store.conn.execute("SELECT memory_id, hlc, device_id, kind, payload, created_ts "
+                                  "FROM ops ORDER BY seq"))
+    assert [o[0] for o in ops] == [r["id"] for r in out[:120]]
+    assert [o[1] for o in ops] == sorted(o[1] for o in ops) and len({o[1] for o in ops}) == 120
+    for p, res, (mid, hlc, dev, kind, payload, created_ts) in zip(ps, out, ops, strict=False):
+        row = rows[mid]
+        now = row["updated_ts"]
+        want = write._new_state(ctx, p.item, p.item["scope"], ctx.owner(p.item["scope"]),
+                                row["content_hash"], now, (row["created_at"], now)
+                                if p.item["created_at"] is None else None)
+        want.update(id=res["id"], hlc=hlc, device_id=store.device_id)
+        assert row == want
+        assert (dev, kind, created_ts) == (store.device_id, "import", now)
+        assert payload == json.dumps(core.op_payload(want), ensure_ascii=False,
+                                     separators=(",", ":"))
+        tags = [t for (t,) in store.conn.execute(
+            "SELECT tag FROM memory_tags JOIN memories USING (rid) WHERE id=? ORDER BY tag",
+            (mid,))]
+        assert tags == sorted(p.item["tags"])
+
+
+def test_bulk_ids_and_stamps_keep_their_formats() -> None:
+    from db0.store import ids
+
+    got = ids.new_ids(1764707726123, 2000)
+    assert len(set(got)) == 2000 and got == sorted(got)
+    one = ids.new_id(1764707726123)
+    for i in got:
+        assert len(i) == 26 and i[:10] == one[:10]
+        assert set(i) <= set(ids._CROCKFORD)
+    assert {i[10] for i in got} == set(ids._CROCKFORD)  # every character, the first too
+    clock = ids.HybridClock("dev1")
+    stamps = [clock.now(), *clock.stamps(250_001), clock.now(), *clock.stamps(3)]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert all(len(s) == 13 + 1 + 5 + 1 + 4 for s in stamps)
+    clock._counter = 99_999
+    clock._ms = int(stamps[-1].split(".")[0])
+    after = clock.now()
+    assert after > stamps[-1] and after.split(".")[1] == "00000"
+
+
+def test_a_plain_memory_validates_as_one_with_every_field() -> None:
+    """`_validate`'s short path (content and scope only) gives what the whole path gives when
+    the same memory names its other fields with their defaults, errors included."""
+    from db0.store.errors import InvalidError
+
+    extra = {"key": None, "tags": [], "metadata": {}, "pinned": False, "ttl": None,
+             "created_at": None, "expires_at": None, "id": None}
+    for content in (" x ", "caf\u00e9\n", "a" * 100, "", "  ", "a\x00b", "\ud800x", 5, None,
+                    "b" * (64 * 1024 + 1)):
+        for scope in ("agent", None, "", "galaxy", 3):
+            plain: dict[str, object] = {"content": content}
+            if scope is not None:
+                plain["scope"] = scope
+            results = []
+            for item in (plain, {**plain, **extra}):
+                try:
+                    results.append(write._validate(item, "line 7"))
+                except InvalidError as e:
+                    results.append((str(e), e.hint))
+            assert results[0] == results[1], (content, scope)
+            if isinstance(results[0], dict):
+                assert list(results[0]) == list(results[1])

@@ -177,7 +177,12 @@ class ListOf(Shape):
             raise self.fail(v, path)
         if self.max_items is not None and len(v) > self.max_items:
             raise ShapeError(f"at most {self.max_items} items", path, f"{len(v)}")
-        return [self.item.check(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        item = self.item
+        try:  # an item's path is only made for its error, on the second pass
+            return [item.check(x, path) for x in v]
+        except ShapeError:
+            pass
+        return [item.check(x, f"{path}[{i}]") for i, x in enumerate(v)]
 
 
 @dataclass
@@ -213,6 +218,8 @@ class Json(Shape):
     def check(self, v: Any, path: str) -> Any:
         if self.object_only and not isinstance(v, dict):
             raise self.fail(v, path)
+        if _clean_json(v):
+            return v
         # Iterative, so depth is bounded here and never by Python's stack.
         stack: list[tuple[Any, int, str]] = [(v, 1, path)]
         while stack:
@@ -230,6 +237,46 @@ class Json(Shape):
                     clean_text(k, f"{where}.{k!r}")
                     stack.append((y, depth + 1, f"{where}.{k}"))
         return v
+
+
+def _clean_text(x: str) -> bool:
+    if "\x00" in x:
+        return False
+    if x.isascii():
+        return True
+    try:
+        x.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _clean_json(v: Any) -> bool:
+    """Whether `Json.check` passes `v` as it is, found without the paths its errors name
+    (a batch of imported lines is thousands of objects); False for anything it would refuse
+    or that is not plain JSON, which then takes its whole check."""
+    stack: list[tuple[Any, int]] = [(v, 1)]
+    while stack:
+        x, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return False
+        t = type(x)
+        if t is str:
+            if not _clean_text(x):
+                return False
+        elif t is dict:
+            for k, y in x.items():
+                if type(k) is not str or not _clean_text(k):
+                    return False
+                stack.append((y, depth + 1))
+        elif t is list:
+            stack.extend((y, depth + 1) for y in x)
+        elif t is float:
+            if not math.isfinite(x):
+                return False
+        elif t not in (int, bool, type(None)):
+            return False
+    return True
 
 
 @dataclass

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon.core.shapes import Bool, Either, Int, Json, ListOf, MapOf, Num, OneOf, P, Str
@@ -114,6 +118,35 @@ def _near_duplicates(rt: Runtime, req: Request, result: dict[str, Any]
             for rid, d in hits if rid in states and states[rid]["id"] not in skip]
 
 
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic collector paused while an import request runs: a batch makes thousands of
+    objects and a commit hundreds of thousands, none of them garbage until it ends, and each
+    collection the allocations would set off walks them all again (and the daemon's own
+    long-lived objects). Garbage cycles made meanwhile wait for the next collection after.
+    Nested and concurrent pauses count: the last to end turns it back on (if it was on)."""
+    global _gc_pausers
+    with _gc_lock:
+        if _gc_pausers == 0 and not gc.isenabled():
+            was_off = True
+        else:
+            was_off = False
+            _gc_pausers += 1
+            gc.disable()
+    try:
+        yield
+    finally:
+        if not was_off:
+            with _gc_lock:
+                _gc_pausers -= 1
+                if _gc_pausers == 0:
+                    gc.enable()
+
+
 @rpc("memory.import", {
     "items": P(ListOf(Json(object_only=True), max_items=MAX_BATCH),
                "the memories, as `db0 export` writes them", required=True),
@@ -130,6 +163,14 @@ def _near_duplicates(rt: Runtime, req: Request, result: dict[str, Any]
 def import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
     """Import memories, all or nothing: every item is checked before anything is written; with
     `import_id`, batches are staged and made visible together by the one that commits."""
+    with _gc_paused():
+        result = _import_batch(rt, req)
+    if req.params["wait"] and "ids" in result:
+        _wait_indexed(rt, result["ids"], req.params["wait_timeout"])
+    return result
+
+
+def _import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
     p = req.params
     raw = p["items"]
     lines = p.get("lines") or list(range(1, len(raw) + 1))
@@ -139,8 +180,8 @@ def import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
     prepared = [write.prepare(it, allow_secrets=allow, where=f"line {n}")
                 for n, it in zip(lines, raw, strict=True)]
     ctx = req.ctx
-    for it in prepared:
-        ctx.owner(it.item["scope"])  # a scope the context cannot own fails the whole batch now
+    for scope in dict.fromkeys(it.item["scope"] for it in prepared):
+        ctx.owner(scope)  # a scope the context cannot own fails the whole batch now
     if p["dry_run"]:
         return {"checked": len(prepared), "redacted": write.redacted_total(prepared)}
     import_id = p.get("import_id")
@@ -161,8 +202,6 @@ def import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
                 "ids": [r["id"] for r in out], "redacted": redacted}
 
     result: dict[str, Any] = rt.write(job)
-    if p["wait"]:
-        _wait_indexed(rt, result["ids"], p["wait_timeout"])
     return result
 
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from db0.cli import output
@@ -24,15 +25,26 @@ _DECODER = json.JSONDecoder()
 
 
 def _parse_lines(raw: bytes, source: str) -> list[tuple[int, dict[str, Any]]]:
+    return [x for batch in _batches(_text_lines(raw, source), source, 1 << 62) for x in batch]
+
+
+def _text_lines(raw: bytes, source: str) -> list[str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         bad = raw[: e.start].count(b"\n") + 1
         raise Db0Error("invalid", f"{source}: line {bad} is not valid UTF-8",
                        "re-encode the file as UTF-8; nothing was imported") from None
-    items = []
+    return text.splitlines()
+
+
+def _batches(lines: list[str], source: str, size: int) -> Iterator[list[tuple[int, dict[str,
+                                                                                      Any]]]]:
+    """The non-blank lines as (line number, object), `size` to a batch, each batch parsed
+    when it is asked for (a bad line raises then, with its number)."""
+    items: list[tuple[int, dict[str, Any]]] = []
     decode = _DECODER.raw_decode
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -49,7 +61,11 @@ def _parse_lines(raw: bytes, source: str) -> list[tuple[int, dict[str, Any]]]:
             raise Db0Error("invalid", f"{source}: line {n} is not a JSON object",
                            'write {"content": "..."}; nothing was imported')
         items.append((n, obj))
-    return items
+        if len(items) == size:
+            yield items
+            items = []
+    if items:
+        yield items
 
 
 def import_(
@@ -71,37 +87,59 @@ def import_(
       db0 export > memories.jsonl && db0 import memories.jsonl
       cat notes.jsonl | db0 import - --wait
     """
-    items = _parse_lines(read_source(source), "stdin" if source == "-" else source)
+    name = "stdin" if source == "-" else source
+    lines = _text_lines(read_source(source), name)
+    total = sum(1 for line in lines if line.strip())
+    batches = _batches(lines, name, BATCH)
+    chunk = next(batches, None)  # a bad line in the first batch fails before the daemon
     ctx = context(user, agent, session, task)
     from db0.daemon.client import Client
 
     c = Client(pinned=True)  # every batch to the daemon that staged the first one
-    if not items:
+    if chunk is None:
         raise Db0Error("invalid", f"{source}: no lines to import", "give JSON lines")
-    import_id = None if len(items) <= BATCH else os.urandom(12).hex()
+    import_id = None if total <= BATCH else os.urandom(12).hex()
     res: dict[str, Any] = {}
     checked = 0
-    with output.progress("importing", len(items)) as bar:
-        for i in range(0, len(items), BATCH):
-            chunk = items[i:i + BATCH]
-            last = i + BATCH >= len(items)
-            params: dict[str, Any] = {
-                "items": [o for _, o in chunk], "lines": [n for n, _ in chunk],
-                "context": ctx, "allow_secrets": allow_secrets}
-            if import_id:
-                params.update(import_id=import_id, commit=last)
-                if last:
-                    params["expect_lines"] = len(items)
-            try:
-                res = c.call("memory.import", params, timeout=None if last else 300.0)
-            except Db0Error as e:
-                raise _failed(c, import_id, e, checked, last, len(items)) from None
-            checked += len(chunk)
-            bar.advance(len(chunk))
+    with output.progress("importing", total) as bar:
+        # One batch in flight: the next one is parsed and sent while the daemon stages this
+        # one (it answers a connection's requests in order). The last batch, which commits,
+        # is sent only once every batch before it was staged.
+        sent: list[tuple[int, bool]] = []  # (lines, last) of each request not answered yet
+        last = False
+        bad_line: Db0Error | None = None
+        try:
+            while chunk is not None:
+                last = checked + sum(n for n, _ in sent) + len(chunk) >= total
+                params: dict[str, Any] = {
+                    "items": [o for _, o in chunk], "lines": [n for n, _ in chunk],
+                    "context": ctx, "allow_secrets": allow_secrets}
+                if import_id:
+                    params.update(import_id=import_id, commit=last)
+                    if last:
+                        params["expect_lines"] = total
+                while last and sent:
+                    res, checked = _answer(c, sent, bar, checked)
+                c.send("memory.import", params, timeout=None if last else 300.0)
+                sent.append((len(chunk), last))
+                try:
+                    chunk = None if last else next(batches)
+                except Db0Error as bad:
+                    bad_line = bad
+                    break
+                while len(sent) > (0 if last else 1):
+                    res, checked = _answer(c, sent, bar, checked)
+        except Db0Error as e:
+            failed_last = sent[0][1] if sent else last
+            raise _failed(c, import_id, e, checked, failed_last, total, sent[1:]) from None
+        if bad_line is not None:  # nothing may stay staged
+            _drain(c, sent)
+            _abort(c, import_id)
+            raise bad_line
     if wait:
         c.call("memory.wait", {"ids": res["ids"]}, timeout=None)
     redacted = res.get("redacted") or {}
-    summary = {"stored": res["stored"], "duplicate": res["duplicate"], "total": len(items),
+    summary = {"stored": res["stored"], "duplicate": res["duplicate"], "total": total,
                "redacted": redacted}
     if redacted and not json_:
         from db0.cli.commands.memory import redaction_notice
@@ -111,13 +149,38 @@ def import_(
         output.emit_json({**summary, "ids": res["ids"]})
     else:
         output.notice(f"db0: imported {res['stored']} memories ({res['duplicate']} duplicates) "
-                      f"from {len(items)} lines")
+                      f"from {total} lines")
     return 0
 
 
+def _answer(c: Any, sent: list[tuple[int, bool]], bar: Any, checked: int
+            ) -> tuple[dict[str, Any], int]:
+    """The answer to the oldest batch sent, and the lines checked with it."""
+    n, last = sent[0]
+    res: dict[str, Any] = c.receive("memory.import", None if last else 300.0)
+    sent.pop(0)
+    bar.advance(n)
+    return res, checked + n
+
+
+def _drain(c: Any, sent: list[tuple[int, bool]]) -> None:
+    """Read the answers still owed (whatever they say), so the connection can be used again."""
+    for _ in sent:
+        with contextlib.suppress(Db0Error):
+            c.receive("memory.import", 300.0)
+    sent.clear()
+
+
+def _abort(c: Any, import_id: str | None) -> None:
+    if import_id:
+        with contextlib.suppress(Db0Error):
+            c.call("memory.import_abort", {"import_id": import_id}, timeout=30.0)
+
+
 def _failed(c: Any, import_id: str | None, e: Db0Error, checked: int, last: bool,
-            total: int) -> Db0Error:
-    """The one error an import that did not commit reports (and its staged lines dropped)."""
+            total: int, owed: list[tuple[int, bool]]) -> Db0Error:
+    """The one error an import that did not commit reports (and its staged lines dropped);
+    `owed`: batches sent after the one that failed, whose answers are still to be read."""
     if e.code in ("unavailable", "shutting_down"):
         sent = "before the request was sent" not in e.message
         if import_id and last and sent:  # the commit was under way: ask a daemon still there
@@ -136,9 +199,8 @@ def _failed(c: Any, import_id: str | None, e: Db0Error, checked: int, last: bool
                             "nothing in between", "see which with: db0 list")
         return Db0Error(e.code, f"the import was interrupted ({e.message}); none of its "
                         "lines were kept", "run the same import again")
-    if import_id:
-        with contextlib.suppress(Db0Error):
-            c.call("memory.import_abort", {"import_id": import_id}, timeout=30.0)
+    _drain(c, owed)
+    _abort(c, import_id)
     return Db0Error(e.code, f"{e.message} ({checked} lines checked before it; nothing was "
                     "imported)", e.hint or "fix that line and run the import again")
 
