@@ -243,6 +243,30 @@ def test_purge_erases_text_everywhere(db0: Db0, home: Path) -> None:
     assert "XK1234567" not in db0.run("export", "--all").out
 
 
+def test_purge_erases_text_everywhere_in_a_store_that_merged_around_it(db0: Db0, home: Path
+                                                                        ) -> None:
+    """The same promise once FTS5 has merged segments and b-trees have split around the text:
+    thousands of single writes before and after it, then purge, then the files."""
+    from db0.daemon.client import Client
+    from db0.daemon.paths import Paths
+
+    db0.run("remember", "warm up")
+    c = Client(Paths(home, home / "config", home / "data", home / "logs", home / "run"),
+               autostart="never")
+    try:
+        for i in range(800):
+            c.call("memory.remember", {"content": f"note {i} about things {i % 13}"})
+        mid = c.call("memory.remember", {"content": "my passport number is QZ7654321"})["id"]
+        for i in range(2000):
+            c.call("memory.remember", {"content": f"later note {i} about stuff {i % 11}"})
+    finally:
+        c.close()
+    assert db0.json("purge", mid, "--yes")["status"] == "purged"
+    db0.run("daemon", "stop")  # checkpoint the WAL into the file
+    for f in (home / "data").glob("db0.sqlite3*"):
+        assert b"qz7654321" not in f.read_bytes().lower(), f
+
+
 def test_ages_read_the_daemons_times_by_hand_as_datetime_would() -> None:
     import datetime as dt
     import random
