@@ -257,11 +257,7 @@ class Writer:
             index_deferred(self.store)
         except BaseException as e:  # a job failed: roll back, and run them with savepoints
             self.store.fts_after = None
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except Exception:
-                log.exception("rollback failed")
+            if not _rollback(conn):
                 for _fn, fut in live:
                     fut.set_exception(e)
                 return True
@@ -269,11 +265,7 @@ class Writer:
         try:
             conn.execute("COMMIT")
         except BaseException as e:  # the commit failed: nothing is kept
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except Exception:
-                    log.exception("rollback failed")
+            _rollback(conn)
             for _fn, fut in live:
                 fut.set_exception(e)
             return True
@@ -304,11 +296,7 @@ class Writer:
                 done.append((fut, result, None))
             conn.execute("COMMIT")
         except BaseException as e:  # BEGIN, a rollback or the COMMIT failed: nothing is kept
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except Exception:
-                    log.exception("rollback failed")
+            _rollback(conn)
             failed = {id(f) for f, _, err in done if err is not None}
             for fn_fut in live:
                 fut = fn_fut[1]
@@ -336,11 +324,7 @@ class Writer:
             result = fn(self.store)
             conn.execute("COMMIT")
         except BaseException as e:  # BEGIN, the job or the COMMIT failed: nothing is kept
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except Exception:
-                    log.exception("rollback failed")
+            _rollback(conn)
             fut.set_exception(e)
             return
         self.commits += 1
@@ -364,6 +348,17 @@ class Writer:
         self._closing = True
         self._kick.set()
         self._thread.join(timeout)
+
+
+def _rollback(conn: Any) -> bool:
+    """Roll back the transaction under way, if any; False (logged) when the rollback failed."""
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return True
+    except Exception:
+        log.exception("rollback failed")
+        return False
 
 
 class Checkpointer:
