@@ -321,9 +321,8 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
     # tokenizing to be left out.
     prefixes = {t[:-1] for t in terms}
     todo = [r for r in rids if r not in known]
-    for rid, content, part in ((r, x["content"], x["part"]) for r, x in (rows or Rows(store))
-                               .get(todo).items()):
-        text = str(content)
+    for rid, row in (rows or Rows(store)).get(todo).items():
+        text, part = str(row["content"]), row["part"]
         if text.isascii():
             low = text.lower()
             if not any(p in low for p in prefixes):
