@@ -149,7 +149,8 @@ def test_import_parses_lines_as_json_loads_does() -> None:
             if not isinstance(want, dict):
                 want = "line 2 is not a JSON object"
         try:
-            got: object = transfer._parse_lines(f"{{}}\n{line}\n".encode(), "f")[1][1]
+            lines = transfer._text_lines(f"{{}}\n{line}\n".encode(), "f")
+            got: object = next(transfer._batches(lines, "f", 10))[1][1]
         except Db0Error as e:
             got = e.message.removeprefix("f: ")
         assert got == want, line

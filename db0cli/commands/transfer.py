@@ -24,10 +24,6 @@ EXPORT_FIELDS = ("id", "content", "scope", "key", "tags", "metadata", "created_a
 _DECODER = json.JSONDecoder()
 
 
-def _parse_lines(raw: bytes, source: str) -> list[tuple[int, dict[str, Any]]]:
-    return [x for batch in _batches(_text_lines(raw, source), source, 1 << 62) for x in batch]
-
-
 def _text_lines(raw: bytes, source: str) -> list[str]:
     try:
         text = raw.decode("utf-8")
