@@ -167,19 +167,30 @@ def defer_full_text(store: Store) -> None:
     one statement before the commit. FTS5 flushes its pending terms at every statement, so
     several writes in one commit would each write (and later merge) a segment of their own
     (m004_bulk_fts). Only `write_state` and `insert_states` may write memories meanwhile."""
-    store.fts_after = int(dbmod.scalar(store.conn, "SELECT coalesce(max(rid), 0) FROM memories"))
-    store.conn.execute("INSERT INTO fts_defer(flag) VALUES (1)")
+    store.fts_after = _quiet_full_text(store.conn)
 
 
 def index_deferred(store: Store) -> None:
     """Index the full text of the memories inserted since `defer_full_text`, in one statement,
     and let the insert trigger index again. Must run before the transaction commits."""
     after, store.fts_after = store.fts_after, None
-    if after is None:
-        return
-    store.conn.execute("DELETE FROM fts_defer")
-    store.conn.execute("INSERT INTO memories_fts(rowid, content, part) "
-                       "SELECT rid, content, part FROM memories WHERE rid > ?", (after,))
+    if after is not None:
+        _index_full_text(store.conn, after)
+
+
+def _quiet_full_text(conn: apsw.Connection) -> int:
+    """Quiet the insert trigger (`fts_defer`); the largest rid so far, for _index_full_text."""
+    after = int(dbmod.scalar(conn, "SELECT coalesce(max(rid), 0) FROM memories"))
+    conn.execute("INSERT INTO fts_defer(flag) VALUES (1)")
+    return after
+
+
+def _index_full_text(conn: apsw.Connection, after: int) -> None:
+    """Index the full text of the memories above rid `after` in one statement, and let the
+    insert trigger index again."""
+    conn.execute("DELETE FROM fts_defer")
+    conn.execute("INSERT INTO memories_fts(rowid, content, part) "
+                 "SELECT rid, content, part FROM memories WHERE rid > ?", (after,))
 
 
 def insert_states(store: Store, states: list[dict[str, Any]], kind: str) -> None:
@@ -267,24 +278,12 @@ def op_json(state: dict[str, Any]) -> str:
     """`json.dumps(op_payload(state), ensure_ascii=False, separators=(",", ":"))`, the same
     text, built from the state's plain values without the encoder's per-call set-up (an import
     makes one per line); any other value goes through json.dumps."""
-    enc = encode_str
-    parts = []
-    for k, v in state.items():
-        if k == "content":
-            continue
-        kj = _KEY_JSON.get(k) or enc(k) + ":"
-        t = type(v)
-        if t is str:
-            parts.append(kj + enc(v))
-        elif v is None:
-            parts.append(kj + "null")
-        elif t is int:
-            parts.append(kj + int.__repr__(v))
-        elif t is float and v - v == 0:  # finite
-            parts.append(kj + float.__repr__(v))
-        else:
-            return json.dumps(op_payload(state), ensure_ascii=False, separators=(",", ":"))
-    return '{"state":{' + ",".join(parts) + "}}"
+    try:
+        body = ",".join((_KEY_JSON.get(k) or encode_str(k) + ":") + _jv(v)
+                        for k, v in state.items() if k != "content")
+    except ValueError:
+        return json.dumps(op_payload(state), ensure_ascii=False, separators=(",", ":"))
+    return '{"state":{' + body + "}}"
 
 
 encode_str: Any = getattr(json.encoder, "c_encode_basestring", None) or \
@@ -342,13 +341,10 @@ def insert_rows(conn: apsw.Connection, rows: list[Any], tagged: dict[str, list[s
     if len(rows) < BULK_FTS:
         conn.executemany(_PLAIN_INSERT, rows)
     else:
-        after = dbmod.scalar(conn, "SELECT coalesce(max(rid), 0) FROM memories")
-        conn.execute("INSERT INTO fts_defer(flag) VALUES (1)")
+        after = _quiet_full_text(conn)
         with _bulk_indexes(conn, "memories", "rid", len(rows)):
             conn.executemany(_PLAIN_INSERT, rows)
-        conn.execute("DELETE FROM fts_defer")
-        conn.execute("INSERT INTO memories_fts(rowid, content, part) "
-                     "SELECT rid, content, part FROM memories WHERE rid > ?", (after,))
+        _index_full_text(conn, after)
     if tagged:
         rids = conn.execute("SELECT id, rid FROM memories WHERE id IN "
                             "(SELECT value FROM json_each(?))", (json.dumps(list(tagged)),))
