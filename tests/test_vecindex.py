@@ -379,3 +379,41 @@ def test_visible_partitions() -> None:
     assert visible_partitions(ctx) == [
         ("user", "u"), ("agent", "bot"), ("session", "s2"), ("session", "s1")]
     assert visible_partitions(ctx, ["agent"]) == [("agent", "bot")]
+
+
+def test_a_text_already_embedded_is_found_by_its_hash_at_a_cost_that_does_not_grow(
+        store: Store) -> None:
+    """The embedder reuses a vector made for the same text (vectors.cached) before embedding a
+    batch; that lookup runs for every batch, one remember included, so it must cost the texts
+    asked about, not a pass over the model's vectors."""
+    def lookup(hashes: list[str]) -> tuple[dict[str, bytes], int]:
+        steps = [0]
+
+        def count() -> bool:
+            steps[0] += 1
+            return False
+
+        store.conn.set_progress_handler(count, 10)
+        try:
+            return vectors.cached(store, mid, hashes), steps[0]
+        finally:
+            store.conn.set_progress_handler(None)
+
+    mid = fill(store, {("agent", "a"): 200})
+    rows = store.conn.execute("SELECT content_hash, vector FROM memory_vectors "
+                              "ORDER BY rid LIMIT 3").fetchall()
+    asked = [str(h) for h, _ in rows] + ["0" * 64]
+    got, small = lookup(asked)
+    assert got == {str(h): bytes(b) for h, b in rows}
+    assert lookup([])[0] == {}
+    fill(store, {("agent", "b"): 3000}, seed=2)
+    got, big = lookup(asked)
+    assert got == {str(h): bytes(b) for h, b in rows}
+    assert big <= 2 * small + 10, (small, big)
+    # A memory whose text changed no longer offers its old vector for the old text.
+    rid = store.conn.execute("SELECT rid FROM memory_vectors WHERE content_hash=?",
+                             (asked[0],)).fetchone()[0]
+    with store.transaction():
+        store.conn.execute("UPDATE memories SET content='changed', content_hash=? WHERE rid=?",
+                           ("f" * 64, rid))
+    assert asked[0] not in lookup(asked)[0]
