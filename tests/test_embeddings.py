@@ -144,6 +144,26 @@ def test_kill9_with_pending_resumes_and_pending_is_found_by_keyword(mdb0: Db0) -
     assert [m["vectors"] for m in models if m["current"]] == [n]
 
 
+def test_a_write_that_names_no_ids_is_embedded_through_the_op_log(mdb0: Db0) -> None:
+    """A hook event (like a checkpoint or a sync) stores memories without naming their ids to
+    the embedder, which finds them in the op log: within seconds, not at the minute's safety
+    net scan (nor by a pass over every memory, which each event used to cost)."""
+    mdb0.run("remember", "--wait", FACTS[1])
+    event = json.dumps({"session_id": "feed", "prompt": FACTS[0], "cwd": str(mdb0.home),
+                        "hook_event_name": "UserPromptSubmit"})
+    started = time.monotonic()
+    mdb0.run("hook", "prompt", "--agent", "claude-code", input=event)
+
+    def embedded() -> bool:
+        n = mdb0.json("stats")["memories"]
+        have = [m["vectors"] for m in mdb0.json("model", "list")["models"] if m["current"]]
+        return n >= 2 and have == [n]
+
+    wait_until(embedded, 20, "the hook's memory to be embedded")
+    assert time.monotonic() - started < 20
+    assert status(mdb0)["pending"] == 0
+
+
 def test_clean_stop_leaves_a_drained_mark_that_a_changed_store_voids(mdb0: Db0) -> None:
     """A clean stop with nothing waiting leaves a mark so the next start need not scan every
     memory to learn that; a write made while the daemon was stopped voids it (and is embedded),

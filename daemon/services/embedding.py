@@ -21,12 +21,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db0.daemon.core.config import Config
 from db0.daemon.core.runtime import Component, Runtime, lower_priority
 from db0.daemon.protocol import Db0Error
 from db0.store import db as dbmod
+
+if TYPE_CHECKING:
+    from db0.store.core import Store
 
 log = logging.getLogger("db0.embed")
 ACTIVE_KEY = "embedding_active"
@@ -73,12 +76,17 @@ class EmbeddingService(Component):
         self._hints: list[str] = []
         # Where the next scan for memories without a vector looks: _scan asks for one; rows at
         # or below _floor were all embedded at the last complete scan (a write since names its
-        # ids, or asks for a full scan by naming none), so the periodic safety-net scan looks
-        # only above it; _top is the newest row when the current scan began.
+        # ids, or is found through the op log, _feed below), so the periodic safety-net scan
+        # looks only above it; _top is the newest row when the current scan began.
         self._scan = True
         self._cursor: int | None = None
         self._floor = 0
         self._top = 0
+        # A write that names no ids (a hook event, a checkpoint, sync) sets _feed: the memories
+        # it touched are read from the op log above _seq (every change to a memory logs an op,
+        # whose seq only grows), so finding them costs the changes, not a scan of every row.
+        self._feed = False
+        self._seq = 0
         self._last_full = time.monotonic()
         self._asked = 1                   # reloads asked for, and done: loading while they differ
         self._done = 0
@@ -123,7 +131,7 @@ class EmbeddingService(Component):
     def _leave_drained_mark(self) -> None:
         t = self.target
         with self._guard:
-            drained = self._drained and not self._hints and not self._scan
+            drained = self._drained and not self._hints and not self._scan and not self._feed
         if t is None or not drained:
             return
         from db0.store import vectors
@@ -314,8 +322,7 @@ class EmbeddingService(Component):
             if isinstance(ids, list):
                 self._hints.extend(str(i) for i in ids)
             else:
-                self._scan = True  # a write that names no ids (sync, say): look at everything
-                self._floor = 0
+                self._feed = True
             self._drained = False
         self._wake.set()
 
@@ -381,6 +388,8 @@ class EmbeddingService(Component):
             scan = self._scan
         rows: list[tuple[int, str, str]] = []
         with self.rt.reader() as store:
+            if not hints:
+                hints = self._read_feed(store)
             if hints:
                 rows = vectors.pending_of(store, t.model_id, hints)
             if not rows and scan:
@@ -398,7 +407,7 @@ class EmbeddingService(Component):
                     self._cursor = None
         if not rows:
             with self._guard:
-                more = bool(self._hints) or self._scan
+                more = bool(self._hints) or self._scan or self._feed
                 self._drained = not more
             return more
         self.state = "embedding" if self.active is t else "switching"
@@ -407,6 +416,24 @@ class EmbeddingService(Component):
                 return True
             self._embed(t, rows[i:i + self.batch])
         return True
+
+    def _read_feed(self, store: Store) -> list[str]:
+        """The ids of the next page of memories changed since _seq (the op log), when a write
+        that named no ids asked for it. The flag is cleared before reading, so a commit that
+        sets it again meanwhile is read now or at the next step, never missed."""
+        with self._guard:
+            if not self._feed:
+                return []
+            self._feed = False
+        page = 4 * self.batch
+        got = store.conn.execute("SELECT seq, memory_id FROM ops WHERE seq > ? ORDER BY seq "
+                                 "LIMIT ?", (self._seq, page)).fetchall()
+        if got:
+            self._seq = int(got[-1][0])
+        if len(got) == page:
+            with self._guard:
+                self._feed = True
+        return list(dict.fromkeys(str(m) for _, m in got if m is not None))
 
     def _catch_up(self) -> None:
         """Bring the loaded indexes up to the rows (what was just written, and what others
@@ -572,14 +599,14 @@ class EmbeddingService(Component):
         if self.active is t and active_id != t.model_id:
             self.rt.write(lambda s: dbmod.meta_set(s.conn, ACTIVE_KEY, str(t.model_id)))
         drained = self.active is t and self._take_drained_mark(t)
+        with self.rt.reader() as store:  # the scan below, or the mark, covers every op so far
+            seq = int(dbmod.scalar(store.conn, "SELECT max(seq) FROM ops") or 0)
+            top = int(dbmod.scalar(store.conn, "SELECT max(rid) FROM memories") or 0)
         with self._guard:
             self._scan = not drained
             self._drained = drained
-            self._floor = 0
-            if drained:
-                with self.rt.reader() as store:
-                    self._floor = int(dbmod.scalar(store.conn, "SELECT max(rid) FROM memories")
-                                      or 0)
+            self._floor = top if drained else 0
+            self._feed, self._seq = False, seq
         self._cursor = None
         log.info("embedding with %s (%d dimensions); recall searches %s", t.name, t.dim,
                  self.active.name)
