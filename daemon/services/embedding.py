@@ -429,7 +429,7 @@ class EmbeddingService(Component):
         got = store.conn.execute("SELECT seq, memory_id FROM ops WHERE seq > ? ORDER BY seq "
                                  "LIMIT ?", (self._seq, page)).fetchall()
         if got:
-            self._seq = int(got[-1][0])
+            self._seq = int(got[-1][0])  # type: ignore[arg-type]
         if len(got) == page:
             with self._guard:
                 self._feed = True
