@@ -92,20 +92,35 @@ def _state_at(store: Store, memory_id: str, seq: int) -> dict[str, Any] | None:
     return {c: state.get(c) for c in STATE_COLUMNS}
 
 
-def _changed_since(store: Store, cp: dict[str, Any]) -> list[str]:
-    ids: list[str] = []
-    for scope, owner in _owners(cp):
-        ids += [str(r[0]) for r in store.conn.execute(
-            "SELECT DISTINCT o.memory_id FROM ops o JOIN memories m ON m.id=o.memory_id "
-            "WHERE o.seq>? AND m.scope=? AND m.owner=?", (cp["op_seq"], scope, owner))]
-    return list(dict.fromkeys(ids))
+def changed_since(store: Store, session: str | None, task: str | None, op_seq: int,
+                  limit: int | None = None) -> list[str]:
+    """The memories of this session and task changed since op `op_seq`, in the order of
+    their first change. Read from the ops after `op_seq` (CROSS JOIN keeps that order): the
+    changes since a checkpoint, not a pass over every memory of the store, which is what
+    the planner chose when driven by the memories (no index holds a session's memories
+    whatever their state)."""
+    parts = [(s, o) for s, o in (("session", session), ("task", task)) if o]
+    if not parts:
+        return []
+    where = " OR ".join("(m.scope=? AND m.owner=?)" for _ in parts)
+    rows = store.conn.execute(
+        "SELECT o.memory_id FROM ops o CROSS JOIN memories m ON m.id=o.memory_id "
+        f"WHERE o.seq>? AND ({where}) ORDER BY o.seq",
+        [op_seq, *(v for pair in parts for v in pair)])
+    out: dict[str, None] = {}
+    for (mid,) in rows:
+        out[str(mid)] = None
+        if limit is not None and len(out) >= limit:
+            break
+    rows.close()
+    return list(out)
 
 
 def restore(store: Store, ref: str) -> dict[str, Any]:
     cp = get(store, ref)
     now = time.time()
     restored = rolled_back = 0
-    for mid in _changed_since(store, cp):
+    for mid in changed_since(store, cp["session_id"], cp["task_id"], cp["op_seq"]):
         current = state_of(store.conn, mid)
         if current is None:
             continue
@@ -144,7 +159,7 @@ def diff(store: Store, a_ref: str, b_ref: str) -> dict[str, Any]:
     seen: set[tuple[str, str]] = set()
     for scope, owner in owners:
         for mid, kind, content in store.conn.execute(
-                "SELECT o.memory_id, o.kind, m.content FROM ops o JOIN memories m "
+                "SELECT o.memory_id, o.kind, m.content FROM ops o CROSS JOIN memories m "
                 "ON m.id=o.memory_id WHERE o.seq>? AND o.seq<=? AND m.scope=? AND m.owner=? "
                 "ORDER BY o.seq", (a["op_seq"], b["op_seq"], scope, owner)):
             group = _KINDS.get(str(kind))

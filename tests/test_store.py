@@ -503,3 +503,56 @@ def test_a_plain_memory_validates_as_one_with_every_field() -> None:
             assert results[0] == results[1], (content, scope)
             if isinstance(results[0], dict):
                 assert list(results[0]) == list(results[1])
+
+
+def test_changes_since_a_checkpoint_cost_the_changes_not_the_store(tmp_path: Path) -> None:
+    """Restoring a checkpoint (and the UI's preview of it) lists the session's and task's
+    memories changed since its op: read from the ops after it, so memories written before
+    the checkpoint, however many, add nothing to the cost."""
+    from db0.store import checkpoints, memories
+
+    sess = Context("u", session="s1", task="t1")
+
+    def scenario(store: Store, fillers: int) -> tuple[list[str], int]:
+        def remember(ctx: Context, scope: str, texts: list[str]) -> list[str]:
+            with store.transaction():
+                out = write.remember_many(store, ctx, [write.prepare(
+                    {"content": t, "scope": scope}) for t in texts])
+            return [str(r["id"]) for r in out]
+
+        if fillers:
+            remember(Context("u"), "user", [f"filler {i}" for i in range(fillers)])
+        before = remember(sess, "session", ["kept as it was", "to be forgotten"])
+        store.conn.execute("ANALYZE")  # as the daemon's `PRAGMA optimize` leaves statistics
+        mark = int(dbmod.scalar(store.conn, "SELECT max(seq) FROM ops"))
+        assert checkpoints.changed_since(store, "s1", "t1", mark) == []
+        with store.transaction():
+            memories.forget(store, before[1])
+        new = remember(sess, "task", ["a task note after the mark"])
+        remember(Context("u", session="s2"), "session", ["another session's note"])
+        remember(sess, "user", ["a user note: not the session's"])
+        steps = [0]
+
+        def count() -> bool:
+            steps[0] += 1
+            return False
+
+        store.conn.set_progress_handler(count, 10)
+        try:
+            got = checkpoints.changed_since(store, "s1", "t1", mark)
+        finally:
+            store.conn.set_progress_handler(None)
+        assert got == [before[1], *new]
+        assert checkpoints.changed_since(store, "s1", "t1", mark, limit=1) == [before[1]]
+        assert checkpoints.changed_since(store, None, None, mark) == []
+        return got, steps[0]
+
+    small_store = Store.open(tmp_path / "small.sqlite3")
+    big_store = Store.open(tmp_path / "big.sqlite3")
+    try:
+        _, small = scenario(small_store, 0)
+        _, big = scenario(big_store, 3000)
+    finally:
+        small_store.close()
+        big_store.close()
+    assert big <= 2 * small + 10, (small, big)

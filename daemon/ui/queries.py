@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from db0.store import db as dbmod
+from db0.store.checkpoints import changed_since
 from db0.store.context import live_sql
 from db0.store.core import STATE_COLUMNS, Store
 from db0.store.memories import now_iso, to_public
@@ -413,14 +414,7 @@ def live_count(store: Store, scope: str, owner: str) -> int:
 def restore_plan(store: Store, cp: dict[str, Any]) -> dict[str, Any]:
     """What restoring a checkpoint will do: the memories of its session and task changed
     since, each to be put back ("restore") or, if written after it, forgotten ("rollback")."""
-    changed: list[str] = []
-    for scope, owner in (("session", cp["session"]), ("task", cp["task"])):
-        if owner:
-            changed += [str(r[0]) for r in store.conn.execute(
-                "SELECT DISTINCT o.memory_id FROM ops o JOIN memories m ON m.id = o.memory_id "
-                "WHERE o.seq > ? AND m.scope = ? AND m.owner = ? LIMIT 1000",
-                (cp["op_seq"], scope, owner))]
-    changed = list(dict.fromkeys(changed))
+    changed = changed_since(store, cp["session"], cp["task"], cp["op_seq"], limit=1000)
     plan = []
     for mid in changed:
         then = store.conn.execute(
