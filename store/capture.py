@@ -94,7 +94,8 @@ def injected_ids(store: Store, agent: str, agent_sid: str) -> set[str]:
     """The memories this agent session was already given."""
     out: set[str] = set()
     for (ids,) in store.conn.execute(
-            "SELECT memory_ids FROM injections WHERE agent=? AND agent_session=?",
+            "SELECT memory_ids FROM injections INDEXED BY injections_session "
+            "WHERE agent=? AND agent_session=?",
             (agent, agent_sid)):
         out.update(json.loads(ids))
     return out
