@@ -17,6 +17,7 @@ from typing import Any
 
 import apsw
 
+from db0.store import sqlstats
 from db0.store.errors import StoreError
 
 APPLICATION_ID = 0x64623030  # "db00"
@@ -73,6 +74,7 @@ def connect(path: Path, *, readonly: bool = False, migrate: bool = True,
     flags = apsw.SQLITE_OPEN_READONLY if readonly else (
         apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
     conn = apsw.Connection(str(path), flags=flags)
+    sqlstats.install(conn)
     _configure(conn)
     _load_vec(conn)
     if not readonly:

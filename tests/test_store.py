@@ -556,3 +556,40 @@ def test_changes_since_a_checkpoint_cost_the_changes_not_the_store(tmp_path: Pat
         small_store.close()
         big_store.close()
     assert big <= 2 * small + 10, (small, big)
+
+
+def test_sql_stats_count_each_statement_only_when_asked(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DB0_SQL_STATS traces the connections opened while it is set (tests/test_scaling.py
+    reads it); unset, nothing is traced and no file is written."""
+    import json
+
+    from db0.store import sqlstats
+
+    out = tmp_path / "stats.json"
+    monkeypatch.delenv(sqlstats.ENV, raising=False)
+    store = Store.open(tmp_path / "off.sqlite3")
+    store.conn.execute("SELECT count(*) FROM memories").fetchall()
+    store.close()
+    sqlstats.dump()
+    assert not out.exists()
+    monkeypatch.setenv(sqlstats.ENV, str(out))
+    store = Store.open(tmp_path / "on.sqlite3")
+    try:
+        with store.transaction():
+            write.remember_many(store, Context("u"), [write.prepare({"content": f"n {i}"})
+                                                      for i in range(50)])
+        for _ in range(3):
+            store.conn.execute("SELECT rid FROM memories WHERE content LIKE ?",
+                               ("%7%",)).fetchall()
+            store.conn.execute("SELECT rid FROM memories WHERE rid IN (?, ?, ?)",
+                               (1, 2, 3)).fetchall()
+    finally:
+        store.close()
+    sqlstats.dump()
+    stats = json.loads(out.read_text())
+    scan = stats["SELECT rid FROM memories WHERE content LIKE ?"]
+    assert scan["runs"] == 3 and scan["fullscan_steps"] >= 3 * 49
+    assert scan["max_vm_steps"] * 3 >= scan["vm_steps"] > 0
+    seek = stats["SELECT rid FROM memories WHERE rid IN (?,...)"]
+    assert seek["runs"] == 3 and seek["fullscan_steps"] == 0

@@ -26,7 +26,7 @@ from db0.daemon.core.writer import Checkpointer, Writer, background
 from db0.daemon.paths import Paths
 from db0.daemon.protocol import Db0Error
 from db0.store import db as dbmod
-from db0.store import sessions
+from db0.store import sessions, sqlstats
 from db0.store.context import Context
 from db0.store.core import Store
 
@@ -206,6 +206,7 @@ class Runtime:
             with contextlib.suppress(Exception):
                 self.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.store.close()
+        sqlstats.dump()
 
     def schema_drift(self) -> list[str]:
         with self.reader() as store:
