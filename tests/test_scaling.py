@@ -59,7 +59,15 @@ NOT_RUN = {
 GROWS = {
     "PRAGMA quick_check": "doctor checks every page (bounded in time)",
     "SELECT scope, count(*) FROM memories": "stats: counts by scope",
-    "count(*)": "counts (stats, status, doctor, model list) are a pass by design",
+    "SELECT (SELECT count(*) FROM memories INDEXED BY memories_created)": "stats: counts",
+    "SELECT count(*), max(seq) FROM ops": "stats: the op log's size",
+    "SELECT count(*) FROM memories INDEXED BY memories_owner WHERE superseded_by IS NULL":
+        "daemon status and doctor: live memories",
+    "SELECT count(*) FROM memories INDEXED BY memories_live_hash": "the embedder's progress",
+    "SELECT count(*) FROM memory_vectors WHERE model_id=?": "model status: vectors made",
+    "SELECT v.model_id, count(*) FROM memory_vectors": "model list: vectors per model",
+    "SELECT count(*) FROM (SELECT 1 FROM memories INDEXED BY memories_owner WHERE scope=?":
+        "recall's 'more than KEYWORD_SCAN?' probe: bounded by its LIMIT",
     "FROM memories m WHERE m.rid > ? AND": "export pages through every row in rid order",
     "'main'.'memories_fts_": "FTS5's own segment writes and merges (amortised over writes)",
     "VALUES ('optimize')": "purge merges the whole full-text index, so no copy of the text stays",
