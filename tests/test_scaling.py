@@ -44,7 +44,6 @@ NOT_RUN = {
     ("daemon", "restart"): "the daemon's life cycle, not a read or write of memories",
     ("daemon", "logs"): "reads the log file, not the store",
     ("model", "use"): "re-embeds every memory by design (a model switch)",
-    ("ui",): "a server of its own (tests/test_ui.py drives it with a browser)",
     ("mcp",): "a server on stdin (tests/test_mcp.py); its tools call the same methods",
     ("integrate",): "edits agents' settings files, no store work",
     ("completions", "install"): "no daemon",
@@ -69,6 +68,8 @@ GROWS = {
     "SELECT count(*) FROM (SELECT 1 FROM memories INDEXED BY memories_owner WHERE scope=?":
         "recall's 'more than KEYWORD_SCAN?' probe: bounded by its LIMIT",
     "FROM memories m WHERE m.rid > ? AND": "export pages through every row in rid order",
+    "FROM memories m NOT INDEXED WHERE m.rid < ? AND m.rid >= ?":
+        "the inspector's filtered browse walks row ids back in windows, within a time budget",
     "'main'.'memories_fts_": "FTS5's own segment writes and merges (amortised over writes)",
     "VALUES ('optimize')": "purge merges the whole full-text index, so no copy of the text stays",
 }
@@ -140,8 +141,8 @@ class Workload:
         self(1, "remember", "--json", "--key", "deploy.rotation", "Deploy keys rotate monthly")
         b = self(1, "remember", "--json", "--key", "deploy.rotation",
                  "Deploy keys rotate every thirty days now")["id"]
-        self(1, "remember", "--json", "--wait", "--scope", "agent", "--tag", "style",
-             "This agent prefers tabs over spaces")
+        tabs = self(1, "remember", "--json", "--wait", "--scope", "agent", "--tag", "style",
+                    "This agent prefers tabs over spaces")["id"]
         self(1, "remember", "--json", input="a note about pipelines from stdin")
         for extra in ([], ["--scope", "agent"], ["--tag", "style"], ["--expand"]):
             self(1, "recall", "--json", *extra, QUESTION)
@@ -173,6 +174,7 @@ class Workload:
         self(2, "checkpoint", "diff", "--json", c1, c2)
         self(2, "checkpoint", "restore", "--json", c1)
         self(2, "checkpoint", "branch", "--json", c1)
+        self.inspector(memory=b, session=s, task=t, checkpoint=c1, other=tabs)
         self(2, "task", "end", "--json")
         self(2, "session", "end", "--json")
         del self.env["DB0_SESSION"], self.env["DB0_TASK"]
@@ -210,6 +212,46 @@ class Workload:
         self(2, "daemon", "status", "--json")
         self(1, "stats", "--json")
         self(1, "doctor", "--json")
+
+
+    def inspector(self, **ids: str) -> None:
+        """Every read of the inspector's API and the preview of every action it offers, from
+        its own route tables (daemon/ui/api.py), which run queries of their own: a new route
+        or action is run here without editing this (one that needs an id fails until given)."""
+        import http.client
+        from urllib.parse import urlencode
+
+        from db0.daemon.ui.api import ACTIONS, GET_PARAMS
+
+        info = self(1, "ui", "--no-open", "--json")
+        port, token = int(info["port"]), str(info["token"])
+
+        def request(method: str, path: str, body: Any = None) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            h = {"Host": f"127.0.0.1:{port}", "X-Db0-Token": token,
+                 "Origin": f"http://127.0.0.1:{port}", "Content-Type": "application/json"}
+            conn.request(method, path, body=None if body is None else json.dumps(body),
+                         headers=h)
+            resp = conn.getresponse()
+            raw = resp.read()
+            conn.close()
+            assert resp.status == 200, (path, body, raw[:300])
+
+        gets = {"memory": {"id": ids["memory"]}, "fact": {"id": ids["memory"]},
+                "session": {"id": ids["session"]}, "checkpoint": {"id": ids["checkpoint"]},
+                "memories": {"q": QUESTION}}
+        for route in GET_PARAMS:
+            request("GET", f"/api/{route}?{urlencode(gets.get(route, {}))}")
+        request("GET", "/api/memories?" + urlencode({"agent": AGENT, "state": "all"}))
+        params = {"forget": {"id": ids["memory"]},
+                  "edit": {"id": ids["memory"], "content": "Deploy keys rotate weekly"},
+                  "pin": {"id": ids["memory"]}, "unpin": {"id": ids["memory"]},
+                  "link": {"a": ids["memory"], "b": ids["other"]},
+                  "restore": {"id": ids["checkpoint"]}, "end_session": {"id": ids["session"]},
+                  "end_task": {"id": ids["task"]}}
+        for action in ACTIONS:
+            request("POST", "/api/preview", {"action": action, "params": params[action]})
+        self(1, "ui", "--stop", "--json")
 
 
 def _window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tuple[int, float]]:
