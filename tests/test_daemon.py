@@ -284,3 +284,47 @@ def test_doctor_bounds_its_page_check_and_full_runs_it_all(db0: Db0) -> None:
     full = db0.json("doctor", "--full")
     assert full["daemon"]["quick_check"] == "ok" and full["ok"], full["problems"]
     assert not any("page check" in w for w in full["warnings"]), full["warnings"]
+
+
+def test_a_page_check_stops_when_its_client_hangs_up(tmp_path: Path) -> None:
+    """The server hands each request a probe of its client's socket (`Request.gone`); doctor's
+    page check asks it as it goes and stops once the client closed its end, even with no time
+    limit (`--full`), instead of reading every page for nobody."""
+    from collections.abc import Callable
+
+    from db0.daemon.core.server import _hung_up
+    from db0.daemon.handlers.daemon import _quick_check
+    from db0.store.core import Store
+
+    ours, theirs = socket.socketpair()
+    try:
+        assert not _hung_up(ours)
+        theirs.sendall(b"a next request, not a hang-up")
+        assert not _hung_up(ours)
+        theirs.close()
+        assert _hung_up(ours)
+    finally:
+        ours.close()
+    from db0.store import write
+    from db0.store.context import Context
+
+    store = Store.open(tmp_path / "db0.sqlite3")
+    try:
+        with store.transaction():  # pages enough for the check to take a while
+            write.remember_many(store, Context("u"), [write.prepare(
+                {"content": f"note {i} on the {i % 7} staging hosts"}) for i in range(3000)])
+        asked = [0]
+
+        def gone_after(n: int) -> Callable[[], bool]:
+            def gone() -> bool:
+                asked[0] += 1
+                return asked[0] > n
+            return gone
+
+        assert _quick_check(store.conn, 0, gone_after(10**9)) == "ok"
+        assert asked[0] > 0  # asked while checking, with no time limit
+        asked[0] = 0
+        assert _quick_check(store.conn, 0, gone_after(0)) is None
+        assert _quick_check(store.conn, 30, lambda: False) == "ok"  # the connection still reads
+    finally:
+        store.close()

@@ -17,6 +17,7 @@ import concurrent.futures
 import errno
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,10 @@ from db0.store.errors import StoreError
 log = logging.getLogger("db0.daemon")
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass
 class Request:
     id: Any
@@ -38,6 +43,9 @@ class Request:
     params: dict[str, Any]
     ctx: Context
     replay: bool = False  # from the spool: nobody waits for the answer
+    # Whether the client hung up (its socket closed): a long handler checks it now and then
+    # and stops, since nobody is left to read the answer.
+    gone: Callable[[], bool] = _never
 
 
 def operational(rt: Runtime, e: BaseException) -> Db0Error | None:
@@ -72,7 +80,8 @@ class Dispatcher:
         self.rt = rt
         self.methods = methods
 
-    def handle(self, msg: dict[str, Any], *, replay: bool = False) -> dict[str, Any]:
+    def handle(self, msg: dict[str, Any], *, replay: bool = False,
+               gone: Callable[[], bool] = _never) -> dict[str, Any]:
         req_id = msg.get("id")
         name = msg.get("method")
         method = self.methods.get(name) if isinstance(name, str) else None
@@ -88,7 +97,7 @@ class Dispatcher:
             params = method.check(msg.get("params") or {})
             ctx = self.rt.context(params.get("context") or {})
             resp = ok(req_id, method.fn(self.rt, Request(req_id, method.name, params, ctx,
-                                                          replay)))
+                                                          replay, gone)))
         except Db0Error as e:
             resp = err(req_id, e)
         except ShapeError as e:  # a nested value a handler checked against a declared shape

@@ -373,7 +373,7 @@ class Server:
             return False  # a frame that never finished, or a peer gone
         if msg is None:
             return False
-        return self._send(conn, self.dispatcher.handle(msg))
+        return self._send(conn, self.dispatcher.handle(msg, gone=lambda: _hung_up(conn)))
 
     def _send(self, conn: socket.socket, resp: dict[str, object]) -> bool:
         try:
@@ -384,6 +384,18 @@ class Server:
             conn.sendall(data)
         except OSError:
             return False
+        return True
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    """Whether the peer closed its end (or the connection failed), without waiting: a
+    client waiting for its answer keeps its end open."""
+    poller = select.poll()
+    poller.register(conn, select.POLLRDHUP)
+    try:
+        return any(ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL)
+                   for _, ev in poller.poll(0))
+    except OSError:
         return True
 
 

@@ -12,7 +12,7 @@ from db0.daemon import __version__
 from db0.daemon.core.shapes import Bool, Int, Num, P, Str
 from db0.daemon.handlers import METHODS, rpc
 from db0.daemon.paths import fix_modes, loose_modes
-from db0.daemon.protocol import MAX_FRAME, PROTOCOL
+from db0.daemon.protocol import MAX_FRAME, PROTOCOL, Db0Error
 from db0.daemon.services.embedding import EmbeddingService
 from db0.store import db as dbmod
 
@@ -100,16 +100,15 @@ def stats(rt: Runtime, req: Request) -> dict[str, Any]:
         }
 
 
-def _quick_check(conn: Any, seconds: float) -> str | None:
+def _quick_check(conn: Any, seconds: float, gone: Any) -> str | None:
     """`PRAGMA quick_check`'s answer, or None when it did not finish in `seconds` (0: no
-    limit): it reads every page, minutes at a million memories, and a request that outlives
-    its client would keep a core and a read connection busy after the client gave up."""
+    limit) or the client hung up (`gone()`): it reads every page, minutes at a million
+    memories, and a request that outlived its client would keep a core and a read
+    connection busy for nobody."""
     import apsw
 
-    if seconds <= 0:
-        return str(dbmod.scalar(conn, "PRAGMA quick_check"))
-    until = time.monotonic() + seconds
-    conn.set_progress_handler(lambda: time.monotonic() > until, 10_000)
+    until = time.monotonic() + seconds if seconds > 0 else float("inf")
+    conn.set_progress_handler(lambda: time.monotonic() > until or gone(), 10_000)
     try:
         return str(dbmod.scalar(conn, "PRAGMA quick_check"))
     except apsw.InterruptError:
@@ -142,7 +141,9 @@ def doctor(rt: Runtime, req: Request) -> dict[str, Any]:
     fixed: list[str] = []
     with rt.reader() as store:
         c = store.conn
-        quick = _quick_check(c, float(req.params["check_s"]))
+        quick = _quick_check(c, float(req.params["check_s"]), req.gone)
+        if quick is None and req.gone():
+            raise Db0Error("busy", "the client hung up during the page check", "run it again")
         if quick is None:
             quick = f"not finished in {req.params['check_s']:g} s"
             warnings.append(f"database: the page check did not finish in "
