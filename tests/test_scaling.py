@@ -70,6 +70,8 @@ GROWS = {
     "FROM memories m WHERE m.rid > ? AND": "export pages through every row in rid order",
     "FROM memories m NOT INDEXED WHERE m.rid < ? AND m.rid >= ?":
         "the inspector's filtered browse walks row ids back in windows, within a time budget",
+    "SELECT DISTINCT agent_id FROM sessions WHERE user_id = ?":
+        "the inspector's agent facet names every agent that ever had a session",
     "'main'.'memories_fts_": "FTS5's own segment writes and merges (amortised over writes)",
     "VALUES ('optimize')": "purge merges the whole full-text index, so no copy of the text stays",
 }
@@ -103,7 +105,8 @@ def _fill(home: Path, n: int) -> None:
             k = min(500, n - start)
             ctx = Context(user, agent=f"filler-{start // 500}")
             items = [write.prepare({"content": " ".join(_word(rng) for _ in range(8)),
-                                    "scope": "user" if i % 10 == 0 else "agent"})
+                                    "scope": "user" if i % 10 == 0 else "agent",
+                                    "tags": [f"t{i % 13}"] if i % 4 == 0 else []})
                      for i in range(k)]
             with store.transaction():
                 write.remember_many(store, ctx, items)
@@ -114,8 +117,43 @@ def _fill(home: Path, n: int) -> None:
                 v /= np.linalg.norm(v, axis=1, keepdims=True)
                 vectors.put(store, mid, [(int(r), str(h), vectors.to_blob(x))
                                          for (r, h), x in zip(rows, v, strict=True)])
+        _history(store, user, n // 20, rng)
+        with store.transaction():  # the history's own memories (captured prompts) get theirs
+            rows = store.conn.execute(
+                "SELECT rid, content_hash FROM memories m WHERE NOT EXISTS (SELECT 1 FROM "
+                "memory_vectors v WHERE v.rid=m.rid)").fetchall()
+            v = nrng.normal(size=(len(rows), info.dim)).astype(np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            vectors.put(store, mid, [(int(r), str(h), vectors.to_blob(x))
+                                     for (r, h), x in zip(rows, v, strict=True)])
     finally:
         store.close()
+
+
+def _history(store: Any, user: str, n: int, rng: random.Random) -> None:
+    """What a store gathers beside its memories, `n` of each, as the real paths write it:
+    sessions (half of them ended) with a task and a checkpoint, and agent sessions whose
+    prompts were captured and given context (hook events, injections)."""
+    from db0.store import capture, checkpoints, sessions
+    from db0.store.context import Context
+
+    for i in range(n):
+        with store.transaction():
+            ctx = Context(user, f"filler-{i % 7}")
+            sid = sessions.start_session(store, ctx, label=f"filler {i}")["id"]
+            sctx = Context(user, ctx.agent, sid)
+            task = sessions.start_task(store, sctx)["id"]
+            checkpoints.create(store, Context(user, ctx.agent, sid, task), None, {"i": i})
+            if i % 2:
+                sessions.end_task(store, task)
+                sessions.end_session(store, sid)
+            for j in range(2):
+                ev = capture.Event(event_id=f"fill-{i}-{j}", agent="claude-code",
+                                   event="prompt", session_id=f"fill-agent-{i}",
+                                   transcript_format="claude-code", cwd=f"/work/p{i % 5}",
+                                   prompt=" ".join(_word(rng) for _ in range(6)))
+                capture.record(store, Context(user, "claude-code"), ev, capture.Injection(
+                    "prompt", str(ev.prompt), "<memory>filler</memory>", [f"m{i}", f"m{j}"]))
 
 
 class Workload:

@@ -1,0 +1,22 @@
+"""Sessions and tasks listed newest first, and a session's branches, read through indexes.
+
+Every agent session a hook sees becomes a db0 session, so a user gathers thousands of them;
+`db0 session list`, `db0 task list` and the inspector's sessions page and facets took the
+newest few by sorting every one of the user's rows, and the inspector's session tree found a
+session's branches by a pass over all of them (tests/test_scaling.py found both).
+"""
+
+from __future__ import annotations
+
+import apsw
+
+SQL = """
+CREATE INDEX sessions_user ON sessions(user_id, started_ts, id);
+CREATE INDEX tasks_user ON tasks(user_id, started_ts, id);
+CREATE INDEX sessions_parent ON sessions(parent_session, started_ts)
+    WHERE parent_session IS NOT NULL;
+"""
+
+
+def migrate(conn: apsw.Connection) -> None:
+    conn.execute(SQL)
