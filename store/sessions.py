@@ -133,9 +133,14 @@ def list_tasks(store: Store, ctx: Context, include_ended: bool = False,
 def expire_due(store: Store, default_idle_ttl: float, now: float | None = None) -> dict[str, int]:
     """The expiry job: end idle sessions, and log an op for memories whose TTL passed."""
     now = time.time() if now is None else now
+    # Idle past its own TTL, else past the default: each half read from its index (m016), so
+    # the job costs the sessions it ends, not every open one.
     idle = [str(s) for (s,) in store.conn.execute(
-        "SELECT id FROM sessions WHERE ended_ts IS NULL "
-        "AND last_seen_ts + coalesce(idle_ttl, ?) <= ?", (default_idle_ttl, now))]
+        "SELECT id FROM sessions INDEXED BY sessions_open WHERE ended_ts IS NULL "
+        "AND last_seen_ts <= ? AND idle_ttl IS NULL UNION ALL "
+        "SELECT id FROM sessions INDEXED BY sessions_ttl WHERE ended_ts IS NULL "
+        "AND idle_ttl IS NOT NULL AND last_seen_ts + idle_ttl <= ?",
+        (now - default_idle_ttl, now))]
     ended = 0
     for sid in idle:
         end_session(store, sid, "idle")
