@@ -10,14 +10,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 DB0 = str(Path(sys.executable).with_name("db0"))
+T = TypeVar("T")
 
 
 @dataclass
@@ -158,3 +159,20 @@ def give_models(home: Path, models: Path) -> None:
 
     make_private_dir(home / "data")
     shutil.copytree(models, home / "data" / "models")
+
+
+def vm_steps(conn: Any, fn: Callable[[], T]) -> tuple[T, int]:
+    """`fn()`'s result and roughly how many SQLite VM steps it took on `conn` (counted in tens
+    by a progress handler): a cost that does not depend on the machine's speed or load."""
+    steps = [0]
+
+    def count() -> bool:
+        steps[0] += 1
+        return False
+
+    conn.set_progress_handler(count, 10)
+    try:
+        return fn(), steps[0]
+    finally:
+        conn.set_progress_handler(None)
+

@@ -101,6 +101,17 @@ def _fill(home: Path, n: int) -> None:
         with store.transaction():
             mid = vectors.model_id(store, info.name, info.sha256, info.dim)
         user = getpass.getuser()
+
+        def give_vectors() -> None:
+            """A random unit vector for every memory that has none, in the caller's
+            transaction."""
+            rows = store.conn.execute(
+                "SELECT rid, content_hash FROM memories m WHERE NOT EXISTS (SELECT 1 FROM "
+                "memory_vectors v WHERE v.rid=m.rid)").fetchall()
+            v = nrng.normal(size=(len(rows), info.dim)).astype(np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            vectors.put(store, mid, [(int(r), str(h), vectors.to_blob(x))
+                                     for (r, h), x in zip(rows, v, strict=True)])
         for start in range(0, n, 500):
             k = min(500, n - start)
             ctx = Context(user, agent=f"filler-{start // 500}")
@@ -110,22 +121,10 @@ def _fill(home: Path, n: int) -> None:
                      for i in range(k)]
             with store.transaction():
                 write.remember_many(store, ctx, items)
-                rows = store.conn.execute(
-                    "SELECT rid, content_hash FROM memories m WHERE NOT EXISTS (SELECT 1 FROM "
-                    "memory_vectors v WHERE v.rid=m.rid)").fetchall()
-                v = nrng.normal(size=(len(rows), info.dim)).astype(np.float32)
-                v /= np.linalg.norm(v, axis=1, keepdims=True)
-                vectors.put(store, mid, [(int(r), str(h), vectors.to_blob(x))
-                                         for (r, h), x in zip(rows, v, strict=True)])
+                give_vectors()
         _history(store, user, n // 20, rng)
         with store.transaction():  # the history's own memories (captured prompts) get theirs
-            rows = store.conn.execute(
-                "SELECT rid, content_hash FROM memories m WHERE NOT EXISTS (SELECT 1 FROM "
-                "memory_vectors v WHERE v.rid=m.rid)").fetchall()
-            v = nrng.normal(size=(len(rows), info.dim)).astype(np.float32)
-            v /= np.linalg.norm(v, axis=1, keepdims=True)
-            vectors.put(store, mid, [(int(r), str(h), vectors.to_blob(x))
-                                     for (r, h), x in zip(rows, v, strict=True)])
+            give_vectors()
     finally:
         store.close()
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+from conftest import vm_steps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -531,21 +532,12 @@ def test_changes_since_a_checkpoint_cost_the_changes_not_the_store(tmp_path: Pat
         new = remember(sess, "task", ["a task note after the mark"])
         remember(Context("u", session="s2"), "session", ["another session's note"])
         remember(sess, "user", ["a user note: not the session's"])
-        steps = [0]
-
-        def count() -> bool:
-            steps[0] += 1
-            return False
-
-        store.conn.set_progress_handler(count, 10)
-        try:
-            got = checkpoints.changed_since(store, "s1", "t1", mark)
-        finally:
-            store.conn.set_progress_handler(None)
+        got, steps = vm_steps(store.conn, lambda: checkpoints.changed_since(store, "s1", "t1",
+                                                                             mark))
         assert got == [before[1], *new]
         assert checkpoints.changed_since(store, "s1", "t1", mark, limit=1) == [before[1]]
         assert checkpoints.changed_since(store, None, None, mark) == []
-        return got, steps[0]
+        return got, steps
 
     small_store = Store.open(tmp_path / "small.sqlite3")
     big_store = Store.open(tmp_path / "big.sqlite3")

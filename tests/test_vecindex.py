@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import vm_steps
 
 from db0.store import memories, vecindex, vectors
 from db0.store.context import Context, visible_partitions
@@ -387,17 +388,7 @@ def test_a_text_already_embedded_is_found_by_its_hash_at_a_cost_that_does_not_gr
     batch; that lookup runs for every batch, one remember included, so it must cost the texts
     asked about, not a pass over the model's vectors."""
     def lookup(hashes: list[str]) -> tuple[dict[str, bytes], int]:
-        steps = [0]
-
-        def count() -> bool:
-            steps[0] += 1
-            return False
-
-        store.conn.set_progress_handler(count, 10)
-        try:
-            return vectors.cached(store, mid, hashes), steps[0]
-        finally:
-            store.conn.set_progress_handler(None)
+        return vm_steps(store.conn, lambda: vectors.cached(store, mid, hashes))
 
     mid = fill(store, {("agent", "a"): 200})
     rows = store.conn.execute("SELECT content_hash, vector FROM memory_vectors "
