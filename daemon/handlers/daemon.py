@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon import __version__
@@ -100,7 +101,7 @@ def stats(rt: Runtime, req: Request) -> dict[str, Any]:
         }
 
 
-def _quick_check(conn: Any, seconds: float, gone: Any) -> str | None:
+def _quick_check(conn: Any, seconds: float, gone: Callable[[], bool]) -> str | None:
     """`PRAGMA quick_check`'s answer, or None when it did not finish in `seconds` (0: no
     limit) or the client hung up (`gone()`): it reads every page, minutes at a million
     memories, and a request that outlived its client would keep a core and a read
