@@ -147,6 +147,43 @@ def test_a_porter_stem_less_its_last_letter_is_a_prefix_of_the_word(
         assert word.lower().startswith(t[:-1]), (word, t)
 
 
+def _tokens_by_the_rules(text: str) -> int:
+    """db0-conservative-v1 read literally from store/tokens.py's docstring, one piece at a time."""
+    import re
+
+    n = 0
+    for piece in re.findall(r"[A-Za-z]+|[0-9]+|\n|[ \t]{2,}|[ \t]|[\x21-\x7e]|[^\x00-\x7f]"
+                            r"|[\x00-\x1f\x7f]", text):
+        if piece.isascii() and piece.isalpha():
+            n += -(-len(piece) // 4)
+        elif piece.isascii() and piece.isdigit():
+            n += -(-len(piece) // 3)
+        elif piece in (" ", "\t"):
+            pass
+        elif piece.isascii():
+            n += 1
+        else:
+            n += len(piece.encode("utf-8", "surrogatepass"))
+    return n
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.one_of(st.sampled_from("aZ09 \t\n\r\x00\x7f.-_~`{é中🙂"), st.characters()),
+               max_size=60))
+def test_token_count_follows_its_rules_and_adds_over_lines(text: str) -> None:
+    from db0.store import tokens
+
+    assert tokens.count(text) == _tokens_by_the_rules(text)
+    assert tokens.count(text + "\n" + text) == 2 * tokens.count(text) + 1
+
+
+def test_token_count_examples() -> None:
+    from db0.store import tokens
+
+    assert [tokens.count(t) for t in ("", " ", "  ", "abcd", "abcde", "1234", "a, b", "é",
+                                      "\ud800", "x\ty")] == [0, 0, 1, 1, 2, 2, 3, 2, 3, 2]
+
+
 def test_feedback_words_find_what_the_first_hit_names(tmp_path: Path) -> None:
     """Pseudo-relevance feedback: the only memory sharing a word with the query names its
     subject ("pottery"), and a memory about that subject, sharing no word with the query, is
