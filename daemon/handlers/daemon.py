@@ -109,7 +109,7 @@ def _quick_check(conn: Any, seconds: float, gone: Callable[[], bool]) -> str | N
     import apsw
 
     until = time.monotonic() + seconds if seconds > 0 else float("inf")
-    conn.set_progress_handler(lambda: time.monotonic() > until or gone(), 10_000)
+    conn.set_progress_handler(lambda: time.monotonic() > until or gone(), 1_000)
     try:
         return str(dbmod.scalar(conn, "PRAGMA quick_check"))
     except apsw.InterruptError:
