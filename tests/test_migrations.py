@@ -108,3 +108,28 @@ def test_unknown_step_refused(tmp_path: Path) -> None:
     c.close()
     with pytest.raises(StoreError, match="does not know"):
         dbmod.connect(path)
+
+
+def test_every_foreign_key_leads_an_index() -> None:
+    """Deleting a parent row looks up its children by the foreign key's columns (the cascade):
+    without an index those columns lead, each delete is a pass over the child table. Read from
+    the schema a new database gets, so a new table is checked without editing this test."""
+    conn = apsw.Connection(":memory:")
+    dbmod.migrate_db(conn)
+    missing = []
+    for (table,) in conn.execute("SELECT name FROM sqlite_schema WHERE type='table' AND "
+                                 "name NOT LIKE 'sqlite_%' AND sql NOT LIKE 'CREATE VIRTUAL%'"):
+        keys: dict[int, list[str]] = {}
+        for fk in conn.execute(f"PRAGMA foreign_key_list('{table}')").fetchall():
+            keys.setdefault(fk[0], []).append(fk[3])
+        if not keys:
+            continue
+        leads = [[r[2] for r in conn.execute(f"PRAGMA index_info('{ix[1]}')")]
+                 for ix in conn.execute(f"PRAGMA index_list('{table}')").fetchall()
+                 if not ix[4]]  # a partial index does not hold every child
+        leads += [[c[1] for c in conn.execute(f"PRAGMA table_info('{table}')")
+                   if c[5] == 1 and c[2].upper() == "INTEGER"]]  # the rowid's alias
+        for cols in keys.values():
+            if not any(sorted(ix[:len(cols)]) == sorted(cols) for ix in leads):
+                missing.append(f"{table}({', '.join(cols)})")
+    assert not missing, f"foreign keys no index leads with: {missing}"
