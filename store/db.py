@@ -88,7 +88,26 @@ def connect(path: Path, *, readonly: bool = False, migrate: bool = True,
         conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         if migrate:
             migrate_db(conn)
+            forget_planner_stats(conn)
     return conn
+
+
+def forget_planner_stats(conn: apsw.Connection) -> None:
+    """Plans come from SQLite's built-in estimates, never from statistics. Statistics are a
+    snapshot (ANALYZE, `PRAGMA optimize`) that a connection keeps for its whole life, and a
+    daemon lives for weeks: taken from a young store (one user, one agent, one session, a
+    hundred rows) they make every index look useless, and plans turn into scans as the store
+    grows. The statements are written for the built-in estimates (an equality on an indexed
+    column finds a few rows) and tests/test_scaling.py checks them with misleading statistics
+    planted, which this removes; the daemon runs no ANALYZE."""
+    tables = [str(n) for (n,) in conn.execute(
+        "SELECT name FROM sqlite_schema WHERE type='table' AND name LIKE 'sqlite_stat%'")]
+    if not any(scalar(conn, f"SELECT 1 FROM {t} LIMIT 1") for t in tables):
+        return
+    with _Tx(conn):
+        for t in tables:
+            conn.execute(f"DELETE FROM {t}")
+    conn.execute("ANALYZE sqlite_schema")  # the statistics in memory are read again: none
 
 
 def _as_dict(cur: apsw.Cursor, row: apsw.SQLiteValues) -> dict[str, Any]:

@@ -561,7 +561,7 @@ def test_changes_since_a_checkpoint_cost_the_changes_not_the_store(tmp_path: Pat
         if fillers:
             remember(Context("u"), "user", [f"filler {i}" for i in range(fillers)])
         before = remember(sess, "session", ["kept as it was", "to be forgotten"])
-        store.conn.execute("ANALYZE")  # as the daemon's `PRAGMA optimize` leaves statistics
+        store.conn.execute("ANALYZE")  # statistics present, as another tool may leave them
         mark = int(dbmod.scalar(store.conn, "SELECT max(seq) FROM ops"))
         assert checkpoints.changed_since(store, "s1", "t1", mark) == []
         with store.transaction():
@@ -622,3 +622,28 @@ def test_sql_stats_count_each_statement_only_when_asked(tmp_path: Path,
     assert scan["max_vm_steps"] * 3 >= scan["vm_steps"] > 0
     seek = stats["SELECT rid FROM memories WHERE rid IN (?,...)"]
     assert seek["runs"] == 3 and seek["fullscan_steps"] == 0
+
+
+def test_opening_for_writing_forgets_planner_statistics(tmp_path: Path) -> None:
+    """Statistics left in the file (an ANALYZE, an older db0's `PRAGMA optimize`) are gone
+    once the store is opened for writing, for that connection and for readers opened after;
+    a memory's tags are then deleted through memory_tags_rid, not a pass over every tag."""
+    path = tmp_path / "db0.sqlite3"
+    store = Store.open(path)
+    with store.transaction():
+        write.remember_many(store, Context("u"), [write.prepare(
+            {"content": f"note {i}", "tags": ["a" if i % 2 else "b"]}) for i in range(300)])
+    store.conn.execute("ANALYZE")
+    assert store.conn.execute("SELECT count(*) FROM sqlite_stat1").fetchone()[0] > 0
+    store.close()
+    store = Store.open(path)
+    reader = Store.open(path, readonly=True)
+    try:
+        assert store.conn.execute("SELECT count(*) FROM sqlite_stat1").fetchone()[0] == 0
+        for conn in (store.conn, reader.conn):
+            plan = " ".join(str(r) for r in conn.execute(
+                "EXPLAIN QUERY PLAN DELETE FROM memory_tags WHERE rid=?", (1,)))
+            assert "memory_tags_rid" in plan, plan
+    finally:
+        reader.close()
+        store.close()

@@ -202,8 +202,6 @@ class Runtime:
                 break
         if self.store:
             with contextlib.suppress(Exception):
-                self.store.conn.execute("PRAGMA optimize")
-            with contextlib.suppress(Exception):
                 self.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.store.close()
         sqlstats.dump()
