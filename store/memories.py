@@ -130,9 +130,14 @@ def forget(store: Store, ref: str, reason: str | None = None) -> dict[str, Any]:
 
 
 def purge(store: Store, ref: str) -> dict[str, Any]:
-    """Erase a memory for real (privacy): its row, tags, index entries and the op payloads
-    that held its text. One `purge` op, with no content, records that it happened."""
+    """Erase a memory for real (privacy): its row, tags, index entries, the op payloads
+    that held its text and the copies capture keeps (capture.erase_copies). One `purge` op,
+    with no content, records that it happened."""
+    from db0.store import capture
+
     mid = resolve_id(store, ref)
+    content = dbmod.scalar(store.conn, "SELECT content FROM memories WHERE id=?", (mid,))
+    capture.erase_copies(store, mid, str(content or ""))
     store.conn.execute("DELETE FROM memories WHERE id=?", (mid,))
     store.conn.execute("DELETE FROM ops WHERE memory_id=?", (mid,))
     # FTS5 keeps deleted tokens in old segments until they merge: merge them now.

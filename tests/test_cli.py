@@ -244,6 +244,31 @@ def test_purge_erases_text_everywhere(db0: Db0, home: Path) -> None:
     assert "XK1234567" not in db0.run("export", "--all").out
 
 
+def test_purge_erases_the_copies_capture_keeps(db0: Db0, home: Path) -> None:
+    """A prompt a hook captured is a turn (and the facts extracted from it), and capture
+    copies its text into the agent session's first and last prompt, and into the context
+    later prompts are given: purging the memories that hold it leaves it in no file."""
+    def prompt(text: str) -> str:
+        return db0.run("hook", "prompt", "--agent", "claude-code", input=json.dumps(
+            {"session_id": "s1", "prompt": text, "hook_event_name": "UserPromptSubmit",
+             "cwd": str(home)})).out
+
+    db0.run("daemon", "start")  # a hook never starts it (the event would be spooled)
+    prompt("I prefer the staging database named zebrafalcon for all load tests")
+    assert "zebrafalcon" in prompt("which staging database should the load tests use")
+    held = [m["id"] for line in db0.run("export", "--everyone").out.splitlines()
+            if "zebrafalcon" in (m := json.loads(line))["content"]]
+    assert len(held) >= 1
+    for mid in held:
+        assert db0.json("purge", mid, "--yes")["status"] == "purged"
+    db0.run("daemon", "stop")  # checkpoint the WAL into the file
+    for f in (home / "data").glob("db0.sqlite3*"):
+        assert b"zebrafalcon" not in f.read_bytes(), f
+    other = [json.loads(line)["content"]
+             for line in db0.run("export", "--everyone").out.splitlines()]
+    assert "which staging database should the load tests use" in other  # the rest is kept
+
+
 def test_purge_erases_text_everywhere_in_a_store_that_merged_around_it(db0: Db0, home: Path
                                                                         ) -> None:
     """The same promise once FTS5 has merged segments and b-trees have split around the text:
