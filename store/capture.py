@@ -328,8 +328,9 @@ def ingest(store: Store, ctx: Context, agent: str, agent_sid: str, cwd: str | No
 
 def erase_copies(store: Store, mid: str, content: str) -> int:
     """For purge: the copies of a memory's text that capture keeps beside it, erased: the
-    injections that gave it (their text) or whose prompt held it (their query), and the
-    agent sessions whose first or last prompt, last answer or summary held it. A copy is cut
+    injections that gave it (their text) or whose prompt held it (their query), the agent
+    sessions whose first or last prompt, last answer or summary held it, and the sessions
+    whose summary (an agent's compaction summary) held it. A copy is cut
     at 2,000 characters, so its first 2,000 are looked for. Each is a pass over those tables:
     purge is rare and already merges the whole full-text index. Returns the rows changed."""
     head = content[:2000]
@@ -341,8 +342,10 @@ def erase_copies(store: Store, mid: str, content: str) -> int:
         "OR instr(query, ?1) > 0 OR EXISTS (SELECT 1 FROM json_each(memory_ids) WHERE value=?2)",
         (head, mid))
     n = c.changes()
-    for col in ("first_prompt", "last_prompt", "last_answer", "summary"):
-        c.execute(f"UPDATE agent_sessions SET {col}=NULL WHERE instr({col}, ?) > 0", (head,))
+    for table, col in (("agent_sessions", "first_prompt"), ("agent_sessions", "last_prompt"),
+                       ("agent_sessions", "last_answer"), ("agent_sessions", "summary"),
+                       ("sessions", "summary")):
+        c.execute(f"UPDATE {table} SET {col}=NULL WHERE instr({col}, ?) > 0", (head,))
         n += c.changes()
     return n
 

@@ -76,7 +76,7 @@ GROWS = {
     "'main'.'memories_fts_": "FTS5's own segment writes and merges (amortised over writes)",
     "VALUES ('optimize')": "purge merges the whole full-text index, so no copy of the text stays",
     "UPDATE injections SET text='', query=NULL": "purge looks for the text in every injection",
-    "=NULL WHERE instr(": "purge looks for the text in every agent session's prompts",
+    "=NULL WHERE instr(": "purge looks for the text in every session's prompts and summary",
 }
 IGNORE_BELOW = 2_000  # steps per run under which a statement is too cheap to judge
 

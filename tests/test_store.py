@@ -647,3 +647,24 @@ def test_opening_for_writing_forgets_planner_statistics(tmp_path: Path) -> None:
     finally:
         reader.close()
         store.close()
+
+
+def test_purge_erases_a_compaction_summary_that_holds_the_text(tmp_path: Path) -> None:
+    """An agent's compaction summary is kept on its agent session and its db0 session; a
+    memory whose text it holds, purged, takes both with it, and another session's stays."""
+    from db0.store import capture, memories
+
+    store = Store.open(tmp_path / "db0.sqlite3")
+    ctx = Context("u", "claude-code")
+    with store.transaction():
+        for sid, summary in (("a1", "We chose the bucket named quillfrost for backups."),
+                             ("a2", "We renamed the CI job.")):
+            capture.map_session(store, ctx, "claude-code", sid, "/tmp/p", None)
+            capture.set_summary(store, "claude-code", sid, summary)
+        mid = write.remember(store, ctx, write.prepare(
+            {"content": "the bucket named quillfrost for backups"}))["id"]
+        memories.purge(store, mid)
+    agent = dict(store.conn.execute("SELECT agent_session, summary FROM agent_sessions"))
+    db0 = [r[0] for r in store.conn.execute("SELECT summary FROM sessions ORDER BY summary")]
+    assert agent == {"a1": None, "a2": "We renamed the CI job."}
+    assert db0 == [None, "We renamed the CI job."]
