@@ -164,6 +164,33 @@ def test_a_write_that_names_no_ids_is_embedded_through_the_op_log(mdb0: Db0) -> 
     assert status(mdb0)["pending"] == 0
 
 
+def test_a_prompt_embedded_for_injection_is_not_embedded_again_as_its_turn(mdb0: Db0) -> None:
+    """A hook embeds the prompt to find what to inject, then keeps the prompt as a turn: the
+    turn takes that vector (the same model's query copy) instead of the embedder making it a
+    second time, and recall finds the turn by its own text as by any other vector."""
+    mdb0.run("remember", "--wait", FACTS[1])
+    prompt = "What did we settle about the zephyr release train schedule last week?"
+    before = status(mdb0)
+    event = json.dumps({"session_id": "once", "prompt": prompt, "cwd": str(mdb0.home),
+                        "hook_event_name": "UserPromptSubmit"})
+    mdb0.run("hook", "prompt", "--agent", "claude-code", input=event)
+
+    def embedded() -> bool:
+        n = mdb0.json("stats")["memories"]
+        have = [m["vectors"] for m in mdb0.json("model", "list")["models"] if m["current"]]
+        return n >= 2 and have == [n]
+
+    wait_until(embedded, 20, "the turn's vector")
+    after = status(mdb0)
+    assert after["embedded"] == before["embedded"]  # nothing was embedded for the turn
+    assert after["reused"] == before["reused"] + 1
+    found = mdb0.json("recall", prompt, "--scope", "session", "--session",
+                      mdb0.json("session", "list", "--all")["sessions"][0]["id"])["results"]
+    assert found[0]["content"] == prompt
+    assert found[0]["score_parts"]["vector_rank"] == 1
+    assert found[0]["score_parts"]["vector_distance"] < 0.001
+
+
 def test_clean_stop_leaves_a_drained_mark_that_a_changed_store_voids(mdb0: Db0) -> None:
     """A clean stop with nothing waiting leaves a mark so the next start need not scan every
     memory to learn that; a write made while the daemon was stopped voids it (and is embedded),

@@ -5,7 +5,9 @@ The queue is the database itself: memories without an up-to-date vector for the 
 start, after a model change, after writes that name no ids, and once a minute when idle) finds
 the rest, so a crash or `kill -9` loses nothing: the next start resumes where the rows say.
 What is waiting is taken in batches, texts already embedded by this model (same content hash)
-are copied, not embedded again, and the vectors are written through the one writer.
+are copied, not embedded again, and the vectors are written through the one writer. A text
+embedded as a query moments before it is stored (a hook embeds the prompt it then keeps as a
+turn) is not embedded again either: the last query vectors are kept by the hash of their text.
 
 Two models can be loaded at once. `target` is the registry's current model: vectors are made
 with it. `active` is the model whose vectors recall searches: the target once every memory has
@@ -35,6 +37,7 @@ log = logging.getLogger("db0.embed")
 ACTIVE_KEY = "embedding_active"
 NO_MODEL_NOTICE = "no embedding model: run db0 model install"
 MAX_CHARS = 8000          # longer texts are cut before tokenizing (the model sees 512 tokens)
+RECENT_QUERIES = 256      # query vectors kept for a memory of the same text (a hook's turn)
 RESCAN_S = 60.0           # the safety-net look for rows nothing named, above the floor
 FULL_RESCAN_S = 3600.0    # ... and over every row
 PERSIST_CHANGES = 5000  # the index file is rewritten after this many changes ...
@@ -72,6 +75,10 @@ class EmbeddingService(Component):
         self.error: str | None = None
         self.embedded = 0                 # vectors made since start (for rates)
         self.copied = 0                   # vectors reused from the content-hash cache
+        # The last query vectors, by (model id, hash of the text as stored): a memory whose
+        # text was just embedded as a query takes that vector (the query copy of the same
+        # model) instead of being embedded again.
+        self._recent: dict[tuple[int, str], bytes] = {}
         self._notice_given = False
         self._hints: list[str] = []
         # Where the next scan for memories without a vector looks: _scan asks for one; rows at
@@ -250,8 +257,25 @@ class EmbeddingService(Component):
         started = time.perf_counter()
         with a.qlock:
             vec = a.query.embed([text[:MAX_CHARS]])[0]
-        return QueryVector(a.model_id, np.asarray(vec, dtype=np.float32), a.index,
-                           took_ms=(time.perf_counter() - started) * 1000, floor=a.floor)
+        arr = np.asarray(vec, dtype=np.float32)
+        took = (time.perf_counter() - started) * 1000
+        self._keep_recent(a.model_id, text, arr)
+        return QueryVector(a.model_id, arr, a.index, took_ms=took, floor=a.floor)
+
+    def _keep_recent(self, model_id: int, text: str, vec: Any) -> None:
+        from db0.store import vectors
+        from db0.store.memories import content_hash
+
+        key = (model_id, content_hash(text))
+        with self._guard:
+            self._recent.pop(key, None)
+            self._recent[key] = vectors.to_blob(vec)
+            while len(self._recent) > RECENT_QUERIES:
+                del self._recent[next(iter(self._recent))]
+
+    def _take_recent(self, model_id: int, hashes: list[str]) -> dict[str, bytes]:
+        with self._guard:
+            return {h: b for h in hashes if (b := self._recent.pop((model_id, h), None))}
 
     def vector_of(self, memory_id: str) -> Any:
         """A memory's own stored vector from the active model, as a QueryVector (None when it
@@ -474,6 +498,7 @@ class EmbeddingService(Component):
 
         with self.rt.reader() as store:
             have = vectors.cached(store, t.model_id, [h for _, _, h in rows])
+        have.update(self._take_recent(t.model_id, [h for _, _, h in rows if h not in have]))
         todo: dict[str, str] = {}
         for _, content, h in rows:
             if h not in have:
