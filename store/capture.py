@@ -326,26 +326,33 @@ def ingest(store: Store, ctx: Context, agent: str, agent_sid: str, cwd: str | No
     return out
 
 
+COPY_MIN = 16  # characters from which purge looks for a memory's text inside other texts
+
+
 def erase_copies(store: Store, mid: str, content: str) -> int:
     """For purge: the copies of a memory's text that capture keeps beside it, erased: the
     injections that gave it (their text) or whose prompt held it (their query), the agent
     sessions whose first or last prompt, last answer or summary held it, and the sessions
-    whose summary (an agent's compaction summary) held it. A copy is cut
-    at 2,000 characters, so its first 2,000 are looked for. Each is a pass over those tables:
-    purge is rare and already merges the whole full-text index. Returns the rows changed."""
+    whose summary (an agent's compaction summary) held it. A copy is cut at 2,000
+    characters, so its first 2,000 are looked for: inside longer texts from COPY_MIN
+    characters on (a shorter one is found inside unrelated texts too), as a whole text below
+    that. Each is a pass over those tables: purge is rare and already merges the whole
+    full-text index. Returns the rows changed."""
     head = content[:2000]
     if not head:
         return 0
     c = store.conn
+    held = "({col} = ?1 OR (length(?1) >= {n} AND instr({col}, ?1) > 0))"
     c.execute(
-        "UPDATE injections SET text='', query=NULL WHERE instr(text, ?1) > 0 "
-        "OR instr(query, ?1) > 0 OR EXISTS (SELECT 1 FROM json_each(memory_ids) WHERE value=?2)",
-        (head, mid))
+        "UPDATE injections SET text='', query=NULL WHERE "
+        + " OR ".join(held.format(col=col, n=COPY_MIN) for col in ("text", "query"))
+        + " OR EXISTS (SELECT 1 FROM json_each(memory_ids) WHERE value=?2)", (head, mid))
     n = c.changes()
     for table, col in (("agent_sessions", "first_prompt"), ("agent_sessions", "last_prompt"),
                        ("agent_sessions", "last_answer"), ("agent_sessions", "summary"),
                        ("sessions", "summary")):
-        c.execute(f"UPDATE {table} SET {col}=NULL WHERE instr({col}, ?) > 0", (head,))
+        c.execute(f"UPDATE {table} SET {col}=NULL WHERE " + held.format(col=col, n=COPY_MIN),
+                  (head,))
         n += c.changes()
     return n
 

@@ -668,3 +668,22 @@ def test_purge_erases_a_compaction_summary_that_holds_the_text(tmp_path: Path) -
     db0 = [r[0] for r in store.conn.execute("SELECT summary FROM sessions ORDER BY summary")]
     assert agent == {"a1": None, "a2": "We renamed the CI job."}
     assert db0 == [None, "We renamed the CI job."]
+
+
+def test_purge_of_a_short_text_erases_whole_copies_only(tmp_path: Path) -> None:
+    """A text under capture.COPY_MIN characters is found inside unrelated texts by chance, so
+    purge erases it where it is the whole copy (a prompt of its own) and leaves longer texts
+    that merely contain it."""
+    from db0.store import capture, memories
+
+    store = Store.open(tmp_path / "db0.sqlite3")
+    ctx = Context("u", "claude-code")
+    with store.transaction():
+        for sid in ("a1", "a2"):
+            capture.map_session(store, ctx, "claude-code", sid, "/tmp/p", None)
+        capture.note_turn(store, "claude-code", "a1", "user", "ship it")
+        capture.note_turn(store, "claude-code", "a2", "user", "did we ship it to staging?")
+        mid = write.remember(store, ctx, write.prepare({"content": "ship it"}))["id"]
+        memories.purge(store, mid)
+    got = dict(store.conn.execute("SELECT agent_session, first_prompt FROM agent_sessions"))
+    assert got == {"a1": None, "a2": "did we ship it to staging?"}
