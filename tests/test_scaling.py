@@ -75,7 +75,7 @@ GROWS = {
         "the inspector's agent facet names every agent that ever had a session",
     "'main'.'memories_fts_": "FTS5's own segment writes and merges (amortised over writes)",
     "VALUES ('optimize')": "purge merges the whole full-text index, so no copy of the text stays",
-    "UPDATE injections SET text='', query=NULL WHERE": "purge looks for the text in every injection",
+    "UPDATE injections SET text='', query=NULL WHERE": "purge reads every injection",
     "=NULL WHERE (": "purge looks for the text in every session's prompts and summary",
 }
 IGNORE_BELOW = 2_000  # steps per run under which a statement is too cheap to judge
