@@ -372,7 +372,8 @@ def forget(rt: Runtime, req: Request) -> dict[str, Any]:
 
 @rpc("memory.purge", {"id": ID}, writes=True)
 def purge(rt: Runtime, req: Request) -> dict[str, Any]:
-    """Erase a memory for real: its row, index entries and the op payloads with its text."""
+    """Erase a memory for real: its row, index entries, the op payloads with its text and the
+    copies hooks kept (injections, session prompts and summaries)."""
     ref = req.params["id"]
     return rt.write(lambda s: memories.purge(s, ref))
 
