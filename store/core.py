@@ -370,8 +370,9 @@ def _upsert(conn: apsw.Connection, state: dict[str, Any], new: bool = False) -> 
 def apply_remote_state(store: Store, state: dict[str, Any], kind: str, op_id: str,
                        hlc: str, device_id: str) -> bool:
     """Apply an op from another device: last writer (by clock) wins; replay is a no-op."""
-    if store.conn.execute("SELECT 1 FROM ops WHERE op_id=?", (op_id,)).fetchone():
-        return False
+    if store.conn.execute("SELECT 1 FROM ops WHERE op_id=? OR (kind='purge' AND "
+                          "memory_id=?)", (op_id, state["id"])).fetchone():
+        return False  # seen, or about a memory purged here
     store.clock.observe(hlc)
     row = store.conn.execute("SELECT hlc FROM memories WHERE id=?", (state["id"],)).fetchone()
     changed = row is None or str(row[0]) < hlc
@@ -404,11 +405,19 @@ def apply_remote_states(store: Store, ops: list[tuple[dict[str, Any], str, str, 
             f"SELECT id, hlc FROM memories WHERE id IN ({','.join('?' * len(chunk_ids))})",
             chunk_ids))
     known = set(current)
+    # A memory purged here (by `db0 purge` or a pulled purge) is not brought back by an op
+    # about it from a device that had not seen the purge.
+    purged: set[str] = set()
+    for i in range(0, len(id_list), 500):
+        chunk_ids = id_list[i:i + 500]
+        purged.update(str(r[0]) for r in conn.execute(
+            "SELECT memory_id FROM ops WHERE kind='purge' AND memory_id IN "
+            f"({','.join('?' * len(chunk_ids))})", chunk_ids))
     newest: dict[str, dict[str, Any]] = {}
     log: list[tuple[Any, ...]] = []
     now = time.time()
     for state, kind, op_id, hlc, device_id in ops:
-        if op_id in seen:
+        if op_id in seen or state["id"] in purged:
             continue
         seen.add(op_id)
         store.clock.observe(hlc)

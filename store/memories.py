@@ -131,19 +131,35 @@ def forget(store: Store, ref: str, reason: str | None = None) -> dict[str, Any]:
 
 def purge(store: Store, ref: str) -> dict[str, Any]:
     """Erase a memory for real (privacy): its row, tags, index entries, the op payloads
-    that held its text and the copies capture keeps (capture.erase_copies). One `purge` op,
-    with no content, records that it happened."""
+    that held its text and the copies capture keeps (`erase`). One `purge` op, with no
+    content, records that it happened; it carries the memory's scope and owner so sync takes
+    it to the remotes of that scope, which erase it too (store/pgsync.py)."""
+    mid = resolve_id(store, ref)
+    where = store.conn.execute("SELECT scope, owner FROM memories WHERE id=?", (mid,)).fetchone()
+    erase(store, [mid])
+    scope, owner = where if where else (None, None)
+    append_op(store, "purge", mid, {"id": mid, "scope": scope, "owner": owner})
+    return {"id": mid, "status": "purged"}
+
+
+def erase(store: Store, ids: list[str]) -> int:
+    """Delete these memories, every op about them and the copies capture keeps of their
+    text, leaving no trace of the text in the file; the caller logs the purge op. Returns
+    how many memories were there."""
     from db0.store import capture
 
-    mid = resolve_id(store, ref)
-    content = dbmod.scalar(store.conn, "SELECT content FROM memories WHERE id=?", (mid,))
-    capture.erase_copies(store, mid, str(content or ""))
-    store.conn.execute("DELETE FROM memories WHERE id=?", (mid,))
-    store.conn.execute("DELETE FROM ops WHERE memory_id=?", (mid,))
-    # FTS5 keeps deleted tokens in old segments until they merge: merge them now.
-    store.conn.execute("INSERT INTO memories_fts(memories_fts) VALUES ('optimize')")
-    append_op(store, "purge", mid, {"id": mid})
-    return {"id": mid, "status": "purged"}
+    n = 0
+    for mid in ids:
+        content = dbmod.scalar(store.conn, "SELECT content FROM memories WHERE id=?", (mid,))
+        if content is not None:
+            capture.erase_copies(store, mid, str(content))
+            store.conn.execute("DELETE FROM memories WHERE id=?", (mid,))
+            n += 1
+        store.conn.execute("DELETE FROM ops WHERE memory_id=?", (mid,))
+    if n:
+        # FTS5 keeps deleted tokens in old segments until they merge: merge them now.
+        store.conn.execute("INSERT INTO memories_fts(memories_fts) VALUES ('optimize')")
+    return n
 
 
 def list_memories(store: Store, ctx: Context, *, scopes: list[str] | None = None,

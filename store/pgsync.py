@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from db0.store import write
-from db0.store.core import FULL_PAYLOAD_SQL, Store, apply_remote_states
+from db0.store.core import FULL_PAYLOAD_SQL, Store, append_op, apply_remote_states
 from db0.store.errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -279,8 +279,10 @@ def read_pending(store: Store, remote: str, scopes: list[str], limit: int
     top = int(_one(store.conn, "SELECT coalesce(max(seq), 0) FROM ops"))
     rows = store.conn.execute(
         "SELECT o.seq, o.op_id, o.hlc, o.device_id, o.kind, o.memory_id, "
-        "json_extract(o.payload, '$.state.scope') AS scope, "
-        "json_extract(o.payload, '$.state.owner'), " + FULL_PAYLOAD_SQL.format(o="o") +
+        # A purge op names its memory's scope and owner beside its id, having no state.
+        "coalesce(json_extract(o.payload, '$.state.scope'), json_extract(o.payload, '$.scope')) "
+        "AS scope, coalesce(json_extract(o.payload, '$.state.owner'), "
+        "json_extract(o.payload, '$.owner')), " + FULL_PAYLOAD_SQL.format(o="o") +
         " FROM ops o "
         f"WHERE o.seq > ? AND o.seq <= ? AND scope IN ({_scope_list(scopes)}) "
         "AND NOT EXISTS (SELECT 1 FROM sync_origin s WHERE s.op_id=o.op_id AND s.remote=?) "
@@ -393,9 +395,21 @@ def mark_pushed(store: Store, remote: str, mark: int, sent: int) -> None:
 
 def apply_pulled(store: Store, remote: str, rows: list[tuple[Any, ...]], cursor: int
                  ) -> list[str]:
-    """Writer job: apply pulled ops (last writer wins) and move the cursor, all or nothing."""
-    ops = [((json.loads(payload) if isinstance(payload, str) else payload)["state"], kind,
-            op_id, hlc, device_id) for _seq, op_id, hlc, device_id, kind, payload in rows]
+    """Writer job: apply pulled ops (last writer wins) and move the cursor, all or nothing.
+    A purge op erases its memory here as `db0 purge` does, and is kept as a tombstone."""
+    from db0.store import memories
+
+    ops = []
+    for _seq, op_id, hlc, device_id, kind, payload in rows:
+        p = json.loads(payload) if isinstance(payload, str) else payload
+        if kind == "purge":
+            store.clock.observe(hlc)
+            if not store.conn.execute("SELECT 1 FROM ops WHERE op_id=?", (op_id,)).fetchone():
+                memories.erase(store, [p["id"]])
+                append_op(store, "purge", p["id"], p, hlc=hlc, device_id=device_id,
+                          op_id=op_id)
+        else:
+            ops.append((p["state"], kind, op_id, hlc, device_id))
     changed = apply_remote_states(store, ops)
     write.converge(store, changed)
     store.conn.executemany("INSERT OR IGNORE INTO sync_origin(op_id, remote) VALUES (?, ?)",
@@ -440,15 +454,25 @@ def push(conn: Any, rows: list[tuple[Any, ...]], device_id: str, searchable: boo
             with conn.cursor().copy(f"COPY db0_stage ({_STAGE_COLS}) FROM STDIN") as cp:
                 for r in rows:
                     cp.write_row(r)
+            # A purged memory stays purged: a device that had not pulled the purge yet may
+            # still send ops about it, and they are dropped here.
             cur = conn.execute(
                 "INSERT INTO db0.ops (op_id, hlc, device_id, kind, memory_id, scope, owner, "
                 "payload, pushed_by) SELECT op_id, hlc, device_id, kind, memory_id, scope, "
-                "owner, payload::jsonb, %s FROM db0_stage ORDER BY ord "
-                "ON CONFLICT (op_id) DO NOTHING", (device_id,))
+                "owner, payload::jsonb, %s FROM db0_stage s WHERE s.kind = 'purge' OR NOT "
+                "EXISTS (SELECT 1 FROM db0.ops p WHERE p.memory_id = s.memory_id AND "
+                "p.kind = 'purge') ORDER BY ord ON CONFLICT (op_id) DO NOTHING", (device_id,))
             inserted = max(int(cur.rowcount), 0)
+            # A purge erases the memory here too: its row and every earlier op with its text.
+            conn.execute("DELETE FROM db0.ops WHERE kind <> 'purge' AND memory_id IN "
+                         "(SELECT memory_id FROM db0_stage WHERE kind = 'purge')")
             if searchable:
-                conn.execute(_UPSERT_COPY.replace("{src}", "(SELECT memory_id, hlc, "
-                                                  "payload::jsonb AS payload FROM db0_stage) st"))
+                conn.execute("DELETE FROM db0.memories WHERE id IN "
+                             "(SELECT memory_id FROM db0_stage WHERE kind = 'purge')")
+                conn.execute(_UPSERT_COPY.replace("{src}", (
+                    "(SELECT memory_id, hlc, payload::jsonb AS payload FROM db0_stage s "
+                    "WHERE s.kind <> 'purge' AND NOT EXISTS (SELECT 1 FROM db0.ops p WHERE "
+                    "p.memory_id = s.memory_id AND p.kind = 'purge')) st")))
         return inserted
     except psycopg.Error as e:
         raise classify(e, "push") from None

@@ -109,7 +109,8 @@ def test_password_from_the_environment(pg_dsn: str) -> None:
 # -- convergence -----------------------------------------------------------------------------
 
 ACTIONS = st.lists(
-    st.tuples(st.sampled_from(["write", "write", "key", "forget", "supersede", "sync"]),
+    st.tuples(st.sampled_from(["write", "write", "key", "forget", "supersede", "purge",
+                               "sync"]),
               st.integers(0, 2), st.integers(0, 3)),
     min_size=4, max_size=14)
 
@@ -118,6 +119,7 @@ def _play(devs: list[Db0], dsn: str, actions: list[tuple[str, int, int]]) -> Non
     for d in devs:
         d.run("remote", "add", "pg", dsn)
     known: list[list[str]] = [[] for _ in devs]
+    purged: list[str] = []
     # Every device writes first, so a drawn run of only forgets still has something to sync.
     actions = [("write", i, 0) for i in range(len(devs))] + list(actions)
     for n, (kind, who, arg) in enumerate(actions):
@@ -136,6 +138,10 @@ def _play(devs: list[Db0], dsn: str, actions: list[tuple[str, int, int]]) -> Non
             else:
                 known[i].append(d.run("remember", "--supersedes", target,
                                       f"replacement {n} from device {i}").out.strip())
+        elif kind == "purge" and known[i]:
+            target = known[i].pop(arg % len(known[i]))
+            purged.append(d.json("show", target)["content"])
+            d.run("purge", target, "--yes")
         elif kind == "sync":
             d.run("sync")
             known[i] = [m["id"] for m in d.json("list", "--include-superseded", "-n", "500")[
@@ -151,11 +157,25 @@ def _play(devs: list[Db0], dsn: str, actions: list[tuple[str, int, int]]) -> Non
             break
     assert moved == 0, "the devices did not settle"
     exports = [export(d) for d in devs]
-    assert exports[0], "nothing was written"
+    assert exports[0] or purged, "nothing was written"
     for e in exports[1:]:
         assert e == exports[0]
     for d in devs:  # and each holds the rules, not only the same rows
         assert live_duplicates(d) == []
+    for text in purged:  # a purged text is nowhere: no device, no op on the remote
+        assert all(text not in line for e in exports for line in e), text
+        assert remote_holds(dsn, text) == 0, text
+
+
+def remote_holds(dsn: str, text: str) -> int:
+    """How many ops (and rows of the searchable copy) on the remote hold `text`."""
+    with admin(dsn) as c:
+        n = int(c.execute("SELECT count(*) FROM db0.ops WHERE payload::text LIKE %s",
+                          (f"%{text}%",)).fetchone()[0])
+        if c.execute("SELECT to_regclass('db0.memories')").fetchone()[0]:
+            n += int(c.execute("SELECT count(*) FROM db0.memories WHERE content = %s",
+                               (text,)).fetchone()[0])
+        return n
 
 
 def live_duplicates(d: Db0) -> list[str]:
@@ -204,6 +224,33 @@ def test_concurrent_edits_last_writer_wins(pg_dsn: str) -> None:
         # Whole-state last writer wins: a's supersede is newer than b's forget.
         old = b.json("show", mid)
         assert old["superseded_by"] and old["forgotten_at"] is None
+
+
+def test_purge_reaches_the_remote_and_every_device(pg_dsn: str) -> None:
+    """`db0 purge` on one device erases the memory on the remote (its row and every op with
+    its text) and, at their next sync, on the others; an edit made meanwhile by a device that
+    had not seen the purge does not bring it back."""
+    secret = "the vault code is QW8812734"
+    with devices(2) as (a, b):
+        for d in (a, b):
+            d.run("remote", "add", "pg", pg_dsn)
+        mid = a.run("remember", secret).out.strip()
+        a.run("remember", "an unrelated note")
+        a.run("sync")
+        b.run("sync")
+        assert b.json("show", mid)["content"] == secret
+        assert remote_holds(pg_dsn, secret) > 0
+        b.run("forget", mid)  # b edits it before it learns of the purge
+        a.run("purge", mid, "--yes")
+        for d in (a, b, a, b):
+            d.run("sync")
+        assert remote_holds(pg_dsn, secret) == 0
+        for d in (a, b):
+            assert d.run("show", mid, check=False).code == 4
+            assert [json.loads(x)["content"] for x in export(d)] == ["an unrelated note"]
+        b.run("daemon", "stop")  # checkpoint the WAL into the file
+        for f in (b.home / "data").glob("db0.sqlite3*"):
+            assert b"QW8812734" not in f.read_bytes(), f
 
 
 def test_session_scope_stays_unless_configured(pg_dsn: str) -> None:
