@@ -32,7 +32,9 @@ from db0.store import write
 from db0.store.core import FULL_PAYLOAD_SQL, Store, append_op, apply_remote_states
 from db0.store.errors import StoreError
 
-SCHEMA_VERSION = 1
+# 1: ops and the searchable copy. 2: purge ops, which carry no state: a db0 that knows only
+# 1 could not apply them, so it refuses the remote and asks for an upgrade.
+SCHEMA_VERSION = 2
 # pg_advisory_xact_lock keys: "db0" schema changes, and pushes (which serialise commits).
 LOCK_SCHEMA = 0x6462_3000_0001
 LOCK_PUSH = 0x6462_3000_0002
@@ -141,6 +143,14 @@ CREATE INDEX memories_owner ON db0.memories (scope, owner)
 """
 
 # The current state per memory from a set of ops (`src` has memory_id, hlc, payload::jsonb).
+def _live_ops(ops: str) -> str:
+    """The ops of `ops` (a table or subquery with memory_id, hlc, kind and a jsonb payload)
+    the searchable copy is made from: none of a purged memory, and no purge op."""
+    return ("(SELECT s.memory_id, s.hlc, s.payload FROM " + ops + " s WHERE s.kind <> 'purge' "
+            "AND NOT EXISTS (SELECT 1 FROM db0.ops p WHERE p.memory_id = s.memory_id AND "
+            "p.kind = 'purge')) st")
+
+
 _UPSERT_COPY = """
 INSERT INTO db0.memories AS m (id, scope, owner, user_id, agent_id, session_id, task_id, key,
     content, content_hash, tags, metadata, pinned, created_at, created_ts, updated_ts, expires_ts,
@@ -227,7 +237,7 @@ def ensure_schema(conn: Any) -> RemoteInfo:
                 if has_vector and meta.get("searchable") != "1":
                     conn.execute(_SEARCHABLE)
                     # Backfill from every op pushed before the copy existed.
-                    conn.execute(_UPSERT_COPY.replace("{src}", "db0.ops"))
+                    conn.execute(_UPSERT_COPY.replace("{src}", _live_ops("db0.ops")))
                     conn.execute("INSERT INTO db0.meta VALUES ('searchable', '1') "
                                  "ON CONFLICT (key) DO UPDATE SET value='1'")
             meta = _meta(conn)
@@ -469,10 +479,8 @@ def push(conn: Any, rows: list[tuple[Any, ...]], device_id: str, searchable: boo
             if searchable:
                 conn.execute("DELETE FROM db0.memories WHERE id IN "
                              "(SELECT memory_id FROM db0_stage WHERE kind = 'purge')")
-                conn.execute(_UPSERT_COPY.replace("{src}", (
-                    "(SELECT memory_id, hlc, payload::jsonb AS payload FROM db0_stage s "
-                    "WHERE s.kind <> 'purge' AND NOT EXISTS (SELECT 1 FROM db0.ops p WHERE "
-                    "p.memory_id = s.memory_id AND p.kind = 'purge')) st")))
+                conn.execute(_UPSERT_COPY.replace("{src}", _live_ops(
+                    "(SELECT memory_id, hlc, kind, payload::jsonb AS payload FROM db0_stage)")))
         return inserted
     except psycopg.Error as e:
         raise classify(e, "push") from None

@@ -409,6 +409,28 @@ def test_recall_remote_with_pgvector(pgvector_base: str) -> None:
         assert [r["content"] for r in bob] == ["bob prefers black tea with milk"]
 
 
+def test_a_purged_memory_stays_out_of_the_searchable_copy(pgvector_base: str) -> None:
+    """The server's searchable copy loses a purged memory at once, and a copy made again
+    from the op log (as when pgvector arrives after the first syncs) neither brings it back
+    nor trips over the purge op, which has no state."""
+    with fresh_database(pgvector_base) as dsn, devices(1) as (a,):
+        a.run("remote", "add", "pg", dsn)
+        mid = a.run("remember", "tea notes hold the code ZK4455").out.strip()
+        a.run("remember", "tea is best at 80 degrees")
+        assert a.json("sync")["results"][0]["searchable"] is True
+        a.run("purge", mid, "--yes")
+        a.run("sync")
+        assert remote_holds(dsn, "tea notes hold the code ZK4455") == 0
+        with admin(dsn) as c:  # as if the copy had never been made
+            c.execute("DROP TABLE db0.memories, db0.vectors CASCADE")
+            c.execute("DELETE FROM db0.meta WHERE key='searchable'")
+        a.run("remember", "tea after lunch")
+        assert a.json("sync")["results"][0]["searchable"] is True
+        res = a.json("recall", "--remote", "pg", "tea")["results"]
+        assert sorted(r["content"] for r in res) == ["tea after lunch",
+                                                     "tea is best at 80 degrees"]
+
+
 def test_recall_remote_without_pgvector_says_so(pg_dsn: str) -> None:
     with devices(1) as (a,):
         a.run("remote", "add", "pg", pg_dsn)
