@@ -247,7 +247,8 @@ def test_purge_erases_text_everywhere(db0: Db0, home: Path) -> None:
 def test_purge_erases_the_copies_capture_keeps(db0: Db0, home: Path) -> None:
     """A prompt a hook captured is a turn (and the facts extracted from it), and capture
     copies its text into the agent session's first and last prompt, and into the context
-    later prompts are given: purging the memories that hold it leaves it in no file."""
+    later prompts are given; a request the daemon set aside holds it too: purging the
+    memories that hold it leaves it in no file."""
     def prompt(text: str) -> str:
         return db0.run("hook", "prompt", "--agent", "claude-code", input=json.dumps(
             {"session_id": "s1", "prompt": text, "hook_event_name": "UserPromptSubmit",
@@ -259,8 +260,19 @@ def test_purge_erases_the_copies_capture_keeps(db0: Db0, home: Path) -> None:
     held = [m["id"] for line in db0.run("export", "--everyone").out.splitlines()
             if "zebrafalcon" in (m := json.loads(line))["content"]]
     assert len(held) >= 1
+    bad = home / "data" / "spool" / "bad"  # requests the daemon set aside keep their text
+    bad.mkdir(parents=True, exist_ok=True)
+    (bad / "1-held.json").write_text(json.dumps({"method": "hook.event", "params": {
+        "data": {"prompt": "I prefer the staging database named zebrafalcon for all load "
+                           "tests"}}}))
+    (bad / "2-other.json").write_text(json.dumps({"method": "hook.event", "params": {
+        "data": {"prompt": "an unrelated prompt about lunch"}}}))
+    (bad / "3-torn.json").write_text('{"method": "hook.event", "params": {"data": {"prompt": '
+                                     '"I prefer the staging database named zebrafalcon for '
+                                     'all load tests", "cw')
     for mid in held:
         assert db0.json("purge", mid, "--yes")["status"] == "purged"
+    assert sorted(p.name for p in bad.iterdir()) == ["2-other.json"]
     db0.run("daemon", "stop")  # checkpoint the WAL into the file
     for f in (home / "data").glob("db0.sqlite3*"):
         assert b"zebrafalcon" not in f.read_bytes(), f

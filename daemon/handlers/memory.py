@@ -373,9 +373,19 @@ def forget(rt: Runtime, req: Request) -> dict[str, Any]:
 @rpc("memory.purge", {"id": ID}, writes=True)
 def purge(rt: Runtime, req: Request) -> dict[str, Any]:
     """Erase a memory for real: its row, index entries, the op payloads with its text and the
-    copies hooks kept (injections, session prompts and summaries)."""
+    copies hooks kept (injections, session prompts and summaries, set-aside spool files)."""
+    from db0.daemon.services.spool import Spool
+    from db0.store import db as dbmod
+
     ref = req.params["id"]
-    return rt.write(lambda s: memories.purge(s, ref))
+    with rt.reader() as s:
+        text = dbmod.scalar(s.conn, "SELECT content FROM memories WHERE id=?",
+                            (memories.resolve_id(s, ref),))
+    out: dict[str, Any] = rt.write(lambda s: memories.purge(s, ref))
+    spool = rt.service(Spool)
+    if spool is not None and text:
+        spool.erase_text(str(text))
+    return out
 
 
 @rpc("memory.history", {"id": ID})

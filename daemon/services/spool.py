@@ -31,6 +31,14 @@ log = logging.getLogger("db0.spool")
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
+def _raw_holds(path: Path, head: str) -> bool:
+    """Whether a file that is not a readable request holds the text's UTF-8 bytes."""
+    try:
+        return head.encode("utf-8", "surrogatepass") in path.read_bytes()
+    except OSError:
+        return False
+
+
 class Spool(Component):
     name = "spool"
     interval: float | None = 1.0
@@ -115,6 +123,36 @@ class Spool(Component):
         if done:
             log.info("spool: %d requests replayed", done)
         return done
+
+    def erase_text(self, text: str) -> int:
+        """For purge: remove the set-aside requests (`spool/bad/`) that hold `text`, by the
+        rule capture.erase_copies uses (a short text only as a whole string). Requests still
+        waiting are replayed within a second and become memories, purged like any other.
+        Returns how many files were removed."""
+        from db0.store.capture import COPY_MIN
+
+        head = text[:2000]
+        if not head:
+            return 0
+
+        def holds(v: Any) -> bool:
+            if isinstance(v, str):
+                return v == head or (len(head) >= COPY_MIN and head in v)
+            if isinstance(v, dict):
+                return any(holds(x) for x in v.values())
+            if isinstance(v, list):
+                return any(holds(x) for x in v)
+            return False
+
+        removed = 0
+        with self._lock:
+            for path in sorted((self.dir / "bad").glob("*.json")):
+                msg = self._read(path)
+                if _raw_holds(path, head) if isinstance(msg, str) else holds(msg):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed += 1
+        return removed
 
     def hook_problems(self, n: int = 5) -> list[str]:
         path = self.rt.paths.log_dir / "hooks.log"
