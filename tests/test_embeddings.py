@@ -73,6 +73,13 @@ def wait_until(fn: Any, timeout: float = 300, what: str = "") -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def all_embedded(db: Db0, at_least: int) -> bool:
+    """At least `at_least` memories, and the current model has a vector for each."""
+    n = db.json("stats")["memories"]
+    have = [m["vectors"] for m in db.json("model", "list")["models"] if m["current"]]
+    return bool(n >= at_least and have == [n])
+
+
 def import_lines(db: Db0, n: int, tag: str) -> list[str]:
     data = "".join(json.dumps({"content": f"filler note {tag} {i}: item {i * 7919 % 10007} "
                                f"of batch {tag}"}) + "\n" for i in range(n))
@@ -154,12 +161,7 @@ def test_a_write_that_names_no_ids_is_embedded_through_the_op_log(mdb0: Db0) -> 
     started = time.monotonic()
     mdb0.run("hook", "prompt", "--agent", "claude-code", input=event)
 
-    def embedded() -> bool:
-        n = mdb0.json("stats")["memories"]
-        have = [m["vectors"] for m in mdb0.json("model", "list")["models"] if m["current"]]
-        return n >= 2 and have == [n]
-
-    wait_until(embedded, 20, "the hook's memory to be embedded")
+    wait_until(lambda: all_embedded(mdb0, 2), 20, "the hook's memory to be embedded")
     assert time.monotonic() - started < 20
     assert status(mdb0)["pending"] == 0
 
@@ -175,12 +177,7 @@ def test_a_prompt_embedded_for_injection_is_not_embedded_again_as_its_turn(mdb0:
                         "hook_event_name": "UserPromptSubmit"})
     mdb0.run("hook", "prompt", "--agent", "claude-code", input=event)
 
-    def embedded() -> bool:
-        n = mdb0.json("stats")["memories"]
-        have = [m["vectors"] for m in mdb0.json("model", "list")["models"] if m["current"]]
-        return n >= 2 and have == [n]
-
-    wait_until(embedded, 20, "the turn's vector")
+    wait_until(lambda: all_embedded(mdb0, 2), 20, "the turn's vector")
     after = status(mdb0)
     assert after["embedded"] == before["embedded"]  # nothing was embedded for the turn
     assert after["reused"] == before["reused"] + 1
