@@ -409,17 +409,18 @@ def apply_pulled(store: Store, remote: str, rows: list[tuple[Any, ...]], cursor:
     A purge op erases its memory here as `db0 purge` does, and is kept as a tombstone."""
     from db0.store import memories
 
-    ops = []
+    ops, purges = [], []
     for _seq, op_id, hlc, device_id, kind, payload in rows:
         p = json.loads(payload) if isinstance(payload, str) else payload
         if kind == "purge":
             store.clock.observe(hlc)
             if not store.conn.execute("SELECT 1 FROM ops WHERE op_id=?", (op_id,)).fetchone():
-                memories.erase(store, [p["id"]])
-                append_op(store, "purge", p["id"], p, hlc=hlc, device_id=device_id,
-                          op_id=op_id)
+                purges.append((p, op_id, hlc, device_id))
         else:
             ops.append((p["state"], kind, op_id, hlc, device_id))
+    memories.erase(store, [p["id"] for p, *_ in purges])  # one full-text merge for the batch
+    for p, op_id, hlc, device_id in purges:
+        append_op(store, "purge", p["id"], p, hlc=hlc, device_id=device_id, op_id=op_id)
     changed = apply_remote_states(store, ops)
     write.converge(store, changed)
     store.conn.executemany("INSERT OR IGNORE INTO sync_origin(op_id, remote) VALUES (?, ?)",
