@@ -329,6 +329,13 @@ def ingest(store: Store, ctx: Context, agent: str, agent_sid: str, cwd: str | No
 COPY_MIN = 16  # characters from which purge looks for a memory's text inside other texts
 
 
+def holds_copy(text: str, head: str) -> bool:
+    """Whether `text` is a copy of `head` (a memory's first 2,000 characters) by purge's rule:
+    the whole text, or, from COPY_MIN characters on, a part of it (erase_copies' SQL is the
+    same rule)."""
+    return text == head or (len(head) >= COPY_MIN and head in text)
+
+
 def erase_copies(store: Store, mid: str, content: str) -> int:
     """For purge: the copies of a memory's text that capture keeps beside it, erased: the
     injections that gave it (their text) or whose prompt held it (their query), the agent

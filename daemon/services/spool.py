@@ -129,7 +129,7 @@ class Spool(Component):
         rule capture.erase_copies uses (a short text only as a whole string). Requests still
         waiting are replayed within a second and become memories, purged like any other.
         Returns how many files were removed."""
-        from db0.store.capture import COPY_MIN
+        from db0.store.capture import holds_copy
 
         head = text[:2000]
         if not head:
@@ -137,7 +137,7 @@ class Spool(Component):
 
         def holds(v: Any) -> bool:
             if isinstance(v, str):
-                return v == head or (len(head) >= COPY_MIN and head in v)
+                return holds_copy(v, head)
             if isinstance(v, dict):
                 return any(holds(x) for x in v.values())
             if isinstance(v, list):
