@@ -24,6 +24,7 @@ from db0.store.memories import parse_time, to_public
 
 FORMATS = ("md", "json", "xml")
 NEAR = 0.8
+FIRST = 20
 POOL = 60
 MAX_BUDGET = 200_000
 SCOPE_ORDER = ("user", "agent", "session", "task")
@@ -124,12 +125,6 @@ def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
     filters = filters or search.Filters()
     style = "xml" if fmt == "xml" else "md"
     now = time.time()
-    candidates = pinned(store, ctx, filters)
-    if query.strip():
-        found = search.recall(store, ctx, query, POOL, filters, qvec=qvec, feedback=feedback)
-        if reorder is not None:
-            reorder(found)
-        candidates += found
     fixed, per_group = _wrapper_cost(style)
     # Every header counts the same ("## user" and "## task" alike): take the dearest.
     per_group = max(per_group, *(tokens.count(_header(sc, style)) + 1 +
@@ -141,26 +136,46 @@ def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
     taken_words: list[set[str]] = []
     seen: set[str] = set(exclude or ())
     skipped = {"near_repeat": 0, "over_budget": 0, "excluded": len(seen)}
-    for cand in candidates:
-        if cand["id"] in seen:
-            continue
-        seen.add(cand["id"])
-        words = _words(cand["content"])
-        if any(_near(words, w) for w in taken_words):
-            skipped["near_repeat"] += 1
-            continue
-        cost = tokens.count(_line(cand, style, now)) + 1
-        if cand["scope"] not in groups:
-            cost += per_group
-        if not chosen:
-            cost += fixed  # the wrapper comes with the first item
-        if used + cost > budget:
-            skipped["over_budget"] += 1
-            continue
-        used += cost
-        groups.add(cand["scope"])
-        chosen.append(cand)
-        taken_words.append(words)
+
+    def take(candidates: list[dict[str, Any]]) -> None:
+        nonlocal used
+        for cand in candidates:
+            if cand["id"] in seen:
+                continue
+            seen.add(cand["id"])
+            words = _words(cand["content"])
+            if any(_near(words, w) for w in taken_words):
+                skipped["near_repeat"] += 1
+                continue
+            cost = tokens.count(_line(cand, style, now)) + 1
+            if cand["scope"] not in groups:
+                cost += per_group
+            if not chosen:
+                cost += fixed  # the wrapper comes with the first item
+            if used + cost > budget:
+                skipped["over_budget"] += 1
+                continue
+            used += cost
+            groups.add(cand["scope"])
+            chosen.append(cand)
+            taken_words.append(words)
+
+    take(pinned(store, ctx, filters))
+    # Relevance in two steps: the first FIRST results, and only when every one of them fitted
+    # and recall had more, the next POOL - FIRST (those already seen left out). A pack at a
+    # prompt fills its budget from the first few, and ranking a deep pool for it cost as much
+    # as embedding the prompt. A second stage (`reorder`) gets all POOL at once: it can only
+    # promote what it is given.
+    k = POOL if reorder is not None else FIRST
+    while query.strip():
+        found = search.recall(store, ctx, query, k, filters, qvec=qvec, feedback=feedback,
+                              exclude=seen)
+        if reorder is not None:
+            reorder(found)
+        take(found)
+        if skipped["over_budget"] or len(found) < k or k != FIRST:
+            break
+        k = POOL - FIRST
     lines = _render(chosen, style, now)
     text = "\n".join(lines)
     used = tokens.count(text)

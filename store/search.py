@@ -15,6 +15,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -791,14 +792,23 @@ def feedback_words(store: Store, words: list[str], first: list[int]) -> list[str
     return sorted(weight, key=lambda w: -weight[w])[:FEEDBACK_WORDS]
 
 
+def _rids_of(store: Store, ids: Collection[str]) -> set[int]:
+    return {int(r) for (r,) in store.conn.execute(
+        "SELECT rid FROM memories WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(ids)),))}
+
+
 def recall(store: Store, ctx: Context, query: str, k: int = 10,
            filters: Filters | None = None, *, qvec: QueryVector | None = None,
-           feedback: bool = False) -> list[dict[str, Any]]:
+           feedback: bool = False, exclude: Collection[str] = ()) -> list[dict[str, Any]]:
     """Best `k` memories for `query`: BM25 and (with `qvec`) vector neighbours, scored on both,
     with neighbour context, weighted by recency and scope. The same filters apply to both
     retrievers, so a memory still waiting for its embedding is found by keyword alone. With
     `feedback`, a second keyword pass for the rare words of the first hits (`[recall]
-    feedback`: off by default, its cost grows with the store; docs/ranking.md)."""
+    feedback`: off by default, its cost grows with the store; docs/ranking.md). `exclude`
+    names memories the reader already has: they are not among the `k`, but they are scored as
+    candidates all the same and lend their context to the memories beside them, so the rest
+    rank as they would without it."""
     filters = filters or Filters()
     pool = max(POOL, 2 * k)
     words = keyword_words(store, query)
@@ -862,9 +872,11 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     query_words = {w.lower() for w in _WORD.findall(query)}
     periods = query_periods(query)
     matched = {rid for rid, p in parts_by_rid.items() if _matches(p, floor, bool(bm))}
+    left_out = _rids_of(store, exclude) if exclude else set()
     eligible = {rid: p for rid, p in parts_by_rid.items()
-                if rid in matched or (("bm25" in p or "vector" in p)
-                                      and any(x in matched for x in gains.get(rid, {})))}
+                if rid not in left_out
+                and (rid in matched or (("bm25" in p or "vector" in p)
+                                        and any(x in matched for x in gains.get(rid, {}))))}
     scored, states = _best(store, eligible, k, now, query_words, periods, rows)
     results = []
     for score, rid in scored[:k]:

@@ -687,3 +687,56 @@ def test_purge_of_a_short_text_erases_whole_copies_only(tmp_path: Path) -> None:
         memories.purge(store, mid)
     got = dict(store.conn.execute("SELECT agent_session, first_prompt FROM agent_sessions"))
     assert got == {"a1": None, "a2": "did we ship it to staging?"}
+
+
+def _harbour_store(tmp_path: Path, n: int) -> tuple[Store, Context]:
+    """`n` memories that all match "harbour", each by other words too (none near another)."""
+    store = Store.open(tmp_path / "db0.sqlite3")
+    ctx = Context("u")
+    words = ["ferry", "crane", "tide", "pier", "gull", "rope", "buoy", "mast", "keel", "dock"]
+    with store.transaction():
+        write.remember_many(store, ctx, [write.prepare(
+            {"content": f"harbour note {i}: " + " ".join(
+                words[(i * 7 + j) % 10] + str(i) for j in range(1 + i % 5))}, where=f"m{i}")
+            for i in range(n)])
+    return store, ctx
+
+
+def test_recall_leaves_out_what_the_reader_has_and_ranks_the_rest_as_before(
+        tmp_path: Path) -> None:
+    """recall(exclude=E) is recall without E: the same memories in the same order with the
+    same scores, the excluded ones left out (they still lend context, so nothing moves)."""
+    store, ctx = _harbour_store(tmp_path, 40)
+    full = search.recall(store, ctx, "harbour ferry3 tide", 20)
+    assert len(full) == 20
+    left_out = {full[0]["id"], full[3]["id"], full[7]["id"]}
+    got = search.recall(store, ctx, "harbour ferry3 tide", 10, exclude=left_out)
+    want = [r for r in full if r["id"] not in left_out][:10]
+    assert [(r["id"], r["score"]) for r in got] == [(r["id"], r["score"]) for r in want]
+    assert search.recall(store, ctx, "harbour", 5, exclude=[]) == search.recall(
+        store, ctx, "harbour", 5)
+
+
+@pytest.mark.parametrize("n", [0, 1, 19, 20, 100])
+def test_pack_ranks_deeper_only_when_every_result_fitted(tmp_path: Path, n: int) -> None:
+    """pack asks recall for pack.FIRST results; only when all of them fitted and recall had
+    that many does it ask for the next ones, up to pack.POOL in all. A small budget (a
+    prompt's) is filled from the first step; a large one still gets every match up to POOL."""
+    from db0.store import pack
+
+    store, ctx = _harbour_store(tmp_path, n)
+    small = pack.pack(store, ctx, "harbour", 60)
+    big = pack.pack(store, ctx, "harbour", 200_000)
+    assert big["considered"] == len(big["items"]) == min(n, pack.POOL)
+    assert small["considered"] == min(n, pack.FIRST)
+    assert 0 < len(small["items"]) < pack.FIRST if n else small["items"] == []
+    first = [r["id"] for r in search.recall(store, ctx, "harbour", pack.FIRST)]
+    taken = {i["id"] for i in big["items"]}
+    assert set(first) <= taken
+    given = {i["id"] for i in small["items"]}
+    again = pack.pack(store, ctx, "harbour", 60, exclude=given)
+    assert not given & {i["id"] for i in again["items"]}
+    assert again["items"] or n <= len(given)
+    staged: list[list[dict[str, object]]] = []  # a second stage is given all POOL at once
+    late = pack.pack(store, ctx, "harbour", 60, reorder=staged.append)
+    assert [len(s) for s in staged] == [min(n, pack.POOL)] == [late["considered"]]
