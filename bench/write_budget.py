@@ -3,14 +3,15 @@
 A store with --pre memories (written by import batches), then --n remembers, each in its own
 transaction as the daemon's writer runs a lone job (BEGIN IMMEDIATE, the job, COMMIT; with
 --savepoint, inside a savepoint as a job of a group). With --group N, N remembers share each
-transaction as the writer runs a group of rerunnable jobs (no savepoints, their full text
-indexed with one statement before the commit; --no-defer: by the insert trigger, row by
-row). Prints the CPU per write of each SQL statement and of the Python around them, and the
-WAL frames written per remember, per b-tree (table or index, from `dbstat`), so a cut can be
-aimed at what a write touches.
+transaction as the writer runs a group of rerunnable jobs (no savepoints). Each commit ends
+as the writer's do (`Store.before_commit`): the full text of new memories is indexed once
+more than --lag of them wait (default the writer's FTS_LAG; 0: at every commit), and what
+waits at the end is indexed in a last transaction that counts too. Prints the CPU per write
+of each SQL statement and of the Python around them, and the WAL frames written per remember,
+per b-tree (table or index, from `dbstat`), so a cut can be aimed at what a write touches.
 
 Usage: python bench/write_budget.py [--pre 20000] [--n 2000] [--savepoint] [--group N]
-       [--no-defer]
+       [--lag N]
 """
 
 from __future__ import annotations
@@ -65,17 +66,18 @@ class _Rows(list[Any]):
 def main() -> int:
     from diy.workload import Workload
 
+    from db0.daemon.core.writer import FTS_LAG
     from db0.store import write
     from db0.store.context import Context
-    from db0.store.core import Store, defer_full_text, index_deferred
+    from db0.store.core import Store, flush_full_text
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pre", type=int, default=20_000)
     ap.add_argument("--n", type=int, default=2_000)
     ap.add_argument("--savepoint", action="store_true")
     ap.add_argument("--group", type=int, default=1, help="remembers per transaction")
-    ap.add_argument("--no-defer", action="store_true",
-                    help="with --group: index each row's full text by the trigger")
+    ap.add_argument("--lag", type=int, default=FTS_LAG,
+                    help="new memories a commit may leave out of the full-text index")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="db0wb", dir="/tmp"))
     try:
@@ -96,20 +98,20 @@ def main() -> int:
         items = [write.prepare({"content": f"{wl.text(i + 7)} (w{i})", "scope": "agent"})
                  for i in range(args.n)]
         c0 = time.process_time()
-        defer = args.group > 1 and not args.no_defer
+        st.fts_lag = args.lag
         for i in range(0, len(items), args.group):
             timed.execute("BEGIN IMMEDIATE")
-            if defer:
-                defer_full_text(st)
             for p in items[i:i + args.group]:
                 if args.savepoint:
                     timed.execute("SAVEPOINT job")
                 write.remember(st, ctx, p)
                 if args.savepoint:
                     timed.execute("RELEASE job")
-            if defer:
-                index_deferred(st)
+            st.before_commit()
             timed.execute("COMMIT")
+        timed.execute("BEGIN IMMEDIATE")
+        flush_full_text(timed)  # type: ignore[arg-type]
+        timed.execute("COMMIT")
         total = (time.process_time() - c0) / args.n * 1e6
         sql = sum(timed.cpu.values()) / args.n * 1e6
         frames: collections.Counter[str] = collections.Counter()
@@ -122,7 +124,7 @@ def main() -> int:
         st.conn = raw
         st.close()
         print(f"{args.n} remembers into {args.pre:,} memories, {args.group} a commit"
-              f"{'' if args.group == 1 else ', deferred full text' if defer else ''}, "
+              f", full text indexed {args.lag} at a time, "
               f"{'with' if args.savepoint else 'without'} a savepoint, load "
               f"{os.getloadavg()[0]:.2f}")
         print(f"CPU per write {total:.0f} us: SQL {sql:.0f}, Python {total - sql:.0f}")

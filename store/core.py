@@ -51,8 +51,9 @@ class Store:
     device_id: str
     # Callbacks run after a change commits (the daemon hooks the embedder queue here).
     listeners: list[Any] = field(default_factory=list)
-    # While not None: new memories above this rid wait for `index_deferred` (defer_full_text).
-    fts_after: int | None = None
+    # How many new memories a commit may leave out of the full-text index (`before_commit`):
+    # 0 indexes what each commit wrote; the daemon's writer lets a few commits' worth wait.
+    fts_lag: int = 0
 
     @classmethod
     def open(cls, path: Path, clock: HybridClock | None = None, *, readonly: bool = False,
@@ -72,26 +73,47 @@ class Store:
         if clock is None:
             row = conn.execute("SELECT max(hlc) FROM ops").fetchone()
             clock = HybridClock(device, row[0] if row else None)
+        if not readonly:  # what a stopped or killed writer left waiting for its full text
+            mark, top = full_text_tail(conn)
+            if top > mark:
+                with _Tx(cls(conn, clock, device)):
+                    flush_full_text(conn)
         return cls(conn, clock, device)
 
     def close(self) -> None:
         self.conn.close()
 
     def transaction(self) -> _Tx:
-        return _Tx(self.conn)
+        return _Tx(self)
+
+    def before_commit(self) -> int:
+        """Run last in every write transaction: index the new memories' full text once more
+        than `fts_lag` of them wait. How many rids are left waiting."""
+        mark, top = full_text_tail(self.conn)
+        if top - mark > self.fts_lag:
+            flush_full_text(self.conn)
+            return 0
+        return max(0, top - mark)
 
 
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (one writer, no upgrade deadlocks)."""
 
-    def __init__(self, conn: apsw.Connection) -> None:
-        self.conn = conn
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.conn = store.conn
 
     def __enter__(self) -> apsw.Connection:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            try:
+                self.store.before_commit()
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
         self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
@@ -138,11 +160,6 @@ def write_state(store: Store, state: dict[str, Any], kind: str,
     """
     state["hlc"] = store.clock.now()
     state["device_id"] = store.device_id
-    if not new and store.fts_after is not None:
-        # An update's trigger deletes the row's old text from FTS5: the rows written so far
-        # must be in the index first.
-        index_deferred(store)
-        defer_full_text(store)
     rid = _upsert(store.conn, state, new=new)
     payload = op_payload(state)
     if note:
@@ -151,7 +168,7 @@ def write_state(store: Store, state: dict[str, Any], kind: str,
     return rid
 
 
-BULK_FTS = 32  # from this many rows a batch indexes its full text at once
+BULK_FTS = 32  # from this many rows a batch may rebuild the indexes (_bulk_indexes)
 # A batch of new rows at least 1/REBUILD_SHARE of its table's rows (and at least REBUILD_MIN
 # rows) is inserted with the table's secondary indexes dropped and rebuilt after it, in the same
 # transaction: CREATE INDEX sorts each index once, where row-by-row inserts descend every index
@@ -161,48 +178,38 @@ REBUILD_SHARE = 4
 REBUILD_MIN = 2_000
 
 
-def defer_full_text(store: Store) -> None:
-    """From now on, in this transaction, new memories are inserted without their full text
-    (the `fts_defer` flag quiets the insert trigger); `index_deferred` indexes them all with
-    one statement before the commit. FTS5 flushes its pending terms at every statement, so
-    several writes in one commit would each write (and later merge) a segment of their own
-    (m004_bulk_fts). Only `write_state` and `insert_states` may write memories meanwhile."""
-    store.fts_after = _quiet_full_text(store.conn)
+# The full-text index lags the table (m018_fts_lag): memories_fts holds every memory up to rid
+# fts_lag.mark; the ones above it, the newest, wait to be indexed together by one statement
+# (FTS5 writes a segment per statement and merges them later: most of a lone write's pages), and
+# meanwhile recall scores them from their text (search.keyword_candidates). Each write
+# transaction ends with `Store.before_commit`, which flushes once more than `Store.fts_lag` wait;
+# the daemon's writer also flushes when it has been idle a moment. The triggers leave rows above
+# the mark alone; a rid at or below it (a purged newest row's rid, used again) is indexed at once.
 
 
-def index_deferred(store: Store) -> None:
-    """Index the full text of the memories inserted since `defer_full_text`, in one statement,
-    and let the insert trigger index again. Must run before the transaction commits."""
-    after, store.fts_after = store.fts_after, None
-    if after is not None:
-        _index_full_text(store.conn, after)
+def full_text_tail(conn: apsw.Connection) -> tuple[int, int]:
+    """(mark, largest rid): the memories with a rid above mark are not in memories_fts yet."""
+    row = conn.execute("SELECT (SELECT mark FROM fts_lag), "
+                       "(SELECT coalesce(max(rid), 0) FROM memories)").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
-def _quiet_full_text(conn: apsw.Connection) -> int:
-    """Quiet the insert trigger (`fts_defer`); the largest rid so far, for _index_full_text."""
-    after = int(dbmod.scalar(conn, "SELECT coalesce(max(rid), 0) FROM memories"))
-    conn.execute("INSERT INTO fts_defer(flag) VALUES (1)")
-    return after
-
-
-def _index_full_text(conn: apsw.Connection, after: int) -> None:
-    """Index the full text of the memories above rid `after` in one statement, and let the
-    insert trigger index again."""
-    conn.execute("DELETE FROM fts_defer")
+def flush_full_text(conn: apsw.Connection) -> int:
+    """Index the full text of every memory above the mark in one statement and move the mark
+    past them (in the caller's write transaction); how many rids it covered."""
+    mark, top = full_text_tail(conn)
+    if top <= mark:
+        return 0
     conn.execute("INSERT INTO memories_fts(rowid, content, part) "
-                 "SELECT rid, content, part FROM memories WHERE rid > ?", (after,))
+                 "SELECT rid, content, part FROM memories WHERE rid > ?", (mark,))
+    conn.execute("UPDATE fts_lag SET mark = ?", (top,))
+    return top - mark
 
 
 def insert_states(store: Store, states: list[dict[str, Any]], kind: str) -> None:
     """Insert new memories and their ops with executemany (the bulk form of write_state)."""
     if not states:
-        return
-    if store.fts_after is not None:  # its own bulk indexing clears the flag: index first
-        index_deferred(store)
-        try:
-            insert_states(store, states, kind)
-        finally:
-            defer_full_text(store)
         return
     dev = store.device_id
     now = store.clock.now
@@ -336,15 +343,12 @@ def _insert_new(conn: apsw.Connection, states: list[dict[str, Any]]) -> None:
 
 def insert_rows(conn: apsw.Connection, rows: list[Any], tagged: dict[str, list[str]]) -> None:
     """INSERT new memories given as rows of STATE_COLUMNS, and the tags of those in `tagged`
-    (id: tags); from BULK_FTS rows the batch's full text is indexed in one statement
-    (m004_bulk_fts: FTS5 would otherwise write and merge a segment per row)."""
+    (id: tags); their full text is indexed with the transaction's others (flush_full_text)."""
     if len(rows) < BULK_FTS:
         conn.executemany(_PLAIN_INSERT, rows)
     else:
-        after = _quiet_full_text(conn)
         with _bulk_indexes(conn, "memories", "rid", len(rows)):
             conn.executemany(_PLAIN_INSERT, rows)
-        _index_full_text(conn, after)
     if tagged:
         rids = conn.execute("SELECT id, rid FROM memories WHERE id IN "
                             "(SELECT value FROM json_each(?))", (json.dumps(list(tagged)),))

@@ -206,13 +206,48 @@ def _holds_more(store: Store, ctx: Context, scopes: list[str] | None, n: int) ->
 
 
 def keyword_candidates(store: Store, ctx: Context, query: str, filters: Filters,
-                       limit: int, plain: str | None = None) -> list[tuple[int, float]]:
+                       limit: int, plain: str | None = None, words: list[str] | None = None,
+                       ) -> list[tuple[int, float]]:
     """(rid, bm25 score, higher is better) of the best keyword matches in what the context
-    sees (`plain` is the query's fts_query already, when given)."""
+    sees (`plain` is the query's fts_query already, when given, and `words` its words):
+    those of the full-text index and those of the newest memories, not in it yet."""
     if plain is None:
-        plain = keyword_query(store, query)
+        words = keyword_words(store, query)
+        plain = fts_query(" ".join(words))
         if plain is None:
             return []
+    if words is None:
+        words = keyword_words(store, query) if query else []
+    # The waiting ones first: if the writer indexes them between the two statements, the
+    # index finds them too (and its score is kept), where the other order would miss them.
+    tail = _unindexed_candidates(store, ctx, filters, words)
+    found = _indexed_candidates(store, ctx, plain, filters, limit)
+    if tail:
+        scores = dict(tail)
+        scores.update(found)
+        found = sorted(scores.items(), key=lambda x: -x[1])[:limit]
+    return found
+
+
+def _unindexed_candidates(store: Store, ctx: Context, filters: Filters, words: list[str],
+                          ) -> list[tuple[int, float]]:
+    """(rid, bm25) of the visible memories not in the full-text index yet (at most a commit's
+    worth: core.flush_full_text) that hold a word, scored from their text as FTS5 will once
+    they are indexed. A phrase (a word of several tokens) finds none of them."""
+    if not words:
+        return []
+    where, args = filters.sql(ctx)
+    rids = [int(r) for (r,) in store.conn.execute(
+        f"SELECT m.rid FROM memories m WHERE m.rid > (SELECT mark FROM fts_lag) AND {where}",
+        args)]
+    if not rids:
+        return []
+    scored = bm25_of(store, words, rids, unindexed=True) or {}
+    return list(scored.items())
+
+
+def _indexed_candidates(store: Store, ctx: Context, plain: str, filters: Filters,
+                        limit: int) -> list[tuple[int, float]]:
     match = scoped_match(plain, ctx, filters.scopes)
     where, args = filters.sql(ctx)
     # Ranking every match of a word held by a large share of a big store costs in proportion
@@ -284,14 +319,16 @@ BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
 
 def bm25_of(store: Store, words: list[str], rids: list[int],
             tokens: dict[int, tuple[list[str], int]] | None = None,
-            rows: Rows | None = None) -> dict[int, float] | None:
+            rows: Rows | None = None, *, unindexed: bool = False) -> dict[int, float] | None:
     """FTS5's own bm25(memories_fts, 1.0, 0.0) of these memories for the OR of `words`, computed
     from their text: the same formula over the index's row count and average length (its
     averages record), each word's document count (fts5vocab) and the memory's tokens by the
     table's tokenizer. Cost: the few texts, not every match of a common word. None when a word
     is more than one token (a phrase), which only FTS5 scores. `tokens`, when given, holds
     (tokens, length) of memories tokenized before and gets those tokenized now; `rows`, when
-    given, is where the texts are read (the recall's rows, read once)."""
+    given, is where the texts are read (the recall's rows, read once). `unindexed`: the
+    memories are not in the index yet (core.flush_full_text), and count in the row count,
+    the average length and the document counts as they will once they are."""
     tokenize = _tokenizer(store)
     if tokenize is None:
         return None
@@ -302,29 +339,21 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
             return None
         terms.append(toks[0])
     averages = dbmod.scalar(store.conn, "SELECT block FROM memories_fts_data WHERE id=1")
-    if not averages:
+    if not averages and not unindexed:
         return None
-    values = _varints(averages)
+    values = _varints(averages) if averages else [0, 0]
     n_row, n_tok = values[0], sum(values[1:])
-    if n_row <= 0:
-        return {}
-    avgdl = n_tok / n_row
-    idf = {}
-    for t in set(terms):
-        hits = _docs_with(store, t)
-        idf[t] = max(math.log((n_row - hits + 0.5) / (hits + 0.5)), 1e-6)
-    out: dict[int, float] = {}
     known = tokens if tokens is not None else {}
     # Porter only rewrites a word's ending, and what it leaves of the word reaches to at least
     # the stem's last letter: a stem without that letter is a prefix of the lower-cased word
     # (tests/test_store.py checks it on generated words). So an ASCII text (unicode61 folds
     # nothing there) that holds none of those prefixes holds none of the terms, and needs no
-    # tokenizing to be left out.
+    # tokenizing to be left out (unless it counts in the statistics).
     prefixes = {t[:-1] for t in terms}
     todo = [r for r in rids if r not in known]
     for rid, row in (rows or Rows(store)).get(todo).items():
         text, part = str(row["content"]), row["part"]
-        if text.isascii():
+        if text.isascii() and not unindexed:
             low = text.lower()
             if not any(p in low for p in prefixes):
                 continue
@@ -335,6 +364,20 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
                 _part_len.clear()
             extra = _part_len[part] = len(_tokens(tokenize, part, _FTS5_TOKENIZE_DOCUMENT))
         known[int(rid)] = (toks, len(toks) + extra)
+    hits = {t: _docs_with(store, t) for t in set(terms)}
+    if unindexed:
+        for rid in set(rids):
+            if rid in known:
+                toks, length = known[rid]
+                n_row += 1
+                n_tok += length
+                for t in set(toks) & hits.keys():
+                    hits[t] += 1
+    if n_row <= 0:
+        return {}
+    avgdl = n_tok / n_row
+    idf = {t: max(math.log((n_row - h + 0.5) / (h + 0.5)), 1e-6) for t, h in hits.items()}
+    out: dict[int, float] = {}
     for rid in rids:
         if rid not in known:
             continue
@@ -814,7 +857,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     words = keyword_words(store, query)
     plain = fts_query(" ".join(words))
     match = scoped_match(plain, ctx, filters.scopes) if plain else None
-    bm = keyword_candidates(store, ctx, query, filters, pool, plain) if plain else []
+    bm = keyword_candidates(store, ctx, query, filters, pool, plain, words) if plain else []
     vec = vector_candidates(store, ctx, qvec, filters, pool) if qvec is not None else []
     parts_by_rid: dict[int, dict[str, Any]] = {}
     for name, hits in (("bm25", bm), ("vector", vec)):
@@ -848,7 +891,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
         plain_more = fts_query(" ".join(more))
         if plain_more:
             more_match = scoped_match(plain_more, ctx, filters.scopes)
-            for rid, _ in keyword_candidates(store, ctx, "", filters, pool, plain_more):
+            for rid, _ in keyword_candidates(store, ctx, "", filters, pool, plain_more, more):
                 parts_by_rid.setdefault(rid, {})
     gains = neighbours(store, list(parts_by_rid), filters, ctx)
     for x in gains:

@@ -10,8 +10,8 @@ from conftest import vm_steps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from db0.store import core, search, write
 from db0.store import db as dbmod
-from db0.store import search, write
 from db0.store.context import Context
 from db0.store.core import Store
 
@@ -45,8 +45,8 @@ def test_any_text_is_a_safe_query(text: str) -> None:
 
 @pytest.mark.parametrize("n", [5, 200])
 def test_bulk_and_single_inserts_index_full_text_alike(tmp_path: Path, n: int) -> None:
-    """Batches from core.BULK_FTS rows index their text in one statement: nothing is missed,
-    the deferral flag never outlives the transaction, and later single writes index again."""
+    """Outside the daemon (Store.fts_lag 0) each transaction indexes the full text of what it
+    wrote, a batch in one statement: nothing is missed, nothing waits after the commit."""
     store = Store.open(tmp_path / "db.sqlite")
     ctx = Context(user="u")
     items = [write.prepare({"content": f"bulkword{i} shared"}, where=f"line {i}") for i in range(n)]
@@ -55,7 +55,7 @@ def test_bulk_and_single_inserts_index_full_text_alike(tmp_path: Path, n: int) -
     with store.transaction():
         write.remember(store, ctx, write.prepare({"content": "lonely zebra"}, where="x"))
     conn = store.conn
-    assert dbmod.scalar(conn, "SELECT count(*) FROM fts_defer") == 0
+    assert len(set(core.full_text_tail(conn))) == 1
     assert dbmod.scalar(conn, "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH "
                         "'shared'") == n
     for i in (0, n - 1):
@@ -740,3 +740,86 @@ def test_pack_ranks_deeper_only_when_every_result_fitted(tmp_path: Path, n: int)
     staged: list[list[dict[str, object]]] = []  # a second stage is given all POOL at once
     late = pack.pack(store, ctx, "harbour", 60, reorder=staged.append)
     assert [len(s) for s in staged] == [min(n, pack.POOL)] == [late["considered"]]
+
+
+def test_memories_waiting_for_their_full_text_rank_as_they_will_once_indexed(
+        tmp_path: Path) -> None:
+    """With Store.fts_lag, new memories wait for their full-text indexing (m018). Recall finds
+    them from their text with the BM25 score FTS5 gives them once indexed (the row count,
+    average length and document counts include them); changing or purging one that waits
+    touches no index; a purged newest row's rid used again is indexed at once. Once nothing
+    waits, the index and the rows agree (FTS5's integrity check, which counts a waiting row
+    as missing)."""
+    from db0.store import memories
+
+    def check() -> None:
+        store.conn.execute("INSERT INTO memories_fts(memories_fts, rank) "
+                           "VALUES ('integrity-check', 1)")
+
+    store = Store.open(tmp_path / "db0.sqlite3")
+    ctx = Context("u")
+    with store.transaction():
+        write.remember_many(store, ctx, [write.prepare(
+            {"content": f"indexed otter note {i}" + " river" * (i % 4)}, where=f"l{i}")
+            for i in range(40)])
+    store.fts_lag = 64
+    ids = []
+    for i in range(20):
+        with store.transaction():
+            ids.append(write.remember(store, ctx, write.prepare(
+                {"content": f"waiting otter {i}" + " river bank" * (i % 3)}))["id"])
+    mark, top = core.full_text_tail(store.conn)
+    assert top - mark == 20
+    with store.transaction():
+        memories.purge(store, ids[3])  # waits: no index entry to delete
+    queries = ["otter", "river otter", "waiting bank", "indexed river"]
+
+    def ranked(q: str) -> list[tuple[str, float]]:
+        return sorted((r["content"], r["score_parts"]["bm25"])
+                      for r in search.recall(store, ctx, q, 60))
+
+    before = {q: ranked(q) for q in queries}
+    assert any(c.startswith("waiting") for c, _ in before["otter"])
+    assert not any(c == "waiting otter 3" for c, _ in before["otter"])
+    with store.transaction():
+        assert core.flush_full_text(store.conn) == 20
+    check()
+    for q in queries:
+        after = ranked(q)
+        assert [c for c, _ in after] == [c for c, _ in before[q]], q
+        assert [s for _, s in after] == pytest.approx([s for _, s in before[q]], rel=1e-9), q
+    newest = ids[-1]
+    with store.transaction():
+        memories.purge(store, newest)
+    with store.transaction():
+        write.remember(store, ctx, write.prepare({"content": "a reused heron"}))
+    assert core.full_text_tail(store.conn)[1] <= core.full_text_tail(store.conn)[0]
+    assert dbmod.scalar(store.conn, "SELECT count(*) FROM memories_fts WHERE memories_fts "
+                        "MATCH 'heron'") == 1
+    check()
+
+
+def test_a_writer_that_stopped_with_memories_waiting_leaves_them_to_the_next_open(
+        tmp_path: Path) -> None:
+    """A daemon killed (or stopped) while new memories wait for their full text leaves them
+    above the mark; the next writable open indexes them before anything else, a read-only
+    open leaves them (and recall still finds them)."""
+    path = tmp_path / "db0.sqlite3"
+    store = Store.open(path)
+    store.fts_lag = 64
+    ctx = Context("u")
+    for i in range(5):
+        with store.transaction():
+            write.remember(store, ctx, write.prepare({"content": f"stranded puffin {i}"}))
+    store.close()
+    reader = Store.open(path, readonly=True)
+    mark, top = core.full_text_tail(reader.conn)
+    assert top - mark == 5
+    assert len(search.recall(reader, ctx, "puffin", 10)) == 5
+    reader.close()
+    store = Store.open(path)
+    mark, top = core.full_text_tail(store.conn)
+    assert mark == top
+    assert dbmod.scalar(store.conn, "SELECT count(*) FROM memories_fts WHERE memories_fts "
+                        "MATCH 'puffin'") == 5
+    store.conn.execute("INSERT INTO memories_fts(memories_fts, rank) VALUES ('integrity-check', 1)")

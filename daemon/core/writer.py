@@ -25,11 +25,14 @@ waits.
 
 Rerunnable jobs (`run(..., rerun=True)`: the job may run again, and writes memories only
 through `core.write_state` and `core.insert_states`, as a remember does) in a group of them
-run without savepoints, and the full text of the memories they insert is indexed with one
-statement before the commit (`core.defer_full_text`): FTS5 writes out its pending text at
-every savepoint and every statement, so each job would add a segment to the commit. If one of
-them fails, the whole transaction is rolled back and the group runs again with a savepoint per
-job, so only the failing job loses its writes.
+run without savepoints. If one of them fails, the whole transaction is rolled back and the
+group runs again with a savepoint per job, so only the failing job loses its writes.
+
+Full text: the writer's store lets up to FTS_LAG new memories wait for their full-text
+indexing (`core.flush_full_text`, m018): the commit that finds more waiting indexes them all
+with one statement, and so does the writer's own thread once no commit came for FTS_IDLE_S.
+FTS5 writes a segment per statement that adds text, which was most of a lone write's pages;
+recall scores the waiting memories from their text meanwhile.
 
 A background thread (one that lowered its priority, `lower_priority`) never leads: a commit
 holding other callers' writes would run at its priority. Its job waits for the next leader,
@@ -50,13 +53,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from db0.store.core import Store, defer_full_text, index_deferred
+from db0.store.core import Store, flush_full_text
 from db0.store.errors import StoreError
 
 T = TypeVar("T")
 log = logging.getLogger("db0.writer")
 MAX_GROUP = 512  # jobs in one commit at most (bounds the time a caller waits behind others)
 GATHER_S = 0.001  # a leader waits at most this long for announced jobs to be queued
+FTS_LAG = 64  # new memories a commit may leave out of the full-text index
+FTS_IDLE_S = 0.2  # the writer indexes the waiting ones after this long without a commit
 background = threading.local()  # `background.on`: this thread runs below request threads
 _announced = threading.local()  # `_announced.on`: this thread's request is counted in `_coming`
 
@@ -81,6 +86,8 @@ class _Entry:
 class Writer:
     def __init__(self, store: Store) -> None:
         self.store = store
+        store.fts_lag = FTS_LAG
+        self._unindexed = False  # memories wait for their full-text indexing
         self._q: deque[_Entry] = deque()
         lock = threading.Lock()
         self._cv = threading.Condition(lock)  # `stop` waits here for the queue to drain
@@ -217,16 +224,49 @@ class Writer:
     def _serve(self) -> None:
         """The writer's own thread: leads the commits of background callers' jobs."""
         while True:
-            self._kick.wait()
+            kicked = self._kick.wait(FTS_IDLE_S if self._unindexed else None)
             self._kick.clear()
             if self._closing:
                 return
+            if not kicked:
+                self._flush_idle()
+                continue
             while True:
                 with self._cv:
                     if self._leading or not self._q:
                         break
                     group = self._take()
                 self._lead(group)
+
+    def _flush_idle(self) -> None:
+        """Index the memories waiting for their full text, unless a commit is under way or
+        queued (the next commit's own flush or this thread's next idle moment does it)."""
+        with self._cv:
+            if self._leading or self._q or self._stopped:
+                return
+            self._leading = True
+        conn = self.store.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            flush_full_text(conn)
+            conn.execute("COMMIT")
+        except Exception:  # a full disk, say: the next commit tries again
+            _rollback(conn)
+            log.exception("indexing the newest memories' full text failed")
+        finally:
+            self._unindexed = False
+            with self._cv:
+                self._leading = False
+                self._hand_over()
+
+    def _commit_now(self, conn: Any) -> None:
+        """The end of a write transaction: what `Store.before_commit` owes, then COMMIT; the
+        writer's thread is woken to index what waits once it has been idle FTS_IDLE_S."""
+        waiting = self.store.before_commit()
+        conn.execute("COMMIT")
+        if waiting and not self._unindexed:
+            self._unindexed = True
+            self._kick.set()
 
     @property
     def pending(self) -> int:
@@ -251,19 +291,16 @@ class Writer:
         results: list[Any] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            defer_full_text(self.store)
             for fn, _fut in live:
                 results.append(fn(self.store))
-            index_deferred(self.store)
         except BaseException as e:  # a job failed: roll back, and run them with savepoints
-            self.store.fts_after = None
             if not _rollback(conn):
                 for _fn, fut in live:
                     fut.set_exception(e)
                 return True
             return False
         try:
-            conn.execute("COMMIT")
+            self._commit_now(conn)
         except BaseException as e:  # the commit failed: nothing is kept
             _rollback(conn)
             for _fn, fut in live:
@@ -294,7 +331,7 @@ class Writer:
                     continue
                 conn.execute("RELEASE job")
                 done.append((fut, result, None))
-            conn.execute("COMMIT")
+            self._commit_now(conn)
         except BaseException as e:  # BEGIN, a rollback or the COMMIT failed: nothing is kept
             _rollback(conn)
             failed = {id(f) for f, _, err in done if err is not None}
@@ -322,7 +359,7 @@ class Writer:
         try:
             conn.execute("BEGIN IMMEDIATE")
             result = fn(self.store)
-            conn.execute("COMMIT")
+            self._commit_now(conn)
         except BaseException as e:  # BEGIN, the job or the COMMIT failed: nothing is kept
             _rollback(conn)
             fut.set_exception(e)
