@@ -208,6 +208,7 @@ class _Base:
     by_rid: np.ndarray     # int32 [N]: the row of each of those
     starts: np.ndarray     # int64 [P + 1]: partition p is rows starts[p]:starts[p+1]
     dead: np.ndarray       # bool [N]: removed or replaced since (copied on write)
+    n_dead: int = 0        # how many of `dead` are set (counted where they are set)
 
     @classmethod
     def empty(cls, dim: int) -> _Base:
@@ -285,7 +286,7 @@ class VecIndex:
     @property
     def pending(self) -> int:
         """Changes not yet in the file (rows added plus rows removed)."""
-        return int(self.delta.n + self.base.dead.sum())
+        return int(self.delta.n + self.base.n_dead)
 
     # -- open / rebuild ----------------------------------------------------------------------
 
@@ -402,11 +403,13 @@ class VecIndex:
         rows = self.base.rows_of(rids)
         hit = rows[rows >= 0]
         if len(hit):
+            hit = np.unique(hit)
             dead = self.base.dead.copy()
             dead[hit] = True
             for pid, k in zip(*np.unique(self.base.pids[hit], return_counts=True), strict=True):
                 self.live[int(pid)] -= int(k)
-            self.base = _Base(**{**self.base.__dict__, "dead": dead})
+            self.base = _Base(**{**self.base.__dict__, "dead": dead,
+                                 "n_dead": self.base.n_dead + len(hit)})
         d = self.delta
         for rid in rids.tolist():
             row = d.where.pop(rid, None)
