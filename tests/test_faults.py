@@ -87,6 +87,49 @@ def _count(home: Path) -> int:
         conn.close()
 
 
+def _fts_tail(home: Path) -> tuple[int, int]:
+    """(mark, largest rid) of the home's database: rids above the mark wait for their full
+    text (m018)."""
+    conn = apsw.Connection(str(home / "data" / "db0.sqlite3"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        row = conn.execute("SELECT (SELECT mark FROM fts_lag), "
+                           "(SELECT coalesce(max(rid), 0) FROM memories)").fetchone()
+        return int(row[0]), int(row[1])
+    finally:
+        conn.close()
+
+
+def test_memories_waiting_for_their_full_text_survive_a_kill(db0: Db0) -> None:
+    """Remembers reach the full-text index a batch at a time (m018), and a daemon killed -9
+    while some wait leaves them out of it. They were found by keyword before the kill, and
+    after the next start the index holds them and agrees with the rows."""
+    words = ["heliotrope", "quillfrost", "marrowind"]  # a word per attempt
+    for word in words:  # the idle writer indexes within 0.2 s: catch it before, once
+        db0.run("daemon", "start")
+        ids = {db0.json("remember", f"the {word} kiln number {i}")["id"] for i in range(5)}
+        pid = db0.daemon_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # no thread runs from here, the writer's included
+        mark, top = _fts_tail(db0.home)
+        os.kill(pid, signal.SIGKILL)
+        _wait_dead(pid)
+        if top > mark:
+            break
+    assert top > mark, "every attempt was indexed before the kill: nothing waited"
+    db0.run("daemon", "start")
+    got = db0.json("recall", word, "-n", "10")
+    assert {r["id"] for r in got["results"]} == ids
+    mark, top = _fts_tail(db0.home)
+    assert mark >= top
+    conn = apsw.Connection(str(db0.home / "data" / "db0.sqlite3"))
+    try:
+        conn.execute("INSERT INTO memories_fts(memories_fts, rank) VALUES ('integrity-check', 1)")
+        assert conn.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?",
+                            (word,)).fetchone()[0] == 5
+    finally:
+        conn.close()
+
+
 @pytest.mark.slow
 def test_import_killed_anywhere_keeps_all_or_nothing(db0: Db0, tmp_path: Path) -> None:
     n = 60_000
