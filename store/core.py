@@ -73,12 +73,13 @@ class Store:
         if clock is None:
             row = conn.execute("SELECT max(hlc) FROM ops").fetchone()
             clock = HybridClock(device, row[0] if row else None)
+        store = cls(conn, clock, device)
         if not readonly:  # what a stopped or killed writer left waiting for its full text
             mark, top = full_text_tail(conn)
             if top > mark:
-                with _Tx(cls(conn, clock, device)):
+                with store.transaction():
                     flush_full_text(conn)
-        return cls(conn, clock, device)
+        return store
 
     def close(self) -> None:
         self.conn.close()
@@ -168,7 +169,6 @@ def write_state(store: Store, state: dict[str, Any], kind: str,
     return rid
 
 
-BULK_FTS = 32  # from this many rows a batch may rebuild the indexes (_bulk_indexes)
 # A batch of new rows at least 1/REBUILD_SHARE of its table's rows (and at least REBUILD_MIN
 # rows) is inserted with the table's secondary indexes dropped and rebuilt after it, in the same
 # transaction: CREATE INDEX sorts each index once, where row-by-row inserts descend every index
@@ -344,11 +344,8 @@ def _insert_new(conn: apsw.Connection, states: list[dict[str, Any]]) -> None:
 def insert_rows(conn: apsw.Connection, rows: list[Any], tagged: dict[str, list[str]]) -> None:
     """INSERT new memories given as rows of STATE_COLUMNS, and the tags of those in `tagged`
     (id: tags); their full text is indexed with the transaction's others (flush_full_text)."""
-    if len(rows) < BULK_FTS:
+    with _bulk_indexes(conn, "memories", "rid", len(rows)):
         conn.executemany(_PLAIN_INSERT, rows)
-    else:
-        with _bulk_indexes(conn, "memories", "rid", len(rows)):
-            conn.executemany(_PLAIN_INSERT, rows)
     if tagged:
         rids = conn.execute("SELECT id, rid FROM memories WHERE id IN "
                             "(SELECT value FROM json_each(?))", (json.dumps(list(tagged)),))
