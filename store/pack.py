@@ -166,16 +166,16 @@ def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
     # prompt fills its budget from the first few, and ranking a deep pool for it cost as much
     # as embedding the prompt. A second stage (`reorder`) gets all POOL at once: it can only
     # promote what it is given.
-    k = POOL if reorder is not None else FIRST
-    while query.strip():
+    if query.strip():
+        k = POOL if reorder is not None else FIRST
         found = search.recall(store, ctx, query, k, filters, qvec=qvec, feedback=feedback,
                               exclude=seen)
         if reorder is not None:
             reorder(found)
         take(found)
-        if skipped["over_budget"] or len(found) < k or k != FIRST:
-            break
-        k = POOL - FIRST
+        if k == FIRST and len(found) == k and not skipped["over_budget"]:
+            take(search.recall(store, ctx, query, POOL - FIRST, filters, qvec=qvec,
+                               feedback=feedback, exclude=seen))
     lines = _render(chosen, style, now)
     text = "\n".join(lines)
     used = tokens.count(text)
