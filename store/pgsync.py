@@ -142,7 +142,7 @@ CREATE INDEX memories_owner ON db0.memories (scope, owner)
     WHERE superseded_by IS NULL AND forgotten_ts IS NULL;
 """
 
-# The current state per memory from a set of ops (`src` has memory_id, hlc, payload::jsonb).
+
 def _live_ops(ops: str) -> str:
     """The ops of `ops` (a table or subquery with memory_id, hlc, kind and a jsonb payload)
     the searchable copy is made from: none of a purged memory, and no purge op."""
@@ -151,6 +151,7 @@ def _live_ops(ops: str) -> str:
             "p.kind = 'purge')) st")
 
 
+# The current state per memory from a set of ops (`src` has memory_id, hlc, payload::jsonb).
 _UPSERT_COPY = """
 INSERT INTO db0.memories AS m (id, scope, owner, user_id, agent_id, session_id, task_id, key,
     content, content_hash, tags, metadata, pinned, created_at, created_ts, updated_ts, expires_ts,
