@@ -156,6 +156,12 @@ def content_words(text: str) -> list[str]:
     return [w for w in words if w not in STOP_WORDS] or words
 
 
+def store_rows(store: Store) -> int:
+    """About how many memories the store holds (the largest rid: one index step, not a count;
+    purged and forgotten rows still count), for rules that depend on the store's size."""
+    return int(dbmod.scalar(store.conn, "SELECT max(rid) FROM memories") or 0)
+
+
 def keyword_query(store: Store, text: str) -> str | None:
     """`fts_query` of the content words of `text`, without the words too common to be worth
     scoring in a large store."""
@@ -166,7 +172,7 @@ def keyword_words(store: Store, text: str) -> list[str]:
     """The words `keyword_query` searches for, as `fts_query` quotes them."""
     words = content_words(text)
     if len(words) > 1:
-        rows = dbmod.scalar(store.conn, "SELECT max(rid) FROM memories") or 0
+        rows = store_rows(store)
         if rows > PRUNE_MIN_ROWS:
             tokenize = _tokenizer(store)
             if tokenize is None:  # an apsw without tokenizer access: score every word
@@ -298,14 +304,16 @@ def _newest(store: Store, match: str, n: int) -> int | None:
 
 def keyword_scores(store: Store, match: str, rids: list[int], words: list[str] | None = None,
                    tokens: dict[int, tuple[list[str], int]] | None = None,
-                   rows: Rows | None = None) -> dict[int, float]:
+                   rows: Rows | None = None, counts: dict[str, int] | None = None,
+                   ) -> dict[int, float]:
     """BM25 scores (higher is better) of these memories for a MATCH expression (scoped); a
     memory that does not match is left out. With the query's `words` (as `keyword_query` kept
     them) the few memories are scored by `bm25_of` without FTS5; else every match is scored and
     the wanted ones kept (FTS5 with `rowid IN (...)` re-runs the match per rowid, counting each
-    word's matches again every time). `tokens` keeps each memory's tokens for a next call."""
+    word's matches again every time). `tokens` keeps each memory's tokens for a next call;
+    `counts`, bm25_of's."""
     if words is not None and rids:
-        scored = bm25_of(store, words, rids, tokens, rows)
+        scored = bm25_of(store, words, rids, tokens, rows, counts=counts)
         if scored is not None:
             return scored
     want = set(rids)
@@ -319,7 +327,8 @@ BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
 
 def bm25_of(store: Store, words: list[str], rids: list[int],
             tokens: dict[int, tuple[list[str], int]] | None = None,
-            rows: Rows | None = None, *, unindexed: bool = False) -> dict[int, float] | None:
+            rows: Rows | None = None, *, unindexed: bool = False,
+            counts: dict[str, int] | None = None) -> dict[int, float] | None:
     """FTS5's own bm25(memories_fts, 1.0, 0.0) of these memories for the OR of `words`, computed
     from their text: the same formula over the index's row count and average length (its
     averages record), each word's document count (fts5vocab) and the memory's tokens by the
@@ -328,7 +337,9 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
     (tokens, length) of memories tokenized before and gets those tokenized now; `rows`, when
     given, is where the texts are read (the recall's rows, read once). `unindexed`: the
     memories are not in the index yet (core.flush_full_text), and count in the row count,
-    the average length and the document counts as they will once they are."""
+    the average length and the document counts as they will once they are. `counts` holds
+    document counts already known for some terms (fts5vocab reads a term's whole doclist to
+    count it): feedback_words', up to _DF_TTL_S old, which its relative score can take."""
     tokenize = _tokenizer(store)
     if tokenize is None:
         return None
@@ -364,7 +375,8 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
                 _part_len.clear()
             extra = _part_len[part] = len(_tokens(tokenize, part, _FTS5_TOKENIZE_DOCUMENT))
         known[int(rid)] = (toks, len(toks) + extra)
-    hits = {t: _docs_with(store, t) for t in set(terms)}
+    hits = {t: counts[t] if counts and t in counts else _docs_with(store, t)
+            for t in set(terms)}
     if unindexed:
         for rid in set(rids):
             if rid in known:
@@ -808,14 +820,17 @@ def _fill_scores(store: Store, match: str | None, words: list[str], qvec: QueryV
 # and in at most PRUNE_DF of them plus one, the bar below which a word is worth scoring)
 # are ranked by their summed IDF over those hits; the best FEEDBACK_WORDS are searched again
 # by keyword, and each memory gains FEEDBACK_WEIGHT x its BM25 for them relative to the best.
-def feedback_words(store: Store, words: list[str], first: list[int]) -> list[str]:
-    """The words of the memories `first` that expand a query searching for `words`."""
+def feedback_words(store: Store, words: list[str], first: list[int],
+                   counts: dict[str, int] | None = None) -> list[str]:
+    """The words of the memories `first` that expand a query searching for `words`; their
+    document counts go into `counts` (by term), for scoring them."""
     tokenize = _tokenizer(store)
     if tokenize is None or not first:
         return []
-    rows = dbmod.scalar(store.conn, "SELECT max(rid) FROM memories") or 1
+    rows = store_rows(store) or 1
     asked = {t for w in words for t in _tokens(tokenize, w, _FTS5_TOKENIZE_QUERY)}
     weight: dict[str, float] = {}
+    term: dict[str, tuple[str, int]] = {}  # a word's one token and its document count
     for (content,) in store.conn.execute(
             "SELECT content FROM memories WHERE rid IN (SELECT value FROM json_each(?))",
             (json.dumps(first),)):
@@ -832,7 +847,11 @@ def feedback_words(store: Store, words: list[str], first: list[int]) -> list[str
             df = _doc_freq(store, w, tokenize)
             if 2 <= df <= PRUNE_DF * rows + 1:
                 weight[w] = weight.get(w, 0.0) + math.log(rows / df)
-    return sorted(weight, key=lambda w: -weight[w])[:FEEDBACK_WORDS]
+                term[w] = (toks[0], df)
+    chosen = sorted(weight, key=lambda w: -weight[w])[:FEEDBACK_WORDS]
+    if counts is not None:
+        counts.update(term[w] for w in chosen)
+    return chosen
 
 
 def _rids_of(store: Store, ids: Collection[str]) -> set[int]:
@@ -880,6 +899,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     tokens: dict[int, tuple[list[str], int]] = {}  # each memory tokenized once per recall
     rows = Rows(store)  # and read once
     more: list[str] = []
+    counts: dict[str, int] = {}  # the feedback words' document counts
     more_match = None
     if feedback and match:
         _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows)
@@ -887,7 +907,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
                         if _matches(p, qvec.floor if qvec is not None else -1.0)),
                        key=lambda r: relevance(parts_by_rid[r], best, qvec is not None),
                        reverse=True)[:FEEDBACK_DOCS]
-        more = feedback_words(store, words, first)
+        more = feedback_words(store, words, first, counts)
         plain_more = fts_query(" ".join(more))
         if plain_more:
             more_match = scoped_match(plain_more, ctx, filters.scopes)
@@ -900,7 +920,8 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows)
     rel = {rid: relevance(p, best, qvec is not None) for rid, p in parts_by_rid.items()}
     if more_match:
-        scores = keyword_scores(store, more_match, list(parts_by_rid), more, tokens, rows)
+        scores = keyword_scores(store, more_match, list(parts_by_rid), more, tokens, rows,
+                                counts)
         top = max(scores.values(), default=0.0)
         for rid, s in scores.items() if top > 0 else ():
             parts_by_rid[rid]["feedback"] = s / top
