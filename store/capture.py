@@ -145,7 +145,7 @@ def session_start_context(store: Store, ctx: Context, ev: Event, budget: int, qv
 
 
 def prompt_context(store: Store, ctx: Context, ev: Event, budget: int, min_words: int,
-                   qvec: Any = None, feedback: bool = False,
+                   qvec: Any = None, feedback: bool | None = False,
                    reorder: Any = None) -> Injection | None:
     """At a prompt: the memories relevant to it that this session was not given yet
     (`feedback` and `reorder` as pack.pack's)."""

@@ -113,10 +113,11 @@ def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
          filters: search.Filters | None = None, qvec: Any = None,
          exclude: set[str] | None = None,
          reorder: Callable[[list[dict[str, Any]]], None] | None = None,
-         feedback: bool = False) -> dict[str, Any]:
+         feedback: bool | None = False) -> dict[str, Any]:
     """The memories most worth their tokens: pinned first, then by relevance, no near-repeats,
     never over `budget` tokens; `exclude` names memories the reader already has; `reorder`
-    re-orders the relevance results in place (a second stage) before they are taken."""
+    re-orders the relevance results in place (a second stage) before they are taken;
+    `feedback` as search.recall's."""
     if fmt not in FORMATS:
         raise InvalidError(f"unknown format {fmt!r}", "use md, json or xml")
     if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= MAX_BUDGET:

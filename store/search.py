@@ -493,6 +493,10 @@ QUESTION_WEIGHT = 0.85    # a memory that is a question asks more than it tells
 FEEDBACK_DOCS = 3         # the first hits whose rare words expand the query
 FEEDBACK_WORDS = 10       # how many of their words
 FEEDBACK_WEIGHT = 0.1     # relevance gains this x BM25 for those words / the best such BM25
+# feedback=None ("auto", the default): feedback runs in a store of at most this many memories.
+# Its second keyword pass and its words' document counts cost in proportion to the store's
+# matches, where the rest of a scoped recall does not (docs/ranking.md has what it cost).
+FEEDBACK_AUTO_ROWS = 100_000
 
 
 @dataclass
@@ -862,12 +866,13 @@ def _rids_of(store: Store, ids: Collection[str]) -> set[int]:
 
 def recall(store: Store, ctx: Context, query: str, k: int = 10,
            filters: Filters | None = None, *, qvec: QueryVector | None = None,
-           feedback: bool = False, exclude: Collection[str] = ()) -> list[dict[str, Any]]:
+           feedback: bool | None = False, exclude: Collection[str] = ()) -> list[dict[str, Any]]:
     """Best `k` memories for `query`: BM25 and (with `qvec`) vector neighbours, scored on both,
     with neighbour context, weighted by recency and scope. The same filters apply to both
     retrievers, so a memory still waiting for its embedding is found by keyword alone. With
-    `feedback`, a second keyword pass for the rare words of the first hits (`[recall]
-    feedback`: off by default, its cost grows with the store; docs/ranking.md). `exclude`
+    `feedback`, a second keyword pass for the rare words of the first hits; None ("auto",
+    `[recall] feedback`'s default) runs it in a store of at most FEEDBACK_AUTO_ROWS memories,
+    since its cost grows with the store (docs/ranking.md). `exclude`
     names memories the reader already has: they are not among the `k`, but they are scored as
     candidates all the same and lend their context to the memories beside them, so the rest
     rank as they would without it."""
@@ -901,6 +906,8 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     more: list[str] = []
     counts: dict[str, int] = {}  # the feedback words' document counts
     more_match = None
+    if feedback is None:
+        feedback = store_rows(store) <= FEEDBACK_AUTO_ROWS
     if feedback and match:
         _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows)
         first = sorted((r for r, p in parts_by_rid.items()

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from conftest import DB0, Db0, _wait_dead, daemon_pids
 
 REPO = Path(__file__).resolve().parent.parent
@@ -328,3 +329,21 @@ def test_a_page_check_stops_when_its_client_hangs_up(tmp_path: Path) -> None:
         assert _quick_check(store.conn, 30, lambda: False) == "ok"  # the connection still reads
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("value", "parsed"), [(True, True), (False, False), ("auto", None),
+                                               ("AUTO", None)])
+def test_recall_feedback_is_true_false_or_auto(value: object, parsed: bool | None) -> None:
+    from db0.daemon.core import config
+
+    cfg, unknown = config.parse({"recall": {"feedback": value}})
+    assert cfg.recall.feedback is parsed and not unknown
+    assert config.Config().recall.feedback is None  # "auto" unless set
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "", None, ["auto"]])
+def test_recall_feedback_refuses_anything_else(value: object) -> None:
+    from db0.daemon.core import config
+
+    with pytest.raises(ValueError, match=r'\[recall\] feedback must be true, false or "auto"'):
+        config.parse({"recall": {"feedback": value}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -184,7 +185,8 @@ def test_token_count_examples() -> None:
                                       "\ud800", "x\ty")] == [0, 0, 1, 1, 2, 2, 3, 2, 3, 2]
 
 
-def test_feedback_words_find_what_the_first_hit_names(tmp_path: Path) -> None:
+def test_feedback_words_find_what_the_first_hit_names(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Pseudo-relevance feedback: the only memory sharing a word with the query names its
     subject ("pottery"), and a memory about that subject, sharing no word with the query, is
     found through it; a query no memory matches still finds nothing."""
@@ -205,6 +207,16 @@ def test_feedback_words_find_what_the_first_hit_names(tmp_path: Path) -> None:
     assert [r["content"] for r in res[:2]] == [first, then]
     assert "bm25" not in res[1]["score_parts"] and res[1]["score_parts"]["feedback"] > 0
     assert search.recall(store, ctx, "quasar zeppelin", 5, feedback=True) == []
+    # "auto" (None): on in a store of at most FEEDBACK_AUTO_ROWS memories, off above it
+    def ranked(feedback: bool | None) -> list[tuple[str, dict[str, Any]]]:
+        found = search.recall(store, ctx, "What helps me destress?", 5, feedback=feedback)
+        return [(r["id"], r["score_parts"]) for r in found]
+
+    assert ranked(None) == ranked(True) != ranked(False)
+    rows = search.store_rows(store)
+    assert rows == 102
+    monkeypatch.setattr(search, "FEEDBACK_AUTO_ROWS", rows - 1)
+    assert ranked(None) == ranked(False)
 
 
 @settings(max_examples=60, deadline=None)

@@ -75,9 +75,10 @@ class RecallConfig:
     # true: recall (its top 100) and pack (its candidates) re-order by late interaction
     # whenever a late encoder is installed (db0 model install --late), as `recall --late` does
     late: bool = False
-    # true: a second keyword pass for the rare words of the first hits (pseudo-relevance
-    # feedback, store/search.py); costs more as the store grows
-    feedback: bool = False
+    # a second keyword pass for the rare words of the first hits (pseudo-relevance feedback,
+    # store/search.py): true, false, or None for "auto" (in a store of at most
+    # search.FEEDBACK_AUTO_ROWS memories: its cost grows with the store)
+    feedback: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,15 @@ def _bool(v: Any) -> bool:
     return v
 
 
+def _bool_or_auto(v: Any) -> bool | None:
+    """true, false, or "auto" (None: the code decides)."""
+    if isinstance(v, str) and v.lower() == "auto":
+        return None
+    if not isinstance(v, bool):
+        raise ValueError('must be true, false or "auto"')
+    return v
+
+
 def _scopes(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not v or any(s not in SCOPES for s in v):
         raise ValueError("must be a list of scopes: " + ", ".join(SCOPES))
@@ -189,7 +199,7 @@ _CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "store": {"durability": _choice("normal", "full")},
     "embed": {"model": _text, "threads": _whole(1, 64), "batch": _whole(1, 512),
               "group_chars": _whole(1)},
-    "recall": {"late": _bool, "feedback": _bool},
+    "recall": {"late": _bool, "feedback": _bool_or_auto},
     "session": {"idle_ttl": _dur(1.0), "expiry_interval": _dur(0.2)},
     "sync": {"interval": _dur(), "scopes": _scopes, "batch": _whole(100, 1_000_000)},
     "hooks": {"session_budget": _whole(0, 100_000), "prompt_budget": _whole(0, 100_000),
