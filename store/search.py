@@ -858,6 +858,12 @@ def feedback_words(store: Store, words: list[str], first: list[int],
     return chosen
 
 
+def feedback_on(store: Store, feedback: bool | None) -> bool:
+    """Whether a recall runs feedback: as asked, or (None, "auto") in a store of at most
+    FEEDBACK_AUTO_ROWS memories."""
+    return store_rows(store) <= FEEDBACK_AUTO_ROWS if feedback is None else feedback
+
+
 def _rids_of(store: Store, ids: Collection[str]) -> set[int]:
     return {int(r) for (r,) in store.conn.execute(
         "SELECT rid FROM memories WHERE id IN (SELECT value FROM json_each(?))",
@@ -906,9 +912,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     more: list[str] = []
     counts: dict[str, int] = {}  # the feedback words' document counts
     more_match = None
-    if feedback is None:
-        feedback = store_rows(store) <= FEEDBACK_AUTO_ROWS
-    if feedback and match:
+    if feedback_on(store, feedback) and match:
         _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows)
         first = sorted((r for r, p in parts_by_rid.items()
                         if _matches(p, qvec.floor if qvec is not None else -1.0)),

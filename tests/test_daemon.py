@@ -347,3 +347,16 @@ def test_recall_feedback_refuses_anything_else(value: object) -> None:
 
     with pytest.raises(ValueError, match=r'\[recall\] feedback must be true, false or "auto"'):
         config.parse({"recall": {"feedback": value}})
+
+
+def test_status_says_whether_recall_runs_feedback(db0: Db0, home: Path) -> None:
+    """`daemon status` names the [recall] feedback setting and whether it is on for this store
+    (auto: on in a small one); a config change shows at once."""
+    db0.run("remember", "a first memory")
+    assert db0.json("daemon", "status")["feedback"] == {"setting": "auto", "on": True}
+    log = home / "logs" / "daemon.log"
+    applied = log.read_text().count("config applied")
+    (home / "config" / "config.toml").write_text("[recall]\nfeedback = false\n")
+    assert _wait_for(lambda: log.read_text().count("config applied") > applied)
+    assert db0.json("daemon", "status")["feedback"] == {"setting": False, "on": False}
+    assert "feedback.on" in db0.run("daemon", "status").out

@@ -16,6 +16,7 @@ from db0.daemon.paths import fix_modes, loose_modes
 from db0.daemon.protocol import MAX_FRAME, PROTOCOL, Db0Error
 from db0.daemon.services.embedding import EmbeddingService
 from db0.store import db as dbmod
+from db0.store import search
 
 if TYPE_CHECKING:
     from db0.daemon.core.dispatch import Request
@@ -50,13 +51,16 @@ def status(rt: Runtime, req: Request) -> dict[str, Any]:
         memories = dbmod.scalar(store.conn, "SELECT count(*) FROM memories INDEXED BY "
                                 "memories_owner WHERE superseded_by IS NULL AND "
                                 "forgotten_ts IS NULL")
+        asked = rt.config.recall.feedback
+        feedback = {"setting": "auto" if asked is None else asked,
+                    "on": search.feedback_on(store, asked)}
     return {
         "running": True, "pid": os.getpid(), "version": __version__, "protocol": PROTOCOL,
         "socket": str(rt.paths.socket), "database": str(rt.paths.db_file),
         "log": str(rt.paths.log_file), "config": str(rt.paths.config_file),
         "uptime_s": round(time.time() - rt.started, 3), "memories": memories,
         "threads": threading.active_count(), "writer_queue": rt.writer.pending,
-        "commits": rt.writer.commits, "writes": rt.writer.jobs,
+        "commits": rt.writer.commits, "writes": rt.writer.jobs, "feedback": feedback,
         "python": sys.version.split()[0], **_components_status(rt),
     }
 
