@@ -239,7 +239,7 @@ def _unindexed_candidates(store: Store, ctx: Context, filters: Filters, words: l
                           ) -> list[tuple[int, float]]:
     """(rid, bm25) of the visible memories not in the full-text index yet (at most a commit's
     worth: core.flush_full_text) that hold a word, scored from their text as FTS5 will once
-    they are indexed. A phrase (a word of several tokens) finds none of them."""
+    they are indexed."""
     if not words:
         return []
     where, args = filters.sql(ctx)
@@ -331,24 +331,28 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
             counts: dict[str, int] | None = None) -> dict[int, float] | None:
     """FTS5's own bm25(memories_fts, 1.0, 0.0) of these memories for the OR of `words`, computed
     from their text: the same formula over the index's row count and average length (its
-    averages record), each word's document count (fts5vocab) and the memory's tokens by the
-    table's tokenizer. Cost: the few texts, not every match of a common word. None when a word
-    is more than one token (a phrase), which only FTS5 scores. `tokens`, when given, holds
-    (tokens, length) of memories tokenized before and gets those tokenized now; `rows`, when
-    given, is where the texts are read (the recall's rows, read once). `unindexed`: the
-    memories are not in the index yet (core.flush_full_text), and count in the row count,
-    the average length and the document counts as they will once they are. `counts` holds
-    document counts already known for some terms (fts5vocab reads a term's whole doclist to
-    count it): feedback_words', up to _DF_TTL_S old, which its relative score can take."""
+    averages record), each word's document count and the memory's tokens by the table's
+    tokenizer. Cost: the few texts, not every match of a common word. A word of several tokens
+    ("fts_lag") is a phrase, as FTS5 reads it: it counts where its tokens stand side by side.
+    `tokens`, when given, holds (tokens, length) of memories tokenized before and gets those
+    tokenized now; `rows`, when given, is where the texts are read (the recall's rows, read
+    once). `unindexed`: the memories are not in the index yet (core.flush_full_text), and
+    count in the row count, the average length and the document counts as they will once they
+    are. `counts` holds document counts already known for some terms (fts5vocab reads a term's
+    whole doclist to count it): feedback_words', up to _DF_TTL_S old, which its relative score
+    can take. None on an apsw without tokenizer access."""
     tokenize = _tokenizer(store)
     if tokenize is None:
         return None
-    terms = []
+    # Each word as FTS5 reads it: a phrase of its tokens (one, mostly). A word of no token
+    # ("_") matches nothing and adds nothing.
+    phrases: list[tuple[str, ...]] = []
+    said: dict[tuple[str, ...], str] = {}
     for w in words:
-        toks = _tokens(tokenize, w, _FTS5_TOKENIZE_QUERY)
-        if len(toks) != 1:
-            return None
-        terms.append(toks[0])
+        phrase = tuple(_tokens(tokenize, w, _FTS5_TOKENIZE_QUERY))
+        if phrase:
+            phrases.append(phrase)
+            said.setdefault(phrase, w)
     averages = dbmod.scalar(store.conn, "SELECT block FROM memories_fts_data WHERE id=1")
     if not averages and not unindexed:
         return None
@@ -358,9 +362,9 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
     # Porter only rewrites a word's ending, and what it leaves of the word reaches to at least
     # the stem's last letter: a stem without that letter is a prefix of the lower-cased word
     # (tests/test_store.py checks it on generated words). So an ASCII text (unicode61 folds
-    # nothing there) that holds none of those prefixes holds none of the terms, and needs no
-    # tokenizing to be left out (unless it counts in the statistics).
-    prefixes = {t[:-1] for t in terms}
+    # nothing there) that holds none of those prefixes holds none of the phrases' first
+    # tokens, and needs no tokenizing to be left out (unless it counts in the statistics).
+    prefixes = {ph[0][:-1] for ph in phrases}
     todo = [r for r in rids if r not in known]
     for rid, row in (rows or Rows(store)).get(todo).items():
         text, part = str(row["content"]), row["part"]
@@ -375,35 +379,57 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
                 _part_len.clear()
             extra = _part_len[part] = len(_tokens(tokenize, part, _FTS5_TOKENIZE_DOCUMENT))
         known[int(rid)] = (toks, len(toks) + extra)
-    hits = {t: counts[t] if counts and t in counts else _docs_with(store, t)
-            for t in set(terms)}
+    hits = {ph: counts[ph[0]] if len(ph) == 1 and counts and ph[0] in counts
+            else _docs_with(store, ph[0]) if len(ph) == 1
+            else _docs_matching(store, said[ph]) for ph in set(phrases)}
     if unindexed:
         for rid in set(rids):
             if rid in known:
                 toks, length = known[rid]
                 n_row += 1
                 n_tok += length
-                for t in set(toks) & hits.keys():
-                    hits[t] += 1
+                for ph in hits:
+                    if _occurrences(ph, toks):
+                        hits[ph] += 1
     if n_row <= 0:
         return {}
     avgdl = n_tok / n_row
-    idf = {t: max(math.log((n_row - h + 0.5) / (h + 0.5)), 1e-6) for t, h in hits.items()}
+    idf = {ph: max(math.log((n_row - h + 0.5) / (h + 0.5)), 1e-6) for ph, h in hits.items()}
+    singles = {ph[0] for ph in idf if len(ph) == 1}
+    longer = [ph for ph in idf if len(ph) > 1]
     out: dict[int, float] = {}
     for rid in rids:
         if rid not in known:
             continue
         toks, length = known[rid]
-        freq: dict[str, int] = {}
+        freq: dict[tuple[str, ...], int] = {}
         for t in toks:
-            if t in idf:
-                freq[t] = freq.get(t, 0) + 1
+            if t in singles:
+                freq[(t,)] = freq.get((t,), 0) + 1
+        for ph in longer:
+            if n := _occurrences(ph, toks):
+                freq[ph] = n
         if not freq:
             continue  # matches none of the words: FTS5 would not return it
         norm = BM25_K1 * (1 - BM25_B + BM25_B * length / avgdl)
-        out[rid] = sum(idf[t] * freq[t] * (BM25_K1 + 1) / (freq[t] + norm)
-                       for t in terms if t in freq)
+        out[rid] = sum(idf[ph] * freq[ph] * (BM25_K1 + 1) / (freq[ph] + norm)
+                       for ph in phrases if ph in freq)
     return out
+
+
+def _occurrences(phrase: tuple[str, ...], toks: list[str]) -> int:
+    """Where the phrase's tokens stand side by side in `toks` (as FTS5 counts a phrase's
+    instances: overlapping ones too)."""
+    if len(phrase) == 1:
+        return toks.count(phrase[0])
+    n, first = len(phrase), phrase[0]
+    return sum(1 for i, t in enumerate(toks) if t == first and tuple(toks[i:i + n]) == phrase)
+
+
+def _docs_matching(store: Store, word: str) -> int:
+    """How many memories match a word of several tokens, as a phrase (FTS5 counts it so)."""
+    return int(dbmod.scalar(store.conn, "SELECT count(*) FROM memories_fts WHERE memories_fts "
+                            "MATCH ?", (fts_query(word) or '""',)) or 0)
 
 
 def _tokens(tokenize: Any, text: str, flags: int) -> list[str]:

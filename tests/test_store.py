@@ -102,7 +102,9 @@ def test_bm25_from_the_text_equals_fts5s(tmp_path_factory: pytest.TempPathFactor
     vocab = ["deploy", "deploys", "running", "runs", "staging", "port", "coffee", "budget",
              "postgres", "the", "a", "cat", "editor", "helix", "Über", "naïve", "x1", "Happy",
              "happiness", "mobility", "filing", "hoping", "agreed", "ponies", "relational",
-             "Ubers", "uber", "café", "cafe"]
+             "Ubers", "uber", "café", "cafe",
+             # words of several tokens, which FTS5 reads as phrases, and their parts alone
+             "fts_lag", "fts", "lag", "lag_fts", "max_frame_mb", "frame", "a_a", "x1_2"]
     store = Store.open(tmp_path_factory.mktemp("bm") / "db0.sqlite3")
     users = [Context(u) for u in ("ada", "bob")]
     for i in range(data.draw(st.integers(1, 80))):
@@ -758,7 +760,8 @@ def test_memories_waiting_for_their_full_text_rank_as_they_will_once_indexed(
         tmp_path: Path) -> None:
     """With Store.fts_lag, new memories wait for their full-text indexing (m018). Recall finds
     them from their text with the BM25 score FTS5 gives them once indexed (the row count,
-    average length and document counts include them); changing or purging one that waits
+    average length and document counts include them), for a word of several tokens (a
+    phrase) too; changing or purging one that waits
     touches no index; a purged newest row's rid used again is indexed at once. Once nothing
     waits, the index and the rows agree (FTS5's integrity check, which counts a waiting row
     as missing)."""
@@ -772,19 +775,24 @@ def test_memories_waiting_for_their_full_text_rank_as_they_will_once_indexed(
     ctx = Context("u")
     with store.transaction():
         write.remember_many(store, ctx, [write.prepare(
-            {"content": f"indexed otter note {i}" + " river" * (i % 4)}, where=f"l{i}")
+            {"content": f"indexed otter note {i}" + " river" * (i % 4)
+             + " lodge" * (i % 5 == 0)}, where=f"l{i}")
             for i in range(40)])
     store.fts_lag = 64
     ids = []
     for i in range(20):
         with store.transaction():
             ids.append(write.remember(store, ctx, write.prepare(
-                {"content": f"waiting otter {i}" + " river bank" * (i % 3)}))["id"])
+                {"content": f"waiting otter {i}" + " river bank" * (i % 3)
+                 + " otter lodge" * (i % 4 == 1)}))["id"])
     mark, top = core.full_text_tail(store.conn)
     assert top - mark == 20
     with store.transaction():
         memories.purge(store, ids[3])  # waits: no index entry to delete
-    queries = ["otter", "river otter", "waiting bank", "indexed river"]
+    # "otter_lodge" is two tokens: a phrase, which only the waiting "otter lodge" memories
+    # match (the indexed ones hold both words apart), so every match is scored from its text
+    queries = ["otter", "river otter", "waiting bank", "indexed river", "otter_lodge",
+               "bank otter_lodge"]
 
     def ranked(q: str) -> list[tuple[str, float]]:
         return sorted((r["content"], r["score_parts"]["bm25"])
@@ -793,6 +801,7 @@ def test_memories_waiting_for_their_full_text_rank_as_they_will_once_indexed(
     before = {q: ranked(q) for q in queries}
     assert any(c.startswith("waiting") for c, _ in before["otter"])
     assert not any(c == "waiting otter 3" for c, _ in before["otter"])
+    assert any(c.startswith("waiting") for c, _ in before["otter_lodge"])
     with store.transaction():
         assert core.flush_full_text(store.conn) == 20
     check()
