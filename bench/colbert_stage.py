@@ -51,8 +51,7 @@ import agentmem  # noqa: E402
 import locomo  # noqa: E402
 
 DB0 = str(Path(sys.executable).with_name("db0"))
-DATA = Path(os.environ.get("DB0_LOCOMO", HERE.parent.parent.parent / "shared" / "bench"
-                           / "locomo-dev.json"))
+DATA = Path(os.environ.get("DB0_LOCOMO", locomo.DATA))
 POOL = 50
 FUSE_R = 10  # reciprocal-rank fusion's constant, small since the lists are 30-50 long
 

@@ -41,7 +41,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DB0 = str(Path(sys.executable).with_name("db0"))
-DATA = HERE.parent.parent / "shared" / "bench" / "locomo-dev.json"
+# ../shared beside the repository (a clone), or beside its worktrees' folder
+DATA = next((p / "shared" / "bench" / "locomo-dev.json" for p in HERE.parents
+             if (p / "shared" / "bench" / "locomo-dev.json").exists()),
+            HERE.parent.parent / "shared" / "bench" / "locomo-dev.json")
 KS = (5, 10, 25)
 SESSION_K = 5  # session-level recall: evidence sessions among the first five distinct ranked
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
