@@ -379,9 +379,13 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
                 _part_len.clear()
             extra = _part_len[part] = len(_tokens(tokenize, part, _FTS5_TOKENIZE_DOCUMENT))
         known[int(rid)] = (toks, len(toks) + extra)
-    hits = {ph: counts[ph[0]] if len(ph) == 1 and counts and ph[0] in counts
-            else _docs_with(store, ph[0]) if len(ph) == 1
-            else _docs_matching(store, said[ph]) for ph in set(phrases)}
+
+    def docs(ph: tuple[str, ...]) -> int:
+        if len(ph) > 1:
+            return _docs_matching(store, said[ph])
+        return counts[ph[0]] if counts and ph[0] in counts else _docs_with(store, ph[0])
+
+    hits = {ph: docs(ph) for ph in set(phrases)}
     if unindexed:
         for rid in set(rids):
             if rid in known:
