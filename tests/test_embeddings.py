@@ -188,6 +188,28 @@ def test_a_prompt_embedded_for_injection_is_not_embedded_again_as_its_turn(mdb0:
     assert found[0]["score_parts"]["vector_distance"] < 0.001
 
 
+def test_a_long_prompt_is_searched_by_its_ends_and_its_turn_embedded_whole(mdb0: Db0) -> None:
+    """A prompt of thousands of tokens (a pasted log, then the question) is embedded for
+    injection from its first and last tokens only (QUERY_TOKENS), so the hook answers within
+    its budget and injects what the question at its end is about; the turn it keeps is then
+    embedded from its own text by the embedder, not given the shortened query's vector."""
+    for fact in FACTS:
+        mdb0.run("remember", "--wait", fact)
+    log = "\n".join(f"tests/test_codec.py::test_roundtrip[frame-{i}] PASSED [{i}%] "
+                    f"offset={i * 4096} crc=0x{i * 2654435761 % 2**32:08x}" for i in range(150))
+    prompt = f"{log}\n\nWhen does my flight to Tokyo leave?"
+    before = status(mdb0)
+    event = json.dumps({"session_id": "long", "prompt": prompt, "cwd": str(mdb0.home),
+                        "hook_event_name": "UserPromptSubmit"})
+    out = mdb0.run("hook", "prompt", "--agent", "claude-code", input=event).out
+    injected = json.loads(out)["hookSpecificOutput"]["additionalContext"]
+    assert FACTS[0] in injected
+    wait_until(lambda: all_embedded(mdb0, len(FACTS) + 1), 60, "the turn's vector")
+    after = status(mdb0)
+    assert after["reused"] == before["reused"]
+    assert after["embedded"] == before["embedded"] + 1
+
+
 def test_clean_stop_leaves_a_drained_mark_that_a_changed_store_voids(mdb0: Db0) -> None:
     """A clean stop with nothing waiting leaves a mark so the next start need not scan every
     memory to learn that; a write made while the daemon was stopped voids it (and is embedded),

@@ -86,6 +86,28 @@ def test_related_sentences_are_closer(embedder: Embedder) -> None:
     assert a @ b > a @ c + 0.2
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 300])
+def test_clip_keeps_a_short_text_and_cuts_a_long_one_to_its_two_ends(embedder: Embedder,
+                                                                     n: int) -> None:
+    """At most `max_tokens` tokens are kept: all of a text that short, else the first and the
+    last half of them (a question before or after a pasted log keeps its words)."""
+    words = [f"w{i}" for i in range(n)]  # "w12" is two tokens: "w" and "##12"
+    text = " ".join(words)
+    toks = embedder.tokenize(text)[1:-1]  # without [CLS] and [SEP]
+    clipped, cut = embedder.clip(text, 16)
+    assert cut == (len(toks) > 16)
+    if not cut:
+        assert clipped == text
+        return
+    head, _, tail = clipped.partition(" … ")
+    first, last = embedder.tokenize(head)[1:-1], embedder.tokenize(tail)[1:-1]
+    assert first == toks[:len(first)] and last == toks[len(toks) - len(last):]
+    # whole words: each end gives up at most the part of the word the cut fell in (a word
+    # here is at most three tokens)
+    assert 6 <= len(first) <= 8 and 6 <= len(last) <= 8
+    assert head.startswith("w0") and tail.endswith(words[-1])
+
+
 def test_query_copy_is_made_once_and_agrees(installed: tuple[Path, models.ModelInfo],
                                             embedder: Embedder, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:

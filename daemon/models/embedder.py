@@ -32,6 +32,28 @@ class Embedder:
         out = self.llm.embed(list(texts), normalize=True, truncate=True)
         return [list(map(float, v)) for v in out]
 
+    def clip(self, text: str, max_tokens: int) -> tuple[str, bool]:
+        """`text` as at most `max_tokens` tokens: unchanged when it is that short, else its
+        first half and its last half of them, whole words only, with an ellipsis between
+        (True: it was cut). A long prompt states what it asks at its start or its end; its
+        middle is mostly pasted material (a log, a file)."""
+        toks = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        if len(toks) <= max_tokens:
+            return text, False
+        piece = self.llm.detokenize
+
+        def inside(i: int) -> bool:  # toks[i] continues a word ("##ing"): no space before it
+            return i < len(toks) and not piece([toks[i]]).startswith(b" ")
+
+        end = max_tokens // 2
+        while end > 0 and inside(end):
+            end -= 1
+        start = len(toks) - (max_tokens - max_tokens // 2)
+        while inside(start):
+            start += 1
+        return (piece(toks[:end]).decode("utf-8", "ignore").strip() + " … "
+                + piece(toks[start:]).decode("utf-8", "ignore").strip()), True
+
     def tokenize(self, text: str) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
 

@@ -37,6 +37,11 @@ log = logging.getLogger("db0.embed")
 ACTIVE_KEY = "embedding_active"
 NO_MODEL_NOTICE = "no embedding model: run db0 model install"
 MAX_CHARS = 8000          # longer texts are cut before tokenizing (the model sees 512 tokens)
+# A query is embedded from at most this many tokens, its start and its end (Embedder.clip):
+# its embedding runs on the request path (every prompt, for the hook), and its cost grows
+# faster than its length (docs/performance.md); MiniLM, the default model, was trained on
+# texts of at most 128 tokens.
+QUERY_TOKENS = 128
 RECENT_QUERIES = 256      # query vectors kept for a memory of the same text (a hook's turn)
 RESCAN_S = 60.0           # the safety-net look for rows nothing named, above the floor
 FULL_RESCAN_S = 3600.0    # ... and over every row
@@ -256,10 +261,12 @@ class EmbeddingService(Component):
 
         started = time.perf_counter()
         with a.qlock:
-            vec = a.query.embed([text[:MAX_CHARS]])[0]
+            query, cut = a.query.clip(text[:MAX_CHARS], QUERY_TOKENS)
+            vec = a.query.embed([query])[0]
         arr = np.asarray(vec, dtype=np.float32)
         took = (time.perf_counter() - started) * 1000
-        self._keep_recent(a.model_id, text, arr)
+        if not cut:  # a memory of this text gets this vector; not one of a shortened text
+            self._keep_recent(a.model_id, text, arr)
         return QueryVector(a.model_id, arr, a.index, took_ms=took, floor=a.floor)
 
     def _keep_recent(self, model_id: int, text: str, vec: Any) -> None:
