@@ -43,6 +43,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import longprompt
+
 HERE = Path(__file__).resolve().parent
 DB0 = str(Path(sys.executable).with_name("db0"))
 DATA = HERE / "agentmem"
@@ -156,14 +158,17 @@ def load(home: Path, mems: list[dict[str, Any]]) -> dict[str, Any]:
     return {"ids": ids, "stored": stored, "duplicate": duplicate, "contexts": len(groups)}
 
 
-def ask(home: Path, qs: list[dict[str, Any]], rerank: int) -> list[dict[str, Any]]:
-    """Every question from its own context; the answers in the questions' order."""
+def ask(home: Path, qs: list[dict[str, Any]], rerank: int, where: str = "none"
+        ) -> list[dict[str, Any]]:
+    """Every question from its own context (`where`: as longprompt.wrap puts it); the
+    answers in the questions' order."""
     groups: dict[tuple[str, str, str, str], list[int]] = {}
     for i, q in enumerate(qs):
         groups.setdefault(ctx_key(q["context"]), []).append(i)
     answers: list[dict[str, Any] | None] = [None] * len(qs)
     for idx in groups.values():
-        stdin = "".join(json.dumps({"query": qs[i]["question"]}) + "\n" for i in idx)
+        stdin = "".join(json.dumps({"query": longprompt.wrap(qs[i]["question"], where)}) + "\n"
+                        for i in idx)
         # No timeout: with --rerank a question can take seconds (the cross-encoder reads
         # every candidate), and the daemon is local.
         out = run(home, qs[idx[0]]["context"],
@@ -255,6 +260,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, metavar="N", help="ask only N questions, spread "
                     "evenly over the list (so every project and category stays in)")
     ap.add_argument("--label", default="", help="a name for this run, kept in the JSON")
+    ap.add_argument("--wrap", choices=longprompt.WHERE, default="none",
+                    help="ask each question as a long prompt: after (before) or before (after) "
+                    "a pasted test log of about 2,000 tokens (bench/longprompt.py)")
     ap.add_argument("--out")
     args = ap.parse_args()
     args.out = args.out or str(HERE / "results" / (
@@ -295,7 +303,7 @@ def main() -> None:
                 raise SystemExit(f"{model['pending']} memories still wait for their vectors "
                                  "after import --wait: see db0 model status")
             t0 = time.perf_counter()
-            answers = ask(home, qs, args.rerank)
+            answers = ask(home, qs, args.rerank, args.wrap)
             ask_s = round(time.perf_counter() - t0, 1)
         finally:
             subprocess.run([DB0, "daemon", "stop"], env=env_of(home, {}),
@@ -312,7 +320,7 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
     result: dict[str, Any] = {
-        "label": args.label, "commit": commit, "rerank": args.rerank, "k": K,
+        "label": args.label, "commit": commit, "rerank": args.rerank, "wrap": args.wrap, "k": K,
         "memories": len(mems), "stored": loaded["stored"], "questions": len(qs),
         "overall": means(rows),
         "by_category": {c: means([r for r in rows if r["category"] == c]) for c in CATEGORIES},
