@@ -92,6 +92,11 @@ class Filters:
 # in more than PRUNE_DF of them are left out of the keyword query (the rarest word always stays).
 PRUNE_MIN_ROWS = 5_000
 PRUNE_DF = 0.02
+# A query of more distinct content words than this (a long prompt: a pasted log or file) is
+# searched by the first and the last half of them, as its embedding reads its two ends: it asks
+# at its start or its end, and every word searched costs in proportion to its matches
+# (docs/ranking.md, "Long prompts").
+KEYWORD_WORDS = 32
 KEYWORD_SCAN = 5_000  # matches a keyword search ranks at most (the most recent ones)
 SPARE = 2  # rows of other partitions a big scope's keyword ranking may pass over, per row ranked
 _df_cache: dict[tuple[str, str], tuple[int, float]] = {}
@@ -171,12 +176,17 @@ def keyword_query(store: Store, text: str) -> str | None:
 def keyword_words(store: Store, text: str) -> list[str]:
     """The words `keyword_query` searches for, as `fts_query` quotes them."""
     words = content_words(text)
+    cut = len(words) > KEYWORD_WORDS
+    if cut:  # the first and the last KEYWORD_WORDS / 2 distinct words
+        half = KEYWORD_WORDS // 2
+        last = content_words(" ".join(reversed(_WORD.findall(text))))[:half]
+        words = list(dict.fromkeys(words[:half] + last[::-1]))
     if len(words) > 1:
         rows = store_rows(store)
         if rows > PRUNE_MIN_ROWS:
             tokenize = _tokenizer(store)
             if tokenize is None:  # an apsw without tokenizer access: score every word
-                words = _WORD.findall(text)
+                words = words if cut else _WORD.findall(text)
             else:
                 df = {w: _doc_freq(store, w, tokenize) for w in words}
                 words = ([w for w in words if df[w] <= PRUNE_DF * rows]

@@ -44,6 +44,24 @@ def test_any_text_is_a_safe_query(text: str) -> None:
         conn.execute("SELECT * FROM f WHERE f MATCH ?", (q,)).fetchall()
 
 
+@pytest.mark.parametrize("n", [0, 1, search.KEYWORD_WORDS, search.KEYWORD_WORDS + 1, 500])
+def test_a_long_query_is_searched_by_the_words_at_its_two_ends(tmp_path: Path, n: int) -> None:
+    """Up to KEYWORD_WORDS distinct content words are all searched; past that, the first and
+    the last KEYWORD_WORDS / 2 of them (a question before or after a pasted log keeps its
+    words, the log's middle is not searched), each once, in the text's order."""
+    store = Store.open(tmp_path / "db.sqlite")
+    body = [f"w{i}" for i in range(n)]
+    text = " ".join(["the", *body, *body[-3:], "what", "zebra?"])  # repeats, stop words
+    got = search.keyword_words(store, text)
+    distinct = [*body, "zebra"]
+    half = search.KEYWORD_WORDS // 2
+    if len(distinct) <= search.KEYWORD_WORDS:
+        assert got == distinct
+    else:
+        assert got == distinct[:half] + distinct[-half:]
+    assert len(got) == len(set(got)) <= search.KEYWORD_WORDS
+
+
 @pytest.mark.parametrize("n", [5, 200])
 def test_bulk_and_single_inserts_index_full_text_alike(tmp_path: Path, n: int) -> None:
     """Outside the daemon (Store.fts_lag 0) each transaction indexes the full text of what it
