@@ -24,6 +24,20 @@ def test_remember_recall_round_trip(db0: Db0) -> None:
         (x["score"] for x in res["results"]), reverse=True)
 
 
+def test_recall_reads_its_query_from_stdin_and_a_long_one_by_its_ends(db0: Db0) -> None:
+    """`db0 recall -` takes the query from stdin; a pasted log of thousands of words before
+    the question still finds what the question asks for (searched by its two ends)."""
+    mid = db0.json("remember", "The deploy key lives in the vault under ops/deploy")["id"]
+    db0.run("remember", "Lunch is at noon on Fridays")
+    assert db0.json("recall", "-", input="where is the deploy key")["results"][0]["id"] == mid
+    log = "\n".join(f"step {i}: compiled module m{i} in {i % 7}.{i % 10}s, cache hit {i * 31}"
+                    for i in range(800))
+    res = db0.json("recall", "-", input=f"{log}\n\nwhere is the deploy key?")
+    assert res["results"][0]["id"] == mid
+    empty = db0.run("recall", "-", input=" \n", check=False)
+    assert empty.code == 2 and "no query given" in empty.err
+
+
 def test_plain_output_is_pipe_friendly(db0: Db0) -> None:
     mid = db0.run("remember", "grep me if you can").out.strip()
     out = db0.run("recall", "grep").out

@@ -19,6 +19,7 @@ from db0.cli.options import (
     context,
     parse_meta,
     read_source,
+    read_stdin_text,
     text_arg,
 )
 from db0.cli.params import Annotated, Arg, Command, Opt, cmd
@@ -146,7 +147,7 @@ def _queries(source: str, defaults: dict[str, Any]) -> int:
 
 
 def recall(
-    query: Annotated[list[str] | None, Arg(help="What to look for.",
+    query: Annotated[list[str] | None, Arg(help="What to look for; '-' reads stdin.",
                                                       show_default=False)] = None,
     limit: Annotated[int, Opt("--limit", "-n", help="How many results.")] = 10,
     scope: ScopesOpt = None, tag: TagsOpt = None, meta: MetaOpt = None,
@@ -186,6 +187,7 @@ def recall(
       db0 recall "which editor do I use"
       db0 recall deploy -n 3 --json
       db0 recall "what did we decide" --tag decision --since 2026-11-01
+      pbpaste | db0 recall -                    # a long text: read from its two ends
       db0 recall --queries questions.jsonl      # one JSON line out per query
     """
     k = limit
@@ -208,9 +210,10 @@ def recall(
     if queries:
         return _queries(queries, _recall_params("", k, scope, tag, meta, since, until, key,
                                                 include_superseded, ctx, extra))
-    text = " ".join(query or []).strip()
+    text = (read_stdin_text() if query == ["-"] else " ".join(query or [])).strip()
     if not text:
-        raise Db0Error("bad_request", "no query given", "db0 recall WORDS, or --queries FILE")
+        raise Db0Error("bad_request", "no query given",
+                       "db0 recall WORDS, '-' to read stdin, or --queries FILE")
     if remote:
         from db0.cli.commands.sync import remote_env
 
