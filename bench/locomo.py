@@ -39,6 +39,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import longprompt
+
 HERE = Path(__file__).resolve().parent
 DB0 = str(Path(sys.executable).with_name("db0"))
 # ../shared beside the repository (a clone), or beside its worktrees' folder
@@ -107,7 +109,7 @@ def conversation_home(keep: str | None, sample_id: str) -> Iterator[Path]:
 
 
 def conversation(item: dict[str, Any], models: Path, rerank: int,
-                 keep: str | None = None) -> dict[str, Any]:
+                 keep: str | None = None, wrap: str = "none") -> dict[str, Any]:
     qs = questions(item)
     with conversation_home(keep, item["sample_id"]) as home:
         lines = turns(item["conversation"])
@@ -134,7 +136,8 @@ def conversation(item: dict[str, Any], models: Path, rerank: int,
                 import_s = time.perf_counter() - t0
                 if keep:
                     done.write_text(json.dumps(imported))
-            stdin = "".join(json.dumps({"query": q["question"]}) + "\n" for q in qs)
+            stdin = "".join(json.dumps({"query": longprompt.wrap(q["question"], wrap)}) + "\n"
+                            for q in qs)
             t0 = time.perf_counter()
             out = run(home, ["recall", "--queries", "-", "-n", str(max(KS)), "--json",
                              *(["--rerank", str(rerank)] if rerank else [])], stdin)
@@ -179,6 +182,9 @@ def main() -> None:
                     help="ask with recall --rerank N (the cross-encoder rescores the top N)")
     ap.add_argument("--keep", metavar="DIR", help="keep each conversation's home in DIR; a "
                     "home kept before is asked again without importing (for ranking changes)")
+    ap.add_argument("--wrap", choices=longprompt.WHERE, default="none",
+                    help="ask each question as a long prompt: after (before) or before (after) "
+                    "a pasted test log of about 2,000 tokens (bench/longprompt.py)")
     ap.add_argument("--out")
     args = ap.parse_args()
     args.out = args.out or str(HERE / "results" / (
@@ -198,7 +204,7 @@ def main() -> None:
             models = Path(mtmp) / "data" / "models"
         convs = []
         for item in items:
-            convs.append(conversation(item, models, args.rerank, args.keep))
+            convs.append(conversation(item, models, args.rerank, args.keep, args.wrap))
             c = convs[-1]
             print(f"{c['sample_id']}: {c['memories']} turns, {c['questions']} questions, "
                   f"{means(c['rows'])}", file=sys.stderr, flush=True)
@@ -207,7 +213,7 @@ def main() -> None:
                             capture_output=True, text=True).stdout.strip()
     result: dict[str, Any] = {
         "label": args.label, "commit": commit, "data": Path(args.data).name,
-        "rerank": args.rerank,
+        "rerank": args.rerank, "wrap": args.wrap,
         "conversations": [c["sample_id"] for c in convs],
         "overall": means(rows),
         "by_category": {f"{n} {name}": means([r for r in rows if r["category"] == n])
