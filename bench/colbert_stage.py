@@ -62,8 +62,10 @@ class TokenEncoder:
     def __init__(self, path: str, n_threads: int = 1, ctx: int = 512) -> None:
         import llama_cpp
 
+        from db0.daemon.models.llamacpp import open_gguf
+
         self.lib = llama_cpp
-        self.llm: Any = llama_cpp.Llama(
+        self.llm: Any = open_gguf(
             path, embedding=True, n_ctx=ctx, n_batch=ctx, n_ubatch=ctx, n_threads=n_threads,
             n_threads_batch=n_threads, verbose=False,
             pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE)

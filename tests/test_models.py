@@ -138,6 +138,33 @@ def test_query_copy_is_made_once_and_agrees(installed: tuple[Path, models.ModelI
     assert query_copy(src, strict, SENTENCES[:2]) == src
 
 
+def test_q8_0_weights_run_on_this_cpu_and_agree(installed: tuple[Path, models.ModelInfo],
+                                                embedder: Embedder, tmp_path: Path) -> None:
+    """Every GGUF opens through llamacpp.open_gguf, which keeps weights out of llama.cpp's extra
+    CPU buffer types: with them, llama_decode on Q8_0 weights (the reranker's and the late
+    encoder's layers) kills the process on a CPU with AMX. A Q8_0 copy of the default model
+    must embed here, close to the original, and the library's defaults are left as they were."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import llama_cpp as low
+
+    default = low.llama_model_default_params
+    q8 = tmp_path / "q8.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    assert llama_cpp.llama_model_quantize(str(installed[1].path).encode(), str(q8).encode(),
+                                          ctypes.byref(params)) == 0
+    q = Embedder(q8, 1)
+    try:
+        agree = np.sum(np.array(q.embed(SENTENCES)) * np.array(embedder.embed(SENTENCES)), axis=1)
+    finally:
+        q.close()
+    assert agree.min() > 0.99
+    assert low.llama_model_default_params is default
+    assert default().use_extra_bufts  # the library's own default is untouched
+
+
 def test_manifest_current_reinstall_and_bad_sources(installed: tuple[Path, models.ModelInfo],
                                                     tmp_path: Path) -> None:
     mdir, info = installed

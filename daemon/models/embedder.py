@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from db0.daemon.models.llamacpp import open_gguf
+
 CONTEXT = 512  # BERT's position limit; longer texts are truncated
 
 
@@ -18,7 +20,7 @@ class Embedder:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"embedding model {self.path} is missing")
-        self.llm: Any = llama_cpp.Llama(
+        self.llm: Any = open_gguf(
             str(self.path), embedding=True, n_ctx=CONTEXT, n_batch=CONTEXT, n_ubatch=CONTEXT,
             n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
             pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)

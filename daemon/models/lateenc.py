@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from db0.daemon.models.llamacpp import open_gguf
+
 CONTEXT = 512
 CLS, SEP, QUERY_MARK, DOC_MARK = 101, 102, 1, 2  # BERT uncased ids ([unused0/1])
 QUERY_LEN = 32   # a query's tokens at most, markers included. Not padded with [MASK] (ColBERT's
@@ -24,7 +26,7 @@ class LateEncoder:
         if not self.path.exists():
             raise FileNotFoundError(f"late-interaction model {self.path} is missing")
         self._lib = llama_cpp
-        self.llm: Any = llama_cpp.Llama(
+        self.llm: Any = open_gguf(
             str(self.path), embedding=True, n_ctx=CONTEXT, n_batch=CONTEXT, n_ubatch=CONTEXT,
             n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
             pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE)

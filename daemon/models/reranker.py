@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from db0.daemon.models.llamacpp import open_gguf
+
 CONTEXT = 512          # BERT's position limit: a pair is cut to fit
 MAX_QUERY_TOKENS = 64  # a long query keeps its start; the text gets the rest
 
@@ -28,7 +30,7 @@ class Reranker:
         if not self.path.exists():
             raise FileNotFoundError(f"reranker model {self.path} is missing")
         self._lib = llama_cpp
-        self.llm: Any = llama_cpp.Llama(
+        self.llm: Any = open_gguf(
             str(self.path), embedding=True, n_ctx=CONTEXT, n_batch=CONTEXT, n_ubatch=CONTEXT,
             n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
             pooling_type=llama_cpp.LLAMA_POOLING_TYPE_RANK)
