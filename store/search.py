@@ -157,7 +157,12 @@ STOP_WORDS = frozenset(_STOP_TEXT.split())
 def content_words(text: str) -> list[str]:
     """The distinct lower-cased words of `text` without stop words (all of them if only stop
     words remain, so "who are you" still searches)."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
+    return _content(_WORD.findall(text))
+
+
+def _content(found: list[str]) -> list[str]:
+    """content_words of a text already split into its words, in that order."""
+    words = list(dict.fromkeys(w.lower() for w in found))
     return [w for w in words if w not in STOP_WORDS] or words
 
 
@@ -175,11 +180,12 @@ def keyword_query(store: Store, text: str) -> str | None:
 
 def keyword_words(store: Store, text: str) -> list[str]:
     """The words `keyword_query` searches for, as `fts_query` quotes them."""
-    words = content_words(text)
+    found = _WORD.findall(text)
+    words = _content(found)
     cut = len(words) > KEYWORD_WORDS
     if cut:  # the first and the last KEYWORD_WORDS / 2 distinct words
         half = KEYWORD_WORDS // 2
-        last = content_words(" ".join(reversed(_WORD.findall(text))))[:half]
+        last = _content(found[::-1])[:half]
         words = list(dict.fromkeys(words[:half] + last[::-1]))
     if len(words) > 1:
         rows = store_rows(store)

@@ -187,7 +187,7 @@ def recall(
       db0 recall "which editor do I use"
       db0 recall deploy -n 3 --json
       db0 recall "what did we decide" --tag decision --since 2026-11-01
-      pbpaste | db0 recall -                    # a long text: read from its two ends
+      db0 recall - < prompt.txt                 # stdin; a long text is read from its two ends
       db0 recall --queries questions.jsonl      # one JSON line out per query
     """
     k = limit
