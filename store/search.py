@@ -15,7 +15,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -557,6 +557,11 @@ class QueryVector:
     floor: float = -1.0
 
 
+# A query vector still being made (the daemon embeds on another thread while recall reads the
+# keyword side): called once the vector is needed; calling it again gives the same answer.
+PendingVector = Callable[[], "QueryVector | None"]
+
+
 def vector_candidates(store: Store, ctx: Context, qv: QueryVector, filters: Filters,
                       limit: int) -> list[tuple[int, float]]:
     """(rid, cosine distance, lower is better) of the nearest memories that pass the filters.
@@ -917,7 +922,8 @@ def _rids_of(store: Store, ids: Collection[str]) -> set[int]:
 
 
 def recall(store: Store, ctx: Context, query: str, k: int = 10,
-           filters: Filters | None = None, *, qvec: QueryVector | None = None,
+           filters: Filters | None = None, *,
+           qvec: QueryVector | PendingVector | None = None,
            feedback: bool | None = False, exclude: Collection[str] = ()) -> list[dict[str, Any]]:
     """Best `k` memories for `query`: BM25 and (with `qvec`) vector neighbours, scored on both,
     with neighbour context, weighted by recency and scope. The same filters apply to both
@@ -934,6 +940,8 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     plain = fts_query(" ".join(words))
     match = scoped_match(plain, ctx, filters.scopes) if plain else None
     bm = keyword_candidates(store, ctx, query, filters, pool, plain, words) if plain else []
+    if callable(qvec):  # the keyword side needs no vector: it ran while the query was embedded
+        qvec = qvec()
     vec = vector_candidates(store, ctx, qvec, filters, pool) if qvec is not None else []
     parts_by_rid: dict[int, dict[str, Any]] = {}
     for name, hits in (("bm25", bm), ("vector", vec)):

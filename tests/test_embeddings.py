@@ -210,6 +210,24 @@ def test_a_long_prompt_is_searched_by_its_ends_and_its_turn_embedded_whole(mdb0:
     assert after["embedded"] == before["embedded"] + 1
 
 
+def test_a_prompt_too_short_for_context_is_not_embedded(mdb0: Db0) -> None:
+    """A prompt under hooks.min_prompt_words ("continue") gets no context, so the hook does not
+    embed it as a query; a longer one is embedded once, and the turn it keeps takes that
+    vector instead of being embedded again."""
+    mdb0.run("remember", "--wait", FACTS[0])
+    for prompt, asked in (("continue", 0), ("When does my flight to Tokyo leave?", 1)):
+        before = status(mdb0)
+        event = json.dumps({"session_id": "short", "prompt": prompt, "cwd": str(mdb0.home),
+                            "hook_event_name": "UserPromptSubmit"})
+        out = mdb0.run("hook", "prompt", "--agent", "claude-code", input=event).out
+        assert (FACTS[0] in out) == bool(asked)
+        n = mdb0.json("stats")["memories"]
+        wait_until(lambda: all_embedded(mdb0, n), 60, "the turn's vector")
+        after = status(mdb0)
+        assert after["queries"] - before["queries"] == asked
+        assert after["reused"] - before["reused"] == asked
+        assert after["embedded"] == before["embedded"]
+
 def test_clean_stop_leaves_a_drained_mark_that_a_changed_store_voids(mdb0: Db0) -> None:
     """A clean stop with nothing waiting leaves a mark so the next start need not scan every
     memory to learn that; a write made while the daemon was stopped voids it (and is embedded),

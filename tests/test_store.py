@@ -287,6 +287,40 @@ def test_keyword_candidates_are_the_best_of_the_newest_visible_matches(
         search.KEYWORD_SCAN, search.PRUNE_MIN_ROWS = old
 
 
+def test_recall_asks_for_a_pending_query_vector_only_after_its_keyword_side(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon embeds a query on another thread while recall reads the keyword side (which
+    needs no vector): recall calls a pending vector once its keyword candidates are in, and
+    ranks as it does with the vector given at once."""
+    import numpy as np
+
+    store = Store.open(tmp_path / "db0.sqlite3")
+    ctx = Context("ada")
+    for text in ("deploy staging on port 8080", "coffee budget for march",
+                 "staging postgres upgrade tonight"):
+        with store.transaction():
+            write.remember(store, ctx, write.prepare({"content": text}))
+    calls: list[str] = []
+    keyword = search.keyword_candidates
+
+    def spy(*a: Any, **kw: Any) -> Any:
+        calls.append("keyword")
+        return keyword(*a, **kw)
+
+    monkeypatch.setattr(search, "keyword_candidates", spy)
+    qv = search.QueryVector(1, np.full(384, 384 ** -0.5, dtype=np.float32))
+
+    def pending() -> search.QueryVector:
+        calls.append("vector")
+        return qv
+
+    got = search.recall(store, ctx, "staging deploy", 5, qvec=pending)
+    assert calls == ["keyword", "vector"]
+    want = search.recall(store, ctx, "staging deploy", 5, qvec=qv)
+    assert got and [r["id"] for r in got] == [r["id"] for r in want]
+    assert {r["content"] for r in got} >= {"deploy staging on port 8080"}
+
+
 def _index_sql(conn: apsw.Connection) -> dict[str, str]:
     return {str(n): str(s) for n, s in conn.execute(
         "SELECT name, sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL")}

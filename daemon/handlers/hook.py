@@ -47,14 +47,22 @@ DATA = Obj({
 
 
 def _qvec(rt: Runtime, text: str) -> Any:
+    """The text's query vector, begun now and waited for when the pack needs it (None for
+    no text or no model)."""
     embedder = rt.service(EmbeddingService)
     if embedder is None or not text.strip():
         return None
-    try:
-        return embedder.query_vector(text)
-    except Exception:  # injection is best effort: keywords still work
-        log.exception("hook: embedding the query failed")
+    pending = embedder.query_vector_soon(text)
+    if pending is None:
         return None
+
+    def vector() -> Any:
+        try:
+            return pending()
+        except Exception:  # injection is best effort: keywords still work
+            log.exception("hook: embedding the query failed")
+            return None
+    return vector
 
 
 @rpc("hook.event", {
@@ -91,7 +99,9 @@ def hook_event(rt: Runtime, req: Request) -> dict[str, Any]:
                                                               hooks.session_budget, qvec)
             else:
                 prompt = transcripts.clean(ev.prompt or "")
-                qvec = _qvec(rt, prompt)
+                # A prompt too short to be given context ("yes", "go on") is not embedded.
+                short = len(prompt.split()) < hooks.min_prompt_words
+                qvec = None if short else _qvec(rt, prompt)
 
                 def reorder(results: list[dict[str, Any]]) -> None:
                     late(rt, prompt, results)

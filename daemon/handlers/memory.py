@@ -309,11 +309,12 @@ def recall(rt: Runtime, req: Request) -> dict[str, Any]:
     use_late = late_wanted(rt, p["late"])
     late_top = LATE_TOP if use_late else 0
     embedder = rt.service(EmbeddingService)
-    qvec = embedder.query_vector(query) if embedder is not None else None
+    pending = embedder.query_vector_soon(query) if embedder is not None else None
     with rt.reader() as store:
         out: dict[str, Any] = {"results": search.recall(
             store, req.ctx, query, max(k, n, late_top), filters,
-            qvec=qvec, feedback=rt.config.recall.feedback)}
+            qvec=pending, feedback=rt.config.recall.feedback)}
+    qvec = pending() if pending is not None else None
     if use_late:
         out.update(late(rt, query, out["results"]))
         out["results"] = out["results"][:max(k, n)]

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,7 +69,7 @@ class Loaded:
 class EmbeddingService(Component):
     name = "embedder"
     background = True  # catching up never takes a core from a request (recall's query vector
-    #                    is made on the request thread, at normal priority)
+    #                    is made on the query thread, at a request's priority)
 
     def __init__(self, rt: Runtime) -> None:
         super().__init__(rt)
@@ -80,6 +82,7 @@ class EmbeddingService(Component):
         self.error: str | None = None
         self.embedded = 0                 # vectors made since start (for rates)
         self.copied = 0                   # vectors reused from the content-hash cache
+        self.queries = 0                  # query vectors made (recall, pack, the hooks)
         # The last query vectors, by (model id, hash of the text as stored): a memory whose
         # text was just embedded as a query takes that vector (the query copy of the same
         # model) instead of being embedded again.
@@ -110,6 +113,10 @@ class EmbeddingService(Component):
         self.building = False             # a big partition's graph is being built
         self._drained = False             # the last look found nothing waiting (no hint since)
         self._live: tuple[int, int] | None = None  # (writer commits, live memories) then
+        # Query vectors are made here, one at a time (one query context), so that the request
+        # that asked goes on reading the store meanwhile (query_vector_soon). Its thread is
+        # started by the first request, so it runs at a request's priority, not the embedder's.
+        self._queries = ThreadPoolExecutor(1, thread_name_prefix="db0-query")
 
     # -- component protocol ------------------------------------------------------------------
 
@@ -124,6 +131,7 @@ class EmbeddingService(Component):
         self.interval = 0.0
 
     def on_stop(self) -> None:
+        self._queries.shutdown(wait=False)
         with self._cond:
             self._cond.notify_all()
         try:
@@ -176,7 +184,7 @@ class EmbeddingService(Component):
             "state": self.state, "model": t.name if t else None, "dim": t.dim if t else None,
             "pending": self.pending() if t else None,
             "searching_with": a.name if a else None,
-            "embedded": self.embedded, "reused": self.copied,
+            "embedded": self.embedded, "reused": self.copied, "queries": self.queries,
         }
         if a is not None:
             out["index"] = {"vectors": len(a.index), "graphs_owed": a.index.graphs_owed(),
@@ -263,11 +271,21 @@ class EmbeddingService(Component):
         with a.qlock:
             query, cut = a.query.clip(text[:MAX_CHARS], QUERY_TOKENS)
             vec = a.query.embed([query])[0]
+            self.queries += 1
         arr = np.asarray(vec, dtype=np.float32)
         took = (time.perf_counter() - started) * 1000
         if not cut:  # a memory of this text gets this vector; not one of a shortened text
             self._keep_recent(a.model_id, text, arr)
         return QueryVector(a.model_id, arr, a.index, took_ms=took, floor=a.floor)
+
+    def query_vector_soon(self, text: str) -> Callable[[], Any] | None:
+        """query_vector(text) begun on the query thread, or None without a model: call the
+        result for the vector (again and again: the same one; its error, if it failed). The
+        caller reads the store meanwhile (recall's keyword side needs no vector): llama.cpp
+        runs without the GIL, so the two overlap. A recall's CPU is the same, its wait shorter."""
+        if self.active is None:
+            return None
+        return self._queries.submit(self.query_vector, text).result
 
     def _keep_recent(self, model_id: int, text: str, vec: Any) -> None:
         from db0.store import vectors
