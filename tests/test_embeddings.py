@@ -222,7 +222,7 @@ def test_a_prompt_too_short_for_context_is_not_embedded(mdb0: Db0) -> None:
         out = mdb0.run("hook", "prompt", "--agent", "claude-code", input=event).out
         assert (FACTS[0] in out) == bool(asked)
         n = mdb0.json("stats")["memories"]
-        wait_until(lambda: all_embedded(mdb0, n), 60, "the turn's vector")
+        wait_until(lambda n=n: all_embedded(mdb0, n), 60, "the turn's vector")
         after = status(mdb0)
         assert after["queries"] - before["queries"] == asked
         assert after["reused"] - before["reused"] == asked

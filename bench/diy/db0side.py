@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diy.meter import Meter, children_of, du_mib, pss_mib, rss_mib, summary
+from diy.meter import Meter, children_of, du_mib, proc_cpu, pss_mib, rss_mib, summary
 from diy.workload import Workload
 
 DB0 = str(Path(sys.executable).with_name("db0"))
@@ -136,6 +136,21 @@ class Home:
                 raise SystemExit(f"db0's index graphs not built after an hour: {ix}")
             time.sleep(0.5)
         return out
+
+    def settle(self, window: float = 1.0, quiet: float = 0.05, timeout: float = 180.0
+               ) -> dict[str, Any]:
+        """Wait until the daemon has done its start-up work (writing the vector index's file
+        after a rebuild, the embedder's first look for work, the full-text flush): less than
+        `quiet` CPU-seconds over `window` seconds. The DIY stack's servers are idle when it
+        is measured; a daemon measured seconds after its start is measured beside that work."""
+        t = time.perf_counter()
+        pid = self.pid()
+        while time.perf_counter() - t < timeout:
+            c = proc_cpu(pid)
+            time.sleep(window)
+            if proc_cpu(pid) - c < quiet:
+                break
+        return {"settle_s": round(time.perf_counter() - t, 2)}
 
     def launch(self) -> None:
         """`db0 daemon start` in this home (the client never starts one: a daemon it spawned
