@@ -115,7 +115,8 @@ class EmbeddingService(Component):
         self._live: tuple[int, int] | None = None  # (writer commits, live memories) then
         # Query vectors are made here, one at a time (one query context), so that the request
         # that asked goes on reading the store meanwhile (query_vector_soon). Its thread is
-        # started by the first request, so it runs at a request's priority, not the embedder's.
+        # started in on_start, by the thread that starts the components: it runs at a
+        # request's priority, never inheriting the embedder's lowered one.
         self._queries = ThreadPoolExecutor(1, thread_name_prefix="db0-query")
 
     # -- component protocol ------------------------------------------------------------------
@@ -129,6 +130,7 @@ class EmbeddingService(Component):
         assert self.rt.writer is not None
         self.rt.writer.after_commit.append(self._on_commit)
         self.interval = 0.0
+        self._queries.submit(int).result()  # its thread, started here (see __init__)
 
     def on_stop(self) -> None:
         self._queries.shutdown(wait=False)
