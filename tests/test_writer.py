@@ -378,3 +378,54 @@ def test_a_key_superseded_within_one_group_keeps_the_index_whole(w: Writer) -> N
     assert _matches(w, "green") == {"the boat is green"}
     assert _matches(w, "blue") == {"the boat is blue"}  # history stays searchable as before
     assert _matches(w, "kestrel") == {"an unrelated kestrel"}
+
+
+def _stream(path: Path, limit: int, commits: int) -> tuple[int, int]:
+    """`commits` commits of a page or two each while a reader reads in a loop, with the
+    checkpointer running (PASSIVE past 64 KiB, `limit` for the WAL): the largest WAL seen and
+    the checkpointer's truncations."""
+    import os
+
+    store = Store.open(path)
+    store.conn.execute("PRAGMA wal_autocheckpoint=0")  # as the daemon's writer
+    store.conn.execute("CREATE TABLE IF NOT EXISTS t (v BLOB)")
+    cp = writermod.Checkpointer(path, wal_bytes=64 << 10, interval=0.01, wal_limit=limit,
+                                wait_ms=50)
+    cp.start()
+    done = threading.Event()
+
+    def read() -> None:  # recalls and the embedder read all the time
+        c = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        while not done.is_set():
+            c.execute("SELECT count(*) FROM t").fetchall()
+        c.close()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    biggest = 0
+    try:
+        for i in range(commits):
+            with store.transaction():
+                store.conn.execute("INSERT INTO t(v) VALUES (?)", (os.urandom(3000),))
+            time.sleep(0.0002)  # a few thousand commits a second, the daemon's rate
+            if i % 50 == 0:
+                biggest = max(biggest, os.path.getsize(f"{path}-wal"))
+    finally:
+        done.set()
+        reader.join()
+        cp.stop()
+        store.close()
+    return biggest, cp.truncations
+
+
+def test_the_wal_stays_bounded_under_a_steady_stream_of_writes(tmp_path: Path) -> None:
+    """SQLite writes the WAL from its start again only when a commit begins with every frame
+    copied and no reader inside the WAL; a steady stream of commits with readers about never
+    leaves room for that, so the WAL grew by every commit for as long as the writes went on
+    (gigabytes in a minute at the daemon's write rate). Past its limit the checkpointer empties
+    it. The same stream without a limit is the control: it shows the growth the limit stops."""
+    unbounded, _ = _stream(tmp_path / "a.sqlite3", 1 << 40, 3000)
+    bounded, truncations = _stream(tmp_path / "b.sqlite3", 1 << 20, 3000)
+    assert unbounded > 10 << 20  # ~3000 commits of 2 pages, none of it reused
+    assert truncations > 0
+    assert bounded < 4 << 20, bounded

@@ -402,13 +402,25 @@ class Checkpointer:
     """Moves committed pages from the WAL into the database file on its own thread and its own
     connection, so no commit waits for that copy and its fsync (the writer's connection has
     SQLite's automatic checkpoint turned off). PASSIVE: it never blocks a writer or a reader,
-    it copies what it can and tries again later."""
+    it copies what it can and tries again later.
 
-    def __init__(self, path: Any, wal_bytes: int = 8 << 20, interval: float = 0.5) -> None:
+    Rule: the WAL is bounded. SQLite writes the WAL from its start again only when a commit
+    begins with every frame copied and no reader inside the WAL, which a steady stream of
+    writes never leaves room for: it grows by every commit (gigabytes a minute) for as long as
+    the writes go on. Past `wal_limit` the copy is a TRUNCATE: it waits (at most `wait_ms`,
+    holding new commits back meanwhile) for the readers to move to the newest snapshot, copies
+    the few frames the last PASSIVE left and empties the file; when readers keep it waiting,
+    it gives up and tries again at the next interval."""
+
+    def __init__(self, path: Any, wal_bytes: int = 8 << 20, interval: float = 0.5,
+                 wal_limit: int = 64 << 20, wait_ms: int = 100) -> None:
         self.path = path
         self.wal_bytes = wal_bytes
+        self.wal_limit = wal_limit
+        self.wait_ms = wait_ms
         self.interval = interval
         self.checkpoints = 0
+        self.truncations = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="db0-checkpoint", daemon=True)
 
@@ -422,18 +434,26 @@ class Checkpointer:
     def _run(self) -> None:
         import os
 
+        import apsw
+
         from db0.store import db as dbmod
 
         wal = f"{self.path}-wal"
         conn = dbmod.connect(self.path, migrate=False)
+        conn.set_busy_timeout(self.wait_ms)  # only TRUNCATE waits; PASSIVE never does
         try:
             while not self._stop.wait(self.interval):
                 try:
                     if os.path.getsize(wal) >= self.wal_bytes:
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                         self.checkpoints += 1
+                    if os.path.getsize(wal) >= self.wal_limit:
+                        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                        self.truncations += not (busy and busy[0][0])
                 except OSError:
                     continue
+                except apsw.BusyError:
+                    continue  # readers or a commit held on: the next interval tries again
                 except Exception:
                     log.exception("checkpoint failed")
         finally:
