@@ -144,13 +144,19 @@ def session_start_context(store: Store, ctx: Context, ev: Event, budget: int, qv
     return Injection(ev.event, ev.project, fence("\n\n".join(parts), ev.event, ev.agent), ids)
 
 
+def gets_context(prompt: str, min_words: int) -> bool:
+    """Whether a prompt (cleaned) is long enough to be given context: "yes" or "go on" is not,
+    and is not embedded as a query either."""
+    return len(prompt.split()) >= min_words
+
+
 def prompt_context(store: Store, ctx: Context, ev: Event, budget: int, min_words: int,
                    qvec: Any = None, feedback: bool | None = False,
                    reorder: Any = None) -> Injection | None:
     """At a prompt: the memories relevant to it that this session was not given yet
     (`feedback` and `reorder` as pack.pack's)."""
     prompt = transcripts.clean(ev.prompt or "")
-    if len(prompt.split()) < min_words:
+    if not gets_context(prompt, min_words):
         return None
     given = injected_ids(store, ev.agent, ev.session_id)
     res = pack.pack(store, ctx, prompt, budget, "md", search.Filters(scopes=["user", "agent"]),

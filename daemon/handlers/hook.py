@@ -99,9 +99,8 @@ def hook_event(rt: Runtime, req: Request) -> dict[str, Any]:
                                                               hooks.session_budget, qvec)
             else:
                 prompt = transcripts.clean(ev.prompt or "")
-                # A prompt too short to be given context ("yes", "go on") is not embedded.
-                short = len(prompt.split()) < hooks.min_prompt_words
-                qvec = None if short else _qvec(rt, prompt)
+                qvec = (_qvec(rt, prompt) if capture.gets_context(prompt, hooks.min_prompt_words)
+                        else None)
 
                 def reorder(results: list[dict[str, Any]]) -> None:
                     late(rt, prompt, results)
