@@ -444,10 +444,11 @@ class Checkpointer:
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    if os.path.getsize(wal) >= self.wal_bytes:
+                    size = os.path.getsize(wal)  # a PASSIVE copy never shrinks the file
+                    if size >= self.wal_bytes:
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                         self.checkpoints += 1
-                    if os.path.getsize(wal) >= self.wal_limit:
+                    if size >= self.wal_limit:
                         busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                         self.truncations += not (busy and busy[0][0])
                 except OSError:
