@@ -233,22 +233,32 @@ def keyword_candidates(store: Store, ctx: Context, query: str, filters: Filters,
     """(rid, bm25 score, higher is better) of the best keyword matches in what the context
     sees (`plain` is the query's fts_query already, when given, and `words` its words):
     those of the full-text index and those of the newest memories, not in it yet."""
+    return keyword_side(store, ctx, query, filters, limit, plain, words)[0]
+
+
+def keyword_side(store: Store, ctx: Context, query: str, filters: Filters, limit: int,
+                 plain: str | None = None, words: list[str] | None = None,
+                 ) -> tuple[list[tuple[int, float]], bool]:
+    """keyword_candidates(), and whether they are every match the context sees (fewer than
+    `limit`, none left out by the KEYWORD_SCAN cut): then a visible memory not among them
+    matches no word of `plain`, and its BM25 need not be computed."""
     if plain is None:
         words = keyword_words(store, query)
         plain = fts_query(" ".join(words))
         if plain is None:
-            return []
+            return [], True
     if words is None:
         words = keyword_words(store, query) if query else []
     # The waiting ones first: if the writer indexes them between the two statements, the
     # index finds them too (and its score is kept), where the other order would miss them.
     tail = _unindexed_candidates(store, ctx, filters, words)
-    found = _indexed_candidates(store, ctx, plain, filters, limit)
+    found, complete = _indexed_candidates(store, ctx, plain, filters, limit)
     if tail:
         scores = dict(tail)
         scores.update(found)
+        complete = complete and len(scores) <= limit
         found = sorted(scores.items(), key=lambda x: -x[1])[:limit]
-    return found
+    return found, complete
 
 
 def _unindexed_candidates(store: Store, ctx: Context, filters: Filters, words: list[str],
@@ -269,7 +279,7 @@ def _unindexed_candidates(store: Store, ctx: Context, filters: Filters, words: l
 
 
 def _indexed_candidates(store: Store, ctx: Context, plain: str, filters: Filters,
-                        limit: int) -> list[tuple[int, float]]:
+                        limit: int) -> tuple[list[tuple[int, float]], bool]:
     match = scoped_match(plain, ctx, filters.scopes)
     where, args = filters.sql(ctx)
     # Ranking every match of a word held by a large share of a big store costs in proportion
@@ -302,13 +312,14 @@ def _indexed_candidates(store: Store, ctx: Context, plain: str, filters: Filters
                 break
             batch *= 4
         ranked.close()
-        return kept[:limit]
+        return kept[:limit], since is None and len(kept) < limit
     rows = store.conn.execute(
         f"SELECT m.rid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
         "JOIN memories m ON m.rid = memories_fts.rowid "
         f"WHERE memories_fts MATCH ? {recent}AND {where} ORDER BY s DESC LIMIT ?",
         [match, *args, limit]).fetchall()
-    return [(int(r), float(s)) for r, s in rows]  # type: ignore[arg-type]
+    return ([(int(r), float(s)) for r, s in rows],  # type: ignore[arg-type]
+            since is None and len(rows) < limit)
 
 
 def _newest(store: Store, match: str, n: int) -> int | None:
@@ -853,12 +864,14 @@ def _matches(parts: dict[str, Any], floor: float, by_feedback: bool = False) -> 
 
 def _fill_scores(store: Store, match: str | None, words: list[str], qvec: QueryVector | None,
                  parts_by_rid: dict[int, dict[str, Any]], filled: set[int],
-                 tokens: dict[int, tuple[list[str], int]], rows: Rows | None = None) -> None:
+                 tokens: dict[int, tuple[list[str], int]], rows: Rows | None = None,
+                 every_match: bool = False) -> None:
     """Give each memory not `filled` yet the BM25 and cosine distance its retriever did not
-    (a memory that matches no word keeps no `bm25`); adds them to `filled`."""
+    (a memory that matches no word keeps no `bm25`); adds them to `filled`. `every_match`:
+    the keyword candidates are every visible match (keyword_side), so the others have none."""
     todo = [r for r in parts_by_rid if r not in filled]
     filled.update(todo)
-    if match:
+    if match and not every_match:
         missing = [r for r in todo if "bm25" not in parts_by_rid[r]]
         for rid, s in keyword_scores(store, match, missing, words, tokens, rows).items():
             parts_by_rid[rid]["bm25"] = s
@@ -939,7 +952,8 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     words = keyword_words(store, query)
     plain = fts_query(" ".join(words))
     match = scoped_match(plain, ctx, filters.scopes) if plain else None
-    bm = keyword_candidates(store, ctx, query, filters, pool, plain, words) if plain else []
+    bm, every_match = (keyword_side(store, ctx, query, filters, pool, plain, words) if plain
+                       else ([], True))
     if callable(qvec):  # the keyword side needs no vector: it ran while the query was embedded
         qvec = qvec()
     vec = vector_candidates(store, ctx, qvec, filters, pool) if qvec is not None else []
@@ -967,7 +981,8 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     counts: dict[str, int] = {}  # the feedback words' document counts
     more_match = None
     if feedback_on(store, feedback) and match:
-        _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows)
+        _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows,
+                     every_match)
         first = sorted((r for r, p in parts_by_rid.items()
                         if _matches(p, qvec.floor if qvec is not None else -1.0)),
                        key=lambda r: relevance(parts_by_rid[r], best, qvec is not None),
@@ -982,7 +997,8 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     for x in gains:
         parts_by_rid.setdefault(x, {})
     # Each candidate (and neighbour) gets the score of the retriever that did not find it.
-    _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows)
+    _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows,
+                     every_match)
     rel = {rid: relevance(p, best, qvec is not None) for rid, p in parts_by_rid.items()}
     if more_match:
         scores = keyword_scores(store, more_match, list(parts_by_rid), more, tokens, rows,

@@ -287,6 +287,62 @@ def test_keyword_candidates_are_the_best_of_the_newest_visible_matches(
         search.KEYWORD_SCAN, search.PRUNE_MIN_ROWS = old
 
 
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_recall_skips_bm25_of_the_others_only_when_the_keyword_side_holds_every_match(
+        tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """When the keyword candidates are every visible match (fewer than the pool, no scan cut),
+    recall gives the other candidates no BM25 without computing it: the same results and
+    score parts as when it computes every one, whatever the store, scopes and query."""
+    import random
+
+    import numpy as np
+
+    from db0.store import vectors
+
+    rng = random.Random(data.draw(st.integers(0, 10**6)))
+    nrng = np.random.default_rng(rng.randrange(10**6))
+    store = Store.open(tmp_path_factory.mktemp("km") / "db0.sqlite3")
+    with store.transaction():
+        mid = vectors.model_id(store, "test-model", "0" * 64, 8)
+    vocab = ["deploy", "staging", "port", "coffee", "budget", "postgres", "cat", "helix",
+             "the", "a", "of"]
+    people = [Context("ada", agent=a, session=s) for a in ("x", "y") for s in ("s1", "s2")]
+    for i in range(data.draw(st.integers(1, 120))):
+        text = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 10)))
+        if rng.random() < 0.2:
+            text += "?"
+        with store.transaction():
+            write.remember(store, rng.choice(people), write.prepare(
+                {"content": f"{text} n{i}", "scope": rng.choice(["user", "agent", "session"])}))
+            if rng.random() < 0.9:  # a few still wait for their vector
+                (rid, h), = store.conn.execute(
+                    "SELECT rid, content_hash FROM memories ORDER BY rid DESC LIMIT 1")
+                v = nrng.normal(size=8).astype(np.float32)
+                v /= np.linalg.norm(v)
+                vectors.put(store, mid, [(int(rid), str(h), vectors.to_blob(v))])
+    ctx = people[0]
+    f = search.Filters(scopes=data.draw(st.sampled_from([None, ["agent"], ["user", "session"]])))
+    k = data.draw(st.integers(1, 12))
+    query = " ".join(data.draw(st.lists(st.sampled_from(vocab), min_size=1, max_size=3)))
+    q = nrng.normal(size=8).astype(np.float32)
+    qv = search.QueryVector(mid, q / np.linalg.norm(q))
+    indexed, pool = search._indexed_candidates, search.POOL
+
+    def never_complete(*a: Any, **kw: Any) -> Any:
+        return indexed(*a, **kw)[0], False
+
+    search.POOL = 4  # pools smaller than the matches, as well as larger
+    try:
+        shortcut = search.recall(store, ctx, query, k, f, qvec=qv, feedback=True)
+        search._indexed_candidates = never_complete  # type: ignore[assignment]
+        full = search.recall(store, ctx, query, k, f, qvec=qv, feedback=True)
+    finally:
+        search._indexed_candidates, search.POOL = indexed, pool  # type: ignore[assignment]
+    assert [(r["id"], r["score_parts"]) for r in shortcut] == \
+        [(r["id"], r["score_parts"]) for r in full]
+
+
 def test_recall_asks_for_a_pending_query_vector_only_after_its_keyword_side(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The daemon embeds a query on another thread while recall reads the keyword side (which
@@ -301,13 +357,13 @@ def test_recall_asks_for_a_pending_query_vector_only_after_its_keyword_side(
         with store.transaction():
             write.remember(store, ctx, write.prepare({"content": text}))
     calls: list[str] = []
-    keyword = search.keyword_candidates
+    keyword = search.keyword_side
 
     def spy(*a: Any, **kw: Any) -> Any:
         calls.append("keyword")
         return keyword(*a, **kw)
 
-    monkeypatch.setattr(search, "keyword_candidates", spy)
+    monkeypatch.setattr(search, "keyword_side", spy)
     qv = search.QueryVector(1, np.full(384, 384 ** -0.5, dtype=np.float32))
 
     def pending() -> search.QueryVector:
