@@ -643,23 +643,119 @@ WHERE x.session_id IS c.sess AND abs(x.created_ts - c.ts) <= ? AND {{where}}"""
 
 
 def neighbours(store: Store, rids: list[int], filters: Filters, ctx: Context,
-               ) -> dict[int, dict[int, float]]:
+               small: SmallScope | None = None) -> dict[int, dict[int, float]]:
     """Who gains from whom: gains[a][b] is the share of b's relevance that a gets, for a
     memory and the visible memories written just before and after it in the same
     conversation (the adjacent live memories of its scope and owner by row order, with the
     same session, made within NEIGHBOUR_GAP_S of it), both ways. The reply to a question
     gets REPLY_WEIGHT of the question's relevance, every other pair NEIGHBOUR_WEIGHT, in one
-    statement."""
+    statement (or from `small`'s rows, for the memories it holds)."""
     gains: dict[int, dict[int, float]] = {}
-    if not rids:
-        return gains
-    where, args = filters.sql(ctx, "x")
-    for rid, x, x_first, first_asks in store.conn.execute(
-            _NEIGHBOURS.format(where=where), [json.dumps(rids), NEIGHBOUR_GAP_S, *args]):
+    rows: list[Any] = []
+    if small is not None:
+        rows, rids = small.neighbours(rids)
+    if rids:
+        where, args = filters.sql(ctx, "x")
+        rows += store.conn.execute(_NEIGHBOURS.format(where=where),
+                                   [json.dumps(rids), NEIGHBOUR_GAP_S, *args]).fetchall()
+    for rid, x, x_first, first_asks in rows:
         first, then = (int(x), int(rid)) if x_first else (int(rid), int(x))  # type: ignore[arg-type]
         gains.setdefault(then, {})[first] = REPLY_WEIGHT if first_asks else NEIGHBOUR_WEIGHT
         gains.setdefault(first, {})[then] = NEIGHBOUR_WEIGHT
     return gains
+
+
+# A scoped recall of a small scope (an agent's own memories) reads every row it can see while
+# its query is embedded: then the vector side is one product over those rows, exact, and the
+# neighbours are found by position, so little is left to do once the vector arrives.
+SMALL_SCOPE = 1_000  # live memories in the visible partitions, at most
+
+
+class SmallScope:
+    """The live memories of the visible partitions of a small scope, in row order, with the
+    filters' verdict and the stored vectors of each: what neighbours() and the vector side
+    read, read at once. A memory written after it was read is not in it; the callers ask
+    the database about those as before."""
+
+    def __init__(self, timeline: dict[int, tuple[tuple[str, str], int, Any, float, bool]],
+                 order: dict[tuple[str, str], list[int]], passing: set[int],
+                 vectors: dict[int, tuple[Any, Any]]) -> None:
+        self.timeline = timeline  # rid -> (partition, position, session, created, asks)
+        self.order = order        # partition -> its live rids, in row order
+        self.passing = passing    # the rids that pass the filters
+        self.vectors = vectors    # model id -> (rids, float32 rows)
+
+    @classmethod
+    def read(cls, store: Store, ctx: Context, filters: Filters) -> SmallScope | None:
+        """The rows of a scope of at most SMALL_SCOPE live memories (None for a larger one,
+        or for filters that see other than the live rows: superseded, or as of a time)."""
+        import numpy as np
+
+        from db0.store.context import visible_partitions
+
+        if filters.include_superseded or filters.as_of is not None:
+            return None
+        parts = visible_partitions(ctx, filters.scopes)
+        if not parts or _holds_more(store, ctx, filters.scopes, SMALL_SCOPE):
+            return None
+        timeline: dict[int, tuple[tuple[str, str], int, Any, float, bool]] = {}
+        order: dict[tuple[str, str], list[int]] = {}
+        for part in parts:
+            rids = order.setdefault(part, [])
+            for rid, sess, ts, asks in store.conn.execute(
+                    "SELECT rid, session_id, created_ts, "
+                    f"{_IS_QUESTION.format(t='memories')} FROM memories INDEXED BY "
+                    "memories_owner WHERE scope=? AND owner=? AND superseded_by IS NULL AND "
+                    "forgotten_ts IS NULL ORDER BY rid", part):
+                timeline[int(rid)] = (part, len(rids), sess, float(ts), bool(asks))  # type: ignore[arg-type]
+                rids.append(int(rid))  # type: ignore[arg-type]
+        where, args = filters.sql(ctx)
+        passing = {int(r) for (r,) in store.conn.execute(  # type: ignore[call-overload]
+            f"SELECT m.rid FROM memories m WHERE {where}", args)}
+        by_model: dict[int, tuple[list[int], list[bytes]]] = {}
+        for rid, mid, blob in store.conn.execute(
+                "SELECT rid, model_id, vector FROM memory_vectors WHERE rid IN "
+                "(SELECT value FROM json_each(?))", (json.dumps(sorted(passing)),)):
+            got = by_model.setdefault(int(mid), ([], []))  # type: ignore[arg-type]
+            got[0].append(int(rid))  # type: ignore[arg-type]
+            got[1].append(bytes(blob))  # type: ignore[arg-type]
+        vectors = {mid: (np.asarray(r, dtype=np.int64),
+                         np.frombuffer(b"".join(b), dtype="<f4").reshape(len(r), -1))
+                   for mid, (r, b) in by_model.items()}
+        return cls(timeline, order, passing, vectors)
+
+    def similarities(self, qv: QueryVector) -> dict[int, float]:
+        """Cosine distance to the query of every passing memory with a vector of its model."""
+        rids, rows = self.vectors.get(qv.model_id, (None, None))
+        if rids is None or len(rids) == 0 or rows.shape[1] != len(qv.vector):
+            return {}
+        return dict(zip(rids.tolist(), (1.0 - rows @ qv.vector).tolist(), strict=True))
+
+    @staticmethod
+    def nearest(distances: dict[int, float], limit: int) -> list[tuple[int, float]]:
+        """vector_candidates() over these rows, given their similarities(): the `limit`
+        nearest, ties by row."""
+        return sorted(distances.items(), key=lambda x: (x[1], x[0]))[:limit]
+
+    def neighbours(self, rids: list[int]) -> tuple[list[tuple[int, int, bool, bool]], list[int]]:
+        """The rows of _NEIGHBOURS for the memories it holds, and the memories it does not."""
+        out: list[tuple[int, int, bool, bool]] = []
+        unknown: list[int] = []
+        for rid in rids:
+            got = self.timeline.get(rid)
+            if got is None:
+                unknown.append(rid)
+                continue
+            part, pos, sess, ts, asks = got
+            line = self.order[part]
+            for x, x_first in ((line[pos - 1] if pos else None, True),
+                               (line[pos + 1] if pos + 1 < len(line) else None, False)):
+                if x is None or x not in self.passing:
+                    continue
+                _, _, x_sess, x_ts, x_asks = self.timeline[x]
+                if x_sess == sess and abs(x_ts - ts) <= NEIGHBOUR_GAP_S:
+                    out.append((rid, x, x_first, x_asks if x_first else asks))
+        return out, unknown
 
 
 _PREVIOUS = f"""
@@ -865,10 +961,12 @@ def _matches(parts: dict[str, Any], floor: float, by_feedback: bool = False) -> 
 def _fill_scores(store: Store, match: str | None, words: list[str], qvec: QueryVector | None,
                  parts_by_rid: dict[int, dict[str, Any]], filled: set[int],
                  tokens: dict[int, tuple[list[str], int]], rows: Rows | None = None,
-                 every_match: bool = False) -> None:
+                 every_match: bool = False, small: SmallScope | None = None,
+                 near: dict[int, float] | None = None) -> None:
     """Give each memory not `filled` yet the BM25 and cosine distance its retriever did not
     (a memory that matches no word keeps no `bm25`); adds them to `filled`. `every_match`:
-    the keyword candidates are every visible match (keyword_side), so the others have none."""
+    the keyword candidates are every visible match (keyword_side), so the others have none;
+    `near`: the distances of `small`'s memories (SmallScope.similarities)."""
     todo = [r for r in parts_by_rid if r not in filled]
     filled.update(todo)
     if match and not every_match:
@@ -877,6 +975,11 @@ def _fill_scores(store: Store, match: str | None, words: list[str], qvec: QueryV
             parts_by_rid[rid]["bm25"] = s
     if qvec is not None:
         missing = [r for r in todo if "vector" not in parts_by_rid[r]]
+        if small is not None and near is not None:
+            for rid in missing:
+                if rid in near:
+                    parts_by_rid[rid]["vector"] = near[rid]
+            missing = [r for r in missing if r not in small.passing]
         for rid, d in vector_distances(store, qvec, missing).items():
             parts_by_rid[rid]["vector"] = d
 
@@ -954,9 +1057,14 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     match = scoped_match(plain, ctx, filters.scopes) if plain else None
     bm, every_match = (keyword_side(store, ctx, query, filters, pool, plain, words) if plain
                        else ([], True))
-    if callable(qvec):  # the keyword side needs no vector: it ran while the query was embedded
+    # The keyword side and a small scope's rows need no vector: they are read while the query
+    # is embedded.
+    small = SmallScope.read(store, ctx, filters) if qvec is not None else None
+    if callable(qvec):
         qvec = qvec()
-    vec = vector_candidates(store, ctx, qvec, filters, pool) if qvec is not None else []
+    near = small.similarities(qvec) if small is not None and qvec is not None else None
+    vec = ([] if qvec is None else SmallScope.nearest(near, pool) if near is not None
+           else vector_candidates(store, ctx, qvec, filters, pool))
     parts_by_rid: dict[int, dict[str, Any]] = {}
     for name, hits in (("bm25", bm), ("vector", vec)):
         for rank, (rid, value) in enumerate(hits, 1):
@@ -982,7 +1090,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     more_match = None
     if feedback_on(store, feedback) and match:
         _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows,
-                     every_match)
+                     every_match, small, near)
         first = sorted((r for r, p in parts_by_rid.items()
                         if _matches(p, qvec.floor if qvec is not None else -1.0)),
                        key=lambda r: relevance(parts_by_rid[r], best, qvec is not None),
@@ -993,12 +1101,12 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
             more_match = scoped_match(plain_more, ctx, filters.scopes)
             for rid, _ in keyword_candidates(store, ctx, "", filters, pool, plain_more, more):
                 parts_by_rid.setdefault(rid, {})
-    gains = neighbours(store, list(parts_by_rid), filters, ctx)
+    gains = neighbours(store, list(parts_by_rid), filters, ctx, small)
     for x in gains:
         parts_by_rid.setdefault(x, {})
     # Each candidate (and neighbour) gets the score of the retriever that did not find it.
     _fill_scores(store, match, words, qvec, parts_by_rid, filled, tokens, rows,
-                     every_match)
+                     every_match, small, near)
     rel = {rid: relevance(p, best, qvec is not None) for rid, p in parts_by_rid.items()}
     if more_match:
         scores = keyword_scores(store, more_match, list(parts_by_rid), more, tokens, rows,

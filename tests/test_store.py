@@ -343,6 +343,99 @@ def test_recall_skips_bm25_of_the_others_only_when_the_keyword_side_holds_every_
         [(r["id"], r["score_parts"]) for r in full]
 
 
+def _conversations(store: Store, rng: Any, n: int, dim: int = 8) -> tuple[int, list[Context]]:
+    """`n` memories of a few agents and sessions, some questions, some minutes or hours apart,
+    some tagged, some without a vector yet, some superseded or forgotten; the model id."""
+    import numpy as np
+
+    from db0.store import memories, vectors
+
+    nrng = np.random.default_rng(rng.randrange(10**6))
+    with store.transaction():
+        mid = vectors.model_id(store, "test-model", "0" * 64, dim)
+    vocab = ["deploy", "staging", "port", "coffee", "budget", "postgres", "cat", "helix",
+             "the", "a", "of"]
+    people = [Context("ada", agent=a, session=s) for a in ("x", "y") for s in ("s1", "s2")]
+    ts, ids = 1.7e9, []
+    for i in range(n):
+        ts += rng.choice([30, 600, 5000])
+        text = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 10)))
+        with store.transaction():
+            got = write.remember(store, rng.choice(people), write.prepare(
+                {"content": f"{text} n{i}{'?' if rng.random() < 0.2 else ''}",
+                 "scope": rng.choice(["user", "agent", "session"]), "created_at": ts,
+                 "tags": ["t"] if rng.random() < 0.3 else []}))
+            ids.append(got["id"])
+            if rng.random() < 0.9:  # a few still wait for their vector
+                (rid, h), = store.conn.execute(
+                    "SELECT rid, content_hash FROM memories ORDER BY rid DESC LIMIT 1")
+                v = nrng.normal(size=dim).astype(np.float32)
+                v /= np.linalg.norm(v)
+                vectors.put(store, mid, [(int(rid), str(h), vectors.to_blob(v))])
+            if rng.random() < 0.1:
+                memories.forget(store, rng.choice(ids))
+    return mid, people
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_a_small_scope_read_at_once_ranks_as_the_statements_do(
+        tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """A scope of at most SMALL_SCOPE memories is read whole while the query is embedded
+    (search.SmallScope): its neighbours equal the neighbours statement's for any memories and
+    filters, and recall gives the results it gives through the statements and the index."""
+    import random
+
+    import numpy as np
+
+    rng = random.Random(data.draw(st.integers(0, 10**6)))
+    store = Store.open(tmp_path_factory.mktemp("ss") / "db0.sqlite3")
+    mid, people = _conversations(store, rng, data.draw(st.integers(1, 80)))
+    ctx = rng.choice(people)
+    f = search.Filters(scopes=data.draw(st.sampled_from([None, ["agent"], ["user", "session"]])),
+                       tags=data.draw(st.sampled_from([[], ["t"]])))
+    small = search.SmallScope.read(store, ctx, f)
+    assert small is not None
+    every = [int(r) for (r,) in store.conn.execute("SELECT rid FROM memories")]
+    some = rng.sample(every, rng.randint(0, len(every)))
+    assert search.neighbours(store, some, f, ctx, small) == search.neighbours(store, some, f, ctx)
+    k = data.draw(st.integers(1, 12))
+    query = " ".join(data.draw(st.lists(st.sampled_from(["deploy", "port", "cat", "the"]),
+                                        min_size=1, max_size=3)))
+    q = np.random.default_rng(rng.randrange(10**6)).normal(size=8).astype(np.float32)
+    qv = search.QueryVector(mid, q / np.linalg.norm(q))
+    limit = search.SMALL_SCOPE
+    try:
+        fast = search.recall(store, ctx, query, k, f, qvec=qv, feedback=True)
+        search.SMALL_SCOPE = 0
+        slow = search.recall(store, ctx, query, k, f, qvec=qv, feedback=True)
+    finally:
+        search.SMALL_SCOPE = limit
+    assert [r["id"] for r in fast] == [r["id"] for r in slow]
+    for a, b in zip(fast, slow, strict=True):
+        assert a["score_parts"].keys() == b["score_parts"].keys()
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_a_scope_past_the_small_size_is_searched_as_before(tmp_path: Path) -> None:
+    """SmallScope reads no scope larger than SMALL_SCOPE, nor filters that see other than the
+    live memories (superseded ones, or as of a time)."""
+    import random
+
+    store = Store.open(tmp_path / "db0.sqlite3")
+    _, people = _conversations(store, random.Random(7), 30)
+    ctx = people[0]
+    assert search.SmallScope.read(store, ctx, search.Filters()) is not None
+    assert search.SmallScope.read(store, ctx, search.Filters(include_superseded=True)) is None
+    assert search.SmallScope.read(store, ctx, search.Filters(as_of=2e9)) is None
+    limit = search.SMALL_SCOPE
+    search.SMALL_SCOPE = 3
+    try:
+        assert search.SmallScope.read(store, ctx, search.Filters()) is None
+    finally:
+        search.SMALL_SCOPE = limit
+
+
 def test_recall_asks_for_a_pending_query_vector_only_after_its_keyword_side(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The daemon embeds a query on another thread while recall reads the keyword side (which
