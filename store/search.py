@@ -709,9 +709,11 @@ class SmallScope:
                     "forgotten_ts IS NULL ORDER BY rid", part):
                 timeline[int(rid)] = (part, len(rids), sess, float(ts), bool(asks))  # type: ignore[arg-type]
                 rids.append(int(rid))  # type: ignore[arg-type]
+        # Looked up by row: the filters' OR of partitions would scan the table.
         where, args = filters.sql(ctx)
         passing = {int(r) for (r,) in store.conn.execute(  # type: ignore[call-overload]
-            f"SELECT m.rid FROM memories m WHERE {where}", args)}
+            "SELECT m.rid FROM memories m WHERE m.rid IN (SELECT value FROM json_each(?)) "
+            f"AND {where}", [json.dumps(list(timeline)), *args])}
         by_model: dict[int, tuple[list[int], list[bytes]]] = {}
         for rid, mid, blob in store.conn.execute(
                 "SELECT rid, model_id, vector FROM memory_vectors WHERE rid IN "

@@ -436,6 +436,43 @@ def test_a_scope_past_the_small_size_is_searched_as_before(tmp_path: Path) -> No
         search.SMALL_SCOPE = limit
 
 
+def test_reading_a_small_scope_costs_what_it_holds_not_the_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SmallScope reads its memories through the owner index and by row: no statement of it
+    scans the table, however many memories other scopes hold (the filters' OR of partitions
+    alone would be run as a scan)."""
+    import json
+
+    from db0.store import sqlstats
+
+    out = tmp_path / "stats.json"
+    monkeypatch.setenv(sqlstats.ENV, str(out))
+    store = Store.open(tmp_path / "db0.sqlite3")
+    try:
+        with store.transaction():
+            for a in range(20):
+                write.remember_many(store, Context("u", agent=f"other-{a}"), [
+                    write.prepare({"content": f"note {i} of {a}", "scope": "agent"})
+                    for i in range(200)])
+            write.remember_many(store, Context("u", agent="me"), [
+                write.prepare({"content": f"mine {i}", "scope": s})
+                for i in range(10) for s in ("user", "agent")])
+        sqlstats.dump()
+        before = json.loads(out.read_text())
+        small = search.SmallScope.read(store, Context("u", agent="me", session="s"),
+                                       search.Filters(tags=[]))
+        assert small is not None and len(small.passing) == 20
+    finally:
+        store.close()
+    sqlstats.dump()
+    after = json.loads(out.read_text())
+    ran = {k: v for k, v in after.items() if v["runs"] > before.get(k, {}).get("runs", 0)}
+    assert ran
+    for sql, st_ in ran.items():
+        assert st_["fullscan_steps"] == 0, sql
+        assert st_["max_vm_steps"] < 4_000, sql  # the store holds 4,020 memories
+
+
 def test_recall_asks_for_a_pending_query_vector_only_after_its_keyword_side(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The daemon embeds a query on another thread while recall reads the keyword side (which
