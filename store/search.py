@@ -653,7 +653,7 @@ def neighbours(store: Store, rids: list[int], filters: Filters, ctx: Context,
     gains: dict[int, dict[int, float]] = {}
     rows: list[Any] = []
     if small is not None:
-        rows, rids = small.neighbours(rids)
+        rows, rids = small.neighbours(store, rids)
     if rids:
         where, args = filters.sql(ctx, "x")
         rows += store.conn.execute(_NEIGHBOURS.format(where=where),
@@ -669,6 +669,7 @@ def neighbours(store: Store, rids: list[int], filters: Filters, ctx: Context,
 # its query is embedded: then the vector side is one product over those rows, exact, and the
 # neighbours are found by position, so little is left to do once the vector arrives.
 SMALL_SCOPE = 1_000  # live memories in the visible partitions, at most
+SMALL_BYTES = 1 << 20  # and their texts, at most: a row's later columns sit past its text
 
 
 class SmallScope:
@@ -677,18 +678,19 @@ class SmallScope:
     read, read at once. A memory written after it was read is not in it; the callers ask
     the database about those as before."""
 
-    def __init__(self, timeline: dict[int, tuple[tuple[str, str], int, Any, float, bool]],
+    def __init__(self, timeline: dict[int, tuple[tuple[str, str], int, Any, float]],
                  order: dict[tuple[str, str], list[int]], passing: set[int],
                  vectors: dict[int, tuple[Any, Any]]) -> None:
-        self.timeline = timeline  # rid -> (partition, position, session, created, asks)
+        self.timeline = timeline  # rid -> (partition, position, session, created)
         self.order = order        # partition -> its live rids, in row order
         self.passing = passing    # the rids that pass the filters
         self.vectors = vectors    # model id -> (rids, float32 rows)
 
     @classmethod
     def read(cls, store: Store, ctx: Context, filters: Filters) -> SmallScope | None:
-        """The rows of a scope of at most SMALL_SCOPE live memories (None for a larger one,
-        or for filters that see other than the live rows: superseded, or as of a time)."""
+        """The rows of a scope of at most SMALL_SCOPE live memories holding at most
+        SMALL_BYTES of text (None for a larger one, or for filters that see other than the
+        live rows: superseded, or as of a time)."""
         import numpy as np
 
         from db0.store.context import visible_partitions
@@ -698,16 +700,25 @@ class SmallScope:
         parts = visible_partitions(ctx, filters.scopes)
         if not parts or _holds_more(store, ctx, filters.scopes, SMALL_SCOPE):
             return None
-        timeline: dict[int, tuple[tuple[str, str], int, Any, float, bool]] = {}
+        # Reading a row's session and time means reading past its text (overflow pages), so
+        # a scope of long notes is left to the statements, which read only the candidates.
+        # The texts' sizes come from the record headers, without reading them.
+        size = sum(int(dbmod.scalar(
+            store.conn, "SELECT total(octet_length(content)) FROM memories INDEXED BY "
+            "memories_owner WHERE scope=? AND owner=? AND superseded_by IS NULL AND "
+            "forgotten_ts IS NULL", part) or 0) for part in parts)
+        if size > SMALL_BYTES:
+            return None
+        # No text is read here: a scope of long notes would cost what its texts weigh.
+        timeline: dict[int, tuple[tuple[str, str], int, Any, float]] = {}
         order: dict[tuple[str, str], list[int]] = {}
         for part in parts:
             rids = order.setdefault(part, [])
-            for rid, sess, ts, asks in store.conn.execute(
-                    "SELECT rid, session_id, created_ts, "
-                    f"{_IS_QUESTION.format(t='memories')} FROM memories INDEXED BY "
+            for rid, sess, ts in store.conn.execute(
+                    "SELECT rid, session_id, created_ts FROM memories INDEXED BY "
                     "memories_owner WHERE scope=? AND owner=? AND superseded_by IS NULL AND "
                     "forgotten_ts IS NULL ORDER BY rid", part):
-                timeline[int(rid)] = (part, len(rids), sess, float(ts), bool(asks))  # type: ignore[arg-type]
+                timeline[int(rid)] = (part, len(rids), sess, float(ts))  # type: ignore[arg-type]
                 rids.append(int(rid))  # type: ignore[arg-type]
         # Looked up by row: the filters' OR of partitions would scan the table.
         where, args = filters.sql(ctx)
@@ -739,25 +750,33 @@ class SmallScope:
         nearest, ties by row."""
         return sorted(distances.items(), key=lambda x: (x[1], x[0]))[:limit]
 
-    def neighbours(self, rids: list[int]) -> tuple[list[tuple[int, int, bool, bool]], list[int]]:
-        """The rows of _NEIGHBOURS for the memories it holds, and the memories it does not."""
-        out: list[tuple[int, int, bool, bool]] = []
+    def neighbours(self, store: Store, rids: list[int],
+                   ) -> tuple[list[tuple[int, int, bool, bool]], list[int]]:
+        """The rows of _NEIGHBOURS for the memories it holds, and the memories it does not.
+        Whether the first of a pair is a question is read for those pairs only."""
+        pairs: list[tuple[int, int, bool]] = []
         unknown: list[int] = []
         for rid in rids:
             got = self.timeline.get(rid)
             if got is None:
                 unknown.append(rid)
                 continue
-            part, pos, sess, ts, asks = got
+            part, pos, sess, ts = got
             line = self.order[part]
             for x, x_first in ((line[pos - 1] if pos else None, True),
                                (line[pos + 1] if pos + 1 < len(line) else None, False)):
                 if x is None or x not in self.passing:
                     continue
-                _, _, x_sess, x_ts, x_asks = self.timeline[x]
+                _, _, x_sess, x_ts = self.timeline[x]
                 if x_sess == sess and abs(x_ts - ts) <= NEIGHBOUR_GAP_S:
-                    out.append((rid, x, x_first, x_asks if x_first else asks))
-        return out, unknown
+                    pairs.append((rid, x, x_first))
+        firsts = {x if x_first else rid for rid, x, x_first in pairs}
+        asks = {int(r) for (r,) in store.conn.execute(  # type: ignore[call-overload]
+            f"SELECT rid FROM memories WHERE rid IN (SELECT value FROM json_each(?)) AND "
+            f"{_IS_QUESTION.format(t='memories')}", (json.dumps(sorted(firsts)),))} \
+            if firsts else set()
+        return [(rid, x, x_first, (x if x_first else rid) in asks)
+                for rid, x, x_first in pairs], unknown
 
 
 _PREVIOUS = f"""

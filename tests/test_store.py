@@ -418,8 +418,8 @@ def test_a_small_scope_read_at_once_ranks_as_the_statements_do(
 
 
 def test_a_scope_past_the_small_size_is_searched_as_before(tmp_path: Path) -> None:
-    """SmallScope reads no scope larger than SMALL_SCOPE, nor filters that see other than the
-    live memories (superseded ones, or as of a time)."""
+    """SmallScope reads no scope larger than SMALL_SCOPE memories or SMALL_BYTES of text,
+    nor filters that see other than the live memories (superseded ones, or as of a time)."""
     import random
 
     store = Store.open(tmp_path / "db0.sqlite3")
@@ -428,12 +428,14 @@ def test_a_scope_past_the_small_size_is_searched_as_before(tmp_path: Path) -> No
     assert search.SmallScope.read(store, ctx, search.Filters()) is not None
     assert search.SmallScope.read(store, ctx, search.Filters(include_superseded=True)) is None
     assert search.SmallScope.read(store, ctx, search.Filters(as_of=2e9)) is None
-    limit = search.SMALL_SCOPE
+    limit, most = search.SMALL_SCOPE, search.SMALL_BYTES
     search.SMALL_SCOPE = 3
     try:
         assert search.SmallScope.read(store, ctx, search.Filters()) is None
+        search.SMALL_SCOPE, search.SMALL_BYTES = limit, 100
+        assert search.SmallScope.read(store, ctx, search.Filters()) is None
     finally:
-        search.SMALL_SCOPE = limit
+        search.SMALL_SCOPE, search.SMALL_BYTES = limit, most
 
 
 def test_reading_a_small_scope_costs_what_it_holds_not_the_store(
