@@ -23,7 +23,6 @@ from __future__ import annotations
 import _socket
 import errno
 import os
-import select
 import sys
 import time
 
@@ -89,6 +88,8 @@ class Client:
         if self.sock is None:
             return False
         try:
+            import select
+
             readable, _, _ = select.select([self.sock], [], [], 0)
             if readable and not self.sock.recv(1, _socket.MSG_PEEK):
                 return False

@@ -9,8 +9,6 @@ Imported by the CLI: standard library only.
 
 from __future__ import annotations
 
-import struct
-
 from db0.daemon import wirejson as json
 
 TYPE_CHECKING = False  # typing stays unloaded at run time: it is costly to import
@@ -20,7 +18,7 @@ if TYPE_CHECKING:
 
 PROTOCOL = 1
 MAX_FRAME = 32 * 1024 * 1024
-_HEADER = struct.Struct(">I")
+HEADER_BYTES = 4  # a frame's length, big-endian (int.to_bytes: no `struct` on the CLI's path)
 
 # Error codes and the CLI exit status each maps to (STYLE.md: one place maps errors to codes).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = range(6)
@@ -89,7 +87,7 @@ def encode(obj: dict[str, Any]) -> bytes:
             f"message of {len(body)} bytes is over the {MAX_FRAME}-byte frame limit",
             "send less at once (import in smaller batches)",
         )
-    return _HEADER.pack(len(body)) + body
+    return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 
 def _recv_exact(sock: _socket.socket, n: int) -> bytes:
@@ -104,12 +102,12 @@ def _recv_exact(sock: _socket.socket, n: int) -> bytes:
 
 def read_frame(sock: _socket.socket, max_frame: int = MAX_FRAME) -> dict[str, Any] | None:
     """Read one frame; None on a clean close before a header."""
-    first = sock.recv(_HEADER.size)
+    first = sock.recv(HEADER_BYTES)
     if not first:
         return None
-    header = first if len(first) == _HEADER.size else first + _recv_exact(
-        sock, _HEADER.size - len(first))
-    (length,) = _HEADER.unpack(header)
+    header = first if len(first) == HEADER_BYTES else first + _recv_exact(
+        sock, HEADER_BYTES - len(first))
+    length = int.from_bytes(header, "big")
     if length > max_frame:
         raise FrameError(f"frame of {length} bytes is over the {max_frame}-byte limit")
     return decode(_recv_exact(sock, length))

@@ -114,11 +114,13 @@ def test_well_formed_commands_skip_typer_and_click(db0: Db0) -> None:
 def test_hot_commands_skip_heavy_standard_modules(db0: Db0) -> None:
     """What every prompt and every recall pays for: no `socket` (its enums), `pathlib`,
     `subprocess`, `dataclasses`, `inspect`, `typing`, `datetime`, `importlib`, `json`, `re`,
-    `collections` or `contextlib` on the hot paths (the daemon starts elsewhere; annotations
-    are read by mypy, not at run time; frames go through daemon/wirejson.py)."""
+    `collections`, `contextlib` or `struct` on the hot paths (the daemon starts elsewhere;
+    annotations are read by mypy, not at run time; frames go through daemon/wirejson.py and
+    their length through int.to_bytes)."""
     db0.run("remember", "start-up matters")
     heavy = ("socket", "pathlib", "subprocess", "dataclasses", "inspect", "threading",
-             "typing", "datetime", "importlib", "json", "re", "collections", "contextlib")
+             "typing", "datetime", "importlib", "json", "re", "collections", "contextlib",
+             "struct")
     hook_in = json.dumps({"session_id": "imports", "cwd": str(db0.home),
                           "hook_event_name": "UserPromptSubmit", "prompt": "start-up"})
 
