@@ -1081,6 +1081,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     # The keyword side and a small scope's rows need no vector: they are read while the query
     # is embedded.
     small = SmallScope.read(store, ctx, filters) if qvec is not None else None
+    left_out = _rids_of(store, exclude) if exclude else set()
     if callable(qvec):
         qvec = qvec()
     near = small.similarities(qvec) if small is not None and qvec is not None else None
@@ -1146,7 +1147,6 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     query_words = {w.lower() for w in _WORD.findall(query)}
     periods = query_periods(query)
     matched = {rid for rid, p in parts_by_rid.items() if _matches(p, floor, bool(bm))}
-    left_out = _rids_of(store, exclude) if exclude else set()
     eligible = {rid: p for rid, p in parts_by_rid.items()
                 if rid not in left_out
                 and (rid in matched or (("bm25" in p or "vector" in p)
