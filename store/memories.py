@@ -177,7 +177,9 @@ def list_memories(store: Store, ctx: Context, *, scopes: list[str] | None = None
     # every memory and sorting the visible ones. The newest memories of the whole store are
     # read first: every memory made at or after `edge`, the time of the LIST_SCAN x (rows
     # wanted)-th newest (ties included). Any visible memory outside them is older than all of
-    # them, so when they hold the whole page it is the answer; else the full query.
+    # them, so when they hold the whole page it is the answer; else each visible partition's
+    # first rows through its index, merged (what the context sees, not the store); the full
+    # query only for superseded memories, which no partition index holds.
     scan = LIST_SCAN * (limit + offset)
     edge = dbmod.scalar(store.conn, "SELECT created_ts FROM memories INDEXED BY "
                         "memories_created ORDER BY created_ts DESC LIMIT 1 OFFSET ?", (scan,))
@@ -188,8 +190,20 @@ def list_memories(store: Store, ctx: Context, *, scopes: list[str] | None = None
             [edge, *args, limit, offset]).fetchall()
         if len(rows) == limit:
             return [to_public(dict(zip(STATE_COLUMNS, r, strict=True))) for r in rows]
-    rows = store.conn.execute(f"SELECT {cols} FROM memories m WHERE {where} {order}",
-                              [*args, limit, offset]).fetchall()
+    if include_superseded:
+        rows = store.conn.execute(f"SELECT {cols} FROM memories m WHERE {where} {order}",
+                                  [*args, limit, offset]).fetchall()
+    else:
+        from db0.store.context import visible_partitions
+
+        rows = []
+        for part in visible_partitions(ctx, scopes):
+            rows += store.conn.execute(
+                f"SELECT {cols} FROM memories m INDEXED BY memories_owner WHERE m.scope=? AND "
+                f"m.owner=? AND {where} {order}", [*part, *args, limit + offset, 0]).fetchall()
+        ts, rid = STATE_COLUMNS.index("created_ts"), STATE_COLUMNS.index("id")
+        rows.sort(key=lambda r: (r[ts], r[rid]), reverse=True)
+        rows = rows[offset:offset + limit]
     return [to_public(dict(zip(STATE_COLUMNS, r, strict=True))) for r in rows]
 
 

@@ -78,11 +78,6 @@ GROWS = {
     "VALUES ('optimize')": "purge merges the whole full-text index, so no copy of the text stays",
     "UPDATE injections SET text='', query=NULL WHERE": "purge reads every injection",
     "=NULL WHERE (": "purge looks for the text in every session's prompts and summary",
-    "FROM memories m WHERE (((m.scope=? AND m.owner=?) OR (m.scope=? AND m.owner=?)) AND "
-    "m.superseded_by IS NULL AND m.forgotten_ts IS NULL AND (m.expires_ts IS NULL OR "
-    "m.expires_ts > ?)) ORDER BY m.created_ts DESC, m.id DESC LIMIT ? OFFSET ?":
-        "list's fallback when the store's newest memories do not hold the page: the visible "
-        "ones sorted by time (memories.list_memories); a known scan, not yet indexed",
 }
 IGNORE_BELOW = 2_000  # steps per run under which a statement is too cheap to judge
 # Full-scan steps per run (a table walked row by row) are judged from a lower bar: a lookup

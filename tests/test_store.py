@@ -661,8 +661,9 @@ def test_a_state_change_leaves_the_full_text_index_alone_and_a_new_text_is_index
 def test_list_reads_the_newest_first_and_gives_the_full_querys_page(
         tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
     """list_memories answers from the store's newest memories when they hold the page (ties of
-    created_ts included), else with the full query: the same page either way, for any scope
-    mix, ties, offset and limit (LIST_SCAN made small so both ways are taken)."""
+    created_ts included), else from each visible partition's index (superseded ones: the full
+    query): the same page as the full query either way, for any scope mix, ties, offset and
+    limit (LIST_SCAN made small so every way is taken)."""
     import random
 
     from db0.store import memories
@@ -682,7 +683,10 @@ def test_list_reads_the_newest_first_and_gives_the_full_querys_page(
     ctx = data.draw(st.sampled_from(people))
     scopes = data.draw(st.sampled_from([None, ["user"], ["agent"], ["user", "agent"]]))
     limit, offset = data.draw(st.integers(1, 12)), data.draw(st.integers(0, 20))
-    where, args = visible_sql(ctx, scopes, live=True)
+    every = data.draw(st.booleans())  # superseded ones too
+    where, args = visible_sql(ctx, scopes, live=not every)
+    if every:
+        where += " AND m.forgotten_ts IS NULL"
     want = [str(r[0]) for r in store.conn.execute(
         f"SELECT m.id FROM memories m WHERE {where} ORDER BY m.created_ts DESC, m.id DESC "
         "LIMIT ? OFFSET ?", [*args, limit, offset])]
@@ -690,7 +694,7 @@ def test_list_reads_the_newest_first_and_gives_the_full_querys_page(
     memories.LIST_SCAN = data.draw(st.sampled_from([1, 2, 20]))
     try:
         got = [r["id"] for r in memories.list_memories(store, ctx, scopes=scopes, limit=limit,
-                                                       offset=offset)]
+                                                       offset=offset, include_superseded=every)]
     finally:
         memories.LIST_SCAN = old
     assert got == want, (len(got), len(want))
