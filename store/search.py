@@ -709,7 +709,6 @@ class SmallScope:
             "forgotten_ts IS NULL", part) or 0) for part in parts)
         if size > SMALL_BYTES:
             return None
-        # No text is read here: a scope of long notes would cost what its texts weigh.
         timeline: dict[int, tuple[tuple[str, str], int, Any, float]] = {}
         order: dict[tuple[str, str], list[int]] = {}
         for part in parts:
