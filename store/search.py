@@ -698,17 +698,22 @@ class SmallScope:
         if filters.include_superseded or filters.as_of is not None:
             return None
         parts = visible_partitions(ctx, filters.scopes)
-        if not parts or _holds_more(store, ctx, filters.scopes, SMALL_SCOPE):
+        if not parts:
             return None
-        # Reading a row's session and time means reading past its text (overflow pages), so
-        # a scope of long notes is left to the statements, which read only the candidates.
-        # The texts' sizes come from the record headers, without reading them.
-        size = sum(int(dbmod.scalar(
-            store.conn, "SELECT total(octet_length(content)) FROM memories INDEXED BY "
-            "memories_owner WHERE scope=? AND owner=? AND superseded_by IS NULL AND "
-            "forgotten_ts IS NULL", part) or 0) for part in parts)
-        if size > SMALL_BYTES:
-            return None
+        # Counted and weighed in one walk of each partition's index, which stops past what is
+        # left of SMALL_SCOPE. Reading a row's session and time means reading past its text
+        # (overflow pages), so a scope of long notes is left to the statements, which read
+        # only the candidates; the texts' sizes come from the record headers, unread.
+        rows = size = 0
+        for part in parts:
+            n, b = store.conn.execute(
+                "SELECT count(*), total(b) FROM (SELECT octet_length(content) AS b FROM "
+                "memories INDEXED BY memories_owner WHERE scope=? AND owner=? AND "
+                "superseded_by IS NULL AND forgotten_ts IS NULL LIMIT ?)",
+                (*part, SMALL_SCOPE - rows + 1)).fetchone() or (0, 0)
+            rows, size = rows + int(n), size + int(b)
+            if rows > SMALL_SCOPE or size > SMALL_BYTES:
+                return None
         timeline: dict[int, tuple[tuple[str, str], int, Any, float]] = {}
         order: dict[tuple[str, str], list[int]] = {}
         for part in parts:

@@ -69,6 +69,8 @@ GROWS = {
     "SELECT v.model_id, count(*) FROM memory_vectors": "model list: vectors per model",
     "SELECT count(*) FROM (SELECT 1 FROM memories INDEXED BY memories_owner WHERE scope=?":
         "recall's 'more than KEYWORD_SCAN?' probe: bounded by its LIMIT",
+    "SELECT count(*), total(b) FROM (SELECT octet_length(content) AS b FROM memories INDEXED BY "
+    "memories_owner": "recall's 'a small scope?' probe: bounded by its LIMIT (SMALL_SCOPE)",
     "FROM memories m WHERE m.rid > ? AND": "export pages through every row in rid order",
     "FROM memories m NOT INDEXED WHERE m.rid < ? AND m.rid >= ?":
         "the inspector's filtered browse walks row ids back in windows, within a time budget",
