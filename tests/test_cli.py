@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
+from typing import Any
 
-from conftest import Db0
+from conftest import DB0, Db0
 
 
 def test_remember_recall_round_trip(db0: Db0) -> None:
@@ -43,6 +45,31 @@ def test_plain_output_is_pipe_friendly(db0: Db0) -> None:
     out = db0.run("recall", "grep").out
     line = out.splitlines()[0]
     assert line.split("\t")[0] == mid and line.endswith("grep me if you can")
+
+
+def test_a_command_that_skips_the_teardown_loses_no_output_and_keeps_its_code(
+        db0: Db0, tmp_path: Path) -> None:
+    """The common commands leave with os._exit (app.entry): a file or a pipe still gets
+    every byte, written in several buffers, and the exit code is the command's own."""
+    lines = "".join(json.dumps({"content": f"memory number {i} " + "x" * 200}) + "\n"
+                    for i in range(300))
+    db0.run("import", "-", input=lines)
+    env = {k: v for k, v in db0.env.items() if k != "PYTHONUNBUFFERED"}  # buffered, as usual
+
+    def run(*args: str, stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([DB0, *args], stdout=stdout, stderr=subprocess.PIPE, env=env,
+                              timeout=120, check=False)
+
+    out = tmp_path / "list.json"
+    with out.open("wb") as fh:  # a file
+        p = run("list", "-n", "300", "--json", stdout=fh)
+    assert p.returncode == 0, p.stderr
+    listed = json.loads(out.read_text())
+    assert len(listed["memories"]) == 300 and out.stat().st_size > 64 * 1024
+    piped = run("list", "-n", "300")
+    assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 300
+    missing = run("show", "01nosuchmemory")
+    assert missing.returncode == 4 and missing.stderr.startswith(b"db0: error:"), missing
 
 
 def test_duplicate_is_reported_not_stored(db0: Db0) -> None:
