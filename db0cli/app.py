@@ -163,9 +163,9 @@ _bare = False
 def entry() -> None:
     """The `db0` console script: main(), and the exit code. After a path without Typer, the
     process leaves with os._exit once the atexit handlers ran and its output is flushed: the
-    interpreter's teardown frees every module and object one by one (about 1.5 ms here,
-    docs/performance.md), work no one waits for in a process that ends. Typer's paths, and a
-    flush that fails, exit as usual."""
+    interpreter's teardown frees every module and object one by one, work no one waits for
+    in a process that ends (measured in docs/performance.md). Typer's paths, and a flush
+    that fails, exit as usual."""
     code = main()
     if not _bare:
         sys.exit(code)
