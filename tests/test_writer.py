@@ -429,3 +429,50 @@ def test_the_wal_stays_bounded_under_a_steady_stream_of_writes(tmp_path: Path) -
     assert unbounded > 10 << 20  # ~3000 commits of 2 pages, none of it reused
     assert truncations > 0
     assert bounded < 4 << 20, bounded
+
+
+def test_run_many_commits_its_jobs_together_and_each_fails_alone(w: Writer,
+                                                                  tmp_path: Path) -> None:
+    def bad(s: Store) -> None:
+        s.conn.execute("INSERT INTO t(v) VALUES ('half')")
+        raise ValueError("no")
+
+    commits = w.commits
+    out = w.run_many([_put("a"), bad, _put("b"), _put("a")])  # the second "a" breaks UNIQUE
+    assert [good for good, _ in out] == [True, False, True, False]
+    assert out[0][1] == "a" and out[2][1] == "b"
+    assert isinstance(out[1][1], ValueError) and isinstance(out[3][1], apsw.ConstraintError)
+    assert w.commits == commits + 1  # one commit (the plain attempt was rolled back)
+    assert _seen(tmp_path) == {"a", "b"}
+    assert w.run_many([]) == []
+
+
+def test_run_many_behind_another_commit_rides_in_the_next(w: Writer, tmp_path: Path) -> None:
+    """Queued while another thread commits: the first job may be handed the next commit
+    and takes the others with it; past MAX_GROUP the rest still commit (never stranded)."""
+    gate, inside = threading.Event(), threading.Event()
+
+    def slow(s: Store) -> None:
+        inside.set()
+        gate.wait(10)
+
+    first = threading.Thread(target=w.run, args=(slow,))
+    first.start()
+    assert inside.wait(10)
+    n = writermod.MAX_GROUP + 5
+    got: list[list[tuple[bool, Any]]] = []
+    many = threading.Thread(target=lambda: got.append(
+        w.run_many([_put(f"m{i}") for i in range(n)], timeout=30)))
+    many.start()
+    deadline = time.monotonic() + 10
+    while w.pending < n and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert w.pending == n
+    commits = w.commits
+    gate.set()
+    first.join(10)
+    many.join(30)
+    assert not many.is_alive() and got
+    assert got[0] == [(True, f"m{i}") for i in range(n)]
+    assert w.commits == commits + 3  # the slow one's, MAX_GROUP of them, then the rest
+    assert _seen(tmp_path) == {f"m{i}" for i in range(n)}

@@ -134,11 +134,37 @@ class Writer:
         `rerun`: `fn` may run again and writes memories only through `core.write_state` and
         `core.insert_states` (see the module)."""
         lead = not getattr(background, "on", False)
-        fut: Future[T] = Future()
-        entry = _Entry(fn, fut, rerun, lead)
+        entry: _Entry = _Entry(fn, Future(), rerun, lead)
         deadline = None if timeout is None else time.monotonic() + timeout
+        group = self._queue([entry], lead, gather=True)
+        return self._await(entry, group, deadline)  # type: ignore[no-any-return]
+
+    def run_many(self, fns: list[Callable[[Store], Any]], timeout: float | None = 300.0
+                 ) -> list[tuple[bool, Any]]:
+        """Run each of `fns` as a rerunnable job (`run(fn, rerun=True)`), queued together so
+        that they share a commit: for each, (True, its result) or (False, its exception), in
+        order. Only the first may be handed the lead of a later commit: the caller waits for
+        them in order, so it is never asked to lead for a job it is not waiting on yet; the
+        rest ride in the commit that takes them."""
+        if not fns:
+            return []
+        lead = not getattr(background, "on", False)
+        entries = [_Entry(fn, Future(), True, lead and i == 0) for i, fn in enumerate(fns)]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        group = self._queue(entries, lead, gather=False)
+        out: list[tuple[bool, Any]] = []
+        for entry in entries:
+            try:
+                out.append((True, self._await(entry, group, deadline)))
+            except Exception as e:  # handed back to the caller, job by job
+                out.append((False, e))
+            group = []
+        return out
+
+    def _queue(self, entries: list[_Entry], lead: bool, gather: bool) -> list[_Entry]:
+        """Queue the entries; the group to lead now when no commit is under way (and the
+        caller may lead), else []."""
         arrived = getattr(_announced, "on", False)
-        group: list[_Entry] = []
         with self._cv:
             if arrived:
                 _announced.on = False
@@ -146,14 +172,19 @@ class Writer:
             if self._stopped:
                 raise StoreError("the daemon is shutting down", "try again",
                                  code="shutting_down")
-            self._q.append(entry)
+            self._q.extend(entries)
             if not self._leading:
                 if lead:
-                    group = self._take(gather=True)
-                else:
-                    self._kick.set()
+                    return self._take(gather=gather)
+                self._kick.set()
             else:
                 self._gathered()
+        return []
+
+    def _await(self, entry: _Entry, group: list[_Entry], deadline: float | None) -> Any:
+        """Lead `group` if given, then wait for the entry's job (leading a later commit if
+        handed it); its result, or its exception raised."""
+        fut = entry.fut
         while True:
             if group:
                 self._lead(group, entry)
