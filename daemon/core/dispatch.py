@@ -98,26 +98,65 @@ class Dispatcher:
             ctx = self.rt.context(params.get("context") or {})
             resp = ok(req_id, method.fn(self.rt, Request(req_id, method.name, params, ctx,
                                                           replay, gone)))
-        except Db0Error as e:
-            resp = err(req_id, e)
-        except ShapeError as e:  # a nested value a handler checked against a declared shape
-            got = f", got {e.got}" if e.got else ""
-            resp = err(req_id, Db0Error("bad_request", f"{method.name}: '{e.path}' must be "
-                                        f"{e.expects}{got}", "fix that value and send again"))
-        except StoreError as e:
-            resp = err(req_id, Db0Error(e.code, e.message, e.hint))
         except Exception as e:
-            known = operational(self.rt, e)
-            if known is not None:
-                log.warning("%s: %s (%s)", method.name, known.code, type(e).__name__)
-                resp = err(req_id, known)
-            else:
-                log.exception("%s failed", method.name)  # the traceback, never memory text
-                resp = err(req_id, Db0Error("internal",
-                                            f"{method.name} failed: {type(e).__name__}",
-                                            f"see the daemon log: {self.rt.paths.log_file}"))
+            resp = self._failed(req_id, method, e)
         finally:
             if writer is not None:
                 writer.withdraw()
         log.debug("%s %.1f ms", method.name, (time.perf_counter() - started) * 1000)
         return resp
+
+    def job_method(self, msg: dict[str, Any]) -> Method | None:
+        """The method of a request that may be run as a write job (`Method.job`), or None."""
+        name = msg.get("method")
+        method = self.methods.get(name) if isinstance(name, str) else None
+        return method if method is not None and method.job is not None else None
+
+    def handle_jobs(self, msgs: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """Requests of methods with a write job (`job_method`), their jobs run together so
+        that they share a commit (`Writer.run_many`): each answer, as `handle` gives it, in
+        order; None for a request that needs its whole handler (the caller runs `handle`)."""
+        out: list[dict[str, Any] | None] = [None] * len(msgs)
+        jobs: list[Callable[[Any], Any]] = []
+        at: list[tuple[int, Any, Method]] = []
+        for i, msg in enumerate(msgs):
+            method = self.job_method(msg)
+            assert method is not None and method.job is not None
+            req_id = msg.get("id")
+            try:
+                params = method.check(msg.get("params") or {})
+                ctx = self.rt.context(params.get("context") or {})
+                job = method.job(self.rt, Request(req_id, method.name, params, ctx))
+            except Exception as e:
+                out[i] = self._failed(req_id, method, e)
+                continue
+            if job is not None:
+                jobs.append(job)
+                at.append((i, req_id, method))
+        if jobs:
+            assert self.rt.writer is not None
+            try:
+                done = self.rt.writer.run_many(jobs)
+            except Exception as e:  # the writer stopped: every job gets that
+                done = [(False, e)] * len(jobs)
+            for (i, req_id, method), (good, value) in zip(at, done, strict=True):
+                out[i] = ok(req_id, value) if good else self._failed(req_id, method, value)
+        return out
+
+    def _failed(self, req_id: Any, method: Method, e: BaseException) -> dict[str, Any]:
+        """The error answer for what a handler raised."""
+        if isinstance(e, Db0Error):
+            return err(req_id, e)
+        if isinstance(e, ShapeError):  # a nested value a handler checked against a shape
+            got = f", got {e.got}" if e.got else ""
+            return err(req_id, Db0Error("bad_request", f"{method.name}: '{e.path}' must be "
+                                        f"{e.expects}{got}", "fix that value and send again"))
+        if isinstance(e, StoreError):
+            return err(req_id, Db0Error(e.code, e.message, e.hint))
+        known = operational(self.rt, e)
+        if known is not None:
+            log.warning("%s: %s (%s)", method.name, known.code, type(e).__name__)
+            return err(req_id, known)
+        log.error("%s failed", method.name, exc_info=e)  # the traceback, never memory text
+        return err(req_id, Db0Error("internal", f"{method.name} failed: {type(e).__name__}",
+                                    f"see the daemon log: {self.rt.paths.log_file}"))

@@ -10,9 +10,18 @@ Connections: one selector thread watches the listener and every idle connection;
 connection is handed to a bounded pool of workers, which reads one frame (a frame once started
 must arrive whole within `frame_timeout`), answers it and gives the connection back; a
 client's next frame that arrives within `LINGER_S` of the answer is read by the same worker
-(while most workers are free). An idle connection holds no thread. Past `max_connections`
-open connections a new one is answered `busy` and closed; a connection idle past
-`idle_timeout` is closed. Everything db0 creates is private: the daemon runs with umask 077.
+(while most workers are free). An idle connection holds no thread.
+
+Quick writes (a method with a write job, `Method.job`: a plain remember) are answered by the
+selector thread itself: of the connections one `select` finds readable, those whose waiting
+bytes are exactly one whole frame of such a request are read, their jobs run together in one
+commit (`Dispatcher.handle_jobs`), and each is answered; the others go to the workers as
+above. A stream of writes from many clients then costs one thread and one commit per round,
+not a thread per client handing the GIL back and forth (docs/bench-issue-17-writes.md).
+
+Past `max_connections` open connections a new one is answered `busy` and closed; a connection
+idle past `idle_timeout` is closed. Everything db0 creates is private: the daemon runs with
+umask 077.
 """
 
 from __future__ import annotations
@@ -41,10 +50,12 @@ from db0.daemon.core.runtime import Runtime
 from db0.daemon.handlers import load_all
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
 from db0.daemon.protocol import (
+    HEADER_BYTES,
     MAX_FRAME,
     BadFrame,
     Db0Error,
     FrameError,
+    decode,
     encode,
     err,
     read_frame,
@@ -54,6 +65,8 @@ from db0.store.errors import StoreError
 log = logging.getLogger("db0.daemon")
 WORKERS = 64  # requests served at once; more wait for a worker, they are not refused
 LINGER_S = 0.002  # a worker waits this long for a connection's next frame before handing it back
+READ_PEEK = 1 << 16  # a quick write's frame is read by the selector thread if this holds it
+GATHER_S = 0.0005  # the selector thread waits at most this long for a round's other writes
 
 
 def raise_fd_limit() -> int:
@@ -236,22 +249,47 @@ class Server:
         self._sel.register(self._listener, selectors.EVENT_READ)
         self._sel.register(self._wake_r, selectors.EVENT_READ)
         last_sweep = time.monotonic()
+        last = 1  # quick writes the last round answered
         while not self.stopping.is_set():
-            for key, _ in self._sel.select(timeout=1.0):
-                if key.fileobj is self._listener:
-                    self._accept()
-                elif key.fileobj == self._wake_r:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
-                    self._take_back()
-                else:
-                    conn = key.fileobj
-                    assert isinstance(conn, socket.socket)
-                    self._sel.unregister(conn)
-                    self._pool.submit(self._serve_one, conn)
+            jobs: list[tuple[socket.socket, dict[str, object]]] = []
+            self._dispatch(self._sel.select(timeout=1.0), jobs)
+            if jobs and len(jobs) < last:
+                # The clients the last round answered call again together: wait a moment
+                # for the rest of them, so that their writes share this round's commit.
+                until = time.monotonic() + GATHER_S
+                while len(jobs) < last and (left := until - time.monotonic()) > 0:
+                    self._dispatch(self._sel.select(timeout=left), jobs)
+            if jobs:
+                last = len(jobs)
+                self._answer_jobs(jobs)
             if time.monotonic() - last_sweep > 1.0:
                 self._close_idle()
                 last_sweep = time.monotonic()
+
+    def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]],
+                  jobs: list[tuple[socket.socket, dict[str, object]]]) -> None:
+        """Act on what `select` found: accept, take connections back, read the quick writes
+        into `jobs`, hand every other readable connection to a worker."""
+        for key, _ in events:
+            if key.fileobj is self._listener:
+                self._accept()
+            elif key.fileobj == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+                self._take_back()
+            else:
+                conn = key.fileobj
+                assert isinstance(conn, socket.socket)
+                if any(c is conn for c, _ in jobs):
+                    continue  # its next frame waits for this round's answer
+                if conn.fileno() < 0:
+                    continue  # dropped in this round
+                msg = self._take_job(conn)
+                if msg is not None:
+                    jobs.append((conn, msg))
+                    continue
+                self._sel.unregister(conn)
+                self._pool.submit(self._serve_one, conn)
 
     def _accept(self) -> None:
         assert self._listener is not None
@@ -321,13 +359,82 @@ class Server:
         _pid, uid, _gid = struct.unpack("3i", creds)
         return bool(uid == os.getuid())
 
-    def _serve_one(self, conn: socket.socket) -> None:
-        """Read one frame from a readable connection, answer it, hand the connection back."""
+    def _take_job(self, conn: socket.socket) -> dict[str, object] | None:
+        """The request waiting on a readable connection, read, when it is one whole frame
+        (and nothing after it) of a method with a write job; else None, with nothing read."""
+        try:
+            data = conn.recv(READ_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:
+            return None
+        if len(data) <= HEADER_BYTES or len(data) != HEADER_BYTES + int.from_bytes(
+                data[:HEADER_BYTES], "big"):
+            return None  # not all here yet, more than one frame, or a peer gone: a worker's
+        try:
+            msg = decode(data[HEADER_BYTES:])
+        except BadFrame:
+            return None
+        if self.dispatcher.job_method(msg) is None:
+            return None
+        try:  # the bytes are there: read them without the timed socket's poll
+            got = os.read(conn.fileno(), len(data))
+        except OSError:
+            return None  # the peer is gone: the worker it goes to finds that out
+        return msg if len(got) == len(data) else None
+
+    def _answer_jobs(self, jobs: list[tuple[socket.socket, dict[str, object]]]) -> None:
+        """Answer the requests `_take_job` read, their writes in one commit; a request that
+        needs its whole handler goes to a worker with its connection. An answer is written
+        at once or the connection is dropped (its client stopped reading answers): the
+        selector thread never waits on one client."""
+        try:
+            answers = self.dispatcher.handle_jobs([msg for _, msg in jobs])
+        except Exception:  # a defect: drop these connections, keep serving the others
+            log.exception("answering %d writes failed", len(jobs))
+            for conn, _ in jobs:
+                self._unwatch(conn)
+            return
+        now = time.monotonic()
+        for (conn, msg), resp in zip(jobs, answers, strict=True):
+            if resp is None:
+                self._sel.unregister(conn)
+                self._pool.submit(self._serve_one, conn, msg)
+                continue
+            try:
+                data = encode(resp)
+            except Db0Error as e:  # an answer over the frame limit
+                data = encode(err(resp.get("id"), e))
+            try:  # O_NONBLOCK (the socket has a timeout): no poll before the write
+                sent = os.write(conn.fileno(), data)
+            except OSError:
+                sent = -1
+            if sent == len(data):
+                with self._lock:
+                    if conn in self._conns:
+                        self._conns[conn] = now
+            else:
+                if sent >= 0:
+                    log.warning("dropped a connection whose client stopped reading answers")
+                self._unwatch(conn)
+
+    def _unwatch(self, conn: socket.socket) -> None:
+        """Close a connection the selector watches."""
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(conn)
+        self._drop(conn)
+
+    def _serve_one(self, conn: socket.socket, first: dict[str, object] | None = None
+                   ) -> None:
+        """Read one frame from a readable connection (or take `first`, read already),
+        answer it, hand the connection back."""
         with self._lock:
             self._busy += 1
         keep = False
         try:
-            keep = self._answer(conn)
+            if first is not None:
+                keep = self._send(conn, self.dispatcher.handle(
+                    first, gone=lambda: _hung_up(conn)))
+            else:
+                keep = self._answer(conn)
             while keep and self._next_soon(conn):
                 keep = self._answer(conn)
         except Exception:

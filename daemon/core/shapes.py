@@ -369,6 +369,9 @@ class Method:
     doc: str
     writes: bool
     gather: bool = False  # announced to the writer at once (its commit may wait for it)
+    # The request as one rerunnable write job and nothing else (None: this request needs the
+    # whole handler): the server runs such requests from many connections in one commit.
+    job: Callable[..., Any] | None = None
 
     def check(self, params: Any) -> dict[str, Any]:
         if not isinstance(params, dict):

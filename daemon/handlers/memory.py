@@ -5,12 +5,12 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon.core.shapes import Bool, Either, Int, Json, ListOf, MapOf, Num, OneOf, P, Str
-from db0.daemon.handlers import rpc
+from db0.daemon.handlers import job_of, rpc
 from db0.daemon.protocol import Db0Error
 from db0.daemon.services.embedding import EmbeddingService
 from db0.daemon.services.reranking import RerankService
@@ -82,12 +82,7 @@ def _wait_indexed(rt: Runtime, ids: list[str], timeout: float) -> None:
 def remember(rt: Runtime, req: Request) -> dict[str, Any]:
     """Store one memory (redacted, de-duplicated, superseding by key)."""
     p = req.params
-    prepared = write.prepare({k: p[k] for k in MEMORY if k in p},
-                             allow_secrets=p["allow_secrets"])
-    ctx = req.ctx
-    result: dict[str, Any] = rt.write(lambda s: write.remember(
-        s, ctx, prepared, supersedes=p.get("supersedes"), reason=p.get("reason"),
-        current_only=p["current_only"]), rerun=True)
+    result: dict[str, Any] = rt.write(_remember(req), rerun=True)
     if p["wait"]:
         _wait_indexed(rt, [result["id"]], p["wait_timeout"])
         if result.get("status") == "stored":
@@ -95,6 +90,22 @@ def remember(rt: Runtime, req: Request) -> dict[str, Any]:
             if near:
                 result["near_duplicates"] = near
     return result
+
+
+def _remember(req: Request) -> Callable[[Store], dict[str, Any]]:
+    """The write of a remember: prepared here (redaction, checks), run in the writer."""
+    p = req.params
+    prepared = write.prepare({k: p[k] for k in MEMORY if k in p},
+                             allow_secrets=p["allow_secrets"])
+    ctx = req.ctx
+    return lambda s: write.remember(s, ctx, prepared, supersedes=p.get("supersedes"),
+                                    reason=p.get("reason"), current_only=p["current_only"])
+
+
+@job_of("memory.remember")
+def remember_job(rt: Runtime, req: Request) -> Callable[[Store], dict[str, Any]] | None:
+    """A remember that waits for nothing after its commit is its write alone."""
+    return None if req.params["wait"] else _remember(req)
 
 
 NEAR_DISTANCE = 0.08  # cosine similarity of 0.92 and above: the same fact in other words
