@@ -140,15 +140,18 @@ FULL_PAYLOAD_SQL = ("CASE WHEN json_extract({o}.payload, '$.state.content') IS N
                     "id={o}.memory_id)) ELSE {o}.payload END")
 
 
-def append_op(store: Store, kind: str, memory_id: str | None, payload: dict[str, Any],
+def append_op(store: Store, kind: str, memory_id: str | None, payload: dict[str, Any] | str,
               hlc: str | None = None, device_id: str | None = None,
               op_id: str | None = None) -> str:
+    """Log an op; `payload` is a dict, or its JSON text already made."""
     op_id = op_id or new_id()
+    text = payload if isinstance(payload, str) else json.dumps(
+        payload, ensure_ascii=False, separators=(",", ":"))
     store.conn.execute(
         "INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, payload, created_ts) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         (op_id, hlc or store.clock.now(), device_id or store.device_id, kind, memory_id,
-         json.dumps(payload, ensure_ascii=False, separators=(",", ":")), time.time()),
+         text, time.time()),
     )
     return op_id
 
@@ -162,10 +165,12 @@ def write_state(store: Store, state: dict[str, Any], kind: str,
     state["hlc"] = store.clock.now()
     state["device_id"] = store.device_id
     rid = _upsert(store.conn, state, new=new)
-    payload = op_payload(state)
     if note:
+        payload = op_payload(state)
         payload["note"] = note
-    append_op(store, kind, state["id"], payload, hlc=state["hlc"])
+        append_op(store, kind, state["id"], payload, hlc=state["hlc"])
+    else:  # the same text as json.dumps(op_payload(state)), made without the encoder
+        append_op(store, kind, state["id"], new_op_json(state), hlc=state["hlc"])
     return rid
 
 
@@ -361,7 +366,9 @@ def _upsert(conn: apsw.Connection, state: dict[str, Any], new: bool = False) -> 
     rid = int(dbmod.scalar(conn, _INSERT, [state.get(c) for c in STATE_COLUMNS]))
     if not new:
         conn.execute("DELETE FROM memory_tags WHERE rid=?", (rid,))
-    tags = json.loads(state["tags"]) if isinstance(state["tags"], str) else state["tags"]
+    tags = state["tags"]
+    if isinstance(tags, str):
+        tags = json.loads(tags) if tags != "[]" else None
     if tags:
         conn.executemany("INSERT OR IGNORE INTO memory_tags(rid, tag) VALUES (?, ?)",
                          [(rid, t) for t in tags])

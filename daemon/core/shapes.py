@@ -332,17 +332,16 @@ def check_fields(fields: Mapping[str, P], given: Mapping[str, Any], path: str = 
         raise ShapeError(f"one of the known parameters ({takes})", _join(path, unknown[0]),
                          "an unknown parameter")
     for name, p in fields.items():
-        where = _join(path, name)
         v = given.get(name, MISSING)
         if v is None and p.nullable:
             v = MISSING
         if v is MISSING:
             if p.required:
-                raise ShapeError(p.shape.doc, where, "nothing")
+                raise ShapeError(p.shape.doc, _join(path, name), "nothing")
             if p.default is not MISSING:
                 out[name] = p.default() if callable(p.default) else p.default
             continue
-        out[name] = p.shape.check(v, where)
+        out[name] = p.shape.check(v, _join(path, name))
     return out
 
 
@@ -372,13 +371,16 @@ class Method:
     # The request as one rerunnable write job and nothing else (None: this request needs the
     # whole handler): the server runs such requests from many connections in one commit.
     job: Callable[..., Any] | None = None
+    fields: dict[str, P] = field(default_factory=dict)  # COMMON and params, made once
 
     def check(self, params: Any) -> dict[str, Any]:
         if not isinstance(params, dict):
             raise Db0Error("bad_request", f"{self.name}: params must be a JSON object",
                            "send {\"params\": {...}}")
+        if len(self.fields) != len(COMMON) + len(self.params):
+            self.fields = {**COMMON, **self.params}
         try:
-            return check_fields({**COMMON, **self.params}, params)
+            return check_fields(self.fields, params)
         except ShapeError as e:
             got = f", got {e.got}" if e.got else ""
             raise Db0Error("bad_request", f"{self.name}: {e.path} must be {e.expects}{got}",
