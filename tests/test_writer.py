@@ -476,3 +476,27 @@ def test_run_many_behind_another_commit_rides_in_the_next(w: Writer, tmp_path: P
     assert got[0] == [(True, f"m{i}") for i in range(n)]
     assert w.commits == commits + 3  # the slow one's, MAX_GROUP of them, then the rest
     assert _seen(tmp_path) == {f"m{i}" for i in range(n)}
+
+
+def test_run_many_idle_only_never_waits_behind_another_commit(w: Writer,
+                                                               tmp_path: Path) -> None:
+    """The server's selector thread must not stall behind a long commit (an import's):
+    with `idle_only`, a commit under way means None at once and nothing queued."""
+    gate, inside = threading.Event(), threading.Event()
+
+    def slow(s: Store) -> None:
+        inside.set()
+        gate.wait(10)
+
+    first = threading.Thread(target=w.run, args=(slow,))
+    first.start()
+    assert inside.wait(10)
+    assert w.busy
+    started = time.monotonic()
+    assert w.run_many([_put("x")], idle_only=True) is None
+    assert time.monotonic() - started < 1 and w.pending == 0
+    gate.set()
+    first.join(10)
+    assert not w.busy
+    assert w.run_many([_put("x"), _put("y")], idle_only=True) == [(True, "x"), (True, "y")]
+    assert _seen(tmp_path) == {"x", "y"}

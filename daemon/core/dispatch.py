@@ -114,8 +114,10 @@ class Dispatcher:
 
     def handle_jobs(self, msgs: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
         """Requests of methods with a write job (`job_method`), their jobs run together so
-        that they share a commit (`Writer.run_many`): each answer, as `handle` gives it, in
-        order; None for a request that needs its whole handler (the caller runs `handle`)."""
+        that they share a commit (`Writer.run_many`), only if the writer is idle (its caller
+        never waits behind another's commit): each answer, as `handle` gives it, in order;
+        None for a request that needs its whole handler, or all of them when the writer was
+        busy (the caller runs `handle` for those, where waiting is fine)."""
         out: list[dict[str, Any] | None] = [None] * len(msgs)
         jobs: list[Callable[[Any], Any]] = []
         at: list[tuple[int, Any, Method]] = []
@@ -136,9 +138,11 @@ class Dispatcher:
         if jobs:
             assert self.rt.writer is not None
             try:
-                done = self.rt.writer.run_many(jobs)
+                done = self.rt.writer.run_many(jobs, idle_only=True)
             except Exception as e:  # the writer stopped: every job gets that
                 done = [(False, e)] * len(jobs)
+            if done is None:  # a commit is under way: the handlers wait for it elsewhere
+                return [None] * len(msgs)
             for (i, req_id, method), (good, value) in zip(at, done, strict=True):
                 out[i] = ok(req_id, value) if good else self._failed(req_id, method, value)
         return out

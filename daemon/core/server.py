@@ -16,8 +16,10 @@ Quick writes (a method with a write job, `Method.job`: a plain remember) are ans
 selector thread itself: of the connections one `select` finds readable, those whose waiting
 bytes are exactly one whole frame of such a request are read, their jobs run together in one
 commit (`Dispatcher.handle_jobs`), and each is answered; the others go to the workers as
-above. A stream of writes from many clients then costs one thread and one commit per round,
-not a thread per client handing the GIL back and forth (docs/bench-issue-17-writes.md).
+above. Only while the writer is idle: the selector thread never waits behind another
+thread's commit (an import's takes seconds), so every other request is still dispatched. A
+stream of writes from many clients then costs one thread and one commit per round, not a
+thread per client handing the GIL back and forth (docs/bench-issue-17-writes.md).
 
 Past `max_connections` open connections a new one is answered `busy` and closed; a connection
 idle past `idle_timeout` is closed. Everything db0 creates is private: the daemon runs with
@@ -269,7 +271,10 @@ class Server:
     def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]],
                   jobs: list[tuple[socket.socket, dict[str, object]]]) -> None:
         """Act on what `select` found: accept, take connections back, read the quick writes
-        into `jobs`, hand every other readable connection to a worker."""
+        into `jobs` (when the writer is idle), hand every other readable connection to a
+        worker."""
+        writer = self.rt.writer
+        writer_busy = writer is None or writer.busy
         for key, _ in events:
             if key.fileobj is self._listener:
                 self._accept()
@@ -284,7 +289,8 @@ class Server:
                     continue  # its next frame waits for this round's answer
                 if conn.fileno() < 0:
                     continue  # dropped in this round
-                msg = self._take_job(conn)
+                # Never behind another's commit (an import's can take seconds): then a worker.
+                msg = None if writer_busy else self._take_job(conn)
                 if msg is not None:
                     jobs.append((conn, msg))
                     continue

@@ -139,19 +139,23 @@ class Writer:
         group = self._queue([entry], lead, gather=True)
         return self._await(entry, group, deadline)  # type: ignore[no-any-return]
 
-    def run_many(self, fns: list[Callable[[Store], Any]], timeout: float | None = 300.0
-                 ) -> list[tuple[bool, Any]]:
+    def run_many(self, fns: list[Callable[[Store], Any]], timeout: float | None = 300.0, *,
+                 idle_only: bool = False) -> list[tuple[bool, Any]] | None:
         """Run each of `fns` as a rerunnable job (`run(fn, rerun=True)`), queued together so
         that they share a commit: for each, (True, its result) or (False, its exception), in
         order. Only the first may be handed the lead of a later commit: the caller waits for
         them in order, so it is never asked to lead for a job it is not waiting on yet; the
-        rest ride in the commit that takes them."""
+        rest ride in the commit that takes them. `idle_only`: None, with nothing queued,
+        unless no commit is under way or queued, so the caller leads at once and never waits
+        behind another's commit (the server's selector thread, which must not stall)."""
         if not fns:
             return []
         lead = not getattr(background, "on", False)
         entries = [_Entry(fn, Future(), True, lead and i == 0) for i, fn in enumerate(fns)]
         deadline = None if timeout is None else time.monotonic() + timeout
-        group = self._queue(entries, lead, gather=False)
+        group = self._queue(entries, lead, gather=False, idle_only=idle_only)
+        if idle_only and not group:
+            return None
         out: list[tuple[bool, Any]] = []
         for entry in entries:
             try:
@@ -161,9 +165,11 @@ class Writer:
             group = []
         return out
 
-    def _queue(self, entries: list[_Entry], lead: bool, gather: bool) -> list[_Entry]:
+    def _queue(self, entries: list[_Entry], lead: bool, gather: bool,
+               idle_only: bool = False) -> list[_Entry]:
         """Queue the entries; the group to lead now when no commit is under way (and the
-        caller may lead), else []."""
+        caller may lead), else []. `idle_only`: queue nothing, and return [], unless the
+        caller can lead at once."""
         arrived = getattr(_announced, "on", False)
         with self._cv:
             if arrived:
@@ -172,6 +178,8 @@ class Writer:
             if self._stopped:
                 raise StoreError("the daemon is shutting down", "try again",
                                  code="shutting_down")
+            if idle_only and (self._leading or self._q or not lead):
+                return []
             self._q.extend(entries)
             if not self._leading:
                 if lead:
@@ -298,6 +306,11 @@ class Writer:
         if waiting and not self._unindexed:
             self._unindexed = True
             self._kick.set()
+
+    @property
+    def busy(self) -> bool:
+        """A commit is under way or queued (a hint: it may change at once)."""
+        return self._leading or bool(self._q)
 
     @property
     def pending(self) -> int:
