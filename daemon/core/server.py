@@ -439,10 +439,13 @@ class Server:
             if first is not None:
                 keep = self._send(conn, self.dispatcher.handle(
                     first, gone=lambda: _hung_up(conn)))
+                quick = True
             else:
-                keep = self._answer(conn)
-            while keep and self._next_soon(conn):
-                keep = self._answer(conn)
+                keep, quick = self._answer(conn)
+            # A client writing in a loop goes back to the selector thread, which answers
+            # quick writes in rounds; any other client's next frame is awaited here.
+            while keep and not quick and self._next_soon(conn):
+                keep, quick = self._answer(conn)
         except Exception:
             log.exception("connection failed")
         finally:
@@ -470,23 +473,26 @@ class Server:
         poller.register(conn, select.POLLIN)
         return bool(poller.poll(LINGER_S * 1000))
 
-    def _answer(self, conn: socket.socket) -> bool:
+    def _answer(self, conn: socket.socket) -> tuple[bool, bool]:
+        """Read a frame and answer it: whether the connection stays, and whether the request
+        was a quick write (a method with a write job)."""
         max_frame = min(self.rt.config.daemon.max_frame_mb * 1024 * 1024, MAX_FRAME * 4)
         try:
             msg = read_frame(conn, max_frame)
         except BadFrame as e:  # the frame was read whole: answer and go on
             return self._send(conn, err(None, Db0Error("bad_request", str(e),
-                                                       "send one JSON object per frame")))
+                                                       "send one JSON object per frame"))), False
         except FrameError as e:
             if "limit" in str(e):
                 self._send(conn, err(None, Db0Error("too_large", str(e),
                                                     "send smaller requests")))
-            return False
+            return False, False
         except (TimeoutError, OSError):
-            return False  # a frame that never finished, or a peer gone
+            return False, False  # a frame that never finished, or a peer gone
         if msg is None:
-            return False
-        return self._send(conn, self.dispatcher.handle(msg, gone=lambda: _hung_up(conn)))
+            return False, False
+        quick = self.dispatcher.job_method(msg) is not None
+        return self._send(conn, self.dispatcher.handle(msg, gone=lambda: _hung_up(conn))), quick
 
     def _send(self, conn: socket.socket, resp: dict[str, object]) -> bool:
         try:
