@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,25 @@ def _seen(tmp_path: Path) -> set[str]:
         return {str(r[0]) for r in c.execute("SELECT v FROM t")}
     finally:
         c.close()
+
+
+@contextmanager
+def _a_commit_held(w: Writer) -> Iterator[None]:
+    """Another thread's commit under way for as long as the block runs."""
+    gate, inside = threading.Event(), threading.Event()
+
+    def slow(s: Store) -> None:
+        inside.set()
+        gate.wait(10)
+
+    t = threading.Thread(target=w.run, args=(slow,))
+    t.start()
+    assert inside.wait(10)
+    try:
+        yield
+    finally:
+        gate.set()
+        t.join(10)
 
 
 def test_answered_only_once_committed(w: Writer, tmp_path: Path) -> None:
@@ -138,19 +158,8 @@ def test_a_background_thread_never_leads(w: Writer, tmp_path: Path) -> None:
 
 
 def test_a_write_queued_past_its_timeout_never_runs(w: Writer, tmp_path: Path) -> None:
-    gate, inside = threading.Event(), threading.Event()
-
-    def slow(s: Store) -> None:
-        inside.set()
-        gate.wait(10)
-
-    t = threading.Thread(target=w.run, args=(slow,))
-    t.start()
-    assert inside.wait(10)
-    with pytest.raises(TimeoutError):
+    with _a_commit_held(w), pytest.raises(TimeoutError):
         w.run(_put("late"), timeout=0.2)
-    gate.set()
-    t.join(10)
     w.run(_put("next"))
     assert _seen(tmp_path) == {"next"}
 
@@ -450,27 +459,17 @@ def test_run_many_commits_its_jobs_together_and_each_fails_alone(w: Writer,
 def test_run_many_behind_another_commit_rides_in_the_next(w: Writer, tmp_path: Path) -> None:
     """Queued while another thread commits: the first job may be handed the next commit
     and takes the others with it; past MAX_GROUP the rest still commit (never stranded)."""
-    gate, inside = threading.Event(), threading.Event()
-
-    def slow(s: Store) -> None:
-        inside.set()
-        gate.wait(10)
-
-    first = threading.Thread(target=w.run, args=(slow,))
-    first.start()
-    assert inside.wait(10)
     n = writermod.MAX_GROUP + 5
     got: list[list[tuple[bool, Any]]] = []
     many = threading.Thread(target=lambda: got.append(
         w.run_many([_put(f"m{i}") for i in range(n)], timeout=30)))
-    many.start()
-    deadline = time.monotonic() + 10
-    while w.pending < n and time.monotonic() < deadline:
-        time.sleep(0.002)
-    assert w.pending == n
-    commits = w.commits
-    gate.set()
-    first.join(10)
+    with _a_commit_held(w):
+        many.start()
+        deadline = time.monotonic() + 10
+        while w.pending < n and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert w.pending == n
+        commits = w.commits
     many.join(30)
     assert not many.is_alive() and got
     assert got[0] == [(True, f"m{i}") for i in range(n)]
@@ -482,21 +481,11 @@ def test_run_many_idle_only_never_waits_behind_another_commit(w: Writer,
                                                                tmp_path: Path) -> None:
     """The server's selector thread must not stall behind a long commit (an import's):
     with `idle_only`, a commit under way means None at once and nothing queued."""
-    gate, inside = threading.Event(), threading.Event()
-
-    def slow(s: Store) -> None:
-        inside.set()
-        gate.wait(10)
-
-    first = threading.Thread(target=w.run, args=(slow,))
-    first.start()
-    assert inside.wait(10)
-    assert w.busy
-    started = time.monotonic()
-    assert w.run_many([_put("x")], idle_only=True) is None
-    assert time.monotonic() - started < 1 and w.pending == 0
-    gate.set()
-    first.join(10)
+    with _a_commit_held(w):
+        assert w.busy
+        started = time.monotonic()
+        assert w.run_many([_put("x")], idle_only=True) is None
+        assert time.monotonic() - started < 1 and w.pending == 0
     assert not w.busy
     assert w.run_many([_put("x"), _put("y")], idle_only=True) == [(True, "x"), (True, "y")]
     assert _seen(tmp_path) == {"x", "y"}

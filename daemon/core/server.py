@@ -405,10 +405,7 @@ class Server:
                 self._sel.unregister(conn)
                 self._pool.submit(self._serve_one, conn, msg)
                 continue
-            try:
-                data = encode(resp)
-            except Db0Error as e:  # an answer over the frame limit
-                data = encode(err(resp.get("id"), e))
+            data = _frame(resp)
             try:  # O_NONBLOCK (the socket has a timeout): no poll before the write
                 sent = os.write(conn.fileno(), data)
             except OSError:
@@ -495,15 +492,20 @@ class Server:
         return self._send(conn, self.dispatcher.handle(msg, gone=lambda: _hung_up(conn))), quick
 
     def _send(self, conn: socket.socket, resp: dict[str, object]) -> bool:
-        try:
-            data = encode(resp)
-        except Db0Error as e:  # an answer over the frame limit
-            data = encode(err(resp.get("id"), e))
+        data = _frame(resp)
         try:
             conn.sendall(data)
         except OSError:
             return False
         return True
+
+
+def _frame(resp: dict[str, object]) -> bytes:
+    """An answer as a frame; one over the frame limit becomes its error."""
+    try:
+        return encode(resp)
+    except Db0Error as e:
+        return encode(err(resp.get("id"), e))
 
 
 def _hung_up(conn: socket.socket) -> bool:

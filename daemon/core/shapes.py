@@ -371,14 +371,15 @@ class Method:
     # The request as one rerunnable write job and nothing else (None: this request needs the
     # whole handler): the server runs such requests from many connections in one commit.
     job: Callable[..., Any] | None = None
-    fields: dict[str, P] = field(default_factory=dict)  # COMMON and params, made once
+    fields: dict[str, P] = field(init=False, repr=False)  # COMMON, then params
+
+    def __post_init__(self) -> None:
+        self.fields = {**COMMON, **self.params}
 
     def check(self, params: Any) -> dict[str, Any]:
         if not isinstance(params, dict):
             raise Db0Error("bad_request", f"{self.name}: params must be a JSON object",
                            "send {\"params\": {...}}")
-        if len(self.fields) != len(COMMON) + len(self.params):
-            self.fields = {**COMMON, **self.params}
         try:
             return check_fields(self.fields, params)
         except ShapeError as e:
