@@ -108,6 +108,22 @@ def test_clip_keeps_a_short_text_and_cuts_a_long_one_to_its_two_ends(embedder: E
     assert head.startswith("w0") and tail.endswith(words[-1])
 
 
+@pytest.mark.parametrize("n", [0, 1, 16, 17, 300, 1000])
+def test_query_path_gives_embeds_vector_of_the_clipped_text(embedder: Embedder, n: int) -> None:
+    """Embedder.query (three calls into llama.cpp, numpy arithmetic) gives the vector embed()
+    gives for clip()'s text, and says the same of the cut; for an empty text, a text of one
+    token, one at the limit and one past it, and one past the model's 512 tokens."""
+    text = " ".join(f"w{i}" for i in range(n // 2)) if n > 1 else "w" * n
+    vec, cut = embedder.query(text, 16)
+    clipped, want_cut = embedder.clip(text, 16)
+    want = np.array(embedder.embed([clipped])[0], dtype=np.float32)
+    assert cut == want_cut and vec.dtype == np.float32 and vec.shape == (embedder.dim,)
+    assert float(np.abs(vec - want).max()) < 1e-5
+    assert abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
+    again, _ = embedder.query(text, 16)  # its buffers are reused: the same answer
+    assert np.array_equal(again, vec)
+
+
 def test_query_copy_is_made_once_and_agrees(installed: tuple[Path, models.ModelInfo],
                                             embedder: Embedder, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,7 @@ class Embedder:
             pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
         self.dim = int(self.llm.n_embd())
         self.name = self.path.stem
+        self._lean: Any = None  # query()'s own batch and token buffers, made at its first use
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Unit vectors, one per text; an empty text embeds as its special tokens alone."""
@@ -33,6 +34,52 @@ class Embedder:
             return []
         out = self.llm.embed(list(texts), normalize=True, truncate=True)
         return [list(map(float, v)) for v in out]
+
+    def query(self, text: str, max_tokens: int) -> tuple[Any, bool]:
+        """One text's unit vector (float32), from at most `max_tokens` of its tokens (as
+        clip()'s; True: it was cut); the vector embed() gives for the same text.
+
+        Rule: a query is embedded on a request's path, beside other threads that hold the
+        GIL, and every call into llama.cpp gives it up and must win it back. So this path
+        makes three calls (tokenize, encode, read the pooled vector) and does its arithmetic
+        in numpy; embed() makes a dozen, pools and normalises in Python, and decodes, which
+        for an encoder-only model writes a log line through llama-cpp-python's Python
+        callback (the GIL again) before it encodes."""
+        import ctypes
+
+        import llama_cpp
+        import numpy as np
+
+        lean = self._lean
+        if lean is None:
+            batch = llama_cpp.llama_batch_init(CONTEXT, 0, 1)
+            for i in range(CONTEXT):  # one sequence, every token an output, set once
+                batch.seq_id[i][0] = 0
+            view = np.ctypeslib.as_array
+            view(batch.n_seq_id, (CONTEXT,))[:] = 1
+            view(batch.logits, (CONTEXT,))[:] = 1
+            view(batch.pos, (CONTEXT,))[:] = np.arange(CONTEXT)
+            toks = (llama_cpp.llama_token * CONTEXT)()
+            ctx = self.llm._ctx
+            lean = self._lean = (batch, view(batch.token, (CONTEXT,)), toks, view(toks),
+                                 self.llm._model.vocab, ctx.ctx, ctx.memory)
+        batch, slots, toks, tview, vocab, ctx, memory = lean
+        raw = text.encode("utf-8")
+        n = llama_cpp.llama_tokenize(vocab, raw, len(raw), toks, CONTEXT, True, False)
+        if n < 0 or n - 2 > max_tokens:  # long: clip() cuts it, embed() takes the rest
+            clipped, cut = self.clip(text, max_tokens)
+            return np.asarray(self.embed([clipped])[0], dtype=np.float32), cut
+        slots[:n] = tview[:n]
+        batch.n_tokens = n
+        if memory is not None:
+            llama_cpp.llama_memory_clear(memory, True)
+        if llama_cpp.llama_encode(ctx, batch) != 0:
+            raise RuntimeError("llama_encode failed on a query")
+        ptr = llama_cpp.llama_get_embeddings_seq(ctx, 0)
+        vec = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
+                                    (self.dim,)).astype(np.float32)
+        norm = float(np.linalg.norm(vec))
+        return (vec / norm if norm > 0 else vec), False
 
     def clip(self, text: str, max_tokens: int) -> tuple[str, bool]:
         """`text` as at most `max_tokens` tokens: unchanged when it is that short, else its
@@ -63,6 +110,11 @@ class Embedder:
         return len(self.tokenize(text))
 
     def close(self) -> None:
+        lean, self._lean = self._lean, None
+        if lean is not None:
+            import llama_cpp
+
+            llama_cpp.llama_batch_free(lean[0])
         llm, self.llm = self.llm, None
         if llm is not None:
             llm.close()
