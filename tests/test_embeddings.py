@@ -406,3 +406,55 @@ def test_bge_small_installs_by_name_and_model_use_switches_both_ways(mdb0: Db0) 
         assert by_name[name]["vectors"] == n and by_name[name]["current"]
         res = mdb0.json("recall", PARAPHRASE)["results"]
         assert res[0]["content"] == FACTS[0] and "vector_rank" in res[0]["score_parts"]
+
+
+# -- the query thread's core ---------------------------------------------------------------
+
+def test_the_query_thread_is_kept_off_the_callers_core_while_another_is_free(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """runtime.Beside: with a core free the helper may run anywhere but on the handing
+    thread's core; with none free, anywhere; with one core, or a thread gone, nothing is
+    changed and nothing raised. The machine's load is the one input replaced here."""
+    import threading
+
+    from db0.daemon.core import runtime
+
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        pytest.skip("one core: nothing to place")
+    ready, done = threading.Event(), threading.Event()
+    tids: list[int] = []
+
+    def helper() -> None:
+        tids.append(threading.get_native_id())
+        ready.set()
+        done.wait()
+    t = threading.Thread(target=helper)
+    t.start()
+    ready.wait()
+    here = min(cpus)
+    b = runtime.Beside(tids[0])  # made where the daemon makes it: on a thread free to move
+    os.sched_setaffinity(0, {here})
+    try:
+        monkeypatch.setattr(runtime, "_runnable", lambda: 1)
+        b.place()
+        assert os.sched_getaffinity(tids[0]) == cpus - {here}
+        monkeypatch.setattr(runtime, "_runnable", lambda: len(cpus))
+        b.place()
+        assert os.sched_getaffinity(tids[0]) == cpus
+        one = runtime.Beside(tids[0])
+        one.cpus = {here}
+        monkeypatch.setattr(runtime, "_runnable", lambda: 1)
+        one.place()
+        assert os.sched_getaffinity(tids[0]) == cpus
+    finally:
+        os.sched_setaffinity(0, cpus)
+        done.set()
+        t.join()
+    deadline = time.monotonic() + 10  # join() returns before the OS thread has quite ended
+    while os.path.exists(f"/proc/self/task/{tids[0]}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gone = runtime.Beside(tids[0])
+    gone.place()  # the thread has ended (a core free, as set above): no error, no more tries
+    assert gone.cpus == set()
+    assert runtime._runnable() >= 1

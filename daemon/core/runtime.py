@@ -49,6 +49,51 @@ def lower_priority() -> None:
     background.on = True  # so it never leads a commit holding request threads' writes
 
 
+class Beside:
+    """Keeps one thread (a helper that a request hands work to and then works beside) off
+    the core of the thread that hands it over, while another core is free.
+
+    Rule: Linux wakes a thread on its waker's core, where it waits, or takes turns with the
+    waker, until the balancer moves it (docs/performance.md); the hand-over was
+    made so that the two run at once. With no core free (another process busy, the
+    background embedder running), the thread may run anywhere, as the scheduler decides."""
+
+    def __init__(self, tid: int) -> None:
+        self.tid = tid
+        try:
+            import ctypes
+
+            self.cpus: set[int] = os.sched_getaffinity(0)
+            self._getcpu: Any = ctypes.CDLL(None).sched_getcpu
+        except (AttributeError, OSError):  # not Linux: nothing to place
+            self.cpus = set()
+        self._now = self.cpus
+
+    def place(self) -> None:
+        """Before a hand-over, on the handing thread."""
+        if len(self.cpus) < 2:
+            return
+        want = self.cpus
+        if _runnable() < len(self.cpus):
+            want = (self.cpus - {int(self._getcpu())}) or self.cpus
+        if want != self._now:
+            try:
+                os.sched_setaffinity(self.tid, want)
+                self._now = want
+            except OSError:  # the thread is gone, or the set not allowed
+                self.cpus = set()
+
+
+def _runnable() -> int:
+    """Threads runnable on the machine now, the caller among them (/proc/loadavg); a large
+    number where it cannot be read."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return 1 << 30
+
+
 class Component:
     """A long-lived part of the daemon. Subclasses set `name`, and either override `tick` and
     set `interval` (seconds; None: only when woken) to get a worker thread, or leave `tick`

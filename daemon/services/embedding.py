@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon.core.config import Config
-from db0.daemon.core.runtime import Component, Runtime, lower_priority
+from db0.daemon.core.runtime import Beside, Component, Runtime, lower_priority
 from db0.daemon.protocol import Db0Error
 from db0.store import db as dbmod
 
@@ -118,6 +118,7 @@ class EmbeddingService(Component):
         # started in on_start, by the thread that starts the components: it runs at a
         # request's priority, never inheriting the embedder's lowered one.
         self._queries = ThreadPoolExecutor(1, thread_name_prefix="db0-query")
+        self._beside: Beside | None = None  # places the query thread (on_start)
 
     # -- component protocol ------------------------------------------------------------------
 
@@ -130,7 +131,8 @@ class EmbeddingService(Component):
         assert self.rt.writer is not None
         self.rt.writer.after_commit.append(self._on_commit)
         self.interval = 0.0
-        self._queries.submit(int).result()  # its thread, started here (see __init__)
+        # its thread, started here (see __init__)
+        self._beside = Beside(self._queries.submit(threading.get_native_id).result())
 
     def on_stop(self) -> None:
         self._queries.shutdown(wait=False)
@@ -265,16 +267,12 @@ class EmbeddingService(Component):
         a = self.active
         if a is None:
             return None
-        import numpy as np
-
         from db0.store.search import QueryVector
 
         started = time.perf_counter()
         with a.qlock:
-            query, cut = a.query.clip(text[:MAX_CHARS], QUERY_TOKENS)
-            vec = a.query.embed([query])[0]
+            arr, cut = a.query.query(text[:MAX_CHARS], QUERY_TOKENS)
             self.queries += 1
-        arr = np.asarray(vec, dtype=np.float32)
         took = (time.perf_counter() - started) * 1000
         if not cut:  # a memory of this text gets this vector; not one of a shortened text
             self._keep_recent(a.model_id, text, arr)
@@ -287,6 +285,8 @@ class EmbeddingService(Component):
         runs without the GIL, so the two overlap. A recall's CPU is the same, its wait shorter."""
         if self.active is None:
             return None
+        if self._beside is not None:
+            self._beside.place()
         return self._queries.submit(self.query_vector, text).result
 
     def _keep_recent(self, model_id: int, text: str, vec: Any) -> None:
