@@ -458,3 +458,58 @@ def test_the_query_thread_is_kept_off_the_callers_core_while_another_is_free(
     gone.place()  # the thread has ended (a core free, as set above): no error, no more tries
     assert gone.cpus == set()
     assert runtime._runnable() >= 1
+
+
+# -- the embedder gives way to a stream of writes ------------------------------------------
+
+def test_the_embedder_gives_way_to_a_stream_of_writes_not_to_a_trickle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EmbeddingService._give_way: requests' commits (dict results) at more than
+    YIELD_WRITES a YIELD_S window hold the next batch back, at most YIELD_MAX_S after the
+    last one ended; a trickle, a pause of a whole window, or its own vector writes (no dict)
+    never do."""
+    from db0.daemon.core.runtime import Runtime
+    from db0.daemon.paths import get_paths
+    from db0.daemon.services import embedding
+
+    monkeypatch.setenv("DB0_HOME", str(tmp_path))
+    monkeypatch.setattr(embedding, "YIELD_S", 0.1)
+    monkeypatch.setattr(embedding, "YIELD_MAX_S", 0.4)
+    svc = embedding.EmbeddingService(Runtime(get_paths()))
+
+    def commits(n: int, result: Any = None) -> None:
+        for i in range(n):
+            svc._on_commit({"id": f"m{i}"} if result is None else result)
+
+    assert not svc._streaming()  # nothing written yet
+    commits(embedding.YIELD_WRITES)
+    assert not svc._streaming()  # a trickle: at most YIELD_WRITES in the window
+    commits(1, result=[("vector", 1)] * 500)
+    assert not svc._streaming()  # the embedder's own writes are not requests'
+    commits(1)
+    assert svc._streaming()
+    svc._batched = time.monotonic()
+    t0 = time.monotonic()
+    svc._give_way()  # the stream ended with the calls above: it waits out a window at most
+    assert time.monotonic() - t0 < 0.35
+    assert not svc._streaming()  # a whole window without a write
+
+    stop = time.monotonic() + 1.0
+
+    def stream() -> None:  # requests' writes, far more than YIELD_WRITES a window
+        while time.monotonic() < stop:
+            commits(5)
+            time.sleep(0.002)
+    import threading
+    t = threading.Thread(target=stream)
+    t.start()
+    try:
+        time.sleep(0.15)
+        assert svc._streaming()
+        svc._batched = time.monotonic()
+        t0 = time.monotonic()
+        svc._give_way()  # held back by the stream, then let through by YIELD_MAX_S
+        waited = time.monotonic() - t0
+        assert 0.35 <= waited < 0.6, waited
+    finally:
+        t.join()

@@ -49,6 +49,12 @@ RESCAN_S = 60.0           # the safety-net look for rows nothing named, above th
 FULL_RESCAN_S = 3600.0    # ... and over every row
 PERSIST_CHANGES = 5000  # the index file is rewritten after this many changes ...
 PERSIST_S = 600.0       # ... or this long after the last write, whichever comes first
+# The embedder gives way to a stream of requests' writes (_give_way): while more than
+# YIELD_WRITES of them were committed in each of the last YIELD_S-long windows, it waits,
+# embedding a batch at least every YIELD_MAX_S.
+YIELD_S = 0.2
+YIELD_WRITES = 20
+YIELD_MAX_S = 5.0
 
 
 @dataclass
@@ -118,6 +124,8 @@ class EmbeddingService(Component):
         # started in on_start, by the thread that starts the components: it runs at a
         # request's priority, never inheriting the embedder's lowered one.
         self._queries = ThreadPoolExecutor(1, thread_name_prefix="db0-query")
+        self._window = (0.0, 0, 0)  # (start, writes in it, writes in the one before)
+        self._batched = 0.0  # when the last batch ended
         self._beside: Beside | None = None  # places the query thread (on_start)
 
     # -- component protocol ------------------------------------------------------------------
@@ -375,6 +383,12 @@ class EmbeddingService(Component):
             else:
                 self._feed = True
             self._drained = False
+        now = time.monotonic()
+        start, n, before = self._window
+        if now - start >= YIELD_S:  # a new window: the last one counts if it just ended
+            self._window = (now, 1, n if now - start < 2 * YIELD_S else 0)
+        else:
+            self._window = (start, n + 1, before)
         self._wake.set()
 
     def tick(self) -> None:
@@ -463,10 +477,30 @@ class EmbeddingService(Component):
             return more
         self.state = "embedding" if self.active is t else "switching"
         for i in range(0, len(rows), self.batch):
+            self._give_way()
             if self._stop.is_set():
                 return True
             self._embed(t, rows[i:i + self.batch])
+            self._batched = time.monotonic()
         return True
+
+    def _give_way(self) -> None:
+        """Before a batch: wait while requests' writes stream in (`_streaming`), for at most
+        YIELD_MAX_S since the last batch ended. Rule: at nice 10 the embedder still shares
+        the cores' caches and the GIL with the request path, and a stream of writes is what
+        it slows (docs/bench-issue-17-writes.md); a trickle of writes never holds it back."""
+        while (self._streaming() and time.monotonic() - self._batched < YIELD_MAX_S
+               and not self.stopping):
+            time.sleep(YIELD_S / 2)
+
+    def _streaming(self) -> bool:
+        start, n, before = self._window
+        age = time.monotonic() - start
+        if age >= 2 * YIELD_S:
+            return False  # no write for a whole window
+        if age >= YIELD_S:
+            return n > YIELD_WRITES
+        return n > YIELD_WRITES or before > YIELD_WRITES
 
     def _read_feed(self, store: Store) -> list[str]:
         """The ids of the next page of memories changed since _seq (the op log), when a write
