@@ -514,3 +514,35 @@ def test_the_embedder_gives_way_to_a_stream_of_writes_not_to_a_trickle(
         assert 0.38 <= waited < 0.9, waited
     finally:
         t.join()
+
+
+def test_commits_without_a_model_neither_wake_the_embedder_nor_pile_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EmbeddingService._on_commit: with no model (and none being loaded) a commit does not
+    wake the embedder's thread (a GIL hand-off a commit, for nothing); while a load is asked
+    for, or with a model, it does. The ids it keeps as hints stop at MAX_HINTS: past that the
+    op log (_feed) finds the rest, so a daemon without a model does not grow without end."""
+    from db0.daemon.core.runtime import Runtime
+    from db0.daemon.paths import get_paths
+    from db0.daemon.services import embedding
+
+    monkeypatch.setenv("DB0_HOME", str(tmp_path))
+    monkeypatch.setattr(embedding, "MAX_HINTS", 50)
+    svc = embedding.EmbeddingService(Runtime(get_paths()))
+    assert svc._done < svc._asked  # the first load is asked for: commits wake it
+    svc._on_commit({"id": "m0"})
+    assert svc._wake.is_set()
+    svc._wake.clear()
+    svc._done = svc._asked  # loaded, and no model found
+    assert svc.target is None
+    for i in range(1, 40):
+        svc._on_commit({"id": f"m{i}"})
+    assert not svc._wake.is_set()
+    assert svc._hints == [f"m{i}" for i in range(40)] and not svc._feed
+    svc._on_commit({"ids": [f"b{i}" for i in range(11)]})  # 51 would pass the bound
+    assert len(svc._hints) == 40 and svc._feed
+    svc._on_commit({"id": "m40"})
+    assert len(svc._hints) == 41
+    svc._asked += 1  # db0 model install asks for a load: the thread must run
+    svc._on_commit({"id": "m41"})
+    assert svc._wake.is_set()

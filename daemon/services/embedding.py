@@ -55,6 +55,9 @@ PERSIST_S = 600.0       # ... or this long after the last write, whichever comes
 YIELD_S = 0.2
 YIELD_WRITES = 20
 YIELD_MAX_S = 5.0
+# Ids a commit names are kept as hints up to this many; past it (no model to take them, or a
+# backlog that outruns the embedder) the op log (_feed) finds the rest, so the list is bounded.
+MAX_HINTS = 10_000
 
 
 @dataclass
@@ -378,7 +381,7 @@ class EmbeddingService(Component):
         if ids is None and isinstance(result.get("id"), str):
             ids = [result["id"]]
         with self._guard:
-            if isinstance(ids, list):
+            if isinstance(ids, list) and len(self._hints) + len(ids) <= MAX_HINTS:
                 self._hints.extend(str(i) for i in ids)
             else:
                 self._feed = True
@@ -389,7 +392,10 @@ class EmbeddingService(Component):
             self._window = (now, 1, n if now - start < 2 * YIELD_S else 0)
         else:
             self._window = (start, n + 1, before)
-        self._wake.set()
+        # Without a model (and none being loaded) a wake-up would find nothing to do: each one
+        # costs the request path a GIL hand-off, once a commit. A model loaded later scans.
+        if self.target is not None or self._done < self._asked:
+            self._wake.set()
 
     def tick(self) -> None:
         """One round: load what was asked for, embed a batch, or go idle until woken (or until
