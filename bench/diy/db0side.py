@@ -377,12 +377,16 @@ def _state(pid: int) -> str:
 def db0_client(home: str, agent: str, texts: list[str], start_at: float, seconds: float
                ) -> tuple[int, float]:
     """One client process: `memory.remember` into the agent's scope over one connection,
-    each call answered once the write is committed; as many as fit in `seconds`."""
+    each call answered once the write is committed; as many as fit in `seconds`. Every text
+    is new to the store (the run's start is part of it): a text written before is answered
+    as a duplicate without a write, so a run after another with the same agent would count
+    look-ups, not writes. A duplicate answer fails the run."""
     os.environ["DB0_HOME"] = home
     from db0.daemon.client import Client
 
     c = Client(autostart="never")
     c.call("daemon.status", {})
+    run = f"{start_at:.3f}"
     while time.time() < start_at:
         time.sleep(0.001)
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -390,8 +394,10 @@ def db0_client(home: str, agent: str, texts: list[str], start_at: float, seconds
     end = start_at + seconds
     n = 0
     while time.time() < end:
-        c.call("memory.remember", {"content": f"{texts[n % len(texts)]} (w{n})",
-                                   "scope": "agent", "context": {"agent": agent}})
+        got = c.call("memory.remember", {"content": f"{texts[n % len(texts)]} (w{run} {n})",
+                                         "scope": "agent", "context": {"agent": agent}})
+        if got.get("status") != "stored":
+            raise RuntimeError(f"write {n} of {agent} was not stored: {got}")
         n += 1
     c.close()
     ru = resource.getrusage(resource.RUSAGE_SELF)
