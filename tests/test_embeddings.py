@@ -546,3 +546,62 @@ def test_commits_without_a_model_neither_wake_the_embedder_nor_pile_up(
     svc._asked += 1  # db0 model install asks for a load: the thread must run
     svc._on_commit({"id": "m41"})
     assert svc._wake.is_set()
+
+
+def test_pending_is_counted_exactly_while_cheap_and_rarely_while_costly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EmbeddingService.pending (model.status, daemon.status, the health page): a count of
+    what waits reads every waiting row, and status is polled. While a count is cheap it is
+    exact at every call; once one is costly, it is made again only after PENDING_SHARE times
+    its duration, and meanwhile the last count less the vectors made since is reported
+    (never 0 unless the embedder found nothing waiting)."""
+    import types
+
+    from db0.daemon.core.runtime import Runtime
+    from db0.daemon.paths import get_paths
+    from db0.daemon.services import embedding
+    from db0.store import vectors, write
+    from db0.store.context import Context
+
+    monkeypatch.setenv("DB0_HOME", str(tmp_path))
+    rt = Runtime(get_paths())
+    rt.open()
+    try:
+        mid = rt.write(lambda s: vectors.model_id(s, "m", "sha", 4))
+
+        def add(n: int, at: int) -> None:
+            def fn(s: Any) -> None:
+                for i in range(at, at + n):
+                    write.remember(s, Context("u"), write.prepare({"content": f"fact {i}"}))
+            rt.write(fn)
+
+        add(5, 0)
+        counts = []
+        real = vectors.pending_count
+        monkeypatch.setattr(vectors, "pending_count",
+                            lambda s, m: counts.append(m) or real(s, m))
+        svc = embedding.EmbeddingService(rt)
+        svc.target = types.SimpleNamespace(model_id=mid)
+        assert svc.pending() == 5 and svc.pending() == 5 and len(counts) == 2  # cheap: exact
+        add(1, 5)
+        assert svc.pending() == 6
+
+        monkeypatch.setattr(embedding, "PENDING_CHEAP_S", -1.0)  # every count is costly
+        monkeypatch.setattr(embedding, "PENDING_SHARE", 10**9)
+        assert svc.pending() == 6  # counted once more, then not again
+        n = len(counts)
+        add(2, 6)
+        assert svc.pending() == 6  # the writes since wait for the next count
+        svc.embedded += 2
+        svc.copied += 1
+        assert svc.pending() == 3
+        svc.embedded += 100
+        assert svc.pending() == 1  # never 0 while something may wait
+        assert len(counts) == n
+        svc._drained = True
+        assert svc.pending() == 0
+        svc._drained = False
+        monkeypatch.setattr(embedding, "PENDING_SHARE", 0)  # its time has come: exact again
+        assert svc.pending() == 8 and len(counts) == n + 1
+    finally:
+        rt.close()
