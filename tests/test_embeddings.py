@@ -550,21 +550,21 @@ def test_commits_without_a_model_neither_wake_the_embedder_nor_pile_up(
 
 def test_pending_is_counted_exactly_while_cheap_and_rarely_while_costly(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """EmbeddingService.pending (model.status, daemon.status, the health page): a count of
-    what waits reads every waiting row, and status is polled. While a count is cheap it is
-    exact at every call; once one is costly, it is made again only after PENDING_SHARE times
-    its duration, and meanwhile the last count less the vectors made since is reported
-    (never 0 unless the embedder found nothing waiting)."""
+    """EmbeddingService.pending (model.status, daemon.status, the health page) through
+    runtime.PolledCount: a count of what waits reads every waiting row, and status is
+    polled. While a count is cheap it is exact at every call; once one is costly, it is made
+    again only after COUNT_SHARE times its duration, and meanwhile the last count less the
+    vectors made since is reported (never 0 unless the embedder found nothing waiting)."""
     import types
 
-    from db0.daemon.core.runtime import Runtime
+    from db0.daemon.core import runtime
     from db0.daemon.paths import get_paths
     from db0.daemon.services import embedding
     from db0.store import vectors, write
     from db0.store.context import Context
 
     monkeypatch.setenv("DB0_HOME", str(tmp_path))
-    rt = Runtime(get_paths())
+    rt = runtime.Runtime(get_paths())
     rt.open()
     try:
         mid = rt.write(lambda s: vectors.model_id(s, "m", "sha", 4))
@@ -586,8 +586,8 @@ def test_pending_is_counted_exactly_while_cheap_and_rarely_while_costly(
         add(1, 5)
         assert svc.pending() == 6
 
-        monkeypatch.setattr(embedding, "PENDING_CHEAP_S", -1.0)  # every count is costly
-        monkeypatch.setattr(embedding, "PENDING_SHARE", 10**9)
+        monkeypatch.setattr(runtime, "COUNT_CHEAP_S", -1.0)  # every count is costly
+        monkeypatch.setattr(runtime, "COUNT_SHARE", 10**9)
         assert svc.pending() == 6  # counted once more, then not again
         n = len(counts)
         add(2, 6)
@@ -601,7 +601,30 @@ def test_pending_is_counted_exactly_while_cheap_and_rarely_while_costly(
         svc._drained = True
         assert svc.pending() == 0
         svc._drained = False
-        monkeypatch.setattr(embedding, "PENDING_SHARE", 0)  # its time has come: exact again
+        monkeypatch.setattr(runtime, "COUNT_SHARE", 0)  # its time has come: exact again
         assert svc.pending() == 8 and len(counts) == n + 1
     finally:
         rt.close()
+
+
+def test_a_costly_count_of_nothing_holds_only_until_the_next_commit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """runtime.PolledCount: a costly count of 0 is reported again only while the writer has
+    committed nothing since (a write may have brought work); a count of another key, or a
+    cheap one, is made again at once."""
+    from db0.daemon.core import runtime
+
+    made = []
+
+    def count(n: int) -> Any:
+        return lambda: made.append(n) or n
+
+    monkeypatch.setattr(runtime, "COUNT_CHEAP_S", -1.0)
+    pc = runtime.PolledCount()
+    assert pc.get("a", 0, 7, count(0)) == 0
+    assert pc.get("a", 0, 7, count(9)) == 0 and made == [0]  # nothing committed: still 0
+    assert pc.get("a", 0, 8, count(3)) == 3 and made == [0, 3]  # a commit: counted again
+    assert pc.get("a", 2, 9, count(5)) == 1 and made == [0, 3]  # 3 less 2 done
+    assert pc.get("b", 2, 9, count(4)) == 4 and made == [0, 3, 4]  # another model
+    monkeypatch.setattr(runtime, "COUNT_CHEAP_S", 10.0)
+    assert pc.get("b", 2, 9, count(6)) == 6 and made == [0, 3, 4, 6]  # cheap: exact

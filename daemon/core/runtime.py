@@ -94,6 +94,38 @@ def _runnable() -> int:
         return 1 << 30
 
 
+# A count that a status reports (what waits for a vector, for token vectors) reads every row it
+# counts, and status is polled (`db0 model use` every 0.3 s, the health page, scripts): a
+# poller must not take the cores the background work needs. Once a count took more than
+# COUNT_CHEAP_S, PolledCount makes it again only after COUNT_SHARE times as long (so counting
+# takes at most 1/COUNT_SHARE of a core); in between it reports the last count less the work
+# done since, never 0 unless a count said 0 and nothing was committed since.
+COUNT_CHEAP_S = 0.02
+COUNT_SHARE = 20
+
+
+class PolledCount:
+    """One costly count a status reports, made again only as often as COUNT_SHARE allows."""
+
+    def __init__(self) -> None:
+        # (what was counted, the count, work done by then, commits by then, when, how long)
+        self._last: tuple[Any, int, int, int, float, float] | None = None
+
+    def get(self, key: Any, done: int, commits: int, count: Callable[[], int]) -> int:
+        """`count()`, or while counting is costly the last count less the work `done` since
+        (a running total); `key` names what is counted (another key counts again), `commits`
+        is the writer's commit count (a count of 0 holds only while it is unchanged)."""
+        now = time.monotonic()
+        last = self._last
+        if (last is not None and last[0] == key and last[5] > COUNT_CHEAP_S
+                and now - last[4] < last[5] * COUNT_SHARE
+                and (last[1] > 0 or last[3] == commits)):
+            return max(1, last[1] - (done - last[2])) if last[1] > 0 else 0
+        n = count()
+        self._last = (key, n, done, commits, now, time.monotonic() - now)
+        return n
+
+
 class Component:
     """A long-lived part of the daemon. Subclasses set `name`, and either override `tick` and
     set `interval` (seconds; None: only when woken) to get a worker thread, or leave `tick`

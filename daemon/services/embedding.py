@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db0.daemon.core.config import Config
-from db0.daemon.core.runtime import Beside, Component, Runtime, lower_priority
+from db0.daemon.core.runtime import Beside, Component, PolledCount, Runtime, lower_priority
 from db0.daemon.protocol import Db0Error
 from db0.store import db as dbmod
 
@@ -58,13 +58,6 @@ YIELD_MAX_S = 5.0
 # Ids a commit names are kept as hints up to this many; past it (no model to take them, or a
 # backlog that outruns the embedder) the op log (_feed) finds the rest, so the list is bounded.
 MAX_HINTS = 10_000
-# Counting what waits for a vector reads every waiting row (at 300k, ~0.2 s). Status is polled
-# (`db0 model use` every 0.3 s, the health page, scripts), and a poller must not take the cores
-# the embedder needs: a count that took more than PENDING_CHEAP_S is made again only after
-# PENDING_SHARE times as long has passed (so counting takes at most 1/PENDING_SHARE of a core);
-# in between the last count less the vectors made since is reported, never 0 unless drained.
-PENDING_CHEAP_S = 0.02
-PENDING_SHARE = 20
 
 
 @dataclass
@@ -129,9 +122,7 @@ class EmbeddingService(Component):
         self.building = False             # a big partition's graph is being built
         self._drained = False             # the last look found nothing waiting (no hint since)
         self._live: tuple[int, int] | None = None  # (writer commits, live memories) then
-        # The last exact count of what waits: (model id, count, vectors made by then, when, how
-        # long the count took), for pending().
-        self._counted: tuple[int, int, int, float, float] | None = None
+        self._pending = PolledCount()  # what waits, for status (counting reads every row)
         # Query vectors are made here, one at a time (one query context), so that the request
         # that asked goes on reading the store meanwhile (query_vector_soon). Its thread is
         # started in on_start, by the thread that starts the components: it runs at a
@@ -244,23 +235,21 @@ class EmbeddingService(Component):
                 self._cond.wait(0.05)
 
     def pending(self) -> int:
-        """How many memories wait for a vector of the target model: exact, or while a count
-        is costly, the last count less the vectors made since (PENDING_SHARE)."""
+        """How many memories wait for a vector of the target model (runtime.PolledCount: the
+        last count less the vectors made since while counting is costly)."""
         t = self.target
         if t is None or self._drained:
             return 0  # counting is a pass over every memory: not when nothing can be waiting
         from db0.store import vectors
 
-        made = self.embedded + self.copied
-        now = time.monotonic()
-        last = self._counted
-        if (last is not None and last[0] == t.model_id and last[4] > PENDING_CHEAP_S
-                and now - last[3] < last[4] * PENDING_SHARE):
-            return max(1, last[1] - (made - last[2]))
-        with self.rt.reader() as store:
-            n = vectors.pending_count(store, t.model_id)
-        self._counted = (t.model_id, n, made, now, time.monotonic() - now)
-        return n
+        mid = t.model_id
+
+        def count() -> int:
+            with self.rt.reader() as store:
+                return vectors.pending_count(store, mid)
+
+        commits = self.rt.writer.commits if self.rt.writer is not None else -1
+        return self._pending.get(mid, self.embedded + self.copied, commits, count)
 
     def progress(self) -> dict[str, Any]:
         """How far the target model is: memories with its vectors out of all."""

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from db0.daemon.core.config import Config
-from db0.daemon.core.runtime import Component, Runtime
+from db0.daemon.core.runtime import Component, PolledCount, Runtime
 
 log = logging.getLogger("db0.late")
 BATCH = 16          # memories encoded per write
@@ -36,6 +36,7 @@ class LateService(Component):
         self._qsha = ""
         self._qlock = threading.Lock()
         self.encoded = 0
+        self._pending = PolledCount()  # what waits, for status (counting reads every row)
         self.error: str | None = None
         self.by_default = False  # [recall] late
         # Whether the last look found an encoder installed (unknown at start: look once).
@@ -77,8 +78,14 @@ class LateService(Component):
         out: dict[str, Any] = {"model": info.name if info else None, "encoded": self.encoded,
                                "by_default": self.by_default, "looks": self.looks}
         if info is not None:
-            with self.rt.reader() as store:
-                out["pending"] = lateint.count_pending(store, info.sha256)
+            sha = info.sha256
+
+            def count() -> int:
+                with self.rt.reader() as store:
+                    return lateint.count_pending(store, sha)
+
+            commits = self.rt.writer.commits if self.rt.writer is not None else -1
+            out["pending"] = self._pending.get(sha, self.encoded, commits, count)
         if self.error:
             out["error"] = self.error
         return out
