@@ -259,6 +259,12 @@ class Runtime:
         finally:
             self._readers.append(store)
 
+    @property
+    def commits(self) -> int:
+        """The writer's commit count (-1 before it starts): what a cached count is checked
+        against."""
+        return self.writer.commits if self.writer is not None else -1
+
     def write(self, fn: Callable[[Store], T], *, rerun: bool = False) -> T:
         """Run `fn` in the writer's transaction; returns once its commit is durable. `rerun`:
         `fn` only writes through the store and may run again (`Writer.run`)."""

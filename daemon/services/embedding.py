@@ -248,8 +248,7 @@ class EmbeddingService(Component):
             with self.rt.reader() as store:
                 return vectors.pending_count(store, mid)
 
-        commits = self.rt.writer.commits if self.rt.writer is not None else -1
-        return self._pending.get(mid, self.embedded + self.copied, commits, count)
+        return self._pending.get(mid, self.embedded + self.copied, self.rt.commits, count)
 
     def progress(self) -> dict[str, Any]:
         """How far the target model is: memories with its vectors out of all."""
@@ -264,7 +263,7 @@ class EmbeddingService(Component):
     def _live_count(self) -> int:
         """Memories not forgotten, counted again only after a commit (at 1M the count reads
         a whole index; model.status is polled)."""
-        commits = self.rt.writer.commits if self.rt.writer is not None else -1
+        commits = self.rt.commits
         known = self._live
         if known is not None and known[0] == commits:
             return known[1]

@@ -84,8 +84,7 @@ class LateService(Component):
                 with self.rt.reader() as store:
                     return lateint.count_pending(store, sha)
 
-            commits = self.rt.writer.commits if self.rt.writer is not None else -1
-            out["pending"] = self._pending.get(sha, self.encoded, commits, count)
+            out["pending"] = self._pending.get(sha, self.encoded, self.rt.commits, count)
         if self.error:
             out["error"] = self.error
         return out
