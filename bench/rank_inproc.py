@@ -35,8 +35,8 @@ sys.path.insert(0, str(HERE))
 import agentmem  # noqa: E402
 import locomo  # noqa: E402
 
-from db0.daemon.models.embedder import Embedder  # noqa: E402
-from db0.daemon.services.embedding import _noise_floor  # noqa: E402
+from db0.daemon.models.embedder import Embedder, query_copy  # noqa: E402
+from db0.daemon.services.embedding import UNRELATED, _noise_floor  # noqa: E402
 from db0.store import search, sessions  # noqa: E402
 from db0.store.context import Context  # noqa: E402
 from db0.store.core import Store  # noqa: E402
@@ -50,17 +50,22 @@ def opened(home: Path, texts: list[str], cache: Path, tag: str, k: int) -> Itera
     """A function that recalls `k` memories for one of `texts` (the questions, embedded
     once and cached under `tag`) in `home`'s store, as its daemon would."""
     data = home / "data"
-    name = json.loads((data / "models" / "models.json").read_text())["current"]
+    if not (data / "db0.sqlite3").exists() or not (data / "models" / "models.json").exists():
+        raise SystemExit(f"{home}: not a kept home with a model; build it with "
+                         "bench/locomo.py --keep DIR or bench/agentmem.py --home DIR")
+    models = json.loads((data / "models" / "models.json").read_text())
+    name = models["current"]
     store = Store.open(data / "db0.sqlite3", readonly=True)
     row = store.conn.execute("SELECT model_id, dim FROM embed_models WHERE name=?",
                              (name,)).fetchone()
     if row is None:
         raise SystemExit(f"{home}: no vectors of {name}; build it with the bench first")
     mid, dim = int(row[0]), int(row[1])
-    query_model = sorted((data / "models" / "query").glob("*.gguf"))
-    if not query_model:
-        raise SystemExit(f"{home}: no query copy of the model (start its daemon once)")
-    vecs, floor = _query_vectors(query_model[0], texts, cache / f"{tag}.npz")
+    # The copy the daemon embeds queries with (made here as the daemon makes it, if missing).
+    path = Path(models["models"][name]["path"])
+    query_model = query_copy(path if path.is_absolute() else data / "models" / path,
+                             data / "models" / "query", list(UNRELATED))
+    vecs, floor = _query_vectors(query_model, texts, cache / f"{tag}.npz")
     by_text = dict(zip(texts, vecs, strict=True))
     with tempfile.TemporaryDirectory(prefix="db0ri") as tmp:
         shutil.copytree(data / "vectors" / f"model-{mid}", Path(tmp) / "v")
@@ -87,7 +92,9 @@ def _query_vectors(model: Path, texts: list[str], kept: Path) -> tuple[np.ndarra
         emb.close()
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     kept.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(kept, texts=np.asarray(texts), vecs=vecs, floor=floor, model=model.name)
+    part = kept.with_name(kept.name + ".part.npz")  # a killed run leaves no half-written cache
+    np.savez(part, texts=np.asarray(texts), vecs=vecs, floor=floor, model=model.name)
+    part.replace(kept)
     return vecs, floor
 
 
@@ -126,15 +133,19 @@ def _meta(result: dict[str, Any]) -> dict[str, Any]:
 
 def ask_agentmem(home: Path, cache: Path) -> list[dict[str, Any]]:
     _mems, qs = agentmem.load_data(agentmem.DATA)
+    if not (home / agentmem.IDS_FILE).exists():
+        raise SystemExit(f"{home}: no {agentmem.IDS_FILE}; build the home with "
+                         "bench/agentmem.py --home DIR")
     ids = json.loads((home / agentmem.IDS_FILE).read_text())["ids"]
     rows = []
+    login = _owner(home)  # the user of a question that names none: who imported
     with opened(home, [q["question"] for q in qs], cache, "agentmem", agentmem.K) as ask:
         store = Store.open(home / "data" / "db0.sqlite3", readonly=True)
         try:
             for q in qs:
                 c = q["context"]
-                ctx = Context(str(c.get("user") or _owner(home)), str(c.get("agent") or
-                              "default"), c.get("session"), c.get("task"))
+                ctx = Context(str(c.get("user") or login), str(c.get("agent") or "default"),
+                              c.get("session"), c.get("task"))
                 lineage = sessions.lineage(store.conn, ctx.session) if ctx.session else ()
                 if lineage:
                     ctx = Context(ctx.user, ctx.agent, ctx.session, ctx.task, lineage)
