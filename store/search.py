@@ -286,9 +286,24 @@ def _indexed_candidates(store: Store, ctx: Context, plain: str, filters: Filters
     # to its matches: past KEYWORD_SCAN matches, the most recent KEYWORD_SCAN are ranked (FTS5
     # walks its doclists from a rowid, so the cut costs KEYWORD_SCAN steps, not the matches).
     # Scopes that hold fewer memories than that cannot have more matches: no cut to look for.
+    # The store's newest KEYWORD_SCAN matches come first, whoever may see them: when at least
+    # `limit` of their best SPARE x `limit` are visible (an unscoped recall sees the user's
+    # scope, which holds most memories), the best visible ones are the answer. Only otherwise
+    # is the cut made within the visible partitions, with the partition phrase, which walks a
+    # big scope's doclist over the whole window (docs/performance.md, "Work that grows with
+    # the store").
     big = _holds_more(store, ctx, filters.scopes, KEYWORD_SCAN)
     since = bound = None
-    if big and _newest(store, plain, KEYWORD_SCAN) is not None:
+    newest = _newest(store, plain, KEYWORD_SCAN) if big else None
+    if newest is not None:
+        window = [(int(r), float(s)) for r, s in store.conn.execute(
+            "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
+            f"WHERE memories_fts MATCH ? AND memories_fts.rowid >= {int(newest)} "
+            "ORDER BY s DESC LIMIT ?", (plain, SPARE * limit))]
+        seen = _passing(store, where, args, [r for r, _ in window])
+        visible = [(r, s) for r, s in window if r in seen]
+        if len(visible) >= limit:
+            return visible[:limit], False
         since = _newest(store, match, KEYWORD_SCAN)
         bound = _newest(store, plain, SPARE * KEYWORD_SCAN)
     # The partition phrase only narrows what is matched: its column weighs 0, so bm25 gives a

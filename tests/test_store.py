@@ -243,10 +243,13 @@ def test_feedback_words_find_what_the_first_hit_names(tmp_path: Path,
 @given(data=st.data())
 def test_keyword_candidates_are_the_best_of_the_newest_visible_matches(
         tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
-    """keyword_candidates against its definition, computed the slow way: the `limit` best
-    (bm25) of the KEYWORD_SCAN newest matches the context may see, whichever way it ranks
-    them (a big visible scope is ranked without its partition phrase, visibility checked
-    after, batch by batch; the best rows may all belong to someone else)."""
+    """keyword_candidates against its definition, computed the slow way. Past KEYWORD_SCAN
+    matches in a big visible scope: the `limit` best (bm25) visible ones of the store's
+    KEYWORD_SCAN newest matches, when `limit` of the best SPARE x `limit` of those are
+    visible; else the `limit` best of the KEYWORD_SCAN newest matches the context may see,
+    whichever way it ranks them (a big visible scope is ranked without its partition
+    phrase, visibility checked after, batch by batch; the best rows may all belong to
+    someone else)."""
     import random
 
     rng = random.Random(data.draw(st.integers(0, 10**6)))
@@ -277,12 +280,35 @@ def test_keyword_candidates_are_the_best_of_the_newest_visible_matches(
             "SELECT m.rid, -bm25(memories_fts, 1.0, 0.0) FROM memories_fts JOIN memories m "
             f"ON m.rid = memories_fts.rowid WHERE memories_fts MATCH ? AND {where} "
             "ORDER BY m.rid DESC", [plain, *args]).fetchall()
-        newest = every[:scan]
-        want = sorted(newest, key=lambda r: -r[1])[:limit]
-        assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-9)
-        cut = want[-1][1] if want else None
-        assert {r for r, s in got if s != cut} == {r for r, s in want if s != cut}
-        assert all(r in {x for x, _ in newest} for r, _ in got)
+        seen = {r for r, _ in every}
+
+        def best_of(rows: list[Any]) -> bool:
+            want = sorted(rows, key=lambda r: -r[1])[:limit]
+            cut = want[-1][1] if want else None
+            return ([s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-9)
+                    and {r for r, s in got if s != cut} == {r for r, s in want if s != cut}
+                    and all(r in {x for x, _ in rows} for r, _ in got))
+
+        # The store's newest `scan` matches, whoever may see them (in a big visible scope):
+        # which of them a batch of SPARE x limit holds is open only among equal scores.
+        store_wide = store.conn.execute(
+            "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) FROM memories_fts "
+            "WHERE memories_fts MATCH ? ORDER BY rowid DESC", [plain]).fetchall()
+        big = dbmod.scalar(store.conn, f"SELECT count(*) FROM memories m WHERE {where}",
+                           args) > scan
+        if not big or len(store_wide) < scan:
+            assert best_of(every[:scan])
+        else:
+            window = [r for r in store_wide[:scan] if r[0] in seen]
+            edge = sorted(store_wide[:scan], key=lambda r: -r[1])[:search.SPARE * limit][-1][1]
+            surely = sum(s > edge for _, s in window) >= limit  # in the batch whatever the order
+            maybe = sum(s >= edge for _, s in window) >= limit
+            if surely:
+                assert best_of(window)
+            elif not maybe:
+                assert best_of(every[:scan])
+            else:
+                assert best_of(window) or best_of(every[:scan])
     finally:
         search.KEYWORD_SCAN, search.PRUNE_MIN_ROWS = old
 
