@@ -146,6 +146,17 @@ def recall_latency(home: str, runs: int, k: int) -> dict[str, Any]:
             raise SystemExit("the embedder did not get ready in 10 minutes")
         time.sleep(0.2)
     ready_s = time.perf_counter() - t
+    # A big partition's HNSW graph is built in the background after a start that found none
+    # (the store grew with the daemon stopped): until then its rows are scanned exactly, and
+    # the build takes a core. Recall is timed once it is done, as a daemon runs for weeks.
+    while True:
+        ix = c.call("model.status", {}).get("index") or {}
+        if not ix.get("graphs_owed") and not ix.get("building_graphs"):
+            break
+        if time.perf_counter() - t > 3600:
+            raise SystemExit("the index's graphs were not built in an hour")
+        time.sleep(0.5)
+    graphs_s = time.perf_counter() - t
     rng = random.Random(3)
     for _ in range(5):  # warm: the index loads at start, the first queries page it in
         c.call("memory.recall", {"query": rng.choice(QUERIES), "k": k})
@@ -161,6 +172,7 @@ def recall_latency(home: str, runs: int, k: int) -> dict[str, Any]:
     st = c.call("daemon.status", {})
     c.close()
     return {"memories": st["memories"], "ready_after_start_s": round(ready_s, 2),
+            "graphs_built_after_start_s": round(graphs_s, 2),
             "server": summary(server),
             "round_trip": summary(roundtrip), "queries_with_vector_hits": vec_hits,
             "searching_with": st.get("embedder", {}).get("searching_with")}
