@@ -66,7 +66,10 @@ CONNECTIVITY = 16        # HNSW M
 EXPANSION_ADD = 128      # HNSW efConstruction
 # HNSW ef at search grows with the graph: size / 900, between these, chosen with
 # bench/vector_index.py to keep recall@10 near 0.98 on MiniLM vectors (docs/performance.md).
-EXPANSION_SEARCH = 128
+# The floor is for clustered near-copies (one meaning stored hundreds of times over): their
+# neighbour lists point inside the cluster, and a narrower beam can miss the query's cluster
+# altogether (docs/performance.md, "Keyword and vector search").
+EXPANSION_SEARCH = 512
 EXPANSION_MAX = 1_100
 GRAPH_SLACK = 0.03       # assumed error of the graph's int8 cosine, for the re-scoring cut
 FORMAT = 1
