@@ -8,8 +8,10 @@ latency (query embedding included) at 10,000 and 100,000 memories, median and p9
    are the embedded ones with a few extra words, and their vectors the embedded vectors plus a
    little noise (embedding 100,000 texts through the model would take ~10 minutes and measures
    nothing the first step does not; the search cost does not depend on the values).
-3. The daemon is restarted (it loads the vectors into its index) and `--queries` recalls of
-   new sentences (embedded per query, never cached) are timed by the daemon (`took_ms`).
+3. The daemon is restarted (it loads the vectors into its index; a partition over
+   `vecindex.BIG` gets its graph in the background, which is waited for) and `--queries`
+   recalls of new sentences (embedded per query, never cached) are timed by the daemon
+   (`took_ms`).
 
 Prints one JSON document. Usage: python bench/embed_recall_speed.py [--sizes 10000,100000]
 What was tried before the vectors were held in memory (sqlite-vec's vec0): docs/performance.md.
