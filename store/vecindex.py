@@ -63,7 +63,7 @@ GRAPH_STALE = 0.05       # a graph missing this share of its partition is rebuil
 GRAPH_STALE_MIN = 2_000  # ... but not for fewer rows than this
 REBUILD_BEHIND = 50_000  # open() rebuilds rather than replays more changes than this (or half)
 CONNECTIVITY = 16        # HNSW M
-EXPANSION_ADD = 128      # HNSW efConstruction
+EXPANSION_ADD = 256      # HNSW efConstruction (why 256: docs/diy-compare.md, seventeenth round)
 # HNSW ef at search grows with the graph: size / 900, between these, chosen with
 # bench/vector_index.py to keep recall@10 near 0.98 on MiniLM vectors (docs/performance.md).
 # The floor is for clustered near-copies (one meaning stored hundreds of times over): their
