@@ -296,12 +296,7 @@ def _indexed_candidates(store: Store, ctx: Context, plain: str, filters: Filters
     since = bound = None
     newest = _newest(store, plain, KEYWORD_SCAN) if big else None
     if newest is not None:
-        window = [(int(r), float(s)) for r, s in store.conn.execute(
-            "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
-            f"WHERE memories_fts MATCH ? AND memories_fts.rowid >= {int(newest)} "
-            "ORDER BY s DESC LIMIT ?", (plain, SPARE * limit))]
-        seen = _passing(store, where, args, [r for r, _ in window])
-        visible = [(r, s) for r, s in window if r in seen]
+        visible = _best_visible(store, plain, newest, where, args, limit, one_batch=True)
         if len(visible) >= limit:
             return visible[:limit], False
         since = _newest(store, match, KEYWORD_SCAN)
@@ -312,22 +307,10 @@ def _indexed_candidates(store: Store, ctx: Context, plain: str, filters: Filters
     # partitions are big and the plain match holds at most SPARE times the rows to rank (past
     # the cut), the plain match is ranked and visibility checked from the best down, a batch
     # at a time, until `limit` visible rows are found: the same rows, the same scores.
-    recent = "" if since is None else f"AND memories_fts.rowid >= {int(since)} "
     if big and (bound is None or (since is not None and bound <= since)):
-        ranked = store.conn.execute(
-            "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
-            f"WHERE memories_fts MATCH ? {recent}ORDER BY s DESC", (plain,))
-        kept: list[tuple[int, float]] = []
-        batch = SPARE * limit
-        while len(kept) < limit:
-            best = [(int(r), float(s)) for r, s in itertools.islice(ranked, batch)]
-            ok = _passing(store, where, args, [r for r, _ in best])
-            kept += [(r, s) for r, s in best if r in ok]
-            if len(best) < batch:
-                break
-            batch *= 4
-        ranked.close()
+        kept = _best_visible(store, plain, since, where, args, limit)
         return kept[:limit], since is None and len(kept) < limit
+    recent = "" if since is None else f"AND memories_fts.rowid >= {int(since)} "
     rows = store.conn.execute(
         f"SELECT m.rid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
         "JOIN memories m ON m.rid = memories_fts.rowid "
@@ -335,6 +318,30 @@ def _indexed_candidates(store: Store, ctx: Context, plain: str, filters: Filters
         [match, *args, limit]).fetchall()
     return ([(int(r), float(s)) for r, s in rows],  # type: ignore[arg-type]
             since is None and len(rows) < limit)
+
+
+def _best_visible(store: Store, plain: str, since: int | None, where: str, args: list[Any],
+                  limit: int, one_batch: bool = False) -> list[tuple[int, float]]:
+    """(rid, bm25) of the plain match (from rowid `since`) ranked best first, visibility
+    checked a batch at a time (SPARE x `limit` rows, then four times as many each time) until
+    `limit` visible rows are found or every match is looked at; with `one_batch`, only the
+    first batch is ranked and looked at."""
+    recent = "" if since is None else f"AND memories_fts.rowid >= {int(since)} "
+    batch = SPARE * limit
+    ranked = store.conn.execute(
+        "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) AS s FROM memories_fts "
+        f"WHERE memories_fts MATCH ? {recent}ORDER BY s DESC LIMIT ?",
+        (plain, batch if one_batch else -1))
+    kept: list[tuple[int, float]] = []
+    while len(kept) < limit:
+        best = [(int(r), float(s)) for r, s in itertools.islice(ranked, batch)]
+        ok = _passing(store, where, args, [r for r, _ in best])
+        kept += [(r, s) for r, s in best if r in ok]
+        if one_batch or len(best) < batch:
+            break
+        batch *= 4
+    ranked.close()
+    return kept
 
 
 def _newest(store: Store, match: str, n: int) -> int | None:
