@@ -593,12 +593,17 @@ class VecIndex:
         outside a graph are scanned exactly): `persist(graphs=True)` would build."""
         if _usearch() is None:
             return False
-        b = self.base
-        sizes = np.diff(b.starts)
-        for pid in np.flatnonzero(sizes > BIG).tolist():
+        b, d = self.base, self.delta
+        n = d.n  # rows added meanwhile are for the next look
+        # The rows not written to the file yet count too (a partition that grew past BIG since
+        # the last persist): none of them is in a graph.
+        added = np.bincount(d.pids[:n][~d.dead[:n]], minlength=len(b.starts) - 1)
+        sizes = np.zeros(len(added), np.int64)
+        sizes[:len(b.starts) - 1] = np.diff(b.starts)
+        for pid in np.flatnonzero(sizes + added > BIG).tolist():
             lo, hi = b.span(pid)
-            missing = int(((b.in_graph[lo:hi] == 0) & ~b.dead[lo:hi]).sum())
-            if missing > max(GRAPH_STALE_MIN, GRAPH_STALE * (hi - lo)):
+            missing = int(((b.in_graph[lo:hi] == 0) & ~b.dead[lo:hi]).sum()) + int(added[pid])
+            if missing > max(GRAPH_STALE_MIN, GRAPH_STALE * (hi - lo + added[pid])):
                 return True
         return False
 

@@ -201,6 +201,23 @@ def test_a_graph_reaches_the_cluster_of_near_copies_a_query_is_in(
     assert missed <= 2, missed  # of 200; a beam of 128 missed 12
 
 
+def test_a_partition_grown_past_big_before_a_persist_is_owed_its_graph(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows added since the file was written count: a partition that grew past BIG in the
+    index's memory is owed its graph at once, not after the next rows-only persist."""
+    pytest.importorskip("usearch")
+    monkeypatch.setattr(vecindex, "BIG", 500)
+    monkeypatch.setattr(vecindex, "GRAPH_STALE_MIN", 100)
+    mid = fill(store, {("user", "u"): 400})
+    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    assert not idx.graphs_owed()
+    rng = np.random.default_rng(3)
+    idx.add(list(range(10_000_000, 10_000_300)), unit(rng, 300), [("user", "u")] * 300)
+    assert idx.graphs_owed()
+    idx.persist()
+    assert idx.graphs and not idx.graphs_owed()
+
+
 def test_graph_is_extended_in_place(store: Store, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Past GRAPH_STALE, a persist adds the new rows to the old graph and drops the keys whose
