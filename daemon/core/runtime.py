@@ -229,11 +229,12 @@ class Runtime:
     def open(self) -> None:
         """Open the write connection (migrating the schema), the writer and the readers."""
         self.store = Store.open(self.paths.db_file, durability=self.config.store.durability)
-        # Commits only append to the WAL; the checkpointer's thread copies it into the file.
-        self.store.conn.execute("PRAGMA wal_autocheckpoint=0")
-        self.checkpointer = Checkpointer(self.paths.db_file)
-        self.checkpointer.start()
         self.writer = Writer(self.store)
+        # Commits only append to the WAL; the checkpointer's thread copies it into the file,
+        # and resets it between two commits (the writer's hold).
+        self.checkpointer = Checkpointer(self.paths.db_file, hold=self.writer.hold)
+        self.checkpointer.configure_writer(self.store.conn)
+        self.checkpointer.start()
         self.writer.start()
         from db0.store import write
 

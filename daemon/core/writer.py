@@ -41,6 +41,12 @@ under way.
 
 After a group commits, the leader calls `after_commit` with each successful job's result,
 outside the transaction (the embedder's queue listens there).
+
+Holds: `hold(fn)` runs `fn` (not in a transaction: the checkpointer's WAL reset, on its own
+connection) between two commits, with the lead taken so that no commit starts meanwhile. It
+comes before the queued callers at the next hand-over, and they wait for it in the process, on
+their own locks, rather than in SQLite's busy handler (which sleeps 1, 2, 5 ms and more, for a
+hold of a millisecond or two).
 """
 
 from __future__ import annotations
@@ -96,6 +102,7 @@ class Writer:
         self._coming = 0  # announced requests whose job is not queued yet
         self._last = 1  # rerunnable jobs in the last commit a request thread led
         self._leading = False
+        self._holds: deque[threading.Lock] = deque()  # `hold` callers waiting for the lead
         self._stopped = False
         self._kick = threading.Event()
         self._closing = False
@@ -226,8 +233,13 @@ class Writer:
                 self._hand_over()
 
     def _hand_over(self) -> None:
-        """Under the lock, after a commit: the first queued caller that may lead leads the
-        next commit (woken alone); only background jobs queued: the writer's thread leads."""
+        """Under the lock, after a commit: a `hold` waiting takes the lead first; else the
+        first queued caller that may lead leads the next commit (woken alone); only background
+        jobs queued: the writer's thread leads."""
+        if self._holds:
+            self._leading = True  # reserved for the hold, as for a caller below
+            self._holds.popleft().release()
+            return
         if not self._q:
             self._cv.notify_all()  # `stop` waits for an empty queue
             return
@@ -306,6 +318,32 @@ class Writer:
         if waiting and not self._unindexed:
             self._unindexed = True
             self._kick.set()
+
+    def hold(self, fn: Callable[[], T]) -> T:
+        """Run `fn` while no commit is under way: after the one under way (if any) and before
+        the queued ones, which start once it returns. Once the writer has stopped no commit
+        comes any more, and `fn` runs at once."""
+        waiter = threading.Lock()
+        waiter.acquire()
+        with self._cv:
+            if self._stopped and not self._leading and not self._q:
+                held = False
+            elif self._leading:
+                self._holds.append(waiter)
+                held = True
+            else:
+                self._leading = True
+                held = True
+                waiter.release()
+        if not held:
+            return fn()
+        waiter.acquire()  # released by `_hand_over` once the lead is this caller's
+        try:
+            return fn()
+        finally:
+            with self._cv:
+                self._leading = False
+                self._hand_over()
 
     @property
     def busy(self) -> bool:
@@ -445,28 +483,46 @@ def _rollback(conn: Any) -> bool:
 class Checkpointer:
     """Moves committed pages from the WAL into the database file on its own thread and its own
     connection, so no commit waits for that copy and its fsync (the writer's connection has
-    SQLite's automatic checkpoint turned off). PASSIVE: it never blocks a writer or a reader,
-    it copies what it can and tries again later.
+    SQLite's automatic checkpoint turned off: `configure_writer`). PASSIVE: it never blocks a
+    writer or a reader, it copies what it can and tries again later.
 
     Rule: the WAL is bounded. SQLite writes the WAL from its start again only when a commit
     begins with every frame copied and no reader inside the WAL, which a steady stream of
     writes never leaves room for: it grows by every commit (gigabytes a minute) for as long as
-    the writes go on. Past `wal_limit` the copy is a TRUNCATE: it waits (at most `wait_ms`,
-    holding new commits back meanwhile) for the readers to move to the newest snapshot, copies
-    the few frames the last PASSIVE left and empties the file; when readers keep it waiting,
-    it gives up and tries again at the next interval."""
+    the writes go on. Past `wal_limit` the copy is a RESTART: it holds new commits back (through
+    the writer's `hold`, given as `hold`, so they wait in the process and not in SQLite's busy
+    handler), waits at most `wait_ms` for the readers to move to the newest snapshot and copies
+    the few frames the last PASSIVE left; the next commit then writes the WAL from its start,
+    over the frames already copied, and cuts the file back to `keep` bytes (the writer's
+    `journal_size_limit`). A RESTART, not a TRUNCATE: the file's blocks are written over, not
+    freed and allocated again (docs/bench-issue-17-writes.md, twelfth round). When readers keep
+    it waiting, it gives up and tries again at the next interval."""
 
     def __init__(self, path: Any, wal_bytes: int = 8 << 20, interval: float = 0.5,
-                 wal_limit: int = 64 << 20, wait_ms: int = 100) -> None:
+                 wal_limit: int = 64 << 20, wait_ms: int = 100,
+                 hold: Callable[[Callable[[], Any]], Any] | None = None) -> None:
         self.path = path
         self.wal_bytes = wal_bytes
         self.wal_limit = wal_limit
         self.wait_ms = wait_ms
         self.interval = interval
+        self.hold = hold
         self.checkpoints = 0
-        self.truncations = 0
+        self.restarts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="db0-checkpoint", daemon=True)
+
+    @property
+    def keep(self) -> int:
+        """The WAL's size once written from its start again: what one interval of commits
+        adds past `wal_limit` stays allocated, a larger WAL (a big import's) is cut back."""
+        return 2 * self.wal_limit
+
+    def configure_writer(self, conn: Any) -> None:
+        """The write connection's side of the rule: no automatic checkpoint (this thread
+        copies), and a WAL written from its start again cut back to `keep` bytes."""
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={self.keep}")
 
     def start(self) -> None:
         self._thread.start()
@@ -484,7 +540,11 @@ class Checkpointer:
 
         wal = f"{self.path}-wal"
         conn = dbmod.connect(self.path, migrate=False)
-        conn.set_busy_timeout(self.wait_ms)  # only TRUNCATE waits; PASSIVE never does
+        conn.set_busy_timeout(self.wait_ms)  # only RESTART waits; PASSIVE never does
+
+        def restart() -> list[Any]:
+            return list(conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall())
+
         try:
             while not self._stop.wait(self.interval):
                 try:
@@ -493,8 +553,8 @@ class Checkpointer:
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                         self.checkpoints += 1
                     if size >= self.wal_limit:
-                        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-                        self.truncations += not (busy and busy[0][0])
+                        busy = self.hold(restart) if self.hold else restart()
+                        self.restarts += not (busy and busy[0][0])
                 except OSError:
                     continue
                 except apsw.BusyError:
