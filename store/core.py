@@ -200,12 +200,25 @@ def full_text_tail(conn: apsw.Connection) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+# FTS5 writes out the terms a statement adds each time they fill `hashsize` bytes (1 MiB by
+# default), as a segment that it merges with the others later: an import's flush of hundreds of
+# thousands of memories wrote hundreds of small segments and merged them. A flush of at least
+# FTS_BULK rows first raises the store's hashsize to FTS_HASH_BYTES (it stays: only statements
+# that add that much text reach it), so it writes a few large segments
+# (docs/bench-issue-17-writes.md, twelfth round).
+FTS_BULK = 10_000
+FTS_HASH_BYTES = 16 << 20
+
+
 def flush_full_text(conn: apsw.Connection) -> int:
     """Index the full text of every memory above the mark in one statement and move the mark
     past them (in the caller's write transaction); how many rids it covered."""
     mark, top = full_text_tail(conn)
     if top <= mark:
         return 0
+    if top - mark >= FTS_BULK:
+        conn.execute("INSERT INTO memories_fts(memories_fts, rank) VALUES ('hashsize', ?)",
+                     (FTS_HASH_BYTES,))
     conn.execute("INSERT INTO memories_fts(rowid, content, part) "
                  "SELECT rid, content, part FROM memories WHERE rid > ?", (mark,))
     conn.execute("UPDATE fts_lag SET mark = ?", (top,))

@@ -1090,6 +1090,42 @@ def test_memories_waiting_for_their_full_text_rank_as_they_will_once_indexed(
     check()
 
 
+def test_a_bulk_flush_of_the_full_text_takes_a_large_hash_and_indexes_every_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush of at least FTS_BULK waiting memories raises FTS5's hashsize first, so it
+    writes fewer, larger segments; whatever the size, every memory is indexed (FTS5's
+    integrity check) and found. A smaller flush leaves the setting alone. The control: the
+    same flush with a tiny hash writes more pages of segments."""
+    monkeypatch.setattr(core, "FTS_BULK", 500)
+
+    def flushed(name: str, n: int, hash_bytes: int) -> tuple[int, dict[str, object]]:
+        monkeypatch.setattr(core, "FTS_HASH_BYTES", hash_bytes)
+        store = Store.open(tmp_path / name)
+        store.fts_lag = 1 << 30  # everything waits for the one flush below
+        with store.transaction():
+            write.remember_many(store, Context("u"), [write.prepare(
+                {"content": f"bulk heron {i} word{i % 97} other{i % 13} marsh"}, where=f"l{i}")
+                for i in range(n)])
+        with store.transaction():
+            assert core.flush_full_text(store.conn) == n
+        store.conn.execute("INSERT INTO memories_fts(memories_fts, rank) "
+                           "VALUES ('integrity-check', 1)")
+        assert dbmod.scalar(store.conn, "SELECT count(*) FROM memories_fts WHERE "
+                            "memories_fts MATCH 'heron'") == n
+        pages = int(dbmod.scalar(store.conn, "SELECT count(*) FROM memories_fts_data"))
+        config = dict(store.conn.execute("SELECT k, v FROM memories_fts_config").fetchall())
+        store.close()
+        return pages, config
+
+    _, config = flushed("a.sqlite3", 400, 16 << 20)
+    assert "hashsize" not in config
+    big, config = flushed("b.sqlite3", 3000, 16 << 20)
+    assert config["hashsize"] == 16 << 20
+    tiny, config = flushed("c.sqlite3", 3000, 4 << 10)
+    assert config["hashsize"] == 4 << 10
+    assert tiny > big, (tiny, big)
+
+
 def test_a_writer_that_stopped_with_memories_waiting_leaves_them_to_the_next_open(
         tmp_path: Path) -> None:
     """A daemon killed (or stopped) while new memories wait for their full text leaves them
