@@ -46,7 +46,7 @@ PRIVATE = re.compile(r"<private>.*?(?:</private>|\Z)", re.S | re.I)
 # and that `maybe_secret` redacts as this list alone does).
 MAYBE = ("-----begin", "akia", "asia", "abia", "acca", "aws", "ghp_", "gho_", "ghu_", "ghs_",
          "ghr_", "github_pat_", "glpat-", "xox", "hooks.slack", "sk-", "aiza", "k_live_",
-         "k_test_", "eyj", "://", "pass", "pwd", "secret", "apikey", "api_key", "token",
+         "k_test_", "eyj", "://", "passw", "pwd", "secret", "apikey", "api_key", "token",
          "<private")
 # The same needs, for an ASCII text, each under a character every literal of its group holds
 # (most texts lack it, so its literals are not searched): the case-sensitive patterns' own
@@ -55,7 +55,7 @@ MAYBE = ("-----begin", "akia", "asia", "abia", "acca", "aws", "ghp_", "gho_", "g
 # ("://") are implied by others; every format with a dash has it in its literal (slack's
 # xox?- too).
 _UNDERSCORE = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "k_live_", "k_test_")
-_ASSIGNED = ("://", "pass", "pwd", "secret", "apikey", "api_key", "token")
+_ASSIGNED = ("://", "passw", "pwd", "secret", "apikey", "api_key", "token")
 
 
 def maybe_secret(text: str) -> bool:
