@@ -57,6 +57,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, TypeVar
 
 from db0.store.core import Store, flush_full_text
@@ -495,8 +496,9 @@ class Checkpointer:
     the few frames the last PASSIVE left; the next commit then writes the WAL from its start,
     over the frames already copied, and cuts the file back to `keep` bytes (the writer's
     `journal_size_limit`). A RESTART, not a TRUNCATE: the file's blocks are written over, not
-    freed and allocated again (docs/bench-issue-17-writes.md, twelfth round). When readers keep
-    it waiting, it gives up and tries again at the next interval."""
+    freed and allocated again (docs/bench-issue-17-writes.md, twelfth round); only a WAL past
+    `keep` (a big import's) is emptied, since no commit may come to cut it back. When readers
+    keep it waiting, it gives up and tries again at the next interval."""
 
     def __init__(self, path: Any, wal_bytes: int = 8 << 20, interval: float = 0.5,
                  wal_limit: int = 64 << 20, wait_ms: int = 100,
@@ -514,9 +516,10 @@ class Checkpointer:
 
     @property
     def keep(self) -> int:
-        """The WAL's size once written from its start again: what one interval of commits
-        adds past `wal_limit` stays allocated, a larger WAL (a big import's) is cut back."""
-        return 2 * self.wal_limit
+        """The WAL's size once written from its start again: what one interval of a steady
+        stream of commits adds past `wal_limit` stays allocated, a larger WAL (a big
+        import's) is cut back."""
+        return 4 * self.wal_limit
 
     def configure_writer(self, conn: Any) -> None:
         """The write connection's side of the rule: no automatic checkpoint (this thread
@@ -542,8 +545,8 @@ class Checkpointer:
         conn = dbmod.connect(self.path, migrate=False)
         conn.set_busy_timeout(self.wait_ms)  # only RESTART waits; PASSIVE never does
 
-        def restart() -> list[Any]:
-            return list(conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall())
+        def reset(mode: str) -> list[Any]:
+            return list(conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall())
 
         try:
             while not self._stop.wait(self.interval):
@@ -553,7 +556,10 @@ class Checkpointer:
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                         self.checkpoints += 1
                     if size >= self.wal_limit:
-                        busy = self.hold(restart) if self.hold else restart()
+                        # past `keep` (a big transaction's WAL) nothing may be left: if no
+                        # commit came after, the writer's cut-back would never happen
+                        mode = "TRUNCATE" if size > self.keep else "RESTART"
+                        busy = self.hold(partial(reset, mode)) if self.hold else reset(mode)
                         self.restarts += not (busy and busy[0][0])
                 except OSError:
                     continue
