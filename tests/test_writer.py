@@ -527,6 +527,9 @@ def test_a_hold_runs_between_two_commits_before_the_queued_ones(w: Writer,
     assert order == ["hold", "held", "after"]
     assert _seen(tmp_path) == {"after"}
     assert w.hold(lambda: 7) == 7  # idle: at once
+    w.stop()
+    assert w.hold(lambda: 8) == 8  # stopped: at once, without the lead
+    assert not w.busy
 
 
 def test_run_many_commits_its_jobs_together_and_each_fails_alone(w: Writer,

@@ -324,21 +324,21 @@ class Writer:
         """Run `fn` while no commit is under way: after the one under way (if any) and before
         the queued ones, which start once it returns. Once the writer has stopped no commit
         comes any more, and `fn` runs at once."""
-        waiter = threading.Lock()
-        waiter.acquire()
+        waiter: threading.Lock | None = None
         with self._cv:
-            if self._stopped and not self._leading and not self._q:
-                held = False
+            idle = self._stopped and not self._leading and not self._q
+            if idle:
+                pass  # nothing can start a commit any more
             elif self._leading:
+                waiter = threading.Lock()
+                waiter.acquire()
                 self._holds.append(waiter)
-                held = True
             else:
                 self._leading = True
-                held = True
-                waiter.release()
-        if not held:
+        if idle:
             return fn()
-        waiter.acquire()  # released by `_hand_over` once the lead is this caller's
+        if waiter is not None:
+            waiter.acquire()  # released by `_hand_over` once the lead is this caller's
         try:
             return fn()
         finally:
