@@ -1,8 +1,8 @@
 """Issue 17, target 3: where a `db0 import` line's daemon-side CPU goes, in process.
 
 The store API only, as the daemon's import requests run it: the wire JSON of each batch
-decoded, `prepare` per line, `stage` per batch of 10,000 and `commit_import` with the last
-batch, each in its own transaction, into a fresh store (or one with --pre memories). Prints the
+decoded, `prepare` per line, `Staging.stage` per batch of 10,000 (in memory) and
+`commit_import` with the last batch in one transaction, into a fresh store (or one with --pre memories). Prints the
 process CPU per line of each phase (and of the whole).
 
 Usage: python bench/import_phases.py [--lines 100000] [--pre 0] [--profile]
@@ -57,6 +57,7 @@ def main() -> int:
         cpu = dict.fromkeys(("decode", "prepare", "stage", "commit"), 0.0)
         t_all = time.process_time()
         iid = "bench"
+        staging = write.Staging()
         for i in range(0, args.lines, args.batch):
             last = i + args.batch >= args.lines
             t = time.process_time()
@@ -69,8 +70,7 @@ def main() -> int:
             cpu["prepare"] += time.process_time() - t
             t = time.process_time()
             if not last:
-                with store.transaction():
-                    write.stage(store, iid, i + 1, ps)
+                staging.stage(iid, i + 1, ps)
                 cpu["stage"] += time.process_time() - t
                 continue
             if args.profile:
@@ -85,7 +85,7 @@ def main() -> int:
                     sql[k] = sql.get(k, 0.0) + ns / 1e9
                 store.conn.set_profile(seen)
             with store.transaction():
-                out, _ = write.commit_import(store, ctx, iid, ps, args.lines)
+                out, _ = write.commit_import(store, ctx, iid, staging.take(iid), ps, args.lines)
             store.conn.set_profile(None)
             for k, v in sorted(sql.items(), key=lambda kv: -kv[1])[:14]:
                 print(f"  {v * 1e6 / args.lines:6.2f} us/line  {k}")

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import marshal
 import re
+import threading
 import time
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any
 
 from db0.store import db as dbmod
 from db0.store import secrets
@@ -473,52 +474,84 @@ def _store_one(store: Store, ctx: Context, item: dict[str, Any], *,
 
 # -- imports staged batch by batch, committed at once ---------------------------------------------
 
-# A staged batch is one row: its key `n` is its first line number times 2**20 plus its number of
-# lines (so rows order by first line, and counting an import's lines reads no blob: SQLite loads
-# a blob whole, even for substr, and each batch would read all before it again), its `item` the
-# marshal of its [(item, redacted), ...]. Marshal is many times faster than JSON and one load
-# per batch instead of per line; staged rows live only until their import commits or the daemon
-# restarts (every start deletes them), so the format never outlives the Python that wrote it.
-_LINES_BITS = 20
-_LINES_MASK = (1 << _LINES_BITS) - 1
+class Staging:
+    """Imports staged batch by batch: checked, kept in the daemon's memory, invisible to every
+    read, until the batch that commits them all in one transaction. They never reach the
+    database, so a stop or a crash loses them whole, like a client that lost its daemon: the
+    commit that follows (`expect`) then keeps none. An import whose client sent nothing for
+    `idle` seconds is dropped (`clear`).
+
+    A batch is kept as the marshal of its [(item, redacted), ...], under its first line number
+    (a batch sent again replaces itself): a few hundred bytes a line, nothing for the cyclic
+    collector to walk, one load per batch. Marshal is many times faster than JSON, and a staged
+    batch never outlives the Python that wrote it. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._imports: dict[str, _Staged] = {}
+
+    def stage(self, import_id: str, first: int, ps: list[Prepared]) -> int:
+        """Keep a batch of an import, whose first line is `first`; how many lines the import
+        now has staged."""
+        blob = marshal.dumps([(p.item, p.redacted) for p in ps])
+        with self._lock:
+            imp = self._imports.setdefault(import_id, _Staged())
+            old = imp.batches.get(first)
+            imp.lines += len(ps) - (old[0] if old else 0)
+            imp.batches[first] = (len(ps), blob)
+            imp.touched = time.monotonic()
+            return imp.lines
+
+    def take(self, import_id: str) -> list[tuple[dict[str, Any], dict[str, int]]]:
+        """An import's staged lines in line order, no longer staged."""
+        with self._lock:
+            imp = self._imports.pop(import_id, None)
+        staged: list[tuple[dict[str, Any], dict[str, int]]] = []
+        if imp is not None:
+            for first in sorted(imp.batches):
+                staged += marshal.loads(imp.batches.pop(first)[1])
+        return staged
+
+    def drop(self, import_id: str) -> int:
+        """Drop an import's staged lines; how many there were."""
+        with self._lock:
+            imp = self._imports.pop(import_id, None)
+        return imp.lines if imp else 0
+
+    def clear(self, idle: float) -> int:
+        """Drop the imports whose last batch came more than `idle` seconds ago; how many lines."""
+        cut = time.monotonic() - idle
+        with self._lock:
+            gone = [i for i, imp in self._imports.items() if imp.touched < cut]
+            return sum(self._imports.pop(i).lines for i in gone)
+
+    def lines(self) -> int:
+        """How many lines all imports have staged."""
+        with self._lock:
+            return sum(imp.lines for imp in self._imports.values())
 
 
-def _staged_lines(store: Store, import_id: str) -> int:
-    return int(dbmod.scalar(store.conn, f"SELECT coalesce(sum(n & {_LINES_MASK}), 0) FROM "
-                            "import_staging WHERE import_id=?", (import_id,)))
+@dataclass
+class _Staged:
+    batches: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    lines: int = 0
+    touched: float = 0.0
 
 
-def stage(store: Store, import_id: str, first: int, ps: list[Prepared]) -> int:
-    """Keep a batch of an import, invisible, as one row numbered by its first line `first`;
-    how many lines the import now has staged."""
-    if len(ps) > _LINES_MASK:
-        raise InvalidError(f"a staged batch holds at most {_LINES_MASK} lines, not {len(ps)}")
-    blob = marshal.dumps([(p.item, p.redacted) for p in ps])
-    store.conn.execute("INSERT OR REPLACE INTO import_staging(import_id, n, item, staged_ts) "
-                       "VALUES (?,?,?,?)", (import_id, first << _LINES_BITS | len(ps), blob,
-                                            time.time()))
-    return _staged_lines(store, import_id)
-
-
-def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepared],
+def commit_import(store: Store, ctx: Context, import_id: str,
+                  staged: list[tuple[dict[str, Any], dict[str, int]]], last: list[Prepared],
                   expect: int | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Every staged line of the import and the last batch, as memories, in this one
-    transaction; the staged rows go. Returns the results and what was redacted. With
-    `expect`, an import that lost staged lines (its daemon restarted) keeps none."""
-    staged: list[tuple[dict[str, Any], dict[str, int]]] = []
-    for (blob,) in store.conn.execute(
-            "SELECT item FROM import_staging WHERE import_id=? ORDER BY n", (import_id,)):
-        staged += marshal.loads(cast(bytes, blob))
+    """The `staged` lines of an import (`Staging.take`) and its last batch, as memories, in
+    this one transaction. Returns the results and what was redacted. With `expect`, an import
+    that lost staged lines (its daemon restarted) keeps none."""
     total = len(staged) + len(last)
     if expect is not None and total != expect:
-        store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
         raise InvalidError(f"the import was interrupted: {len(staged)} of its "
                            f"{expect - len(last)} staged lines were lost (the daemon "
                            "restarted); none of its lines were kept", "run the import again")
     items = [it for it, _ in staged] + [p.item for p in last]
     ensure_owners(store, ctx, list({it["scope"] for it in items}))
     results = _store_many(store, ctx, items, "import")
-    store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
     store.conn.execute("INSERT OR REPLACE INTO imports_done VALUES (?, ?, ?, ?)",
                        (import_id, total, sum(r["status"] == "stored" for r in results),
                         time.time()))
@@ -530,31 +563,11 @@ def commit_import(store: Store, ctx: Context, import_id: str, last: list[Prepare
     return results, redacted
 
 
-def abort_import(store: Store, import_id: str) -> int:
-    """Drop an import's staged lines; how many there were."""
-    n = _staged_lines(store, import_id)
-    store.conn.execute("DELETE FROM import_staging WHERE import_id=?", (import_id,))
-    return n
-
-
 def import_done(store: Store, import_id: str) -> dict[str, Any] | None:
     row = store.conn.execute("SELECT lines, stored, done_ts FROM imports_done WHERE import_id=?",
                              (import_id,)).fetchone()
     return None if row is None else {"lines": row[0], "stored": row[1], "done_at":
                                      now_iso(float(row[2]))}
-
-
-def clear_staging(store: Store, older_than: float | None = None) -> int:
-    """Drop staged lines of imports that can no longer commit: all of them at start (their
-    clients lost the daemon), or those idle longer than `older_than` seconds; how many lines."""
-    if older_than is None:
-        cur = store.conn.execute(f"DELETE FROM import_staging RETURNING n & {_LINES_MASK}")
-    else:
-        cur = store.conn.execute(
-            "DELETE FROM import_staging WHERE import_id IN (SELECT import_id FROM "
-            "import_staging GROUP BY import_id HAVING max(staged_ts) < ?) RETURNING "
-            f"n & {_LINES_MASK}", (time.time() - older_than,))
-    return sum(cast(int, c) for (c,) in cur.fetchall())
 
 
 # -- the rules, kept after another device's writes are merged ------------------------------------

@@ -15,6 +15,7 @@ from db0.store import core, search, write
 from db0.store import db as dbmod
 from db0.store.context import Context
 from db0.store.core import Store
+from db0.store.errors import InvalidError
 
 
 def test_op_log_in_the_same_transaction(tmp_path: Path) -> None:
@@ -611,40 +612,58 @@ def test_op_text_is_what_json_dumps_writes() -> None:
         assert core.new_op_json(state) == want
 
 
-def test_a_staged_import_is_one_row_a_batch_and_commits_like_one_batch(tmp_path: Path) -> None:
-    """Staged batches (one row each) commit with the same outcome as one remember_many of all
-    their lines: duplicates within the import and against stored memories, the redaction
-    totals, the counts abort and a start's cleanup report."""
+def test_a_staged_import_commits_like_one_batch_and_touches_no_row_before(
+        tmp_path: Path) -> None:
+    """Staged batches commit with the same outcome as one remember_many of all their lines, in
+    line order whatever order they came in: duplicates within the import and against stored
+    memories, the redaction totals. Staging writes nothing to the database; a batch sent again
+    replaces itself; drop and clear report what they dropped, and clear keeps a fresh import."""
     store = Store.open(tmp_path / "db.sqlite")
     conn = store.conn
     ctx = Context(user="u")
     with store.transaction():
         old = write.remember(store, ctx, write.prepare({"content": "already here"}))
+    changes = conn.total_changes()
     b1 = [write.prepare({"content": f"line {i}"}) for i in range(5)]
     b2 = [write.prepare({"content": "line 3"}), write.prepare({"content": "already here"}),
           write.prepare({"content": "password=hunter2345"})]
     last = [write.prepare({"content": "line 0"}), write.prepare({"content": "the end"})]
+    staging = write.Staging()
+    assert staging.stage("imp", 6, b2) == 3
+    assert staging.stage("imp", 1, b1) == 8
+    assert staging.stage("imp", 6, b2) == 8  # sent again
+    assert staging.lines() == 8
+    assert conn.total_changes() == changes
+    staged = staging.take("imp")
+    assert staging.lines() == 0 and staging.take("imp") == []
     with store.transaction():
-        assert write.stage(store, "imp", 1, b1) == 5
-        assert write.stage(store, "imp", 6, b2) == 8
-    assert dbmod.scalar(conn, "SELECT count(*) FROM import_staging") == 2
-    assert dbmod.scalar(conn, "SELECT count(*) FROM memories") == 1
-    with store.transaction():
-        out, redacted = write.commit_import(store, ctx, "imp", last, expect=10)
+        out, redacted = write.commit_import(store, ctx, "imp", staged, last, expect=10)
     assert [r["status"] for r in out] == ["stored"] * 5 + [
         "duplicate", "duplicate", "stored", "duplicate", "stored"]
     assert out[5]["id"] == out[3]["id"] and out[8]["id"] == out[0]["id"]
     assert out[6]["id"] == old["id"]
     assert redacted == {"password-assignment": 1}
     assert dbmod.scalar(conn, "SELECT count(*) FROM memories") == 8
-    assert dbmod.scalar(conn, "SELECT count(*) FROM import_staging") == 0
     assert write.import_done(store, "imp") is not None
-    with store.transaction():
-        write.stage(store, "a", 1, b1)
-        write.stage(store, "a", 6, b2)
-        write.stage(store, "b", 1, last)
-        assert write.abort_import(store, "a") == 8
-        assert write.clear_staging(store) == 2
+    staging.stage("a", 1, b1)
+    staging.stage("a", 6, b2)
+    staging.stage("b", 1, last)
+    assert staging.drop("a") == 8 and staging.drop("a") == 0
+    assert staging.clear(idle=60.0) == 0 and staging.lines() == 2
+    assert staging.clear(idle=0.0) == 2 and staging.lines() == 0
+
+
+def test_an_import_that_lost_staged_lines_keeps_none(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "db.sqlite")
+    ctx = Context(user="u")
+    staging = write.Staging()
+    staging.stage("imp", 1, [write.prepare({"content": f"line {i}"}) for i in range(3)])
+    with pytest.raises(InvalidError, match="3 of its 5 staged lines were lost"), \
+            store.transaction():
+        write.commit_import(store, ctx, "imp", staging.take("imp"),
+                            [write.prepare({"content": "last"})], expect=6)
+    assert dbmod.scalar(store.conn, "SELECT count(*) FROM memories") == 0
+    assert write.import_done(store, "imp") is None
 
 
 def test_a_state_change_leaves_the_full_text_index_alone_and_a_new_text_is_indexed(

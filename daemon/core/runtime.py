@@ -29,6 +29,7 @@ from db0.store import db as dbmod
 from db0.store import sessions, sqlstats
 from db0.store.context import Context
 from db0.store.core import Store
+from db0.store.write import Staging
 
 T = TypeVar("T")
 C = TypeVar("C", bound="Component")
@@ -223,6 +224,7 @@ class Runtime:
         self._guard = threading.Lock()
         self._seen: dict[str, float] = {}
         self._lineage: dict[str, tuple[tuple[str, float], ...]] = {}
+        self.staging = Staging()  # imports staged until the batch that commits them
 
     # -- the database -----------------------------------------------------------------------
 
@@ -236,11 +238,6 @@ class Runtime:
         self.checkpointer.configure_writer(self.store.conn)
         self.checkpointer.start()
         self.writer.start()
-        from db0.store import write
-
-        dropped = self.writer.run(write.clear_staging)  # their imports can no longer commit
-        if dropped:
-            log.info("dropped %d staged lines of imports a stop interrupted", dropped)
         for _ in range(READERS_AHEAD):
             self._readers.append(self._open_reader())
 

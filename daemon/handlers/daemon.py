@@ -61,6 +61,7 @@ def status(rt: Runtime, req: Request) -> dict[str, Any]:
         "uptime_s": round(time.time() - rt.started, 3), "memories": memories,
         "threads": threading.active_count(), "writer_queue": rt.writer.pending,
         "commits": rt.writer.commits, "writes": rt.writer.jobs, "feedback": feedback,
+        "staged_lines": rt.staging.lines(),
         "python": sys.version.split()[0], **_components_status(rt),
     }
 

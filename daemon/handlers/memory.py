@@ -197,14 +197,15 @@ def _import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
         return {"checked": len(prepared), "redacted": write.redacted_total(prepared)}
     import_id = p.get("import_id")
     if import_id and not p["commit"]:
-        staged = rt.write(lambda s: write.stage(s, import_id, lines[0] if lines else 1,
-                                                prepared))
-        return {"import_id": import_id, "staged": staged,
+        return {"import_id": import_id,
+                "staged": rt.staging.stage(import_id, lines[0] if lines else 1, prepared),
                 "redacted": write.redacted_total(prepared)}
+
+    staged = rt.staging.take(import_id) if import_id else []
 
     def job(s: Store) -> dict[str, Any]:
         if import_id:
-            out, redacted = write.commit_import(s, ctx, import_id, prepared,
+            out, redacted = write.commit_import(s, ctx, import_id, staged, prepared,
                                                 p.get("expect_lines"))
         else:
             out, redacted = write.remember_many(s, ctx, prepared), write.redacted_total(prepared)
@@ -221,7 +222,7 @@ def _import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
 def import_abort(rt: Runtime, req: Request) -> dict[str, Any]:
     """Drop an import's staged batches (the client met a bad line or was interrupted)."""
     iid = req.params["import_id"]
-    return {"import_id": iid, "dropped": rt.write(lambda s: write.abort_import(s, iid))}
+    return {"import_id": iid, "dropped": rt.staging.drop(iid)}
 
 
 @rpc("memory.import_status", {"import_id": P(Str(nonempty=True, max_len=64), required=True)})

@@ -14,7 +14,7 @@ from typing import Any
 
 from db0.daemon.core.config import Config
 from db0.daemon.core.runtime import Component
-from db0.store import sessions, write
+from db0.store import sessions
 from db0.store.core import Store
 
 log = logging.getLogger("db0.expiry")
@@ -41,12 +41,14 @@ class Expiry(Component):
 
     def run_once(self) -> dict[str, int]:
         seen = self.rt.take_seen()
+        dropped = self.rt.staging.clear(idle=STAGED_IMPORT_TTL)
+        if dropped:
+            log.info("expiry: dropped %d staged lines of imports idle for an hour", dropped)
         ttl = self.idle_ttl
 
         def job(store: Store) -> dict[str, int]:
             if seen:
                 sessions.touch(store, seen)
-            write.clear_staging(store, older_than=STAGED_IMPORT_TTL)
             return sessions.expire_due(store, ttl)
 
         out: dict[str, int] = self.rt.write(job)
