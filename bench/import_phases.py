@@ -2,8 +2,8 @@
 
 The store API only, as the daemon's import requests run it: the wire JSON of each batch
 decoded, `prepare` per line, `Staging.stage` per batch of 10,000 (in memory) and
-`commit_import` with the last batch in one transaction, into a fresh store (or one with --pre memories). Prints the
-process CPU per line of each phase (and of the whole).
+`commit_import` with the last batch in one transaction, into a fresh store (or one with --pre
+memories). Prints the process CPU per line of each phase (and of the whole).
 
 Usage: python bench/import_phases.py [--lines 100000] [--pre 0] [--profile]
 """

@@ -85,6 +85,30 @@ class Beside:
                 self.cpus = set()
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        fn: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+        return fn
+    except (AttributeError, OSError):  # not glibc
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back_memory() -> None:
+    """Return the heap's free pages to the system (glibc's `malloc_trim`), after a request
+    that built and dropped many objects at once (an import's commit).
+
+    Rule: glibc keeps what a process frees for its next allocations; pages freed inside the
+    heap (below its top) go back only when asked. Without this, an import's commit leaves its
+    whole peak in the daemon's RSS long after its objects are gone."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 def _runnable() -> int:
     """Threads runnable on the machine now, the caller among them (/proc/loadavg); a large
     number where it cannot be read."""

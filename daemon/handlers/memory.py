@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from db0.daemon.core.runtime import give_back_memory
 from db0.daemon.core.shapes import Bool, Either, Int, Json, ListOf, MapOf, Num, OneOf, P, Str
 from db0.daemon.handlers import job_of, rpc
 from db0.daemon.protocol import Db0Error
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 MAX_K = 1000
 MAX_BATCH = 20_000
+TRIM_AFTER = 50_000  # staged lines of an import whose commit gives its memory back
 TEXT = Str(nonempty=True, max_len=1 << 20)
 ID = P(Str(nonempty=True, max_len=200, strip=True), "a memory id or a unique prefix of 6+",
        required=True)
@@ -214,6 +216,8 @@ def _import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
                 "ids": [r["id"] for r in out], "redacted": redacted}
 
     result: dict[str, Any] = rt.write(job)
+    if len(staged) >= TRIM_AFTER:
+        give_back_memory()  # the commit's rows, ops and staged items are gone by now
     return result
 
 
