@@ -496,9 +496,11 @@ class Checkpointer:
     the few frames the last PASSIVE left; the next commit then writes the WAL from its start,
     over the frames already copied, and cuts the file back to `keep` bytes (the writer's
     `journal_size_limit`). A RESTART, not a TRUNCATE: the file's blocks are written over, not
-    freed and allocated again (docs/bench-issue-17-writes.md, twelfth round); only a WAL past
-    `keep` (a big import's) is emptied, since no commit may come to cut it back. When readers
-    keep it waiting, it gives up and tries again at the next interval."""
+    freed and allocated again (docs/bench-issue-17-writes.md, twelfth round). A WAL of
+    `wal_bytes` or more that saw no commit for a whole interval is emptied (TRUNCATE): no
+    commit may come to cut it back (a big import followed by reads only would leave its
+    gigabyte beside the database), and none waits for it. When readers keep it waiting, it
+    gives up and tries again at the next interval."""
 
     def __init__(self, path: Any, wal_bytes: int = 8 << 20, interval: float = 0.5,
                  wal_limit: int = 64 << 20, wait_ms: int = 100,
@@ -548,17 +550,18 @@ class Checkpointer:
         def reset(mode: str) -> list[Any]:
             return list(conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall())
 
+        seen = None  # the database's data_version at the last look: it moves at each commit
         try:
             while not self._stop.wait(self.interval):
                 try:
                     size = os.path.getsize(wal)  # a PASSIVE copy never shrinks the file
+                    version = dbmod.scalar(conn, "PRAGMA data_version")
+                    idle, seen = version == seen, version
                     if size >= self.wal_bytes:
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                         self.checkpoints += 1
-                    if size >= self.wal_limit:
-                        # past `keep` (a big transaction's WAL) nothing may be left: if no
-                        # commit came after, the writer's cut-back would never happen
-                        mode = "TRUNCATE" if size > self.keep else "RESTART"
+                    if size >= self.wal_limit or (idle and size >= self.wal_bytes):
+                        mode = "TRUNCATE" if idle else "RESTART"
                         busy = self.hold(partial(reset, mode)) if self.hold else reset(mode)
                         self.restarts += not (busy and busy[0][0])
                 except OSError:
