@@ -87,7 +87,6 @@ def test_bulk_and_single_inserts_index_full_text_alike(tmp_path: Path, n: int) -
 
 def test_an_ended_session_or_task_takes_no_more_memories(tmp_path: Path) -> None:
     from db0.store import sessions
-    from db0.store.errors import InvalidError
 
     store = Store.open(tmp_path / "db0.sqlite3")
     ctx = Context("ada", agent="cli", session="ci-run-42", task="fix-ci")

@@ -217,7 +217,7 @@ def _import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
 
     result: dict[str, Any] = rt.write(job)
     if len(staged) >= TRIM_AFTER:
-        give_back_memory()  # the commit's rows, ops and staged items are gone by now
+        give_back_memory()  # the commit's rows and ops are gone by now
     return result
 
 
