@@ -521,7 +521,7 @@ class VecIndex:
         if len(rows) == 0:
             z = np.zeros(0, np.float32)
             return np.zeros(0, np.int64), z, z
-        if rows[-1] - rows[0] + 1 == len(rows):  # a slice: one read
+        if (np.diff(rows) == 1).all():  # a slice (ascending): one read
             codes = base.codes.span(int(rows[0]), int(rows[-1]) + 1)
         else:
             codes = base.codes.take(rows)

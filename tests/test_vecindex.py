@@ -139,6 +139,19 @@ def test_allowed_rids_and_changes(store: Store, tmp_path: Path) -> None:
     assert idx.pending == 0
 
 
+def test_allowed_rids_spread_over_partitions_whose_rids_interleave(store: Store,
+                                                                   tmp_path: Path) -> None:
+    """Rows are stored by (partition, rid): a set of rids in rid order that covers two whole
+    partitions written in turns is a permutation of a contiguous run of rows, not a slice."""
+    mid = fill(store, {("agent", "a"): 100, ("agent", "b"): 100})
+    fill(store, {("agent", "a"): 100, ("agent", "b"): 100}, seed=2)
+    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    parts = [("agent", "a"), ("agent", "b")]
+    allowed = [int(r) for (r,) in store.conn.execute("SELECT rid FROM memories")]
+    for q in unit(np.random.default_rng(4), 10):
+        same(idx.search(q, 10, parts, allowed, store=store), brute(store, mid, q, parts, 10))
+
+
 def test_big_partition_uses_a_graph_with_high_recall(store: Store, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("usearch")
