@@ -458,7 +458,8 @@ class VecIndex:
         """The `n` nearest (rid, cosine distance), nearest first, among `partitions` (None:
         all) and `allowed_rids` (None: all). With `store`, distances are exact (float32 rows
         re-read) and small partitions give exactly brute force's answer; without it they are
-        the int8 approximations."""
+        the int8 approximations. `allowed_rids` alone (no partitions) scores just those: the
+        rows of a graph by their int8 codes, the others exactly."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
         with self._lock:
             snap = _Snapshot(self.base, self.delta, self.delta.n, dict(self.graphs))
@@ -472,13 +473,21 @@ class VecIndex:
         exact: list[tuple[np.ndarray, np.ndarray]] = []             # (rids, exact sims)
         base, d = snap.base, snap.delta
         if allowed_rids is not None and pids is None and store is not None:
-            # A given handful of memories (a recall's neighbours): their float32 rows are the
-            # answer, read directly.
+            # A given handful of memories (a recall's neighbours), each scored alone. A row in
+            # a graph is scored from its int8 codes, within resid·|q| of exact: its partition
+            # is searched approximately anyway, and its float32 row would be a random read of
+            # SQLite. The others' float32 rows are read.
             want = np.unique(np.asarray(list(allowed_rids), dtype=np.int64))
-            got_r, got_v = fetch_vectors(store, self.model_id, want)
-            sims = got_v @ q if len(got_r) else np.zeros(0, np.float32)
-            top = np.lexsort((got_r, -sims))[:n]
-            return [(int(got_r[i]), float(1.0 - sims[i])) for i in top]
+            rows = base.rows_of(want)
+            coded = rows >= 0
+            coded[coded] = base.in_graph[rows[coded]] == 1
+            got_r, got_v = fetch_vectors(store, self.model_id, want[~coded])
+            by_codes = self._score_rows(base, rows[coded], q, qnorm)
+            rids = np.concatenate([by_codes[0], got_r])
+            sims = np.concatenate([by_codes[1], got_v @ q if len(got_r)
+                                   else np.zeros(0, np.float32)])
+            top = np.lexsort((rids, -sims))[:n]
+            return [(int(rids[i]), float(1.0 - sims[i])) for i in top]
         if allowed_rids is not None:
             want = np.unique(np.asarray(list(allowed_rids), dtype=np.int64))
             rows = base.rows_of(want)

@@ -152,6 +152,35 @@ def test_allowed_rids_spread_over_partitions_whose_rids_interleave(store: Store,
         same(idx.search(q, 10, parts, allowed, store=store), brute(store, mid, q, parts, 10))
 
 
+def test_given_rids_are_scored_from_codes_in_a_graph_and_exactly_elsewhere(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`allowed_rids` without partitions (a recall's neighbours): a row of a big partition's
+    graph gets its int8 distance, within the bound its file stores; every other row, its
+    float32 distance; a rid without a vector, nothing."""
+    pytest.importorskip("usearch")
+    monkeypatch.setattr(vecindex, "BIG", 1_000)
+    mid = fill(store, {("user", "u"): 1_500, ("agent", "small"): 200})
+    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    assert set(idx.graphs) == {idx.pid_of[("user", "u")]}
+    big = [int(r) for (r,) in store.conn.execute(
+        "SELECT rid FROM memories WHERE scope='user' AND rid % 7 = 0")]
+    small = [int(r) for (r,) in store.conn.execute(
+        "SELECT rid FROM memories WHERE scope='agent' AND rid % 3 = 0")]
+    b = idx.base
+    for q in unit(np.random.default_rng(6), 10):
+        exact = dict(brute(store, mid, q, None, 10_000))
+        got = idx.search(q, 1_000, allowed_rids=big + small + [99_999_999], store=store)
+        assert sorted(r for r, _ in got) == sorted(big + small)
+        assert [d for _, d in got] == sorted(d for _, d in got)
+        for r, d in got:
+            if r in small:
+                assert abs(d - exact[r]) <= 1e-6
+            else:
+                row = int(b.rows_of(np.array([r]))[0])
+                assert abs(d - exact[r]) <= float(b.resid[row]) + 1e-5
+        assert any(abs(d - exact[r]) > 1e-6 for r, d in got if r in big)  # not re-read
+
+
 def test_big_partition_uses_a_graph_with_high_recall(store: Store, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("usearch")
