@@ -296,7 +296,13 @@ class Home:
 
     def cli(self, runs: int, agent: str, query: str) -> dict[str, Any]:
         """`db0 recall`, `db0 remember`, `db0 hook prompt` and `python -c pass`, interleaved,
-        each run's wall and CPU (the child's rusage)."""
+        each run's wall and CPU (the child's rusage). Fails when the installed db0 lacks
+        the bytecode of some module: every run would compile it, and the rows would measure
+        that (a package copied in under PYTHONDONTWRITEBYTECODE; pip writes it at install)."""
+        missing = uncompiled_modules()
+        if missing:
+            raise SystemExit(f"{len(missing)} modules of the installed db0 have no bytecode "
+                             f"(e.g. {missing[0]}): run `python -m compileall` on it")
         env = {**self.env, "DB0_AGENT": agent}
         hook_in = json.dumps({"session_id": "bench-cli", "prompt": query,
                               "hook_event_name": "UserPromptSubmit", "cwd": "/tmp",
@@ -365,6 +371,20 @@ class Home:
                 time.sleep(0.05)
         return m.result(texts=done, per_s=round(done / m.wall, 1),
                         pending_left=st.get("pending"))
+
+
+def uncompiled_modules() -> list[str]:
+    """The installed db0's modules that have no up-to-date bytecode beside them."""
+    import importlib.util
+
+    import db0
+
+    out = []
+    for src in sorted(Path(next(iter(db0.__path__))).rglob("*.py")):
+        pyc = Path(importlib.util.cache_from_source(str(src)))
+        if not pyc.exists() or pyc.stat().st_mtime < src.stat().st_mtime:
+            out.append(str(src))
+    return out
 
 
 def _state(pid: int) -> str:
