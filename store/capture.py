@@ -33,6 +33,7 @@ CAPTURE_EVENTS = ("turn-end", "pre-compact", "post-compact", "session-end")
 MAX_INJECT_CHARS = 10_000
 RECENT_FACTS = 15
 NOTES_TAG = "watch"  # store/watch.py tags every section of a watched note with it
+CONTEXT_SCOPES = ["user", "agent"]  # where the context injected into an agent comes from
 
 
 @dataclass
@@ -105,7 +106,7 @@ def _recent_facts(store: Store, ctx: Context, limit: int, skip: set[str]
                   ) -> list[dict[str, Any]]:
     """The newest memories of the user and agent, keyed facts (what extraction and `--key`
     made) first."""
-    rows = [r for r in memories.list_memories(store, ctx, scopes=["user", "agent"],
+    rows = [r for r in memories.list_memories(store, ctx, scopes=CONTEXT_SCOPES,
                                               limit=limit * 3)
             if r["id"] not in skip and NOTES_TAG not in r["tags"]]
     return ([r for r in rows if r.get("key")] + [r for r in rows if not r.get("key")])[:limit]
@@ -126,7 +127,7 @@ def session_start_context(store: Store, ctx: Context, ev: Event, budget: int, qv
     # notes folder would crowd every start); a prompt's pack, which knows what is asked,
     # brings in the notes that bear on it.
     res = pack.pack(store, ctx, ev.project, budget, "md",
-                    search.Filters(scopes=["user", "agent"], exclude_tags=[NOTES_TAG]),
+                    search.Filters(scopes=CONTEXT_SCOPES, exclude_tags=[NOTES_TAG]),
                     qvec=qvec, exclude=given)
     text = str(res["text"])
     ids = [i["id"] for i in res["items"]]
@@ -159,7 +160,7 @@ def prompt_context(store: Store, ctx: Context, ev: Event, budget: int, min_words
     if not gets_context(prompt, min_words):
         return None
     given = injected_ids(store, ev.agent, ev.session_id)
-    res = pack.pack(store, ctx, prompt, budget, "md", search.Filters(scopes=["user", "agent"]),
+    res = pack.pack(store, ctx, prompt, budget, "md", search.Filters(scopes=CONTEXT_SCOPES),
                     qvec=qvec, exclude=given, feedback=feedback, reorder=reorder)
     if not res["items"]:
         return None

@@ -558,6 +558,7 @@ def load(store: Store, rids: list[int]) -> dict[int, dict[str, Any]]:
 # docs/ranking.md.
 
 POOL = 50                 # at least this many candidates per retriever
+VECTOR_SPARE = 10         # nearest rows asked beyond the pool, for the filters to reject
 KEYWORD_WEIGHT = 0.3      # relevance = 0.3 * bm25 / best bm25 + 0.7 * cosine similarity
 NEIGHBOUR_WEIGHT = 0.3    # each neighbour adds this share of its relevance
 REPLY_WEIGHT = 0.5        # the reply to a question gets this share of the question's
@@ -588,11 +589,37 @@ class QueryVector:
     # The similarity unrelated texts reach with this model (models differ: some put every
     # pair near 0.1, others near 0.7); a memory found by meaning alone must beat it.
     floor: float = -1.0
+    # The index's first stage of recall's vector search (vecindex.Early), when `vector_prelude`
+    # ran it on the thread that embedded the query; None: vector_candidates runs it all.
+    early: Any = None
 
 
 # A query vector still being made (the daemon embeds on another thread while recall reads the
 # keyword side): called once the vector is needed; calling it again gives the same answer.
 PendingVector = Callable[[], "QueryVector | None"]
+
+
+def pool_size(k: int) -> int:
+    """How many candidates each retriever of a recall for `k` results brings."""
+    return max(POOL, 2 * k)
+
+
+def vector_prelude(ctx: Context, filters: Filters | None = None, k: int = 0
+                   ) -> Callable[[QueryVector], None]:
+    """The part of a recall's vector search (for `k` results, these filters) that needs the
+    query vector but not the store: the graph walk of a big partition. The daemon runs it on
+    the thread that embedded the query, right after, while the recall reads its keyword side;
+    vector_candidates then only finishes it (`QueryVector.early`). A recall that asks for
+    something else (another k, other partitions) searches on its own, as without it."""
+    from db0.store.context import visible_partitions
+
+    parts = visible_partitions(ctx, (filters or Filters()).scopes)
+    n = pool_size(k) + VECTOR_SPARE
+
+    def run(qv: QueryVector) -> None:
+        if qv.index is not None and qv.index.has_graph(parts):
+            qv.early = qv.index.approximate(qv.vector, n, parts)
+    return run
 
 
 def vector_candidates(store: Store, ctx: Context, qv: QueryVector, filters: Filters,
@@ -608,7 +635,7 @@ def vector_candidates(store: Store, ctx: Context, qv: QueryVector, filters: Filt
     if qv.index is None:
         return vectors.sql_neighbours(store, qv.model_id, qv.vector, where, args, n=limit)
     parts = visible_partitions(ctx, filters.scopes)
-    over = qv.index.search(qv.vector, limit + 10, parts, store=store)
+    over = qv.index.search(qv.vector, limit + VECTOR_SPARE, parts, store=store, early=qv.early)
     ok = _passing(store, where, args, [r for r, _ in over])
     kept = [(r, d) for r, d in over if r in ok]
     if len(kept) >= limit or len(over) >= qv.index.count(parts):
@@ -1098,7 +1125,7 @@ def recall(store: Store, ctx: Context, query: str, k: int = 10,
     candidates all the same and lend their context to the memories beside them, so the rest
     rank as they would without it."""
     filters = filters or Filters()
-    pool = max(POOL, 2 * k)
+    pool = pool_size(k)
     words = keyword_words(store, query)
     plain = fts_query(" ".join(words))
     match = scoped_match(plain, ctx, filters.scopes) if plain else None

@@ -254,6 +254,20 @@ class _Snapshot:
     graphs: dict[int, Any]
 
 
+@dataclass(frozen=True)
+class Early:
+    """`VecIndex.approximate`'s answer: the candidates of one search, not yet finished."""
+    asked: tuple[int, tuple[Partition, ...] | None]
+    q: np.ndarray
+    pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    exact: list[tuple[np.ndarray, np.ndarray]]
+
+
+def _asked(n: int, partitions: Iterable[Partition] | None
+           ) -> tuple[int, tuple[Partition, ...] | None]:
+    return n, None if partitions is None else tuple(tuple(p) for p in partitions)  # type: ignore[misc]
+
+
 class VecIndex:
     """One model's vectors: exact per small partition, HNSW for big ones, persisted."""
 
@@ -454,18 +468,19 @@ class VecIndex:
 
     def search(self, query: np.ndarray, n: int, partitions: Iterable[Partition] | None = None,
                allowed_rids: Sequence[int] | None = None, *, store: Store | None = None,
-               ) -> list[tuple[int, float]]:
+               early: Early | None = None) -> list[tuple[int, float]]:
         """The `n` nearest (rid, cosine distance), nearest first, among `partitions` (None:
         all) and `allowed_rids` (None: all). With `store`, distances are exact (float32 rows
         re-read) and small partitions give exactly brute force's answer; without it they are
         the int8 approximations. `allowed_rids` alone (no partitions) scores just those: the
-        rows of a graph by their int8 codes, the others exactly."""
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
-        with self._lock:
-            snap = _Snapshot(self.base, self.delta, self.delta.n, dict(self.graphs))
-            pids = (None if partitions is None else
-                    [p for p in (self.pid_of.get(tuple(x)) for x in partitions)  # type: ignore[arg-type]
-                     if p is not None])
+        rows of a graph by their int8 codes, the others exactly. `early`, the `approximate`
+        stage of this same search (same n and partitions, no `allowed_rids`) run beforehand,
+        is finished instead of searching again: the answer is the one this call would give
+        on the index as it was then."""
+        partitions = None if partitions is None else list(partitions)
+        if early is not None and allowed_rids is None and early.asked == _asked(n, partitions):
+            return self._finish(early.pool, early.exact, early.q, n, store)
+        q, snap, pids = self._begin(query, partitions)
         if n <= 0 or (pids is not None and not pids):
             return []
         qnorm = float(np.linalg.norm(q))
@@ -500,30 +515,79 @@ class VecIndex:
             if pids is not None and len(drows):
                 drows = drows[np.isin(d.pids[drows], pids)]
         else:
-            every = range(len(base.starts) - 1) if pids is None else pids
-            for pid in every:
-                lo, hi = base.span(pid)
-                if hi <= lo:
-                    continue
-                graph = snap.graphs.get(pid)
-                if graph is None:
-                    rows = np.arange(lo, hi)
-                    rows = rows[~base.dead[lo:hi]]
-                else:
-                    pool.append(self._graph_candidates(base, graph, pid, q, n))
-                    off = (base.in_graph[lo:hi] == 0) & ~base.dead[lo:hi]
-                    rows = lo + np.flatnonzero(off)
-                pool.append(self._score_rows(base, rows, q, qnorm))
-            live = np.flatnonzero(~d.dead[:snap.n])
-            drows = live if pids is None else live[np.isin(d.pids[live], pids)]
+            pool, exact = self._near(snap, pids, q, qnorm, n)
+            drows = np.zeros(0, np.int64)
         if len(drows):
-            # Most of a large delta wanted (a bulk load not yet written to the file): one
-            # product over the contiguous rows, then the wanted ones; picking the rows first
-            # would copy them all at every search.
-            most = len(drows) * 4 > snap.n
-            sims = (d.vecs[:snap.n] @ q)[drows] if most else d.vecs[drows] @ q
-            exact.append((d.rids[drows].copy(), sims))
+            exact.append(self._delta_rows(snap, drows, q))
         return self._finish(pool, exact, q, n, store)
+
+    def approximate(self, query: np.ndarray, n: int, partitions: Iterable[Partition] | None
+                    ) -> Early:
+        """The first stage of `search(query, n, partitions, store=...)`: what the graphs and the
+        int8 codes find, before any float32 row is read. It needs no store, so it can run on
+        another thread (the one that embedded the query) while the caller reads the store;
+        `search(..., early=)` finishes it."""
+        parts = None if partitions is None else list(partitions)
+        q, snap, pids = self._begin(query, parts)
+        pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        exact: list[tuple[np.ndarray, np.ndarray]] = []
+        if n > 0 and (pids is None or pids):
+            pool, exact = self._near(snap, pids, q, float(np.linalg.norm(q)), n)
+        return Early(_asked(n, parts), q, pool, exact)
+
+    def has_graph(self, partitions: Iterable[Partition] | None) -> bool:
+        """Whether a search of these partitions (None: all) walks a graph."""
+        with self._lock:
+            graphs = self.graphs
+            pids = (list(graphs) if partitions is None else
+                    [self.pid_of.get(tuple(x)) for x in partitions])  # type: ignore[arg-type]
+        return any(p in graphs for p in pids)
+
+    def _begin(self, query: np.ndarray, partitions: Iterable[Partition] | None
+               ) -> tuple[np.ndarray, _Snapshot, list[int] | None]:
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
+        with self._lock:
+            snap = _Snapshot(self.base, self.delta, self.delta.n, dict(self.graphs))
+            pids = (None if partitions is None else
+                    [p for p in (self.pid_of.get(tuple(x)) for x in partitions)  # type: ignore[arg-type]
+                     if p is not None])
+        return q, snap, pids
+
+    def _near(self, snap: _Snapshot, pids: list[int] | None, q: np.ndarray, qnorm: float,
+              n: int) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                               list[tuple[np.ndarray, np.ndarray]]]:
+        """(pool, exact) of every row of the partitions (None: all): graph candidates and
+        int8-scored rows with their bounds, and the delta's rows scored exactly."""
+        base, d = snap.base, snap.delta
+        pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        every = range(len(base.starts) - 1) if pids is None else pids
+        for pid in every:
+            lo, hi = base.span(pid)
+            if hi <= lo:
+                continue
+            graph = snap.graphs.get(pid)
+            if graph is None:
+                rows = np.arange(lo, hi)
+                rows = rows[~base.dead[lo:hi]]
+            else:
+                pool.append(self._graph_candidates(base, graph, pid, q, n))
+                off = (base.in_graph[lo:hi] == 0) & ~base.dead[lo:hi]
+                rows = lo + np.flatnonzero(off)
+            pool.append(self._score_rows(base, rows, q, qnorm))
+        live = np.flatnonzero(~d.dead[:snap.n])
+        drows = live if pids is None else live[np.isin(d.pids[live], pids)]
+        return pool, [self._delta_rows(snap, drows, q)] if len(drows) else []
+
+    @staticmethod
+    def _delta_rows(snap: _Snapshot, drows: np.ndarray, q: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        # Most of a large delta wanted (a bulk load not yet written to the file): one product
+        # over the contiguous rows, then the wanted ones; picking the rows first would copy
+        # them all at every search.
+        d = snap.delta
+        most = len(drows) * 4 > snap.n
+        sims = (d.vecs[:snap.n] @ q)[drows] if most else d.vecs[drows] @ q
+        return d.rids[drows].copy(), sims
 
     def _score_rows(self, base: _Base, rows: np.ndarray, q: np.ndarray, qnorm: float,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -181,6 +181,65 @@ def test_given_rids_are_scored_from_codes_in_a_graph_and_exactly_elsewhere(
         assert any(abs(d - exact[r]) > 1e-6 for r, d in got if r in big)  # not re-read
 
 
+def test_a_search_begun_early_is_finished_with_the_answer_of_its_time(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`approximate` then `search(early=)` answers as `search` would have when the early
+    stage ran; a search that asks for something else (another n, other partitions) ignores
+    it and searches the index as it is now."""
+    pytest.importorskip("usearch")
+    monkeypatch.setattr(vecindex, "BIG", 1_000)
+    mid = fill(store, {("user", "u"): 1_500, ("agent", "small"): 200})
+    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    user, small = ("user", "u"), ("agent", "small")
+    assert idx.has_graph([user, small]) and idx.has_graph(None)
+    assert not idx.has_graph([small]) and not idx.has_graph([("agent", "nobody")])
+    parts = [user, small]
+    for q in unit(np.random.default_rng(8), 10):
+        early = idx.approximate(q, 60, parts)
+        same(idx.search(q, 60, parts, store=store, early=early),
+             idx.search(q, 60, parts, store=store))
+    q = unit(np.random.default_rng(9), 1)[0]
+    early = idx.approximate(q, 20, iter(parts))  # any iterable, as search takes
+    idx.add([20_000_000], q[None, :], [user])  # the nearest of all, added afterwards
+    assert idx.search(q, 20, parts, store=store, early=early)[0][0] != 20_000_000
+    for asked in ((21, parts), (20, [user]), (20, None)):
+        assert idx.search(q, asked[0], asked[1], store=store, early=early)[0][0] == 20_000_000
+    assert idx.search(q, 20, parts, store=store, early=idx.approximate(q, 20, parts)
+                      )[0][0] == 20_000_000
+    empty = idx.approximate(q, 20, [("agent", "nobody")])
+    assert idx.search(q, 20, [("agent", "nobody")], store=store, early=empty) == []
+
+
+def test_recall_with_its_vector_search_begun_beside_the_embedding_ranks_the_same(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """search.vector_prelude does the graph walk of a recall's vector side ahead (the daemon
+    runs it on the thread that embedded the query): the recall then walks no graph, and
+    ranks exactly as it would have; without a graph in sight, the prelude does nothing."""
+    pytest.importorskip("usearch")
+    from db0.store import search
+
+    monkeypatch.setattr(vecindex, "BIG", 1_000)
+    mid = fill(store, {("user", "u"): 1_500, ("agent", "default"): 200})
+    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    ctx = Context("u")
+    walks = []
+    walk = idx._graph_candidates
+    monkeypatch.setattr(idx, "_graph_candidates", lambda *a: walks.append(1) or walk(*a))
+    for k, q in zip((10, 30, 60), unit(np.random.default_rng(10), 3), strict=True):
+        plain = search.recall(store, ctx, "memory", k, qvec=search.QueryVector(mid, q, idx))
+        assert len(walks) == 1 and len(plain) == k
+        qv = search.QueryVector(mid, q, idx)
+        search.vector_prelude(ctx, None, k)(qv)
+        assert qv.early is not None and len(walks) == 2
+        ahead = search.recall(store, ctx, "memory", k, qvec=qv)
+        assert len(walks) == 2  # finished, not walked again
+        assert [(r["id"], r["score"]) for r in ahead] == [(r["id"], r["score"]) for r in plain]
+        walks.clear()
+    qv = search.QueryVector(mid, q, idx)
+    search.vector_prelude(ctx, search.Filters(scopes=["agent"]), 10)(qv)
+    assert qv.early is None and not walks
+
+
 def test_big_partition_uses_a_graph_with_high_recall(store: Store, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("usearch")

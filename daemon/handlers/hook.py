@@ -16,7 +16,7 @@ from db0.daemon.handlers import rpc
 from db0.daemon.handlers.memory import late, late_wanted
 from db0.daemon.services.embedding import EmbeddingService
 from db0.daemon.services.spool import Spool
-from db0.store import capture, transcripts
+from db0.store import capture, search, transcripts
 from db0.store.context import Context
 from db0.store.ids import new_id
 
@@ -46,13 +46,14 @@ DATA = Obj({
 })
 
 
-def _qvec(rt: Runtime, text: str) -> Any:
+def _qvec(rt: Runtime, text: str, ctx: Context) -> Any:
     """The text's query vector, begun now and waited for when the pack needs it (None for
     no text or no model)."""
     embedder = rt.service(EmbeddingService)
     if embedder is None or not text.strip():
         return None
-    pending = embedder.query_vector_soon(text)
+    pending = embedder.query_vector_soon(
+        text, search.vector_prelude(ctx, search.Filters(scopes=capture.CONTEXT_SCOPES)))
     if pending is None:
         return None
 
@@ -93,13 +94,14 @@ def hook_event(rt: Runtime, req: Request) -> dict[str, Any]:
         hooks = rt.config.hooks
         try:
             if ev.event == "session-start":
-                qvec = _qvec(rt, ev.project)
+                qvec = _qvec(rt, ev.project, ctx)
                 with rt.reader() as store:
                     injection = capture.session_start_context(store, ctx, ev,
                                                               hooks.session_budget, qvec)
             else:
                 prompt = transcripts.clean(ev.prompt or "")
-                qvec = (_qvec(rt, prompt) if capture.gets_context(prompt, hooks.min_prompt_words)
+                qvec = (_qvec(rt, prompt, ctx)
+                        if capture.gets_context(prompt, hooks.min_prompt_words)
                         else None)
 
                 def reorder(results: list[dict[str, Any]]) -> None:

@@ -325,10 +325,12 @@ def recall(rt: Runtime, req: Request) -> dict[str, Any]:
     use_late = late_wanted(rt, p["late"])
     late_top = LATE_TOP if use_late else 0
     embedder = rt.service(EmbeddingService)
-    pending = embedder.query_vector_soon(query) if embedder is not None else None
+    want = max(k, n, late_top)
+    pending = (embedder.query_vector_soon(query, search.vector_prelude(req.ctx, filters, want))
+               if embedder is not None else None)
     with rt.reader() as store:
         out: dict[str, Any] = {"results": search.recall(
-            store, req.ctx, query, max(k, n, late_top), filters,
+            store, req.ctx, query, want, filters,
             qvec=pending, feedback=rt.config.recall.feedback)}
     qvec = pending() if pending is not None else None
     if use_late:

@@ -33,7 +33,8 @@ def pack_(rt: Runtime, req: Request) -> dict[str, Any]:
     filters = search.Filters.from_params(p)
     started = time.perf_counter()
     embedder = rt.service(EmbeddingService)
-    qvec = embedder.query_vector_soon(query) if embedder is not None and query.strip() else None
+    qvec = (embedder.query_vector_soon(query, search.vector_prelude(req.ctx, filters))
+            if embedder is not None and query.strip() else None)
     second: dict[str, Any] = {}
 
     def reorder(results: list[dict[str, Any]]) -> None:

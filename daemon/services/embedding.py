@@ -297,16 +297,29 @@ class EmbeddingService(Component):
             self._keep_recent(a.model_id, text, arr)
         return QueryVector(a.model_id, arr, a.index, took_ms=took, floor=a.floor)
 
-    def query_vector_soon(self, text: str) -> Callable[[], Any] | None:
+    def query_vector_soon(self, text: str, then: Callable[[Any], None] | None = None
+                          ) -> Callable[[], Any] | None:
         """query_vector(text) begun on the query thread, or None without a model: call the
         result for the vector (again and again: the same one; its error, if it failed). The
         caller reads the store meanwhile (recall's keyword side needs no vector): llama.cpp
-        runs without the GIL, so the two overlap. A recall's CPU is the same, its wait shorter."""
+        runs without the GIL, so the two overlap. A recall's CPU is the same, its wait shorter.
+        `then(vector)` runs on the same thread once the vector is made, before it is handed
+        over (store.search.vector_prelude: the index's graph walk, also without the GIL); if
+        it fails, the vector is handed over as it is."""
         if self.active is None:
             return None
         if self._beside is not None:
             self._beside.place()
-        return self._queries.submit(self.query_vector, text).result
+        return self._queries.submit(self._query_then, text, then).result
+
+    def _query_then(self, text: str, then: Callable[[Any], None] | None) -> Any:
+        qv = self.query_vector(text)
+        if then is not None and qv is not None:
+            try:
+                then(qv)
+            except Exception:  # the recall searches on its own thread instead
+                log.exception("embedder: the search begun beside the query failed")
+        return qv
 
     def _keep_recent(self, model_id: int, text: str, vec: Any) -> None:
         from db0.store import vectors
