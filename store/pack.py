@@ -109,6 +109,12 @@ def _wrapper_cost(fmt: str) -> tuple[int, int]:
     return 0, tokens.count("## session") + 1
 
 
+def first_k(reorder: bool) -> int:
+    """How many results a pack's first recall asks for, with or without a second stage (what
+    search.vector_prelude is told to prepare)."""
+    return POOL if reorder else FIRST
+
+
 def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
          filters: search.Filters | None = None, qvec: Any = None,
          exclude: set[str] | None = None,
@@ -168,7 +174,7 @@ def pack(store: Store, ctx: Context, query: str, budget: int, fmt: str = "md",
     # as embedding the prompt. A second stage (`reorder`) gets all POOL at once: it can only
     # promote what it is given.
     if query.strip():
-        k = POOL if reorder is not None else FIRST
+        k = first_k(reorder is not None)
         found = search.recall(store, ctx, query, k, filters, qvec=qvec, feedback=feedback,
                               exclude=seen)
         if reorder is not None:

@@ -240,6 +240,30 @@ def test_recall_with_its_vector_search_begun_beside_the_embedding_ranks_the_same
     assert qv.early is None and not walks
 
 
+@pytest.mark.parametrize("second_stage", [False, True])
+def test_a_pack_finishes_the_search_its_prelude_began(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        second_stage: bool) -> None:
+    """The daemon prepares a pack's first recall with vector_prelude(..., pack.first_k(...)):
+    that recall, with or without a second stage, walks no graph of its own."""
+    pytest.importorskip("usearch")
+    from db0.store import pack, search
+
+    monkeypatch.setattr(vecindex, "BIG", 1_000)
+    mid = fill(store, {("user", "u"): 1_500, ("agent", "default"): 200})
+    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    ctx = Context("u")
+    walks = []
+    walk = idx._graph_candidates
+    monkeypatch.setattr(idx, "_graph_candidates", lambda *a: walks.append(1) or walk(*a))
+    qv = search.QueryVector(mid, unit(np.random.default_rng(11), 1)[0], idx)
+    search.vector_prelude(ctx, search.Filters(), pack.first_k(second_stage))(qv)
+    assert len(walks) == 1
+    out = pack.pack(store, ctx, "memory", 60, "md", search.Filters(), qvec=qv,
+                    reorder=(lambda found: None) if second_stage else None)
+    assert out["items"] and len(walks) == 1
+
+
 def test_big_partition_uses_a_graph_with_high_recall(store: Store, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("usearch")

@@ -16,7 +16,7 @@ from db0.daemon.handlers import rpc
 from db0.daemon.handlers.memory import late, late_wanted
 from db0.daemon.services.embedding import EmbeddingService
 from db0.daemon.services.spool import Spool
-from db0.store import capture, search, transcripts
+from db0.store import capture, pack, search, transcripts
 from db0.store.context import Context
 from db0.store.ids import new_id
 
@@ -46,14 +46,14 @@ DATA = Obj({
 })
 
 
-def _qvec(rt: Runtime, text: str, ctx: Context) -> Any:
+def _qvec(rt: Runtime, text: str, ctx: Context, reorder: bool = False) -> Any:
     """The text's query vector, begun now and waited for when the pack needs it (None for
-    no text or no model)."""
+    no text or no model); `reorder`: the pack has a second stage."""
     embedder = rt.service(EmbeddingService)
     if embedder is None or not text.strip():
         return None
-    pending = embedder.query_vector_soon(
-        text, search.vector_prelude(ctx, search.Filters(scopes=capture.CONTEXT_SCOPES)))
+    pending = embedder.query_vector_soon(text, search.vector_prelude(
+        ctx, search.Filters(scopes=capture.CONTEXT_SCOPES), pack.first_k(reorder)))
     if pending is None:
         return None
 
@@ -100,7 +100,8 @@ def hook_event(rt: Runtime, req: Request) -> dict[str, Any]:
                                                               hooks.session_budget, qvec)
             else:
                 prompt = transcripts.clean(ev.prompt or "")
-                qvec = (_qvec(rt, prompt, ctx)
+                use_late = bool(prompt.strip()) and late_wanted(rt, False)
+                qvec = (_qvec(rt, prompt, ctx, use_late)
                         if capture.gets_context(prompt, hooks.min_prompt_words)
                         else None)
 
@@ -110,8 +111,7 @@ def hook_event(rt: Runtime, req: Request) -> dict[str, Any]:
                 with rt.reader() as store:
                     injection = capture.prompt_context(
                         store, ctx, ev, hooks.prompt_budget, hooks.min_prompt_words, qvec,
-                        rt.config.recall.feedback,
-                        reorder if prompt.strip() and late_wanted(rt, False) else None)
+                        rt.config.recall.feedback, reorder if use_late else None)
         except Exception:  # never lose the capture because injection failed
             log.exception("hook %s: building the context failed", ev.event)
     result: dict[str, Any] = rt.write(lambda s: capture.record(s, ctx, ev, injection))

@@ -33,14 +33,15 @@ def pack_(rt: Runtime, req: Request) -> dict[str, Any]:
     filters = search.Filters.from_params(p)
     started = time.perf_counter()
     embedder = rt.service(EmbeddingService)
-    qvec = (embedder.query_vector_soon(query, search.vector_prelude(req.ctx, filters))
+    use_late = bool(query.strip()) and late_wanted(rt, False)
+    prelude = search.vector_prelude(req.ctx, filters, pack.first_k(use_late))
+    qvec = (embedder.query_vector_soon(query, prelude)
             if embedder is not None and query.strip() else None)
     second: dict[str, Any] = {}
 
     def reorder(results: list[dict[str, Any]]) -> None:
         second.update(late(rt, query, results))
 
-    use_late = bool(query.strip()) and late_wanted(rt, False)
     with rt.reader() as store:
         out = pack.pack(store, req.ctx, query, p["budget"], p["format"], filters, qvec=qvec,
                         exclude=set(p.get("exclude") or ()),
