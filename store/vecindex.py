@@ -20,6 +20,14 @@ was written (the delta) are held in float32 and scored exactly. Graph candidates
 the graph's int8 distance and re-scored the same way (approximate: bench/vector_index.py
 measures its recall@10 against exact search).
 
+Coarse lists beside a graph. A graph's rows are also filed in lists, one per centroid of a
+k-means over their int8 codes (`_Lists`), and a search scans the LIST_PROBES lists nearest the
+query besides walking the graph. Many near-copies of one meaning (a fact stored by a hundred
+agents) form a tight cluster whose neighbour lists point inside it; a beam that starts in
+another cluster spends itself on that cluster's copies and can miss the query's altogether,
+while the list scan finds such a cluster whole. The lists are made when the graph is (or, for
+a graph without them, at the next persist) and extended with it.
+
 Memory. The small per-row arrays (rid, partition, scale, ...) are memory-mapped; the int8 rows
 are read with pread when a search needs them, so they never pile up in the process's RSS; the
 graphs are memory-mapped by usearch (`view`). Nothing is rebuilt into Python objects per row.
@@ -71,6 +79,11 @@ EXPANSION_ADD = 256      # HNSW efConstruction (why 256: docs/diy-compare.md, se
 # altogether (docs/performance.md, "Keyword and vector search").
 EXPANSION_SEARCH = 512
 EXPANSION_MAX = 1_100
+LIST_ROWS = 250          # rows per coarse list beside a graph (k-means centroids: rows / this)
+LIST_MAX = 8_192         # ... at most this many lists
+LIST_PROBES = 8          # lists scanned (int8, bounded, re-scored) per graph search
+LIST_SAMPLE = 24         # k-means learns from this many rows per centroid
+LIST_ROUNDS = 8          # k-means rounds
 GRAPH_SLACK = 0.03       # assumed error of the graph's int8 cosine, for the re-scoring cut
 FORMAT = 1
 MAGIC = b"DB0VIX01"
@@ -201,7 +214,7 @@ class _InRam:
 @dataclass
 class _Base:
     """The rows of the file, grouped by partition (read-only, usually memory-mapped)."""
-    rids: np.ndarray       # int64 [N], sorted by (partition, rid)
+    rids: np.ndarray       # int64 [N], by partition; by rid within one (a graph's: by list)
     pids: np.ndarray       # int32 [N]
     scale: np.ndarray      # float32 [N]
     resid: np.ndarray      # float32 [N]
@@ -246,12 +259,126 @@ class _Delta:
     where: dict[int, int] = field(default_factory=dict)  # live rid -> row
 
 
+@dataclass(frozen=True)
+class _Lists:
+    """A graph's rows filed by nearest centroid: list l is rids[starts[l]:starts[l + 1]]."""
+    centroids: np.ndarray  # float32 [C, dim], unit rows
+    starts: np.ndarray     # int64 [C + 1]
+    rids: np.ndarray       # int64 [m]
+
+    @classmethod
+    def of(cls, centroids: np.ndarray, near: np.ndarray, rids: np.ndarray) -> _Lists:
+        order = np.argsort(near, kind="stable")
+        starts = np.zeros(len(centroids) + 1, np.int64)
+        np.cumsum(np.bincount(near, minlength=len(centroids)), out=starts[1:])
+        return cls(centroids, starts, np.asarray(rids, np.int64)[order])
+
+    def near(self) -> np.ndarray:
+        """The list of each of `rids`."""
+        return np.repeat(np.arange(len(self.centroids)), np.diff(self.starts))
+
+    def probe(self, q: np.ndarray, k: int) -> np.ndarray:
+        """The rids of the k lists whose centroids are nearest q."""
+        k = min(k, len(self.centroids))
+        if k <= 0:
+            return np.zeros(0, np.int64)
+        top = np.argpartition(-(self.centroids @ q), k - 1)[:k]
+        return np.concatenate([self.rids[self.starts[c]:self.starts[c + 1]] for c in top])
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, centroids=self.centroids, starts=self.starts, rids=self.rids)
+            f.flush()
+            os.fsync(f.fileno())
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> _Lists:
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                got = cls(z["centroids"].astype(np.float32), z["starts"].astype(np.int64),
+                          z["rids"].astype(np.int64))
+        except (OSError, KeyError, zipfile.BadZipFile) as e:
+            raise ValueError(f"unreadable lists: {e}") from e
+        if (got.centroids.ndim != 2 or got.centroids.shape[1] != dim
+                or len(got.starts) != len(got.centroids) + 1
+                or int(got.starts[-1]) != len(got.rids)):
+            raise ValueError("lists of the wrong shape")
+        return got
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    out: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def _nearest(centroids: np.ndarray, take: Any, rows: np.ndarray, cancel: Any
+             ) -> np.ndarray | None:
+    """The nearest centroid of each row (`take(rows)`: int8 codes), None once cancelled."""
+    near = np.empty(len(rows), np.int64)
+    for s in range(0, len(rows), 16_384):
+        if cancel is not None and cancel():
+            return None
+        near[s:s + 16_384] = np.argmax(_unit(take(rows[s:s + 16_384])) @ centroids.T, axis=1)
+    return near
+
+
+def _make_lists(take: Any, rows: np.ndarray, rids: np.ndarray, cancel: Any,
+                old: _Lists | None = None) -> _Lists | None:
+    """Lists over `rows` (rids `rids`): the old ones less rids gone plus the new rows filed
+    by the old centroids, or, when there are none or the rows outgrew them, a new k-means
+    (seeded by the row count: the same rows give the same lists). None once cancelled."""
+    if len(rows) == 0:
+        return None
+    want = int(min(LIST_MAX, max(1, len(rows) // LIST_ROWS)))
+    if old is not None and len(old.centroids) * 2 >= want:
+        keep = np.isin(old.rids, rids)
+        new = ~np.isin(rids, old.rids[keep])
+        near = _nearest(old.centroids, take, rows[new], cancel)
+        if near is None:
+            return None
+        return _Lists.of(old.centroids, np.concatenate([old.near()[keep], near]),
+                         np.concatenate([old.rids[keep], rids[new]]))
+    rng = np.random.default_rng(len(rows))
+    pts = _unit(take(np.sort(rng.choice(rows, min(len(rows), LIST_SAMPLE * want),
+                                        replace=False))))
+    cent = pts[rng.choice(len(pts), want, replace=False)]
+    for _ in range(LIST_ROUNDS):
+        if cancel is not None and cancel():
+            return None
+        near = np.argmax(pts @ cent.T, axis=1)
+        counts = np.bincount(near, minlength=want)
+        full = np.flatnonzero(counts)
+        sums = np.add.reduceat(pts[np.argsort(near, kind="stable")],
+                               (np.cumsum(counts) - counts)[full], axis=0)
+        cent[full] = _unit(sums)  # an emptied centroid keeps its place
+    near = _nearest(cent, take, rows, cancel)
+    return None if near is None else _Lists.of(cent, near, rids)
+
+
+def _list_order(rids: np.ndarray, lists: _Lists) -> np.ndarray:
+    """The order of a partition's rows (rids ascending) that puts each list's rows together,
+    lists in order and rids ascending within each, the rows in no list last."""
+    rank = np.full(len(rids), len(lists.centroids), np.int64)
+    pos = np.minimum(np.searchsorted(rids, lists.rids), max(len(rids) - 1, 0))
+    hit = rids[pos] == lists.rids if len(rids) else np.zeros(len(lists.rids), bool)
+    rank[pos[hit]] = lists.near()[hit]
+    return np.argsort(rank, kind="stable")
+
+
+def _permuted(take: Any, perm: np.ndarray) -> Any:
+    return lambda rows: take(perm[rows])
+
+
 @dataclass
 class _Snapshot:
     base: _Base
     delta: _Delta
     n: int
     graphs: dict[int, Any]
+    lists: dict[int, _Lists] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -285,6 +412,7 @@ class VecIndex:
                             np.zeros((1024, dim), np.float32), np.zeros(1024, bool))
         self.graphs: dict[int, Any] = {}   # pid -> usearch Index (viewed from its file)
         self.graph_files: dict[int, dict[str, Any]] = {}
+        self.lists: dict[int, _Lists] = {}  # pid -> its graph's coarse lists
         self.opened_from = "new"           # "file", "rebuilt" or "new": how open() got here
         self._lock = threading.Lock()
         self._graph_lock = threading.Lock()
@@ -547,7 +675,8 @@ class VecIndex:
                ) -> tuple[np.ndarray, _Snapshot, list[int] | None]:
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
         with self._lock:
-            snap = _Snapshot(self.base, self.delta, self.delta.n, dict(self.graphs))
+            snap = _Snapshot(self.base, self.delta, self.delta.n, dict(self.graphs),
+                             dict(self.lists))
             pids = (None if partitions is None else
                     [p for p in (self.pid_of.get(tuple(x)) for x in partitions)  # type: ignore[arg-type]
                      if p is not None])
@@ -571,6 +700,9 @@ class VecIndex:
                 rows = rows[~base.dead[lo:hi]]
             else:
                 pool.append(self._graph_candidates(base, graph, pid, q, n))
+                lists = snap.lists.get(pid)
+                if lists is not None:
+                    pool.append(self._list_rows(base, lists, pid, q, qnorm))
                 off = (base.in_graph[lo:hi] == 0) & ~base.dead[lo:hi]
                 rows = lo + np.flatnonzero(off)
             pool.append(self._score_rows(base, rows, q, qnorm))
@@ -624,6 +756,15 @@ class VecIndex:
         sims = 1.0 - np.asarray(m.distances, dtype=np.float32)[ok]
         return keys[ok], sims, np.full(len(sims), GRAPH_SLACK, np.float32)
 
+    def _list_rows(self, base: _Base, lists: _Lists, pid: int, q: np.ndarray, qnorm: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of the lists nearest q (those still live in the graph), int8-scored with
+        their bounds, as an exact scan scores them."""
+        rows = base.rows_of(lists.probe(q / max(qnorm, 1e-12), LIST_PROBES))
+        rows = rows[rows >= 0]
+        rows = np.sort(rows[(base.in_graph[rows] == 1) & (base.pids[rows] == pid)])
+        return self._score_rows(base, rows, q, qnorm)
+
     def _finish(self, pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                 exact: list[tuple[np.ndarray, np.ndarray]], q: np.ndarray, n: int,
                 store: Store | None) -> list[tuple[int, float]]:
@@ -674,6 +815,8 @@ class VecIndex:
         sizes = np.zeros(len(added), np.int64)
         sizes[:len(b.starts) - 1] = np.diff(b.starts)
         for pid in np.flatnonzero(sizes + added > BIG).tolist():
+            if pid in self.graph_files and "lists" not in self.graph_files[pid]:
+                return True
             lo, hi = b.span(pid)
             missing = int(((b.in_graph[lo:hi] == 0) & ~b.dead[lo:hi]).sum()) + int(added[pid])
             if missing > max(GRAPH_STALE_MIN, GRAPH_STALE * (hi - lo + added[pid])):
@@ -725,6 +868,7 @@ class VecIndex:
         starts = np.zeros(nparts + 1, np.int64)
         np.cumsum(counts, out=starts[1:])
         graph_files: dict[int, dict[str, Any]] = {}
+        lists_of: dict[int, _Lists] = {}
         index_cls = _usearch()
         in_graph = in_graph.copy()
         for pid in np.flatnonzero(counts > BIG).tolist() if index_cls is not None else []:
@@ -734,6 +878,14 @@ class VecIndex:
             fresh = missing <= max(GRAPH_STALE_MIN, GRAPH_STALE * (hi - lo))
             if old is not None and (fresh or not graphs):
                 graph_files[pid] = old  # rows outside the graph are searched exactly
+                if pid in self.lists:
+                    lists_of[pid] = self.lists[pid]
+                elif graphs:  # a graph made before lists were: file its rows now
+                    rows = lo + np.flatnonzero(in_graph[lo:hi] == 1)
+                    made = _make_lists(take, rows, rids[rows], cancel)
+                    if made is not None:
+                        lists_of[pid] = made
+                        graph_files[pid] = {**old, "lists": self._save_lists(pid, made)}
                 continue
             if not graphs:  # searched exactly until a persist builds it
                 in_graph[lo:hi] = 0
@@ -765,6 +917,8 @@ class VecIndex:
                 del graph
                 if old is not None:
                     graph_files[pid] = old
+                    if pid in self.lists:
+                        lists_of[pid] = self.lists[pid]
                 else:
                     in_graph[lo:hi] = 0
                 continue
@@ -776,6 +930,20 @@ class VecIndex:
             os.replace(tmp, self.dir / name)
             graph_files[pid] = {"file": name, **_file_crc(self.dir / name)}
             in_graph[lo:hi] = 1
+            # Lists cut short by a stop are made at the next persist (graphs_owed says so).
+            made = _make_lists(take, np.arange(lo, hi), rids[lo:hi], cancel,
+                               self.lists.get(pid) if old is not None else None)
+            if made is not None:
+                lists_of[pid] = made
+                graph_files[pid]["lists"] = self._save_lists(pid, made)
+        if lists_of:  # a graph's rows in list order, so that a list is one read
+            perm = np.arange(len(rids))
+            for pid, lists in lists_of.items():
+                lo, hi = int(starts[pid]), int(starts[pid + 1])
+                perm[lo:hi] = lo + _list_order(rids[lo:hi], lists)
+            rids, pids, scale, resid, in_graph = (
+                rids[perm], pids[perm], scale[perm], resid[perm], in_graph[perm])
+            take = _permuted(take, perm)
         by_rid = np.argsort(rids, kind="stable").astype(np.int32)
         arrays = {"rids": rids.astype("<i8"), "pids": pids.astype("<i4"),
                   "scale": scale.astype("<f4"), "resid": resid.astype("<f4"),
@@ -813,11 +981,20 @@ class VecIndex:
         os.replace(tmp, self.dir / MAIN)
         _fsync_dir(self.dir)
         self.graph_files = graph_files
+        self.lists = lists_of  # _load swaps in the same, read back; this is for a failed load
         self._sweep()
 
+    def _save_lists(self, pid: int, lists: _Lists) -> dict[str, Any]:
+        name = f"graph-{pid}-{os.urandom(4).hex()}.lists"
+        tmp = self.dir / (name + ".tmp")
+        lists.save(tmp)
+        os.replace(tmp, self.dir / name)
+        return {"file": name, **_file_crc(self.dir / name)}
+
     def _sweep(self) -> None:
-        """Delete files the main file does not name (old graphs, torn temporaries)."""
-        named = {MAIN, *(g["file"] for g in self.graph_files.values())}
+        """Delete files the main file does not name (old graphs and lists, torn temporaries)."""
+        named = {MAIN, *(g["file"] for g in self.graph_files.values()),
+                 *(g["lists"]["file"] for g in self.graph_files.values() if "lists" in g)}
         for p in self.dir.iterdir():
             if p.name not in named and (p.name.startswith(("graph-", MAIN))):
                 try:
@@ -891,6 +1068,7 @@ class VecIndex:
                      arr("starts", "<i8", (len(parts) + 1,)),
                      np.zeros(n, bool))
         graphs: dict[int, Any] = {}
+        lists: dict[int, _Lists] = {}
         graph_files = {int(k): v for k, v in header.get("graphs", {}).items()}
         if graph_files:
             index_cls = _usearch()
@@ -901,6 +1079,11 @@ class VecIndex:
                 graph = index_cls.restore(str(gpath), view=True)
                 graph.expansion_search = _expansion(len(graph))  # not kept in the file
                 graphs[pid] = graph
+                if "lists" in g:  # a graph made before lists were has none until a persist
+                    lpath = self.dir / g["lists"]["file"]
+                    if _file_crc(lpath) != {k: g["lists"][k] for k in ("bytes", "crc")}:
+                        raise IndexFileError(f"lists {g['lists']['file']} are missing or corrupt")
+                    lists[pid] = _Lists.load(lpath, self.dim)
         counts = np.diff(base.starts)
         with self._lock:
             self.seq = int(header["seq"])
@@ -912,11 +1095,13 @@ class VecIndex:
                                 np.zeros((1024, self.dim), np.float32), np.zeros(1024, bool))
             self.graphs = graphs
             self.graph_files = graph_files
+            self.lists = lists
             self._mm = mm  # old maps are left to the garbage collector: searches may hold them
 
     def close(self) -> None:
         with self._lock:
             self.graphs = {}
+            self.lists = {}
             self.base = _Base.empty(self.dim)
             self._mm = None
 

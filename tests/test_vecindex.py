@@ -326,6 +326,110 @@ def test_a_graph_reaches_the_cluster_of_near_copies_a_query_is_in(
     assert missed <= 2, missed  # of 200; a beam of 128 missed 12
 
 
+def near_copies(store: Store, n: int, meanings: int, rng: np.random.Generator
+                ) -> tuple[int, np.ndarray]:
+    """A user partition of n memories, each one of `meanings` tight clusters of near-copies
+    (a fact stored by many agents); the model id and the cluster centres."""
+    centres = rng.normal(size=(meanings, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    with store.transaction():
+        mid = vectors.model_id(store, "test-model", "0" * 64, DIM)
+    for s in range(0, n, 2_000):
+        with store.transaction():
+            remember_many(store, Context("u"), [{"content": f"copy {s + j}", "scope": "user"}
+                                                for j in range(min(2_000, n - s))])
+            rows = store.conn.execute(
+                "SELECT rid, content_hash FROM memories m WHERE NOT EXISTS (SELECT 1 FROM "
+                "memory_vectors v WHERE v.rid=m.rid)").fetchall()
+            v = centres[np.arange(s, s + len(rows)) % meanings] + 0.02 * rng.normal(
+                size=(len(rows), DIM))
+            v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+            vectors.put(store, mid, [(int(r), str(h), vectors.to_blob(x))
+                                     for (r, h), x in zip(rows, v, strict=True)])
+    return mid, centres
+
+
+def test_the_lists_find_the_cluster_of_near_copies_a_narrow_beam_misses(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph's rows are also filed in coarse lists, each list one run of the file: with them
+    recall@10 against exact search is >= 0.98 and no query misses its cluster, even with a
+    beam so narrow that the graph alone misses clusters (which shows what the lists do)."""
+    pytest.importorskip("usearch")
+    monkeypatch.setattr(vecindex, "BIG", 1_000)
+    monkeypatch.setattr(vecindex, "LIST_ROWS", 40)
+    rng = np.random.default_rng(17)
+    mid, centres = near_copies(store, 8_000, 200, rng)
+    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    pid = idx.pid_of[("user", "u")]
+    lists = idx.lists[pid]
+    assert len(lists.centroids) == 8_000 // 40
+    assert sorted(lists.rids.tolist()) == sorted(np.asarray(idx.graphs[pid].keys).tolist())
+    for c in range(len(lists.centroids)):  # a list is one contiguous run of rows
+        rows = np.sort(idx.base.rows_of(lists.rids[lists.starts[c]:lists.starts[c + 1]]))
+        assert len(rows) == 0 or (rows[0] >= 0 and (np.diff(rows) == 1).all())
+    for g in idx.graphs.values():
+        g.expansion_search = 8
+    every = np.stack([vectors.from_blob(b) for (b,) in store.conn.execute(
+        "SELECT vector FROM memory_vectors WHERE model_id=? ORDER BY rid", (mid,))])
+    rids = np.array([r for (r,) in store.conn.execute(
+        "SELECT rid FROM memory_vectors WHERE model_id=? ORDER BY rid", (mid,))])
+    queries = centres[rng.integers(0, 200, 100)] + 0.15 * rng.normal(size=(100, DIM))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+
+    def measure() -> tuple[float, int]:
+        hits, missed = [], 0
+        for q in queries:
+            sims = every @ q
+            want = set(rids[np.argsort(-sims)[:10]].tolist())
+            got = idx.search(q, 10, [("user", "u")], store=store)
+            hits.append(len(want & {r for r, _ in got}) / 10)
+            missed += got[0][1] > 1.0 - float(sims.max()) + 0.05
+        return float(np.mean(hits)), missed
+
+    recall, missed = measure()
+    assert recall >= 0.98 and missed == 0, (recall, missed)
+    idx.lists = {}  # the graph alone, same beam
+    recall, missed = measure()
+    assert missed > 0, (recall, missed)
+
+
+def test_a_graph_made_before_lists_gets_them_at_the_next_persist(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file whose graph has no lists (written before they existed) opens as it is; the
+    index owes them, and the next persist files the graph's rows in lists without rebuilding
+    the graph; a lists file that does not check out makes the index rebuild."""
+    pytest.importorskip("usearch")
+    monkeypatch.setattr(vecindex, "BIG", 500)
+    monkeypatch.setattr(vecindex, "LIST_ROWS", 50)
+    mid = fill(store, {("user", "u"): 1_500, ("agent", "a"): 100})
+    d = tmp_path / "vx"
+    idx = vecindex.VecIndex.open(store, d, mid, DIM)
+    pid = idx.pid_of[("user", "u")]
+    assert "lists" in idx.graph_files[pid] and not idx.graphs_owed()
+    idx.lists = {}
+    del idx.graph_files[pid]["lists"]
+    idx.persist(graphs=False)  # the file of an older db0: a graph, no lists
+    assert {p.suffix for p in d.iterdir()} == {".idx", ".usearch"}
+    old = vecindex.VecIndex.open(store, d, mid, DIM)
+    assert old.opened_from == "file" and old.lists == {} and old.graphs_owed()
+    graph_file = old.graph_files[pid]["file"]
+    old.persist()
+    assert old.graph_files[pid]["file"] == graph_file and not old.graphs_owed()
+    assert len(old.lists[pid].rids) == 1_500
+    again = vecindex.VecIndex.open(store, d, mid, DIM)
+    assert again.opened_from == "file" and len(again.lists[pid].centroids) == 1_500 // 50
+    q = unit(np.random.default_rng(4), 1)[0]
+    got = {r for r, _ in again.search(q, 10, [("user", "u")], store=store)}
+    assert len(got & {r for r, _ in brute(store, mid, q, [("user", "u")], 10)}) >= 9
+    lists_file = d / again.graph_files[pid]["lists"]["file"]
+    with open(lists_file, "r+b") as f:
+        f.seek(lists_file.stat().st_size // 2)
+        b = f.read(1)
+        f.seek(lists_file.stat().st_size // 2)
+        f.write(bytes([b[0] ^ 0x01]))
+    assert vecindex.VecIndex.open(store, d, mid, DIM).opened_from == "rebuilt"
+
+
 def test_a_partition_grown_past_big_before_a_persist_is_owed_its_graph(
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows added since the file was written count: a partition that grew past BIG in the
@@ -367,6 +471,8 @@ def test_graph_is_extended_in_place(store: Store, tmp_path: Path,
     g = next(iter(idx.graphs.values()))
     assert next(iter(idx.graph_files.values()))["file"] != old_file and len(g) == 2_200
     assert idx.base.in_graph.all()
+    lists = next(iter(idx.lists.values()))  # extended with the graph: the same rows
+    assert sorted(lists.rids.tolist()) == sorted(np.asarray(g.keys).tolist())
     far = idx.search(-q, 1, [("user", "u")], store=store)
     assert far[0][0] == first and far[0][1] == pytest.approx(0.0, abs=1e-5)
     hits = []
