@@ -286,7 +286,7 @@ class _Lists:
         return np.concatenate([self.rids[self.starts[c]:self.starts[c + 1]] for c in top])
 
     def save(self, path: Path) -> None:
-        with open(path, "wb") as f:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             np.savez(f, centroids=self.centroids, starts=self.starts, rids=self.rids)
             f.flush()
             os.fsync(f.fileno())
@@ -926,6 +926,7 @@ class VecIndex:
             tmp = self.dir / (name + ".tmp")
             graph.save(str(tmp))
             del graph
+            os.chmod(tmp, 0o600)  # as every file here: the owner's alone, whatever the umask
             _fsync(tmp)
             os.replace(tmp, self.dir / name)
             graph_files[pid] = {"file": name, **_file_crc(self.dir / name)}
@@ -983,6 +984,17 @@ class VecIndex:
         self.graph_files = graph_files
         self.lists = lists_of  # _load swaps in the same, read back; this is for a failed load
         self._sweep()
+
+    def _read_lists(self, entry: dict[str, Any] | None) -> _Lists | None:
+        if not entry:
+            return None
+        path = self.dir / str(entry.get("file", ""))
+        if _file_crc(path) != {"bytes": entry.get("bytes"), "crc": entry.get("crc")}:
+            return None
+        try:
+            return _Lists.load(path, self.dim)
+        except ValueError:
+            return None
 
     def _save_lists(self, pid: int, lists: _Lists) -> dict[str, Any]:
         name = f"graph-{pid}-{os.urandom(4).hex()}.lists"
@@ -1079,11 +1091,14 @@ class VecIndex:
                 graph = index_cls.restore(str(gpath), view=True)
                 graph.expansion_search = _expansion(len(graph))  # not kept in the file
                 graphs[pid] = graph
-                if "lists" in g:  # a graph made before lists were has none until a persist
-                    lpath = self.dir / g["lists"]["file"]
-                    if _file_crc(lpath) != {k: g["lists"][k] for k in ("bytes", "crc")}:
-                        raise IndexFileError(f"lists {g['lists']['file']} are missing or corrupt")
-                    lists[pid] = _Lists.load(lpath, self.dim)
+                # Lists that do not check out are left out, not a reason to rebuild: the
+                # graph is searched alone and `graphs_owed` asks a persist for new ones (as
+                # for a graph made before lists were).
+                got = self._read_lists(g.get("lists"))
+                if got is not None:
+                    lists[pid] = got
+                else:
+                    g.pop("lists", None)
         counts = np.diff(base.starts)
         with self._lock:
             self.seq = int(header["seq"])

@@ -397,7 +397,8 @@ def test_a_graph_made_before_lists_gets_them_at_the_next_persist(
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file whose graph has no lists (written before they existed) opens as it is; the
     index owes them, and the next persist files the graph's rows in lists without rebuilding
-    the graph; a lists file that does not check out makes the index rebuild."""
+    the graph; lists that do not check out (corrupt, missing) are left out the same way,
+    without a rebuild."""
     pytest.importorskip("usearch")
     monkeypatch.setattr(vecindex, "BIG", 500)
     monkeypatch.setattr(vecindex, "LIST_ROWS", 50)
@@ -416,18 +417,30 @@ def test_a_graph_made_before_lists_gets_them_at_the_next_persist(
     old.persist()
     assert old.graph_files[pid]["file"] == graph_file and not old.graphs_owed()
     assert len(old.lists[pid].rids) == 1_500
+    assert all(p.stat().st_mode & 0o077 == 0 for p in d.iterdir())  # the owner's alone
     again = vecindex.VecIndex.open(store, d, mid, DIM)
     assert again.opened_from == "file" and len(again.lists[pid].centroids) == 1_500 // 50
     q = unit(np.random.default_rng(4), 1)[0]
     got = {r for r, _ in again.search(q, 10, [("user", "u")], store=store)}
     assert len(got & {r for r, _ in brute(store, mid, q, [("user", "u")], 10)}) >= 9
-    lists_file = d / again.graph_files[pid]["lists"]["file"]
-    with open(lists_file, "r+b") as f:
-        f.seek(lists_file.stat().st_size // 2)
-        b = f.read(1)
-        f.seek(lists_file.stat().st_size // 2)
-        f.write(bytes([b[0] ^ 0x01]))
-    assert vecindex.VecIndex.open(store, d, mid, DIM).opened_from == "rebuilt"
+    for damage in ("flip", "missing"):
+        lists_file = d / again.graph_files[pid]["lists"]["file"]
+        if damage == "missing":
+            lists_file.unlink()
+        else:
+            with open(lists_file, "r+b") as f:
+                f.seek(lists_file.stat().st_size // 2)
+                b = f.read(1)
+                f.seek(lists_file.stat().st_size // 2)
+                f.write(bytes([b[0] ^ 0x01]))
+        hurt = vecindex.VecIndex.open(store, d, mid, DIM)
+        assert hurt.opened_from == "file" and hurt.lists == {} and hurt.graphs_owed(), damage
+        assert hurt.graph_files[pid]["file"] == graph_file
+        assert len({r for r, _ in hurt.search(q, 10, [("user", "u")], store=store)}
+                   & {r for r, _ in brute(store, mid, q, [("user", "u")], 10)}) >= 9
+        hurt.persist()
+        again = vecindex.VecIndex.open(store, d, mid, DIM)
+        assert again.opened_from == "file" and len(again.lists[pid].rids) == 1_500, damage
 
 
 def test_a_partition_grown_past_big_before_a_persist_is_owed_its_graph(
