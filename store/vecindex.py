@@ -84,6 +84,12 @@ LIST_MAX = 8_192         # ... at most this many lists
 LIST_PROBES = 8          # lists scanned (int8, bounded, re-scored) per graph search
 LIST_SAMPLE = 24         # k-means learns from this many rows per centroid
 LIST_ROUNDS = 8          # k-means rounds
+# A list row's int8 score is re-scored when within this many standard deviations of the
+# rounding error's dot with the query (|err| |q| / sqrt(dim) for an error of no particular
+# direction) of the cut, not within the worst case |err| |q|: a graph's partition is searched
+# approximately anyway, and in a cluster of near-copies the worst case sends most of the
+# cluster to SQLite for its float32 row.
+LIST_SIGMAS = 5.0
 GRAPH_SLACK = 0.03       # assumed error of the graph's int8 cosine, for the re-scoring cut
 FORMAT = 1
 MAGIC = b"DB0VIX01"
@@ -759,11 +765,12 @@ class VecIndex:
     def _list_rows(self, base: _Base, lists: _Lists, pid: int, q: np.ndarray, qnorm: float
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rows of the lists nearest q (those still live in the graph), int8-scored with
-        their bounds, as an exact scan scores them."""
+        a bound of LIST_SIGMAS deviations of their rounding error."""
         rows = base.rows_of(lists.probe(q / max(qnorm, 1e-12), LIST_PROBES))
         rows = rows[rows >= 0]
         rows = np.sort(rows[(base.in_graph[rows] == 1) & (base.pids[rows] == pid)])
-        return self._score_rows(base, rows, q, qnorm)
+        got = self._score_rows(base, rows, q, qnorm)
+        return got[0], got[1], got[2] * min(1.0, LIST_SIGMAS / float(np.sqrt(self.dim)))
 
     def _finish(self, pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                 exact: list[tuple[np.ndarray, np.ndarray]], q: np.ndarray, n: int,
@@ -777,9 +784,12 @@ class VecIndex:
                                + [np.zeros(0, np.float32)])
         if len(rids) == 0:
             return []
-        # A rid can come twice (from its graph and from the rows outside it): keep one.
-        rids, first = np.unique(rids, return_index=True)
-        approx, bound = approx[first], bound[first]
+        # A rid can come twice (from its graph and from its list, or from the rows outside
+        # the graph): keep the score with the tightest bound (a list's int8 row is closer
+        # than the graph's slack), so fewer rows need their float32 re-score.
+        o = np.lexsort((bound, rids))
+        first = o[np.r_[True, rids[o][1:] != rids[o][:-1]]]
+        rids, approx, bound = rids[first], approx[first], bound[first]
         if len(rids) > n:
             floor = np.partition(approx - bound, len(rids) - n)[len(rids) - n]
             keep = approx + bound >= floor
