@@ -640,6 +640,8 @@ from pathlib import Path
 from db0.store import vecindex
 from db0.store.core import Store
 store = Store.open(Path(sys.argv[1]))
+if sys.argv[5] == "graphs":  # every persist writes a new graph and new lists
+    vecindex.BIG, vecindex.GRAPH_STALE_MIN, vecindex.GRAPH_STALE = 1_000, -1, -1.0
 idx = vecindex.VecIndex.open(store, Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
 print("ready", flush=True)
 while True:
@@ -647,33 +649,43 @@ while True:
 """
 
 
-def test_kill_during_persist_leaves_a_trusted_file(tmp_path: Path) -> None:
-    """kill -9 at random moments of a persist loop: the next open finds the old file or the
-    new one, whole (never rebuilt, never a wrong answer)."""
+@pytest.mark.parametrize("what", ["rows", "graphs"])
+def test_kill_during_persist_leaves_a_trusted_file(tmp_path: Path, what: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 at random moments of a persist loop (rows only, or a new graph and new lists
+    every time): the next open finds the old file or the new one, whole, with the graph and
+    lists it names (never rebuilt, never a wrong answer)."""
     import signal
     import subprocess
     import sys
     import time
 
+    if what == "graphs":
+        pytest.importorskip("usearch")
+        monkeypatch.setattr(vecindex, "BIG", 1_000)
     path = tmp_path / "db0.sqlite3"
     store = Store.open(path)
     mid = fill(store, {("agent", "a"): 3_000, ("agent", "b"): 3_000})
     d = tmp_path / "vx"
     vecindex.VecIndex.open(store, d, mid, DIM).close()
     rng = np.random.default_rng(12)
+    seen = set()
     for delay in (0.05, 0.13, 0.29, 0.41):
         p = subprocess.Popen([sys.executable, "-c", KILLER, str(path), str(d), str(mid),
-                              str(DIM)], stdout=subprocess.PIPE, env=os.environ.copy())
+                              str(DIM), what], stdout=subprocess.PIPE, env=os.environ.copy())
         assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
         idx = vecindex.VecIndex.open(store, d, mid, DIM)
         assert idx.opened_from == "file"
+        assert len(idx.lists) == len(idx.graphs) == (2 if what == "graphs" else 0)
+        seen.add(frozenset(str(g) for g in idx.graph_files.values()))
         q = unit(rng, 1)[0]
         same(idx.search(q, 10, [("agent", "b")], store=store),
              brute(store, mid, q, [("agent", "b")], 10))
         idx.close()
+    assert what == "rows" or len(seen) > 1  # the killed loops did write new graphs and lists
     store.close()
 
 
