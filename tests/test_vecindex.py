@@ -210,6 +210,19 @@ def test_a_search_begun_early_is_finished_with_the_answer_of_its_time(
     assert idx.search(q, 20, [("agent", "nobody")], store=store, early=empty) == []
 
 
+def counted_walks(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                  ) -> tuple[int, vecindex.VecIndex, list[int]]:
+    """A user partition with a graph beside the default agent's few memories; the model id,
+    the index, and a list that grows by one at every walk of the graph."""
+    monkeypatch.setattr(vecindex, "BIG", 1_000)
+    mid = fill(store, {("user", "u"): 1_500, ("agent", "default"): 200})
+    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    walks: list[int] = []
+    walk = idx._graph_candidates
+    monkeypatch.setattr(idx, "_graph_candidates", lambda *a: walks.append(1) or walk(*a))
+    return mid, idx, walks
+
+
 def test_recall_with_its_vector_search_begun_beside_the_embedding_ranks_the_same(
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """search.vector_prelude does the graph walk of a recall's vector side ahead (the daemon
@@ -218,13 +231,8 @@ def test_recall_with_its_vector_search_begun_beside_the_embedding_ranks_the_same
     pytest.importorskip("usearch")
     from db0.store import search
 
-    monkeypatch.setattr(vecindex, "BIG", 1_000)
-    mid = fill(store, {("user", "u"): 1_500, ("agent", "default"): 200})
-    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    mid, idx, walks = counted_walks(store, tmp_path, monkeypatch)
     ctx = Context("u")
-    walks = []
-    walk = idx._graph_candidates
-    monkeypatch.setattr(idx, "_graph_candidates", lambda *a: walks.append(1) or walk(*a))
     for k, q in zip((10, 30, 60), unit(np.random.default_rng(10), 3), strict=True):
         plain = search.recall(store, ctx, "memory", k, qvec=search.QueryVector(mid, q, idx))
         assert len(walks) == 1 and len(plain) == k
@@ -249,13 +257,8 @@ def test_a_pack_finishes_the_search_its_prelude_began(
     pytest.importorskip("usearch")
     from db0.store import pack, search
 
-    monkeypatch.setattr(vecindex, "BIG", 1_000)
-    mid = fill(store, {("user", "u"): 1_500, ("agent", "default"): 200})
-    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    mid, idx, walks = counted_walks(store, tmp_path, monkeypatch)
     ctx = Context("u")
-    walks = []
-    walk = idx._graph_candidates
-    monkeypatch.setattr(idx, "_graph_candidates", lambda *a: walks.append(1) or walk(*a))
     qv = search.QueryVector(mid, unit(np.random.default_rng(11), 1)[0], idx)
     search.vector_prelude(ctx, search.Filters(), pack.first_k(second_stage))(qv)
     assert len(walks) == 1
@@ -290,42 +293,6 @@ def test_big_partition_uses_a_graph_with_high_recall(store: Store, tmp_path: Pat
     assert again.opened_from == "rebuilt"  # 20_000_000 is no memory: the count disagrees
 
 
-def test_a_graph_reaches_the_cluster_of_near_copies_a_query_is_in(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A partition where each meaning is stored 200 times over (tight clusters of near-copies:
-    their graph neighbours all point inside the cluster): the best vector the graph finds is
-    as close as the exact best, short of a few queries in a hundred."""
-    pytest.importorskip("usearch")
-    monkeypatch.setattr(vecindex, "BIG", 1_000)
-    rng = np.random.default_rng(7)
-    centres = rng.normal(size=(50, DIM)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    with store.transaction():
-        mid = vectors.model_id(store, "test-model", "0" * 64, DIM)
-    for s in range(0, 10_000, 2_000):
-        with store.transaction():
-            remember_many(store, Context("u"), [{"content": f"copy {s + j}", "scope": "user"}
-                                                for j in range(2_000)])
-            rows = store.conn.execute(
-                "SELECT rid, content_hash FROM memories m WHERE NOT EXISTS (SELECT 1 FROM "
-                "memory_vectors v WHERE v.rid=m.rid)").fetchall()
-            v = centres[np.arange(s, s + len(rows)) % 50] + 0.02 * rng.normal(
-                size=(len(rows), DIM))
-            v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
-            vectors.put(store, mid, [(int(r), str(h), vectors.to_blob(x))
-                                     for (r, h), x in zip(rows, v, strict=True)])
-    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
-    assert set(idx.graphs) == {idx.pid_of[("user", "u")]}
-    every = np.stack([vectors.from_blob(b) for (b,) in store.conn.execute(
-        "SELECT vector FROM memory_vectors WHERE model_id=?", (mid,))])
-    queries = centres[rng.integers(0, 50, 200)] + 0.5 * rng.normal(size=(200, DIM))
-    missed = 0
-    for q in (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32):
-        best = 1.0 - float((every @ q).max())  # the exact nearest distance
-        missed += idx.search(q, 10, [("user", "u")], store=store)[0][1] > best + 0.05
-    assert missed <= 2, missed  # of 200; a beam of 128 missed 12
-
-
 def near_copies(store: Store, n: int, meanings: int, rng: np.random.Generator
                 ) -> tuple[int, np.ndarray]:
     """A user partition of n memories, each one of `meanings` tight clusters of near-copies
@@ -347,6 +314,27 @@ def near_copies(store: Store, n: int, meanings: int, rng: np.random.Generator
             vectors.put(store, mid, [(int(r), str(h), vectors.to_blob(x))
                                      for (r, h), x in zip(rows, v, strict=True)])
     return mid, centres
+
+
+def test_a_graph_reaches_the_cluster_of_near_copies_a_query_is_in(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partition where each meaning is stored 200 times over (tight clusters of near-copies:
+    their graph neighbours all point inside the cluster): the best vector the graph finds is
+    as close as the exact best, short of a few queries in a hundred."""
+    pytest.importorskip("usearch")
+    monkeypatch.setattr(vecindex, "BIG", 1_000)
+    rng = np.random.default_rng(7)
+    mid, centres = near_copies(store, 10_000, 50, rng)
+    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    assert set(idx.graphs) == {idx.pid_of[("user", "u")]}
+    every = np.stack([vectors.from_blob(b) for (b,) in store.conn.execute(
+        "SELECT vector FROM memory_vectors WHERE model_id=?", (mid,))])
+    queries = centres[rng.integers(0, 50, 200)] + 0.5 * rng.normal(size=(200, DIM))
+    missed = 0
+    for q in (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32):
+        best = 1.0 - float((every @ q).max())  # the exact nearest distance
+        missed += idx.search(q, 10, [("user", "u")], store=store)[0][1] > best + 0.05
+    assert missed <= 2, missed  # of 200; a beam of 128 missed 12
 
 
 def test_the_lists_find_the_cluster_of_near_copies_a_narrow_beam_misses(
