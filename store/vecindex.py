@@ -766,7 +766,7 @@ class VecIndex:
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rows of the lists nearest q (those still live in the graph), int8-scored with
         a bound of LIST_SIGMAS deviations of their rounding error."""
-        rows = base.rows_of(lists.probe(q / max(qnorm, 1e-12), LIST_PROBES))
+        rows = base.rows_of(lists.probe(q, LIST_PROBES))
         rows = rows[rows >= 0]
         rows = np.sort(rows[(base.in_graph[rows] == 1) & (base.pids[rows] == pid)])
         got = self._score_rows(base, rows, q, qnorm)
@@ -992,14 +992,13 @@ class VecIndex:
         os.replace(tmp, self.dir / MAIN)
         _fsync_dir(self.dir)
         self.graph_files = graph_files
-        self.lists = lists_of  # _load swaps in the same, read back; this is for a failed load
         self._sweep()
 
     def _read_lists(self, entry: dict[str, Any] | None) -> _Lists | None:
         if not entry:
             return None
-        path = self.dir / str(entry.get("file", ""))
-        if _file_crc(path) != {"bytes": entry.get("bytes"), "crc": entry.get("crc")}:
+        path = self.dir / entry["file"]
+        if _file_crc(path) != {k: entry[k] for k in ("bytes", "crc")}:
             return None
         try:
             return _Lists.load(path, self.dim)
