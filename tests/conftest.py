@@ -3,6 +3,7 @@ the real `db0` binary, and a check that no daemon outlives its test."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -149,6 +150,25 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DB0_HOME", str(tmp_path / "h"))
     for var in ("DB0_USER", "DB0_AGENT", "DB0_SESSION", "DB0_TASK"):
         monkeypatch.delenv(var, raising=False)
+
+
+@contextlib.contextmanager
+def held_clock() -> Iterator[float]:
+    """Wall-clock time held at one instant inside the block: scores that decay with a
+    memory's age (recency) then compare exactly between two recalls made moments apart."""
+    now, real = time.time(), time.time
+    time.time = lambda: now
+    try:
+        yield now
+    finally:
+        time.time = real
+
+
+@pytest.fixture
+def still_clock() -> Iterator[float]:
+    """held_clock() for the whole test."""
+    with held_clock() as now:
+        yield now
 
 
 def give_models(home: Path, models: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import apsw
 import pytest
-from conftest import vm_steps
+from conftest import held_clock, vm_steps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -360,9 +360,10 @@ def test_recall_skips_bm25_of_the_others_only_when_the_keyword_side_holds_every_
 
     search.POOL = 4  # pools smaller than the matches, as well as larger
     try:
-        shortcut = search.recall(store, ctx, query, k, f, qvec=qv, feedback=True)
-        search._indexed_candidates = never_complete  # type: ignore[assignment]
-        full = search.recall(store, ctx, query, k, f, qvec=qv, feedback=True)
+        with held_clock():  # the two recalls age their memories alike
+            shortcut = search.recall(store, ctx, query, k, f, qvec=qv, feedback=True)
+            search._indexed_candidates = never_complete  # type: ignore[assignment]
+            full = search.recall(store, ctx, query, k, f, qvec=qv, feedback=True)
     finally:
         search._indexed_candidates, search.POOL = indexed, pool  # type: ignore[assignment]
     assert [(r["id"], r["score_parts"]) for r in shortcut] == \
@@ -1004,6 +1005,7 @@ def _harbour_store(tmp_path: Path, n: int) -> tuple[Store, Context]:
     return store, ctx
 
 
+@pytest.mark.usefixtures("still_clock")
 def test_recall_leaves_out_what_the_reader_has_and_ranks_the_rest_as_before(
         tmp_path: Path) -> None:
     """recall(exclude=E) is recall without E: the same memories in the same order with the

@@ -223,6 +223,7 @@ def counted_walks(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     return mid, idx, walks
 
 
+@pytest.mark.usefixtures("still_clock")
 def test_recall_with_its_vector_search_begun_beside_the_embedding_ranks_the_same(
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """search.vector_prelude does the graph walk of a recall's vector side ahead (the daemon
