@@ -784,9 +784,22 @@ class VecIndex:
                                + [np.zeros(0, np.float32)])
         if len(rids) == 0:
             return []
-        # A rid can come twice (from its graph and from its list, or from the rows outside
-        # the graph): keep the score with the tightest bound (a list's int8 row is closer
-        # than the graph's slack), so fewer rows need their float32 re-score.
+        # Whatever is certainly outside the n nearest goes first: a rid whose upper bound is
+        # below the n-th best lower bound of other rids. A rid can come more than once (from
+        # its graph and from its list), so that floor is taken over distinct rids: the best
+        # 2n lower bounds hold n distinct rids unless a rid comes three times or more.
+        if len(rids) > 2 * n:
+            lower = approx - bound
+            top = np.argpartition(lower, len(rids) - 2 * n)[len(rids) - 2 * n:]
+            best: dict[int, float] = {}
+            for r, lo in zip(rids[top].tolist(), lower[top].tolist(), strict=True):
+                best[r] = max(lo, best.get(r, lo))
+            if len(best) >= n:
+                floor = sorted(best.values(), reverse=True)[n - 1]
+                keep = approx + bound >= floor
+                rids, approx, bound = rids[keep], approx[keep], bound[keep]
+        # Of a rid that comes twice, keep the score with the tightest bound (a list's int8 row
+        # is closer than the graph's slack), so fewer rows need their float32 re-score.
         o = np.lexsort((bound, rids))
         first = o[np.r_[True, rids[o][1:] != rids[o][:-1]]]
         rids, approx, bound = rids[first], approx[first], bound[first]
