@@ -604,21 +604,33 @@ def pool_size(k: int) -> int:
     return max(POOL, 2 * k)
 
 
-def vector_prelude(ctx: Context, filters: Filters | None = None, k: int = 0
-                   ) -> Callable[[QueryVector], None]:
+# What the thread that embedded a query does next (vector_prelude): called with the vector
+# before it is handed over, it may return work to run on that thread once it has been.
+Prelude = Callable[[QueryVector], "Callable[[], None] | None"]
+
+
+def vector_prelude(ctx: Context, filters: Filters | None = None, k: int = 0) -> Prelude:
     """The part of a recall's vector search (for `k` results, these filters) that needs the
-    query vector but not the store: the graph walk of a big partition. The daemon runs it on
-    the thread that embedded the query, right after, while the recall reads its keyword side;
-    vector_candidates then only finishes it (`QueryVector.early`). A recall that asks for
-    something else (another k, other partitions) searches on its own, as without it."""
+    query vector but not the store: the graph walks of big partitions. The daemon runs it on
+    the thread that embedded the query: the search is begun (`QueryVector.early`) before the
+    vector is handed over and the walks run after, while the recall reads its keyword side and
+    scores the rows outside the graphs; vector_candidates then finishes it. A recall that asks
+    for something else (another k, other partitions) searches on its own, as without it."""
     from db0.store.context import visible_partitions
 
     parts = visible_partitions(ctx, (filters or Filters()).scopes)
     n = pool_size(k) + VECTOR_SPARE
 
-    def run(qv: QueryVector) -> None:
-        if qv.index is not None and qv.index.has_graph(parts):
-            qv.early = qv.index.approximate(qv.vector, n, parts)
+    def run(qv: QueryVector) -> Callable[[], None] | None:
+        index = qv.index
+        if index is None or not index.has_graph(parts):
+            return None
+        early = qv.early = index.begin(qv.vector, n, parts)
+
+        def walk() -> None:
+            index.walk(early)
+            early.walked.result()  # its error, if any, to the caller's log
+        return walk
     return run
 
 

@@ -57,6 +57,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,6 +379,9 @@ def _permuted(take: Any, perm: np.ndarray) -> Any:
     return lambda rows: take(perm[rows])
 
 
+Pool = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rids, approximate sims, bounds)
+
+
 @dataclass
 class _Snapshot:
     base: _Base
@@ -389,11 +393,20 @@ class _Snapshot:
 
 @dataclass(frozen=True)
 class Early:
-    """`VecIndex.approximate`'s answer: the candidates of one search, not yet finished."""
+    """One search begun (`VecIndex.begin`) on the index as it was then (`snap`): its graph
+    walks, with their coarse lists, arrive in `walked` (`VecIndex.walk`, perhaps on another
+    thread); `search(..., early=)` does the rest meanwhile and then finishes it."""
     asked: tuple[int, tuple[Partition, ...] | None]
     q: np.ndarray
-    pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-    exact: list[tuple[np.ndarray, np.ndarray]]
+    snap: _Snapshot
+    pids: list[int] | None
+    walked: Future[dict[int, Pool]] = field(default_factory=Future)
+
+
+# The longest a search waits for the walks of its Early before walking for itself (a walk
+# begun is always run to its end or its error; this is a guard against a caller that never
+# runs it, not a tuning).
+EARLY_WAIT_S = 30.0
 
 
 def _asked(n: int, partitions: Iterable[Partition] | None
@@ -607,18 +620,22 @@ class VecIndex:
         all) and `allowed_rids` (None: all). With `store`, distances are exact (float32 rows
         re-read) and small partitions give exactly brute force's answer; without it they are
         the int8 approximations. `allowed_rids` alone (no partitions) scores just those: the
-        rows of a graph by their int8 codes, the others exactly. `early`, the `approximate`
-        stage of this same search (same n and partitions, no `allowed_rids`) run beforehand,
-        is finished instead of searching again: the answer is the one this call would give
-        on the index as it was then."""
+        rows of a graph by their int8 codes, the others exactly. `early`, this same search
+        (same n and partitions, no `allowed_rids`) begun beforehand (`begin`, its walks
+        perhaps still running on another thread), is finished instead of searching again:
+        the answer is the one this call would give on the index as it was then."""
         partitions = None if partitions is None else list(partitions)
         if early is not None and allowed_rids is None and early.asked == _asked(n, partitions):
-            return self._finish(early.pool, early.exact, early.q, n, store)
+            if n <= 0:
+                return []
+            near = self._near(early.snap, early.pids, early.q, float(np.linalg.norm(early.q)),
+                              n, early)
+            return self._finish(*near, early.q, n, store)
         q, snap, pids = self._begin(query, partitions)
         if n <= 0 or (pids is not None and not pids):
             return []
         qnorm = float(np.linalg.norm(q))
-        pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rids, approx, bound)
+        pool: list[Pool] = []
         exact: list[tuple[np.ndarray, np.ndarray]] = []             # (rids, exact sims)
         base, d = snap.base, snap.delta
         if allowed_rids is not None and pids is None and store is not None:
@@ -655,19 +672,40 @@ class VecIndex:
             exact.append(self._delta_rows(snap, drows, q))
         return self._finish(pool, exact, q, n, store)
 
-    def approximate(self, query: np.ndarray, n: int, partitions: Iterable[Partition] | None
-                    ) -> Early:
-        """The first stage of `search(query, n, partitions, store=...)`: what the graphs and the
-        int8 codes find, before any float32 row is read. It needs no store, so it can run on
-        another thread (the one that embedded the query) while the caller reads the store;
-        `search(..., early=)` finishes it."""
+    def begin(self, query: np.ndarray, n: int, partitions: Iterable[Partition] | None
+              ) -> Early:
+        """`search(query, n, partitions, store=..., early=)` begun on the index as it is now,
+        its graph walks still to run (`walk`). The walks need no store, so they can run on
+        another thread (the one that embedded the query) while the caller reads the store
+        and then scores the rows outside the graphs: the two threads share the search."""
         parts = None if partitions is None else list(partitions)
         q, snap, pids = self._begin(query, parts)
-        pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        exact: list[tuple[np.ndarray, np.ndarray]] = []
-        if n > 0 and (pids is None or pids):
-            pool, exact = self._near(snap, pids, q, float(np.linalg.norm(q)), n)
-        return Early(_asked(n, parts), q, pool, exact)
+        return Early(_asked(n, parts), q, snap, pids)
+
+    def walk(self, early: Early) -> None:
+        """Run `early`'s graph walks (each graph's candidates and its nearest coarse lists)
+        into early.walked; an error is kept there, and the search then walks for itself."""
+        if not early.walked.set_running_or_notify_cancel():
+            return
+        try:
+            q, snap, n = early.q, early.snap, early.asked[0]
+            qnorm = float(np.linalg.norm(q))
+            got = {} if n <= 0 else {
+                pid: self._graph_pool(snap, pid, q, qnorm, n) for pid in snap.graphs
+                if (early.pids is None or pid in early.pids) and self._spans(snap.base, pid)}
+        except BaseException as e:
+            early.walked.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+        else:
+            early.walked.set_result(got)
+
+    def approximate(self, query: np.ndarray, n: int, partitions: Iterable[Partition] | None
+                    ) -> Early:
+        """`begin` and `walk` on this thread."""
+        early = self.begin(query, n, partitions)
+        self.walk(early)
+        return early
 
     def has_graph(self, partitions: Iterable[Partition] | None) -> bool:
         """Whether a search of these partitions (None: all) walks a graph."""
@@ -688,33 +726,60 @@ class VecIndex:
                      if p is not None])
         return q, snap, pids
 
+    @staticmethod
+    def _spans(base: _Base, pid: int) -> bool:
+        lo, hi = base.span(pid)
+        return hi > lo
+
     def _near(self, snap: _Snapshot, pids: list[int] | None, q: np.ndarray, qnorm: float,
-              n: int) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                               list[tuple[np.ndarray, np.ndarray]]]:
-        """(pool, exact) of every row of the partitions (None: all): graph candidates and
-        int8-scored rows with their bounds, and the delta's rows scored exactly."""
+              n: int, early: Early | None = None
+              ) -> tuple[list[Pool], list[tuple[np.ndarray, np.ndarray]]]:
+        """(pool, exact) of every row of the partitions (None: all): the graphs' candidates
+        and their lists' rows (from `early`'s walks, else walked now) and the int8-scored rows
+        outside any graph, with their bounds, and the delta's rows scored exactly. The rows
+        outside the graphs are scored first, while `early`'s walks may still be running."""
         base, d = snap.base, snap.delta
-        pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        pool: list[Pool] = []
+        walks: list[int] = []
         every = range(len(base.starts) - 1) if pids is None else pids
         for pid in every:
             lo, hi = base.span(pid)
             if hi <= lo:
                 continue
-            graph = snap.graphs.get(pid)
-            if graph is None:
+            if pid not in snap.graphs:
                 rows = np.arange(lo, hi)
                 rows = rows[~base.dead[lo:hi]]
             else:
-                pool.append(self._graph_candidates(base, graph, pid, q, n))
-                lists = snap.lists.get(pid)
-                if lists is not None:
-                    pool.append(self._list_rows(base, lists, pid, q, qnorm))
+                walks.append(pid)
                 off = (base.in_graph[lo:hi] == 0) & ~base.dead[lo:hi]
                 rows = lo + np.flatnonzero(off)
             pool.append(self._score_rows(base, rows, q, qnorm))
         live = np.flatnonzero(~d.dead[:snap.n])
         drows = live if pids is None else live[np.isin(d.pids[live], pids)]
-        return pool, [self._delta_rows(snap, drows, q)] if len(drows) else []
+        exact = [self._delta_rows(snap, drows, q)] if len(drows) else []
+        walked = self._walked(early) if early is not None and walks else {}
+        for pid in walks:
+            got = walked.get(pid)
+            pool.append(got if got is not None else self._graph_pool(snap, pid, q, qnorm, n))
+        return pool, exact
+
+    @staticmethod
+    def _walked(early: Early) -> dict[int, Pool]:
+        try:
+            return early.walked.result(timeout=EARLY_WAIT_S)
+        except Exception:  # failed or never run: the search walks for itself
+            return {}
+
+    def _graph_pool(self, snap: _Snapshot, pid: int, q: np.ndarray, qnorm: float, n: int
+                    ) -> Pool:
+        """A graph's candidates and the rows of its lists nearest q, in one pool."""
+        got = self._graph_candidates(snap.base, snap.graphs[pid], pid, q, n)
+        lists = snap.lists.get(pid)
+        if lists is None:
+            return got
+        more = self._list_rows(snap.base, lists, pid, q, qnorm)
+        return (np.concatenate([got[0], more[0]]), np.concatenate([got[1], more[1]]),
+                np.concatenate([got[2], more[2]]))
 
     @staticmethod
     def _delta_rows(snap: _Snapshot, drows: np.ndarray, q: np.ndarray
@@ -728,7 +793,7 @@ class VecIndex:
         return d.rids[drows].copy(), sims
 
     def _score_rows(self, base: _Base, rows: np.ndarray, q: np.ndarray, qnorm: float,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    ) -> Pool:
         if len(rows) == 0:
             z = np.zeros(0, np.float32)
             return np.zeros(0, np.int64), z, z
@@ -740,7 +805,7 @@ class VecIndex:
         return base.rids[rows], approx, base.resid[rows] * qnorm + _EPS
 
     def _graph_candidates(self, base: _Base, graph: Any, pid: int, q: np.ndarray,
-                          n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                          n: int) -> Pool:
         """Approximate nearest rows of a big partition from its graph (only rows still live
         and still holding the vector the graph has), scored by the graph's own int8 distance
         (so a search reads no rows of the file beyond the rid lookup)."""
@@ -763,7 +828,7 @@ class VecIndex:
         return keys[ok], sims, np.full(len(sims), GRAPH_SLACK, np.float32)
 
     def _list_rows(self, base: _Base, lists: _Lists, pid: int, q: np.ndarray, qnorm: float
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   ) -> Pool:
         """The rows of the lists nearest q (those still live in the graph), int8-scored with
         a bound of LIST_SIGMAS deviations of their rounding error."""
         rows = base.rows_of(lists.probe(q, LIST_PROBES))
@@ -772,7 +837,7 @@ class VecIndex:
         got = self._score_rows(base, rows, q, qnorm)
         return got[0], got[1], got[2] * min(1.0, LIST_SIGMAS / float(np.sqrt(self.dim)))
 
-    def _finish(self, pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    def _finish(self, pool: list[Pool],
                 exact: list[tuple[np.ndarray, np.ndarray]], q: np.ndarray, n: int,
                 store: Store | None) -> list[tuple[int, float]]:
         rids = np.concatenate([p[0] for p in pool] + [e[0] for e in exact]

@@ -631,3 +631,59 @@ def test_a_costly_count_of_nothing_holds_only_until_the_next_commit(
     assert pc.get("b", 2, 9, count(4)) == 4 and made == [0, 3, 4]  # another model
     monkeypatch.setattr(runtime, "COUNT_CHEAP_S", 10.0)
     assert pc.get("b", 2, 9, count(6)) == 6 and made == [0, 3, 4, 6]  # cheap: exact
+
+
+def test_a_query_vector_is_handed_over_before_the_work_begun_beside_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EmbeddingService.query_vector_soon(text, then): `then(vector)` runs before the vector
+    is handed over and what it returns runs after (the graph walks of a recall, while the
+    recall goes on); a `then` or follow-up that fails, or a query that fails, never leaves
+    the caller waiting, and a job the stopping daemon never ran says so."""
+    import threading
+
+    from db0.daemon.core.runtime import Runtime
+    from db0.daemon.paths import get_paths
+    from db0.daemon.protocol import Db0Error
+    from db0.daemon.services import embedding
+
+    monkeypatch.setenv("DB0_HOME", str(tmp_path))
+    svc = embedding.EmbeddingService(Runtime(get_paths()))
+    svc.active = object()  # type: ignore[assignment]  # a model, for query_vector_soon
+    monkeypatch.setattr(svc, "query_vector", lambda text: {"text": text})
+    go, done, seen = threading.Event(), threading.Event(), []
+
+    def then(qv: dict[str, Any]) -> Any:
+        seen.append(("then", qv["text"]))
+
+        def after() -> None:
+            assert go.wait(30)  # held until the caller has the vector
+            seen.append(("after", qv["text"]))
+            done.set()
+        return after
+    pending = svc.query_vector_soon("heron", then)
+    assert pending is not None and pending() == {"text": "heron"} and pending() is pending()
+    assert seen == [("then", "heron")]  # handed over while its follow-up still waits
+    go.set()
+    assert done.wait(30) and seen[-1] == ("after", "heron")
+
+    def broken(qv: Any) -> Any:
+        raise RuntimeError("begun badly")
+    assert svc.query_vector_soon("egret", broken)() == {"text": "egret"}  # type: ignore[misc]
+    assert svc.query_vector_soon("ibis", lambda qv: lambda: 1 / 0)() == {"text": "ibis"}  # type: ignore[misc]
+
+    def failing(text: str) -> Any:
+        raise Db0Error("embed_failed", "no")
+    monkeypatch.setattr(svc, "query_vector", failing)
+    with pytest.raises(Db0Error, match="no"):
+        svc.query_vector_soon("stork")()  # type: ignore[misc]
+
+    started, hold = threading.Event(), threading.Event()
+    monkeypatch.setattr(svc, "query_vector",
+                        lambda text: started.set() or (hold.wait(30) and text))
+    first, queued = svc.query_vector_soon("crane"), svc.query_vector_soon("rail")
+    assert started.wait(30)  # "crane" is running, "rail" waits behind it
+    svc._queries.shutdown(wait=False, cancel_futures=True)
+    hold.set()
+    assert first is not None and first() == "crane"
+    with pytest.raises(Db0Error, match="stopping"):
+        queued()  # type: ignore[misc]

@@ -5,6 +5,7 @@ detected and rebuilt from the database."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -226,9 +227,11 @@ def counted_walks(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.usefixtures("still_clock")
 def test_recall_with_its_vector_search_begun_beside_the_embedding_ranks_the_same(
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """search.vector_prelude does the graph walk of a recall's vector side ahead (the daemon
-    runs it on the thread that embedded the query): the recall then walks no graph, and
-    ranks exactly as it would have; without a graph in sight, the prelude does nothing."""
+    """search.vector_prelude begins a recall's vector search and hands back its graph walk
+    (the daemon runs both on the thread that embedded the query, the walk after handing the
+    vector over): the recall, whether the walk is done already or still to come on another
+    thread, walks no graph itself and ranks exactly as it would have; without a graph in
+    sight, the prelude does nothing."""
     pytest.importorskip("usearch")
     from db0.store import search
 
@@ -237,16 +240,48 @@ def test_recall_with_its_vector_search_begun_beside_the_embedding_ranks_the_same
     for k, q in zip((10, 30, 60), unit(np.random.default_rng(10), 3), strict=True):
         plain = search.recall(store, ctx, "memory", k, qvec=search.QueryVector(mid, q, idx))
         assert len(walks) == 1 and len(plain) == k
-        qv = search.QueryVector(mid, q, idx)
-        search.vector_prelude(ctx, None, k)(qv)
-        assert qv.early is not None and len(walks) == 2
-        ahead = search.recall(store, ctx, "memory", k, qvec=qv)
-        assert len(walks) == 2  # finished, not walked again
-        assert [(r["id"], r["score"]) for r in ahead] == [(r["id"], r["score"]) for r in plain]
+        for later in (False, True):
+            qv = search.QueryVector(mid, q, idx)
+            walk = search.vector_prelude(ctx, None, k)(qv)
+            assert qv.early is not None and walk is not None and len(walks) == 1
+            if later:  # the recall reaches the walk's results before they exist
+                beside = threading.Timer(0.2, walk)
+                beside.start()
+            else:
+                walk()
+            ahead = search.recall(store, ctx, "memory", k, qvec=qv)
+            if later:
+                beside.join()
+            assert len(walks) == 2  # finished, not walked again
+            assert [(r["id"], r["score"]) for r in ahead] == \
+                [(r["id"], r["score"]) for r in plain]
+            walks.pop()
         walks.clear()
     qv = search.QueryVector(mid, q, idx)
-    search.vector_prelude(ctx, search.Filters(scopes=["agent"]), 10)(qv)
+    assert search.vector_prelude(ctx, search.Filters(scopes=["agent"]), 10)(qv) is None
     assert qv.early is None and not walks
+
+
+def test_a_search_whose_early_walk_failed_or_never_ran_walks_for_itself(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An Early whose walk raised, or that nobody walks, does not lose the search or hang it:
+    the search walks the graph itself and answers as a plain search."""
+    pytest.importorskip("usearch")
+    _, idx, walks = counted_walks(store, tmp_path, monkeypatch)
+    parts = [("user", "u"), ("agent", "default")]
+    q = unit(np.random.default_rng(12), 1)[0]
+    want = idx.search(q, 30, parts, store=store)
+    failing = idx.begin(q, 30, parts)
+    graph_pool = idx._graph_pool
+    monkeypatch.setattr(idx, "_graph_pool", lambda *a: 1 / 0)
+    idx.walk(failing)  # keeps its error
+    assert isinstance(failing.walked.exception(), ZeroDivisionError)
+    monkeypatch.setattr(idx, "_graph_pool", graph_pool)
+    walks.clear()
+    assert idx.search(q, 30, parts, store=store, early=failing) == want and len(walks) == 1
+    monkeypatch.setattr(vecindex, "EARLY_WAIT_S", 0.1)
+    assert idx.search(q, 30, parts, store=store, early=idx.begin(q, 30, parts)) == want
+    assert len(walks) == 2
 
 
 @pytest.mark.parametrize("second_stage", [False, True])
@@ -261,7 +296,9 @@ def test_a_pack_finishes_the_search_its_prelude_began(
     mid, idx, walks = counted_walks(store, tmp_path, monkeypatch)
     ctx = Context("u")
     qv = search.QueryVector(mid, unit(np.random.default_rng(11), 1)[0], idx)
-    search.vector_prelude(ctx, search.Filters(), pack.first_k(second_stage))(qv)
+    walk = search.vector_prelude(ctx, search.Filters(), pack.first_k(second_stage))(qv)
+    assert walk is not None and not walks
+    walk()
     assert len(walks) == 1
     out = pack.pack(store, ctx, "memory", 60, "md", search.Filters(), qvec=qv,
                     reorder=(lambda found: None) if second_stage else None)

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -297,29 +297,50 @@ class EmbeddingService(Component):
             self._keep_recent(a.model_id, text, arr)
         return QueryVector(a.model_id, arr, a.index, took_ms=took, floor=a.floor)
 
-    def query_vector_soon(self, text: str, then: Callable[[Any], None] | None = None
+    def query_vector_soon(self, text: str,
+                          then: Callable[[Any], Callable[[], None] | None] | None = None
                           ) -> Callable[[], Any] | None:
         """query_vector(text) begun on the query thread, or None without a model: call the
         result for the vector (again and again: the same one; its error, if it failed). The
         caller reads the store meanwhile (recall's keyword side needs no vector): llama.cpp
         runs without the GIL, so the two overlap. A recall's CPU is the same, its wait shorter.
         `then(vector)` runs on the same thread once the vector is made, before it is handed
-        over (store.search.vector_prelude: the index's graph walk, also without the GIL); if
-        it fails, the vector is handed over as it is."""
+        over; what it returns runs there right after the handing over (store.search.
+        vector_prelude: the index's graph walks, also without the GIL, while the caller scores
+        the rest). If either fails, the vector is handed over as it is."""
         if self.active is None:
             return None
         if self._beside is not None:
             self._beside.place()
-        return self._queries.submit(self._query_then, text, then).result
+        handed: Future[Any] = Future()
 
-    def _query_then(self, text: str, then: Callable[[Any], None] | None) -> Any:
-        qv = self.query_vector(text)
-        if then is not None and qv is not None:
+        def never_ran(job: Future[None]) -> None:  # cancelled at shutdown: no one waits on
+            if not handed.done():
+                handed.set_exception(Db0Error("shutting_down", "the daemon is stopping"))
+        self._queries.submit(self._query_then, text, then, handed).add_done_callback(never_ran)
+        return handed.result
+
+    def _query_then(self, text: str, then: Callable[[Any], Callable[[], None] | None] | None,
+                    handed: Future[Any]) -> None:
+        after = None
+        try:
+            qv = self.query_vector(text)
+            if then is not None and qv is not None:
+                try:
+                    after = then(qv)
+                except Exception:  # the recall searches on its own thread instead
+                    log.exception("embedder: the search begun beside the query failed")
+        except BaseException as e:
+            handed.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        handed.set_result(qv)
+        if after is not None:
             try:
-                then(qv)
-            except Exception:  # the recall searches on its own thread instead
+                after()
+            except Exception:  # its search waits for nothing: Early keeps the error
                 log.exception("embedder: the search begun beside the query failed")
-        return qv
 
     def _keep_recent(self, model_id: int, text: str, vec: Any) -> None:
         from db0.store import vectors
