@@ -780,8 +780,11 @@ class EmbeddingService(Component):
         with self.rt.reader() as store:
             index = vecindex.VecIndex.open(store, self.rt.paths.data_dir / "vectors" /
                                            f"model-{mid}", mid, dim, graphs=False)
-        log.info("loaded embedding model %s from %s (%d vectors in the index, %s)", name,
-                 path, len(index), index.opened_from)
+        # A graph without its coarse lists (made before them, or their file damaged) is
+        # searched without them until the next persist makes them: said here, once.
+        log.info("loaded embedding model %s from %s (%d vectors in the index, %s; %d graphs, "
+                 "%d with their coarse lists)", name, path, len(index), index.opened_from,
+                 len(index.graphs), sum(p in index.lists for p in index.graphs))
         loaded = Loaded(name, sha, path, dim, mid, None, query, index, threading.Lock())
         loaded.floor = _noise_floor(query)
         log.info("%s: unrelated texts reach a similarity of %.3f", name, loaded.floor)
