@@ -629,7 +629,8 @@ def vector_prelude(ctx: Context, filters: Filters | None = None, k: int = 0) -> 
 
         def walk() -> None:
             index.walk(early)
-            early.walked.result()  # its error, if any, to the caller's log
+            if not early.walked.cancelled():  # (the recall came first and walked)
+                early.walked.result()  # its error, if any, to the caller's log
         return walk
     return run
 

@@ -395,18 +395,15 @@ class _Snapshot:
 class Early:
     """One search begun (`VecIndex.begin`) on the index as it was then (`snap`): its graph
     walks, with their coarse lists, arrive in `walked` (`VecIndex.walk`, perhaps on another
-    thread); `search(..., early=)` does the rest meanwhile and then finishes it."""
+    thread); `search(..., early=)` does the rest meanwhile and then finishes it. Whoever
+    comes first runs the walks: a search that finds them not yet begun cancels `walked` and
+    walks for itself, so it never waits on a walk that may not come."""
     asked: tuple[int, tuple[Partition, ...] | None]
     q: np.ndarray
     snap: _Snapshot
     pids: list[int] | None
     walked: Future[dict[int, Pool]] = field(default_factory=Future)
 
-
-# The longest a search waits for the walks of its Early before walking for itself (a walk
-# begun is always run to its end or its error; this is a guard against a caller that never
-# runs it, not a tuning).
-EARLY_WAIT_S = 30.0
 
 
 def _asked(n: int, partitions: Iterable[Partition] | None
@@ -684,7 +681,8 @@ class VecIndex:
 
     def walk(self, early: Early) -> None:
         """Run `early`'s graph walks (each graph's candidates and its nearest coarse lists)
-        into early.walked; an error is kept there, and the search then walks for itself."""
+        into early.walked, unless its search came first (cancelled it: nothing to do); an
+        error is kept there, and the search then walks for itself."""
         if not early.walked.set_running_or_notify_cancel():
             return
         try:
@@ -692,20 +690,13 @@ class VecIndex:
             qnorm = float(np.linalg.norm(q))
             got = {} if n <= 0 else {
                 pid: self._graph_pool(snap, pid, q, qnorm, n) for pid in snap.graphs
-                if (early.pids is None or pid in early.pids) and self._spans(snap.base, pid)}
+                if early.pids is None or pid in early.pids}
         except BaseException as e:
             early.walked.set_exception(e)
             if not isinstance(e, Exception):
                 raise
         else:
             early.walked.set_result(got)
-
-    def approximate(self, query: np.ndarray, n: int, partitions: Iterable[Partition] | None
-                    ) -> Early:
-        """`begin` and `walk` on this thread."""
-        early = self.begin(query, n, partitions)
-        self.walk(early)
-        return early
 
     def has_graph(self, partitions: Iterable[Partition] | None) -> bool:
         """Whether a search of these partitions (None: all) walks a graph."""
@@ -725,11 +716,6 @@ class VecIndex:
                     [p for p in (self.pid_of.get(tuple(x)) for x in partitions)  # type: ignore[arg-type]
                      if p is not None])
         return q, snap, pids
-
-    @staticmethod
-    def _spans(base: _Base, pid: int) -> bool:
-        lo, hi = base.span(pid)
-        return hi > lo
 
     def _near(self, snap: _Snapshot, pids: list[int] | None, q: np.ndarray, qnorm: float,
               n: int, early: Early | None = None
@@ -765,9 +751,11 @@ class VecIndex:
 
     @staticmethod
     def _walked(early: Early) -> dict[int, Pool]:
+        if early.walked.cancel():  # not begun: this search walks for itself
+            return {}
         try:
-            return early.walked.result(timeout=EARLY_WAIT_S)
-        except Exception:  # failed or never run: the search walks for itself
+            return early.walked.result()  # begun walks always end, in an answer or an error
+        except Exception:  # failed: the search walks for itself
             return {}
 
     def _graph_pool(self, snap: _Snapshot, pid: int, q: np.ndarray, qnorm: float, n: int

@@ -685,5 +685,5 @@ def test_a_query_vector_is_handed_over_before_the_work_begun_beside_it(
     svc._queries.shutdown(wait=False, cancel_futures=True)
     hold.set()
     assert first is not None and first() == "crane"
-    with pytest.raises(Db0Error, match="stopping"):
+    with pytest.raises(Db0Error, match="stopped before the query was embedded"):
         queued()  # type: ignore[misc]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -182,10 +183,17 @@ def test_given_rids_are_scored_from_codes_in_a_graph_and_exactly_elsewhere(
         assert any(abs(d - exact[r]) > 1e-6 for r, d in got if r in big)  # not re-read
 
 
+def walked(idx: vecindex.VecIndex, q: np.ndarray, n: int, parts: Any) -> vecindex.Early:
+    """A search begun and its graph walks run, on this thread."""
+    early = idx.begin(q, n, parts)
+    idx.walk(early)
+    return early
+
+
 def test_a_search_begun_early_is_finished_with_the_answer_of_its_time(
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`approximate` then `search(early=)` answers as `search` would have when the early
-    stage ran; a search that asks for something else (another n, other partitions) ignores
+    """`begin` and `walk`, then `search(early=)`, answers as `search` would have when the
+    search began; a search that asks for something else (another n, other partitions) ignores
     it and searches the index as it is now."""
     pytest.importorskip("usearch")
     monkeypatch.setattr(vecindex, "BIG", 1_000)
@@ -196,18 +204,18 @@ def test_a_search_begun_early_is_finished_with_the_answer_of_its_time(
     assert not idx.has_graph([small]) and not idx.has_graph([("agent", "nobody")])
     parts = [user, small]
     for q in unit(np.random.default_rng(8), 10):
-        early = idx.approximate(q, 60, parts)
+        early = walked(idx, q, 60, parts)
         same(idx.search(q, 60, parts, store=store, early=early),
              idx.search(q, 60, parts, store=store))
     q = unit(np.random.default_rng(9), 1)[0]
-    early = idx.approximate(q, 20, iter(parts))  # any iterable, as search takes
+    early = walked(idx, q, 20, iter(parts))  # any iterable, as search takes
     idx.add([20_000_000], q[None, :], [user])  # the nearest of all, added afterwards
     assert idx.search(q, 20, parts, store=store, early=early)[0][0] != 20_000_000
     for asked in ((21, parts), (20, [user]), (20, None)):
         assert idx.search(q, asked[0], asked[1], store=store, early=early)[0][0] == 20_000_000
-    assert idx.search(q, 20, parts, store=store, early=idx.approximate(q, 20, parts)
+    assert idx.search(q, 20, parts, store=store, early=walked(idx, q, 20, parts)
                       )[0][0] == 20_000_000
-    empty = idx.approximate(q, 20, [("agent", "nobody")])
+    empty = walked(idx, q, 20, [("agent", "nobody")])
     assert idx.search(q, 20, [("agent", "nobody")], store=store, early=empty) == []
 
 
@@ -229,9 +237,10 @@ def test_recall_with_its_vector_search_begun_beside_the_embedding_ranks_the_same
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """search.vector_prelude begins a recall's vector search and hands back its graph walk
     (the daemon runs both on the thread that embedded the query, the walk after handing the
-    vector over): the recall, whether the walk is done already or still to come on another
-    thread, walks no graph itself and ranks exactly as it would have; without a graph in
-    sight, the prelude does nothing."""
+    vector over): the recall ranks exactly as it would have, walking no graph itself when
+    the walk is done already or still running on another thread, and walking for itself
+    when the walk has not begun (which then does nothing); without a graph in sight, the
+    prelude does nothing."""
     pytest.importorskip("usearch")
     from db0.store import search
 
@@ -240,19 +249,34 @@ def test_recall_with_its_vector_search_begun_beside_the_embedding_ranks_the_same
     for k, q in zip((10, 30, 60), unit(np.random.default_rng(10), 3), strict=True):
         plain = search.recall(store, ctx, "memory", k, qvec=search.QueryVector(mid, q, idx))
         assert len(walks) == 1 and len(plain) == k
-        for later in (False, True):
+        counted = idx._graph_candidates
+        for when in ("before", "running", "after"):
             qv = search.QueryVector(mid, q, idx)
             walk = search.vector_prelude(ctx, None, k)(qv)
             assert qv.early is not None and walk is not None and len(walks) == 1
-            if later:  # the recall reaches the walk's results before they exist
-                beside = threading.Timer(0.2, walk)
-                beside.start()
-            else:
+            if when == "before":
                 walk()
+            elif when == "running":  # begun, and still running when the recall needs it
+                inside, release = threading.Event(), threading.Event()
+
+                def slow(*a: Any, inside: threading.Event = inside,
+                         release: threading.Event = release, counted: Any = counted) -> Any:
+                    inside.set()
+                    assert release.wait(30)
+                    return counted(*a)
+                monkeypatch.setattr(idx, "_graph_candidates", slow)
+                beside = threading.Thread(target=walk)
+                beside.start()
+                assert inside.wait(30)
+                threading.Timer(0.2, release.set).start()
             ahead = search.recall(store, ctx, "memory", k, qvec=qv)
-            if later:
+            if when == "running":
                 beside.join()
-            assert len(walks) == 2  # finished, not walked again
+                monkeypatch.setattr(idx, "_graph_candidates", counted)
+            elif when == "after":  # the recall came first and walked: nothing left to do
+                walk()
+                assert qv.early.walked.cancelled()
+            assert len(walks) == 2  # walked once, by whoever came first
             assert [(r["id"], r["score"]) for r in ahead] == \
                 [(r["id"], r["score"]) for r in plain]
             walks.pop()
@@ -265,7 +289,8 @@ def test_recall_with_its_vector_search_begun_beside_the_embedding_ranks_the_same
 def test_a_search_whose_early_walk_failed_or_never_ran_walks_for_itself(
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An Early whose walk raised, or that nobody walks, does not lose the search or hang it:
-    the search walks the graph itself and answers as a plain search."""
+    the search walks the graph itself and answers as a plain search (and a walk begun
+    after that does nothing)."""
     pytest.importorskip("usearch")
     _, idx, walks = counted_walks(store, tmp_path, monkeypatch)
     parts = [("user", "u"), ("agent", "default")]
@@ -279,9 +304,10 @@ def test_a_search_whose_early_walk_failed_or_never_ran_walks_for_itself(
     monkeypatch.setattr(idx, "_graph_pool", graph_pool)
     walks.clear()
     assert idx.search(q, 30, parts, store=store, early=failing) == want and len(walks) == 1
-    monkeypatch.setattr(vecindex, "EARLY_WAIT_S", 0.1)
-    assert idx.search(q, 30, parts, store=store, early=idx.begin(q, 30, parts)) == want
-    assert len(walks) == 2
+    never = idx.begin(q, 30, parts)
+    assert idx.search(q, 30, parts, store=store, early=never) == want and len(walks) == 2
+    idx.walk(never)
+    assert never.walked.cancelled() and len(walks) == 2
 
 
 @pytest.mark.parametrize("second_stage", [False, True])

@@ -316,7 +316,9 @@ class EmbeddingService(Component):
 
         def never_ran(job: Future[None]) -> None:  # cancelled at shutdown: no one waits on
             if not handed.done():
-                handed.set_exception(Db0Error("shutting_down", "the daemon is stopping"))
+                handed.set_exception(Db0Error(
+                    "shutting_down", "the daemon stopped before the query was embedded",
+                    "run the command again (it starts the daemon)"))
         self._queries.submit(self._query_then, text, then, handed).add_done_callback(never_ran)
         return handed.result
 
