@@ -7,8 +7,14 @@ talks to the daemon through `Client`, and nothing else speaks the protocol.
   A daemon of another version is asked to stop and replaced ("wait" only).
 - A deadline: `call(..., timeout=)` bounds the whole exchange. Connecting retries while the
   listen queue is full (EAGAIN) and while the daemon answers `busy`, within the deadline.
-- Reconnect: a connection the daemon closed (idle, or restarted) is noticed before a request
-  is sent on it and replaced, so a long-lived client (`db0 mcp`) keeps working.
+- Reconnect: a connection the daemon closed (idle, or restarted) is noticed when a request is
+  sent on it and replaced, and the request sent again on the new one, so a long-lived client
+  (`db0 mcp`) keeps working. Safe because a Unix socket whose peer has closed refuses the
+  first byte (EPIPE): a request that met a closed connection was not delivered in part.
+- Few system calls a call: the socket stays non-blocking, a request is one `send`, an answer
+  one `poll` and one `recv` that takes the whole frame (bytes past it, the answer to a request
+  sent ahead with `send`, wait in the connection's buffer); the deadline is kept by the
+  `poll`, not by a socket timeout, which would poll before every send and receive.
 - Deliver or spool: `deliver` hands a request over within a short deadline or writes the whole
   frame to the spool (`<data>/spool/`), which the daemon replays through its dispatcher.
 
@@ -30,12 +36,14 @@ from db0.daemon import __version__
 from db0.daemon import wirejson as json
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
 from db0.daemon.protocol import (
+    HEADER_BYTES,
+    MAX_FRAME,
     PROTOCOL,
     RETRYABLE,
     Db0Error,
     FrameError,
+    decode,
     encode,
-    read_frame,
     request,
 )
 
@@ -49,6 +57,14 @@ if TYPE_CHECKING:
 
 START_TIMEOUT = 15.0
 _NOT_THERE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK)
+_CLOSED = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)  # the peer is gone: nothing was sent
+_READ_MIN = 1 << 16  # a receive asks for at least this much (an answer is one recv)
+_READ_MAX = 1 << 20  # and at most this much at once (a large frame arrives in parts)
+
+
+class _NotSent(Db0Error):
+    """The connection was closed before any byte of the request went out: the request can
+    be sent again on a new connection."""
 
 
 class Client:
@@ -65,6 +81,8 @@ class Client:
         self.hello: dict[str, Any] = {}
         self._next_id = 0
         self._connected_once = False
+        self._buf = bytearray()  # bytes received past the last answer read
+        self._poll: Any = None  # a poll object watching the socket for input
 
     @classmethod
     def attach(cls, paths: Paths | None = None) -> Client | None:
@@ -75,7 +93,7 @@ class Client:
         if sock is None:
             return None
         c = cls(paths, autostart="never")
-        c.sock = sock
+        c._adopt(sock)
         c._attached = True
         return c
 
@@ -83,26 +101,23 @@ class Client:
 
     # -- connecting ----------------------------------------------------------------------------
 
-    def _alive(self) -> bool:
-        """Whether the open connection is still there (the daemon may have closed it)."""
-        if self.sock is None:
-            return False
-        try:
-            import select
+    def _adopt(self, sock: _socket.socket) -> None:
+        """Use a connected socket: non-blocking from now on (`_send` and `_read` keep the
+        deadlines), with an empty buffer."""
+        import select
 
-            readable, _, _ = select.select([self.sock], [], [], 0)
-            if readable and not self.sock.recv(1, _socket.MSG_PEEK):
-                return False
-        except OSError:
-            return False
-        return True
+        sock.setblocking(False)
+        self.sock = sock
+        self._buf = bytearray()
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
 
     def connect(self, deadline: float | None = None) -> None:
         """Make sure a connection to a daemon of this version is open. A daemon that closes
         a new connection at once (it is stopping, or past its connection limit) is tried
         again until the deadline: a stopping one is then gone and a new one starts."""
-        if self._alive():
-            return
+        if self.sock is not None:
+            return  # a connection the daemon closed meanwhile is found out by `_send`
         if self._attached or (self.pinned and self._connected_once):
             raise Db0Error("unavailable", "the daemon went away before the request was sent",
                            f"see its log: {self.paths.log_file}")
@@ -131,7 +146,7 @@ class Client:
                 raise Db0Error("unavailable", "the db0 daemon is starting",
                                "try again in a moment")
             sock = _start_and_connect(self.paths, max(1.0, end - time.monotonic()))
-        self.sock = sock
+        self._adopt(sock)
         hello_s = min(10.0, max(0.05, end - time.monotonic()))
         try:
             self.hello = self._exchange("daemon.hello", {"client_version": __version__,
@@ -160,7 +175,7 @@ class Client:
             pass
         self.close()
         wait_gone(self.paths, pid)
-        self.sock = _start_and_connect(self.paths)
+        self._adopt(_start_and_connect(self.paths))
         self.hello = self._exchange("daemon.hello", {"client_version": __version__,
                                                      "protocol": PROTOCOL}, 10.0)
 
@@ -173,8 +188,8 @@ class Client:
         delay = 0.01
         while True:
             try:
-                self.connect(None if end is None else max(0.05, end - time.monotonic()))
-                return self._exchange(method, params or {}, _left(end))
+                self._deliver(method, params or {}, end)
+                return self._io(method, _left(end), None)
             except Db0Error as e:
                 if e.code != "busy" or (end is not None and time.monotonic() + delay > end):
                     raise
@@ -187,8 +202,7 @@ class Client:
         of the requests (the daemon answers a connection's requests one by one), so a client
         can prepare its next request while the daemon works on the one before. The connection
         is opened as `call` opens it; errors are `call`'s."""
-        self.connect(timeout)
-        self._io(method, timeout, params)
+        self._deliver(method, params, None if timeout is None else time.monotonic() + timeout)
 
     def receive(self, method: str, timeout: float | None = 120.0) -> Any:
         """The answer to the oldest request `send` sent and nothing read yet."""
@@ -197,28 +211,40 @@ class Client:
                            f"see its log: {self.paths.log_file}")
         return self._io(method, timeout, None)
 
+    def _deliver(self, method: str, params: dict[str, Any], end: float | None) -> None:
+        """Send a request on an open connection (opened first if need be); a connection the
+        daemon closed meanwhile refused all of it, and is replaced once (`connect`'s rules:
+        an attached or pinned client does not move)."""
+        self.connect(None if end is None else max(0.05, end - time.monotonic()))
+        try:
+            self._io(method, _left(end), params)
+        except _NotSent:
+            self.connect(None if end is None else max(0.05, end - time.monotonic()))
+            self._io(method, _left(end), params)
+
     def _exchange(self, method: str, params: dict[str, Any], timeout: float | None) -> Any:
         self._io(method, timeout, params)
         return self._io(method, timeout, None)
 
     def _io(self, method: str, timeout: float | None, params: dict[str, Any] | None) -> Any:
-        """Send a request (params given) or read an answer (None)."""
+        """Send a request (params given) or read an answer (None), within `timeout` seconds."""
         assert self.sock is not None
-        self.sock.settimeout(timeout)
+        end = None if timeout is None else time.monotonic() + timeout
         try:
             if params is not None:
                 self._next_id += 1
-                self.sock.sendall(encode(request(self._next_id, method, params)))
+                self._send(encode(request(self._next_id, method, params)), end)
                 return None
-            resp = read_frame(self.sock)
+            resp = self._read(end)
         except TimeoutError as e:
             self.close()
             raise Db0Error("unavailable", f"the daemon did not answer {method} in "
                            f"{timeout:g}s", f"see its log: {self.paths.log_file}") from e
         except (FrameError, OSError) as e:
             self.close()
-            raise Db0Error("unavailable", f"lost the connection to the daemon ({e})",
-                           f"see its log: {self.paths.log_file}") from e
+            cls = _NotSent if isinstance(e, _Refused) else Db0Error
+            raise cls("unavailable", f"lost the connection to the daemon ({e.__cause__ or e})",
+                      f"see its log: {self.paths.log_file}") from e
         if resp is None:
             self.close()
             raise Db0Error("unavailable", "the daemon closed the connection",
@@ -227,6 +253,77 @@ class Client:
             raise Db0Error.from_dict(resp.get("error") or {})
         return resp.get("result")
 
+    def _wait(self, poller: Any, end: float | None) -> None:
+        """Wait until `poller` sees the socket ready, or raise TimeoutError at `end`."""
+        if end is None:
+            ms = None
+        else:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ms = int(left * 1000) + 1
+        if not poller.poll(ms):
+            raise TimeoutError
+
+    def _send(self, data: bytes, end: float | None) -> None:
+        """Send a whole frame; _Refused when the peer had closed before its first byte."""
+        assert self.sock is not None
+        sock, sent = self.sock, 0
+        while sent < len(data):  # one send, unless the frame is larger than the socket's buffer
+            try:
+                sent += sock.send(memoryview(data)[sent:] if sent else data)
+            except BlockingIOError:  # the buffer is full: wait for room
+                import select
+
+                out = select.poll()
+                out.register(sock, select.POLLOUT)
+                self._wait(out, end)
+            except OSError as e:
+                if sent == 0 and e.errno in _CLOSED:
+                    raise _Refused(str(e)) from e
+                raise
+
+    def _read(self, end: float | None) -> dict[str, Any] | None:
+        """Read one answer frame (None: closed cleanly before one began); what arrived past
+        it stays in the buffer for the next."""
+        assert self.sock is not None
+        sock, buf = self.sock, self._buf
+        if not buf:  # the usual case: the whole answer in one receive
+            self._wait(self._poll, end)
+            try:
+                chunk = sock.recv(_READ_MIN)
+            except BlockingIOError:
+                chunk = None
+            if chunk is not None:
+                if len(chunk) > HEADER_BYTES and int.from_bytes(
+                        chunk[:HEADER_BYTES], "big") == len(chunk) - HEADER_BYTES:
+                    return decode(chunk[HEADER_BYTES:])
+                if not chunk:
+                    return None
+                buf += chunk
+        need = HEADER_BYTES
+        while True:
+            if len(buf) >= HEADER_BYTES:
+                length = int.from_bytes(buf[:HEADER_BYTES], "big")
+                if length > MAX_FRAME:
+                    raise FrameError(f"frame of {length} bytes is over the {MAX_FRAME}-byte "
+                                     "limit")
+                need = HEADER_BYTES + length
+                if len(buf) >= need:
+                    body = bytes(buf[HEADER_BYTES:need])
+                    del buf[:need]
+                    return decode(body)
+            self._wait(self._poll, end)  # the answer takes the daemon a while: wait first
+            try:
+                chunk = sock.recv(min(max(need - len(buf), _READ_MIN), _READ_MAX))
+            except BlockingIOError:
+                continue
+            if not chunk:
+                if not buf:
+                    return None
+                raise FrameError("connection closed")
+            buf += chunk
+
     def close(self) -> None:
         if self.sock is not None:
             try:
@@ -234,12 +331,18 @@ class Client:
             except OSError:
                 pass
             self.sock = None
+            self._buf = bytearray()
+            self._poll = None
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Refused(OSError):
+    """A send that the closed peer refused whole."""
 
 
 def _left(end: float | None) -> float | None:

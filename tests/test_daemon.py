@@ -242,6 +242,63 @@ def _switches(pid: int, tid: int) -> int:
     return sum(int(line.split()[1]) for line in text.splitlines() if "ctxt_switches" in line)
 
 
+def test_a_client_on_a_closed_connection_sends_again_on_a_new_one(db0: Db0) -> None:
+    """A connection the daemon closed (here: it restarted) is found out by the next request,
+    which goes out whole on a new connection, once (a Unix socket refuses the first byte to
+    a closed peer, so nothing was delivered before); a pinned client does not move to the
+    new daemon, and says so."""
+    from db0.daemon.client import Client
+    from db0.daemon.paths import Paths
+    from db0.daemon.protocol import Db0Error
+
+    db0.run("daemon", "start")
+    h = db0.home
+    paths = Paths(h, h / "config", h / "data", h / "logs", h / "run")
+    loose, pinned = Client(paths, autostart="never"), Client(paths, autostart="never",
+                                                             pinned=True)
+    first = loose.call("daemon.hello", {})["pid"]
+    pinned.call("daemon.hello", {})
+    db0.run("daemon", "restart")
+    got = loose.call("memory.remember", {"content": "sent after the restart"})
+    assert got["status"] == "stored"
+    assert loose.call("daemon.hello", {})["pid"] != first
+    with pytest.raises(Db0Error) as e:
+        pinned.call("memory.remember", {"content": "never sent"})
+    assert e.value.code == "unavailable" and "went away" in e.value.message
+    texts = [m["content"] for m in db0.json("list", "-n", "50")["memories"]]
+    assert texts.count("sent after the restart") == 1 and "never sent" not in texts
+    loose.close()
+    pinned.close()
+
+
+def test_answers_read_ahead_wait_in_the_buffer_and_large_ones_arrive_whole(db0: Db0
+                                                                          ) -> None:
+    """Requests sent ahead (`send`) are answered in order though their answers arrive
+    together (one receive takes several: the rest wait in the client's buffer), and an answer
+    larger than one receive arrives whole."""
+    from db0.daemon.client import Client
+    from db0.daemon.paths import Paths
+
+    db0.run("daemon", "start")
+    h = db0.home
+    c = Client(Paths(h, h / "config", h / "data", h / "logs", h / "run"), autostart="never")
+    texts = [f"read-ahead note {i}" for i in range(25)]
+    for t in texts:
+        c.send("memory.remember", {"content": t})
+    time.sleep(0.3)  # every answer is in the socket before the first is read
+    ids = [c.receive("memory.remember")["id"] for _ in texts]
+    assert [c.call("memory.get", {"id": i})["content"] for i in ids] == texts
+    big = "".join(f"word{i} " for i in range(9000))[:60_000]  # a 60 kB memory, six of them
+    for i in range(6):
+        c.call("memory.remember", {"content": f"{i} {big}", "scope": "agent",
+                                   "context": {"agent": "big"}})
+    listed = c.call("memory.list", {"limit": 6, "scopes": ["agent"],
+                                    "context": {"agent": "big"}})["memories"]
+    assert sorted(m["content"][:2] for m in listed) == [f"{i} " for i in range(6)]
+    assert all(m["content"].endswith(big[-20:].strip()) for m in listed)
+    c.close()
+
+
 def test_a_client_calling_in_a_loop_stays_with_its_worker(db0: Db0) -> None:
     """A client's next request, sent at once, is read by the worker that answered the last
     one: the selector thread (the daemon's main thread) is not woken per request."""
