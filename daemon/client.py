@@ -136,6 +136,8 @@ class Client:
 
     def _connect_once(self, end: float) -> None:
         self.close()
+        if _spawned:
+            _reap()
         sock = probe(self.paths, end)
         if sock is None:
             if self.autostart == "never":
@@ -449,13 +451,42 @@ def spawn_daemon(paths: Paths) -> subprocess.Popen[bytes]:
                        "check that directory's permissions, or set DB0_HOME") from e
     try:
         os.chmod(paths.log_file, 0o600)
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "db0.daemon", "run"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True, close_fds=True,
         )
     finally:
         log.close()
+    _spawned.append(proc)
+    return proc
+
+
+# Daemons this process started: its children, which stay in the process table once they
+# exit until this process reaps them (`_reap`, at each new connection): a long-lived client
+# (`db0 mcp`) whose daemon was stopped would otherwise keep it there as a zombie.
+_spawned: list[subprocess.Popen[bytes]] = []
+
+
+def _reap() -> None:
+    """Reap the daemons this process started that have exited."""
+    _spawned[:] = [p for p in _spawned if p.poll() is None]
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` runs: one that exited and that its parent has not reaped yet
+    (a zombie: a daemon started by a long-lived client, stopped) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): the signal said it is there
 
 
 def _runtime_dir(paths: Paths) -> None:
@@ -535,15 +566,7 @@ def _start_and_connect(paths: Paths, timeout: float = START_TIMEOUT) -> _socket.
 def wait_gone(paths: Paths, pid: int | None, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = False
-        if pid:
-            try:
-                os.kill(pid, 0)
-                alive = True
-            except ProcessLookupError:
-                alive = False
-            except PermissionError:
-                alive = True
+        alive = bool(pid and running(pid))
         if not alive and not paths.socket.exists():
             return True
         if not alive and pid:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -224,6 +225,34 @@ def test_reconnects_after_the_daemon_restarts(shared: Db0) -> None:
 
     before, after = run(main)
     assert before["id"] in [r["id"] for r in after["results"]]
+
+
+def test_a_daemon_the_server_started_restarts_at_once(db0: Db0) -> None:
+    """With no daemon running, `db0 mcp` starts one: its child. Stopped, that daemon is a
+    process its parent has not reaped yet, which is not a running daemon: `db0 daemon
+    restart` returns at once, and the server reaps it at its next call (it reconnects)."""
+    def proc_state(pid: int) -> str | None:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return None
+
+    async def main() -> tuple[int | None, Any, float, str | None]:
+        async with session(db0) as c:
+            ok(await c.call_tool("remember", {"content": "before the restart"}))
+            first = db0.daemon_pid()
+            t = time.monotonic()
+            res = await anyio.to_thread.run_sync(
+                lambda: db0.run("daemon", "restart", check=False, timeout=60))
+            took = time.monotonic() - t
+            ok(await c.call_tool("remember", {"content": "after the restart"}))
+            return first, res, took, proc_state(first) if first else "?"
+
+    first, res, took, state = run(main)
+    assert first and res.code == 0, res.err
+    assert took < 10, took
+    assert state is None, state  # reaped, not left a zombie
+    assert db0.daemon_pid() not in (None, first)
 
 
 def test_answers_are_cut_within_the_limit() -> None:
