@@ -75,6 +75,17 @@ def operational(rt: Runtime, e: BaseException) -> Db0Error | None:
     return None
 
 
+@dataclass
+class Job:
+    """A request of a method with a write job, prepared (`Dispatcher.prepare_job`): the
+    write to run, or the answer it already has (a refusal); neither: its whole handler."""
+
+    req_id: Any
+    method: Method
+    fn: Callable[[Any], Any] | None = None
+    answer: dict[str, Any] | None = None
+
+
 class Dispatcher:
     def __init__(self, rt: Runtime, methods: dict[str, Method]) -> None:
         self.rt = rt
@@ -112,40 +123,45 @@ class Dispatcher:
         method = self.methods.get(name) if isinstance(name, str) else None
         return method if method is not None and method.job is not None else None
 
-    def handle_jobs(self, msgs: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-        """Requests of methods with a write job (`job_method`), their jobs run together so
-        that they share a commit (`Writer.run_many`), only if the writer is idle (its caller
-        never waits behind another's commit): each answer, as `handle` gives it, in order;
-        None for a request that needs its whole handler, or all of them when the writer was
-        busy (the caller runs `handle` for those, where waiting is fine)."""
-        out: list[dict[str, Any] | None] = [None] * len(msgs)
-        jobs: list[Callable[[Any], Any]] = []
-        at: list[tuple[int, Any, Method]] = []
-        for i, msg in enumerate(msgs):
-            method = self.job_method(msg)
-            assert method is not None and method.job is not None
-            req_id = msg.get("id")
-            try:
-                params = method.check(msg.get("params") or {})
-                ctx = self.rt.context(params.get("context") or {})
-                job = method.job(self.rt, Request(req_id, method.name, params, ctx))
-            except Exception as e:
-                out[i] = self._failed(req_id, method, e)
-                continue
-            if job is not None:
-                jobs.append(job)
-                at.append((i, req_id, method))
-        if jobs:
+    def prepare_job(self, msg: dict[str, Any]) -> Job:
+        """A request of a method with a write job (`job_method`), checked and prepared
+        (redaction, checks) as `handle` would: its write, its refusal, or neither (it needs
+        its whole handler). Nothing is written: the server prepares each request as it
+        arrives, while it waits for the rest of a round."""
+        method = self.job_method(msg)
+        assert method is not None and method.job is not None
+        req_id = msg.get("id")
+        try:
+            params = method.check(msg.get("params") or {})
+            ctx = self.rt.context(params.get("context") or {})
+            fn = method.job(self.rt, Request(req_id, method.name, params, ctx))
+        except Exception as e:
+            return Job(req_id, method, answer=self._failed(req_id, method, e))
+        return Job(req_id, method, fn)
+
+    def run_jobs(self, jobs: list[Job]) -> list[dict[str, Any] | None]:
+        """Run prepared jobs' writes together so that they share a commit
+        (`Writer.run_many`), only if the writer is idle (its caller never waits behind
+        another's commit): each answer, as `handle` gives it, in order; None for a request
+        that needs its whole handler, or for all of them when the writer was busy (the
+        caller runs `handle` for those, where waiting is fine)."""
+        out = [j.answer for j in jobs]
+        todo = [(i, j, j.fn) for i, j in enumerate(jobs) if j.fn is not None]
+        if todo:
             assert self.rt.writer is not None
             try:
-                done = self.rt.writer.run_many(jobs, idle_only=True)
+                done = self.rt.writer.run_many([fn for _, _, fn in todo], idle_only=True)
             except Exception as e:  # the writer stopped: every job gets that
-                done = [(False, e)] * len(jobs)
+                done = [(False, e)] * len(todo)
             if done is None:  # a commit is under way: the handlers wait for it elsewhere
-                return [None] * len(msgs)
-            for (i, req_id, method), (good, value) in zip(at, done, strict=True):
-                out[i] = ok(req_id, value) if good else self._failed(req_id, method, value)
+                return [None] * len(jobs)
+            for (i, j, _), (good, value) in zip(todo, done, strict=True):
+                out[i] = ok(j.req_id, value) if good else self._failed(j.req_id, j.method, value)
         return out
+
+    def handle_jobs(self, msgs: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """`prepare_job` then `run_jobs` for requests of methods with a write job."""
+        return self.run_jobs([self.prepare_job(m) for m in msgs])
 
     def _failed(self, req_id: Any, method: Method, e: BaseException) -> dict[str, Any]:
         """The error answer for what a handler raised."""

@@ -14,12 +14,14 @@ client's next frame that arrives within `LINGER_S` of the answer is read by the 
 
 Quick writes (a method with a write job, `Method.job`: a plain remember) are answered by the
 selector thread itself: of the connections one `select` finds readable, those whose waiting
-bytes are exactly one whole frame of such a request are read, their jobs run together in one
-commit (`Dispatcher.handle_jobs`), and each is answered; the others go to the workers as
-above. Only while the writer is idle: the selector thread never waits behind another
-thread's commit (an import's takes seconds), so every other request is still dispatched. A
-stream of writes from many clients then costs one thread and one commit per round, not a
-thread per client handing the GIL back and forth (docs/bench-issue-17-writes.md).
+bytes are exactly one whole frame of such a request are read and prepared at once
+(`Dispatcher.prepare_job`: checks and redaction, while the rest of the round is awaited),
+their jobs run together in one commit (`Dispatcher.run_jobs`), and each is answered; the
+others go to the workers as above. Only while the writer is idle: the selector thread never
+waits behind another thread's commit (an import's takes seconds), so every other request is
+still dispatched. A stream of writes from many clients then costs one thread and one commit
+per round, not a thread per client handing the GIL back and forth
+(docs/bench-issue-17-writes.md).
 
 Past `max_connections` open connections a new one is answered `busy` and closed; a connection
 idle past `idle_timeout` is closed. Everything db0 creates is private: the daemon runs with
@@ -47,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from db0.daemon import __version__
 from db0.daemon.core import config as configmod
-from db0.daemon.core.dispatch import Dispatcher
+from db0.daemon.core.dispatch import Dispatcher, Job
 from db0.daemon.core.runtime import Runtime
 from db0.daemon.handlers import load_all
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
@@ -253,7 +255,7 @@ class Server:
         last_sweep = time.monotonic()
         last = 1  # quick writes the last round answered
         while not self.stopping.is_set():
-            jobs: list[tuple[socket.socket, dict[str, object]]] = []
+            jobs: list[tuple[socket.socket, dict[str, object], Job]] = []
             self._dispatch(self._sel.select(timeout=1.0), jobs)
             if jobs and len(jobs) < last:
                 # The clients the last round answered call again together: wait a moment
@@ -269,7 +271,7 @@ class Server:
                 last_sweep = time.monotonic()
 
     def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]],
-                  jobs: list[tuple[socket.socket, dict[str, object]]]) -> None:
+                  jobs: list[tuple[socket.socket, dict[str, object], Job]]) -> None:
         """Act on what `select` found: accept, take connections back, read the quick writes
         into `jobs` (when the writer is idle), hand every other readable connection to a
         worker."""
@@ -285,14 +287,14 @@ class Server:
             else:
                 conn = key.fileobj
                 assert isinstance(conn, socket.socket)
-                if any(c is conn for c, _ in jobs):
+                if any(c is conn for c, _, _ in jobs):
                     continue  # its next frame waits for this round's answer
                 if conn.fileno() < 0:
                     continue  # dropped in this round
                 # Never behind another's commit (an import's can take seconds): then a worker.
                 msg = None if writer_busy else self._take_job(conn)
                 if msg is not None:
-                    jobs.append((conn, msg))
+                    jobs.append((conn, msg, self.dispatcher.prepare_job(msg)))
                     continue
                 self._sel.unregister(conn)
                 self._pool.submit(self._serve_one, conn)
@@ -387,20 +389,20 @@ class Server:
             return None  # the peer is gone: the worker it goes to finds that out
         return msg if len(got) == len(data) else None
 
-    def _answer_jobs(self, jobs: list[tuple[socket.socket, dict[str, object]]]) -> None:
+    def _answer_jobs(self, jobs: list[tuple[socket.socket, dict[str, object], Job]]) -> None:
         """Answer the requests `_take_job` read, their writes in one commit; a request that
         needs its whole handler goes to a worker with its connection. An answer is written
         at once or the connection is dropped (its client stopped reading answers): the
         selector thread never waits on one client."""
         try:
-            answers = self.dispatcher.handle_jobs([msg for _, msg in jobs])
+            answers = self.dispatcher.run_jobs([job for _, _, job in jobs])
         except Exception:  # a defect: drop these connections, keep serving the others
             log.exception("answering %d writes failed", len(jobs))
-            for conn, _ in jobs:
+            for conn, _, _ in jobs:
                 self._unwatch(conn)
             return
         now = time.monotonic()
-        for (conn, msg), resp in zip(jobs, answers, strict=True):
+        for (conn, msg, _), resp in zip(jobs, answers, strict=True):
             if resp is None:
                 self._sel.unregister(conn)
                 self._pool.submit(self._serve_one, conn, msg)
