@@ -299,6 +299,50 @@ def test_answers_read_ahead_wait_in_the_buffer_and_large_ones_arrive_whole(db0: 
     c.close()
 
 
+def test_a_write_that_fails_inside_a_round_loses_only_its_own(db0: Db0) -> None:
+    """Remembers from many connections at once share rounds; one whose write fails inside
+    the round (it supersedes a memory that does not exist) gets its own error, and every
+    other write of its round is kept once, not lost with the failure nor run twice."""
+    from db0.daemon.client import Client
+    from db0.daemon.paths import Paths
+    from db0.daemon.protocol import Db0Error
+
+    db0.run("remember", "warm up")
+    h = db0.home
+    paths = Paths(h, h / "config", h / "data", h / "logs", h / "run")
+    before = db0.json("daemon", "status")
+    stored: list[str] = []
+    refused: list[str] = []
+
+    def client(name: str) -> None:
+        c = Client(paths, autostart="never")
+        for i in range(40):
+            text = f"{name} round note {i}"
+            params: dict[str, Any] = {"content": text}
+            if i % 5 == 3:
+                params["supersedes"] = "01nosuchmemory00000000000"
+            try:
+                got = c.call("memory.remember", params)
+                assert got["status"] == "stored"
+                stored.append(text)
+            except Db0Error as e:
+                assert e.code == "not_found", e.message
+                refused.append(text)
+        c.close()
+
+    threads = [threading.Thread(target=client, args=(f"c{k}",)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(refused) == 6 * 8 and len(stored) == 6 * 32
+    assert all(int(t.rsplit(" ", 1)[1]) % 5 == 3 for t in refused)
+    texts = [m["content"] for m in db0.json("list", "-n", "1000")["memories"]]
+    assert sorted(t for t in texts if "round note" in t) == sorted(stored)
+    after = db0.json("daemon", "status")
+    assert after["commits"] - before["commits"] < after["writes"] - before["writes"]
+
+
 def test_a_client_calling_in_a_loop_stays_with_its_worker(db0: Db0) -> None:
     """A client's next request, sent at once, is read by the worker that answered the last
     one: the selector thread (the daemon's main thread) is not woken per request."""

@@ -538,52 +538,77 @@ def test_a_hold_runs_between_two_commits_before_the_queued_ones(w: Writer,
     assert not w.busy
 
 
-def test_run_many_commits_its_jobs_together_and_each_fails_alone(w: Writer,
-                                                                  tmp_path: Path) -> None:
+def test_a_round_runs_each_job_at_once_and_commits_them_together(w: Writer,
+                                                                   tmp_path: Path) -> None:
+    """A round's jobs run as they are added, unseen by readers until the one commit; a
+    caller that writes meanwhile waits for it and commits after (handed the lead)."""
+    commits = w.commits
+    rnd = w.open_round()
+    assert rnd is not None and w.busy
+    rnd.add(_put("a"))
+    assert _seen(tmp_path) == set()  # ran, not committed
+    other = threading.Thread(target=lambda: w.run(_put("later"), timeout=30))
+    other.start()
+    rnd.add(_put("b"))
+    time.sleep(0.05)
+    assert other.is_alive()  # queued behind the round
+    assert rnd.commit() == [(True, "a"), (True, "b")]
+    other.join(30)
+    assert _seen(tmp_path) == {"a", "b", "later"}
+    assert w.commits == commits + 2 and not w.busy
+
+
+def test_a_failing_job_in_a_round_loses_only_its_own_writes(w: Writer, tmp_path: Path
+                                                            ) -> None:
+    """No savepoints until a job fails: then the round starts its transaction again, the
+    jobs before run again each under a savepoint, and so does every job after."""
+    runs: list[str] = []
+
+    def counted(v: str) -> Any:
+        def job(s: Store) -> str:
+            runs.append(v)
+            s.conn.execute("INSERT INTO t(v) VALUES (?)", (v,))
+            return v
+        return job
+
     def bad(s: Store) -> None:
         s.conn.execute("INSERT INTO t(v) VALUES ('half')")
         raise ValueError("no")
 
-    commits = w.commits
-    out = w.run_many([_put("a"), bad, _put("b"), _put("a")])  # the second "a" breaks UNIQUE
-    assert [good for good, _ in out] == [True, False, True, False]
-    assert out[0][1] == "a" and out[2][1] == "b"
-    assert isinstance(out[1][1], ValueError) and isinstance(out[3][1], apsw.ConstraintError)
-    assert w.commits == commits + 1  # one commit (the plain attempt was rolled back)
-    assert _seen(tmp_path) == {"a", "b"}
-    assert w.run_many([]) == []
+    rnd = w.open_round()
+    assert rnd is not None
+    for job in (counted("a"), counted("b"), bad, counted("c"), counted("a")):
+        rnd.add(job)  # the second "a" breaks UNIQUE
+    out = rnd.commit()
+    assert [good for good, _ in out] == [True, True, False, True, False]
+    assert [v for good, v in out if good] == ["a", "b", "c"]
+    assert isinstance(out[2][1], ValueError) and isinstance(out[4][1], apsw.ConstraintError)
+    assert runs == ["a", "b", "a", "b", "c", "a"]
+    assert _seen(tmp_path) == {"a", "b", "c"}
 
 
-def test_run_many_behind_another_commit_rides_in_the_next(w: Writer, tmp_path: Path) -> None:
-    """Queued while another thread commits: the first job may be handed the next commit
-    and takes the others with it; past MAX_GROUP the rest still commit (never stranded)."""
-    n = writermod.MAX_GROUP + 5
-    got: list[list[tuple[bool, Any]]] = []
-    many = threading.Thread(target=lambda: got.append(
-        w.run_many([_put(f"m{i}") for i in range(n)], timeout=30)))
+def test_no_round_while_another_commit_is_under_way(w: Writer, tmp_path: Path) -> None:
+    """The server's selector thread must not stall behind a long commit (an import's): a
+    commit under way means no round, at once, and nothing queued."""
     with _a_commit_held(w):
-        many.start()
-        deadline = time.monotonic() + 10
-        while w.pending < n and time.monotonic() < deadline:
-            time.sleep(0.002)
-        assert w.pending == n
-        commits = w.commits
-    many.join(30)
-    assert not many.is_alive() and got
-    assert got[0] == [(True, f"m{i}") for i in range(n)]
-    assert w.commits == commits + 3  # the slow one's, MAX_GROUP of them, then the rest
-    assert _seen(tmp_path) == {f"m{i}" for i in range(n)}
-
-
-def test_run_many_idle_only_never_waits_behind_another_commit(w: Writer,
-                                                               tmp_path: Path) -> None:
-    """The server's selector thread must not stall behind a long commit (an import's):
-    with `idle_only`, a commit under way means None at once and nothing queued."""
-    with _a_commit_held(w):
-        assert w.busy
         started = time.monotonic()
-        assert w.run_many([_put("x")], idle_only=True) is None
+        assert w.open_round() is None
         assert time.monotonic() - started < 1 and w.pending == 0
+    rnd = w.open_round()
+    assert rnd is not None
+    rnd.add(_put("x"))
+    assert rnd.commit() == [(True, "x")]
+    assert _seen(tmp_path) == {"x"}
+
+
+def test_an_aborted_round_keeps_nothing_and_hands_the_lead_on(w: Writer,
+                                                              tmp_path: Path) -> None:
+    rnd = w.open_round()
+    assert rnd is not None
+    rnd.add(_put("gone"))
+    rnd.abort()
     assert not w.busy
-    assert w.run_many([_put("x"), _put("y")], idle_only=True) == [(True, "x"), (True, "y")]
-    assert _seen(tmp_path) == {"x", "y"}
+    assert w.run(_put("kept")) == "kept"
+    assert _seen(tmp_path) == {"kept"}
+    w.stop()
+    assert w.open_round() is None  # stopped: no more rounds

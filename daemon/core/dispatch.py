@@ -84,6 +84,7 @@ class Job:
     method: Method
     fn: Callable[[Any], Any] | None = None
     answer: dict[str, Any] | None = None
+    slot: int | None = None  # its place in the round that ran its write (`Round.done`)
 
 
 class Dispatcher:
@@ -126,8 +127,8 @@ class Dispatcher:
     def prepare_job(self, msg: dict[str, Any]) -> Job:
         """A request of a method with a write job (`job_method`), checked and prepared
         (redaction, checks) as `handle` would: its write, its refusal, or neither (it needs
-        its whole handler). Nothing is written: the server prepares each request as it
-        arrives, while it waits for the rest of a round."""
+        its whole handler). Nothing is written here: the server runs the write in its round
+        (`Writer.open_round`) and answers with `answer`."""
         method = self.job_method(msg)
         assert method is not None and method.job is not None
         req_id = msg.get("id")
@@ -139,29 +140,11 @@ class Dispatcher:
             return Job(req_id, method, answer=self._failed(req_id, method, e))
         return Job(req_id, method, fn)
 
-    def run_jobs(self, jobs: list[Job]) -> list[dict[str, Any] | None]:
-        """Run prepared jobs' writes together so that they share a commit
-        (`Writer.run_many`), only if the writer is idle (its caller never waits behind
-        another's commit): each answer, as `handle` gives it, in order; None for a request
-        that needs its whole handler, or for all of them when the writer was busy (the
-        caller runs `handle` for those, where waiting is fine)."""
-        out = [j.answer for j in jobs]
-        todo = [(i, j, j.fn) for i, j in enumerate(jobs) if j.fn is not None]
-        if todo:
-            assert self.rt.writer is not None
-            try:
-                done = self.rt.writer.run_many([fn for _, _, fn in todo], idle_only=True)
-            except Exception as e:  # the writer stopped: every job gets that
-                done = [(False, e)] * len(todo)
-            if done is None:  # a commit is under way: the handlers wait for it elsewhere
-                return [None] * len(jobs)
-            for (i, j, _), (good, value) in zip(todo, done, strict=True):
-                out[i] = ok(j.req_id, value) if good else self._failed(j.req_id, j.method, value)
-        return out
-
-    def handle_jobs(self, msgs: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-        """`prepare_job` then `run_jobs` for requests of methods with a write job."""
-        return self.run_jobs([self.prepare_job(m) for m in msgs])
+    def answer(self, job: Job, outcome: tuple[bool, Any]) -> dict[str, Any]:
+        """The answer to a prepared job's request once its write ran: (True, result) or
+        (False, the error), as `handle` answers."""
+        good, value = outcome
+        return ok(job.req_id, value) if good else self._failed(job.req_id, job.method, value)
 
     def _failed(self, req_id: Any, method: Method, e: BaseException) -> dict[str, Any]:
         """The error answer for what a handler raised."""

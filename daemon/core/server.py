@@ -16,7 +16,8 @@ Quick writes (a method with a write job, `Method.job`: a plain remember) are ans
 selector thread itself: of the connections one `select` finds readable, those whose waiting
 bytes are exactly one whole frame of such a request are read and prepared at once
 (`Dispatcher.prepare_job`: checks and redaction, while the rest of the round is awaited),
-their jobs run together in one commit (`Dispatcher.run_jobs`), and each is answered; the
+their writes run at once in one commit that this thread leads (`Writer.open_round`: the
+first ones while it waits for the rest of the round), and each is answered; the
 others go to the workers as above. Only while the writer is idle: the selector thread never
 waits behind another thread's commit (an import's takes seconds), so every other request is
 still dispatched. A stream of writes from many clients then costs one thread and one commit
@@ -51,6 +52,7 @@ from db0.daemon import __version__
 from db0.daemon.core import config as configmod
 from db0.daemon.core.dispatch import Dispatcher, Job
 from db0.daemon.core.runtime import Runtime
+from db0.daemon.core.writer import Round
 from db0.daemon.handlers import load_all
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
 from db0.daemon.protocol import (
@@ -256,27 +258,54 @@ class Server:
         last = 1  # quick writes the last round answered
         while not self.stopping.is_set():
             jobs: list[tuple[socket.socket, dict[str, object], Job]] = []
-            self._dispatch(self._sel.select(timeout=1.0), jobs)
-            if jobs and len(jobs) < last:
-                # The clients the last round answered call again together: wait a moment
-                # for the rest of them, so that their writes share this round's commit.
-                until = time.monotonic() + GATHER_S
-                while len(jobs) < last and (left := until - time.monotonic()) > 0:
-                    self._dispatch(self._sel.select(timeout=left), jobs)
-            if jobs:
-                last = len(jobs)
-                self._answer_jobs(jobs)
+            rnd: Round | None = None
+            try:
+                self._dispatch(self._sel.select(timeout=1.0), jobs, False)
+                rnd = self._run(jobs, rnd)
+                if jobs and len(jobs) < last:
+                    # The clients the last round answered call again together: wait a moment
+                    # for the rest of them, so that their writes share this round's commit
+                    # (those here already run in it meanwhile).
+                    until = time.monotonic() + GATHER_S
+                    while len(jobs) < last and (left := until - time.monotonic()) > 0:
+                        self._dispatch(self._sel.select(timeout=left), jobs, rnd is not None)
+                        rnd = self._run(jobs, rnd)
+                if jobs:
+                    last = len(jobs)
+                    self._answer_jobs(jobs, rnd)
+                    rnd = None
+            finally:
+                if rnd is not None:  # a defect stopped the round: nothing of it is kept
+                    rnd.abort()
             if time.monotonic() - last_sweep > 1.0:
                 self._close_idle()
                 last_sweep = time.monotonic()
 
+    def _run(self, jobs: list[tuple[socket.socket, dict[str, object], Job]],
+             rnd: Round | None) -> Round | None:
+        """Run the writes of the jobs read so far that have not run, in the round (opened
+        now if the writer is idle; if it is not, they stay unrun and go to the workers)."""
+        todo = [job for _, _, job in jobs if job.fn is not None and job.slot is None]
+        if not todo:
+            return rnd
+        if rnd is None:
+            rnd = self.rt.writer.open_round() if self.rt.writer is not None else None
+            if rnd is None:
+                return None
+        for job in todo:
+            assert job.fn is not None
+            job.slot = len(rnd.done)
+            rnd.add(job.fn)
+        return rnd
+
     def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]],
-                  jobs: list[tuple[socket.socket, dict[str, object], Job]]) -> None:
+                  jobs: list[tuple[socket.socket, dict[str, object], Job]],
+                  leading: bool) -> None:
         """Act on what `select` found: accept, take connections back, read the quick writes
-        into `jobs` (when the writer is idle), hand every other readable connection to a
-        worker."""
+        into `jobs` (when the writer is idle, or its commit is this thread's round:
+        `leading`), hand every other readable connection to a worker."""
         writer = self.rt.writer
-        writer_busy = writer is None or writer.busy
+        writer_busy = not leading and (writer is None or writer.busy)
         for key, _ in events:
             if key.fileobj is self._listener:
                 self._accept()
@@ -389,13 +418,18 @@ class Server:
             return None  # the peer is gone: the worker it goes to finds that out
         return msg if len(got) == len(data) else None
 
-    def _answer_jobs(self, jobs: list[tuple[socket.socket, dict[str, object], Job]]) -> None:
-        """Answer the requests `_take_job` read, their writes in one commit; a request that
-        needs its whole handler goes to a worker with its connection. An answer is written
-        at once or the connection is dropped (its client stopped reading answers): the
-        selector thread never waits on one client."""
+    def _answer_jobs(self, jobs: list[tuple[socket.socket, dict[str, object], Job]],
+                     rnd: Round | None) -> None:
+        """Commit the round that ran the requests' writes and answer each; a request that
+        needs its whole handler, or whose write did not run (the writer was busy), goes to a
+        worker with its connection. An answer is written at once or the connection is
+        dropped (its client stopped reading answers): the selector thread never waits on
+        one client."""
         try:
-            answers = self.dispatcher.run_jobs([job for _, _, job in jobs])
+            done = rnd.commit() if rnd is not None else []
+            answers = [job.answer if job.answer is not None else
+                       None if job.slot is None or rnd is None else
+                       self.dispatcher.answer(job, done[job.slot]) for _, _, job in jobs]
         except Exception:  # a defect: drop these connections, keep serving the others
             log.exception("answering %d writes failed", len(jobs))
             for conn, _, _ in jobs:

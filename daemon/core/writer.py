@@ -47,6 +47,13 @@ connection) between two commits, with the lead taken so that no commit starts me
 comes before the queued callers at the next hand-over, and they wait for it in the process, on
 their own locks, rather than in SQLite's busy handler (which sleeps 1, 2, 5 ms and more, for a
 hold of a millisecond or two).
+
+Rounds: `open_round` takes the lead at once when the writer is idle (never behind another
+commit) and begins a transaction that jobs join one at a time, each run as it is added
+(`Round.add`), until `Round.commit`. The server's selector thread runs a round's first
+writes while it waits for the rest of the round's requests. The round's jobs are
+rerunnable and run without savepoints until one fails; then the transaction starts again,
+the jobs before run again, and each job has a savepoint from then on.
 """
 
 from __future__ import annotations
@@ -147,37 +154,9 @@ class Writer:
         group = self._queue([entry], lead, gather=True)
         return self._await(entry, group, deadline)  # type: ignore[no-any-return]
 
-    def run_many(self, fns: list[Callable[[Store], Any]], timeout: float | None = 300.0, *,
-                 idle_only: bool = False) -> list[tuple[bool, Any]] | None:
-        """Run each of `fns` as a rerunnable job (`run(fn, rerun=True)`), queued together so
-        that they share a commit: for each, (True, its result) or (False, its exception), in
-        order. Only the first may be handed the lead of a later commit: the caller waits for
-        them in order, so it is never asked to lead for a job it is not waiting on yet; the
-        rest ride in the commit that takes them. `idle_only`: None, with nothing queued,
-        unless no commit is under way or queued, so the caller leads at once and never waits
-        behind another's commit (the server's selector thread, which must not stall)."""
-        if not fns:
-            return []
-        lead = not getattr(background, "on", False)
-        entries = [_Entry(fn, Future(), True, lead and i == 0) for i, fn in enumerate(fns)]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        group = self._queue(entries, lead, gather=False, idle_only=idle_only)
-        if idle_only and not group:
-            return None
-        out: list[tuple[bool, Any]] = []
-        for entry in entries:
-            try:
-                out.append((True, self._await(entry, group, deadline)))
-            except Exception as e:  # handed back to the caller, job by job
-                out.append((False, e))
-            group = []
-        return out
-
-    def _queue(self, entries: list[_Entry], lead: bool, gather: bool,
-               idle_only: bool = False) -> list[_Entry]:
+    def _queue(self, entries: list[_Entry], lead: bool, gather: bool) -> list[_Entry]:
         """Queue the entries; the group to lead now when no commit is under way (and the
-        caller may lead), else []. `idle_only`: queue nothing, and return [], unless the
-        caller can lead at once."""
+        caller may lead), else []."""
         arrived = getattr(_announced, "on", False)
         with self._cv:
             if arrived:
@@ -186,8 +165,6 @@ class Writer:
             if self._stopped:
                 raise StoreError("the daemon is shutting down", "try again",
                                  code="shutting_down")
-            if idle_only and (self._leading or self._q or not lead):
-                return []
             self._q.extend(entries)
             if not self._leading:
                 if lead:
@@ -346,6 +323,48 @@ class Writer:
                 self._leading = False
                 self._hand_over()
 
+    def open_round(self) -> Round | None:
+        """Lead a commit at once, if none is under way or queued (else None, and nothing
+        changed): a transaction begun now, which rerunnable jobs join one at a time as their
+        requests arrive (`Round.add` runs each at once, under a savepoint) and which
+        `Round.commit` ends. The server's selector thread runs a round's first writes while
+        it waits for the rest of the round's requests, instead of waiting idle; it never
+        waits behind another's commit. Other callers queue meanwhile, as behind any commit."""
+        if getattr(background, "on", False):
+            return None
+        with self._cv:
+            if self._stopped or self._leading or self._q:
+                return None
+            self._leading = True
+        try:
+            self.store.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:  # locked by another process, say: the request's handler says so
+            with self._cv:
+                self._leading = False
+                self._hand_over()
+            return None
+        return Round(self)
+
+    def _end_round(self, rnd: Round) -> list[tuple[bool, Any]]:
+        conn = self.store.conn
+        try:
+            if rnd.broken is not None:
+                raise rnd.broken
+            self._commit_now(conn)
+        except BaseException as e:  # nothing of the round is kept
+            _rollback(conn)
+            return [(False, value if not good else e) for good, value in rnd.done]
+        finally:
+            with self._cv:
+                self._leading = False
+                self._hand_over()
+        self.commits += 1
+        self.jobs += sum(1 for good, _ in rnd.done if good)
+        for good, result in rnd.done:
+            if good:
+                self._after(result)
+        return rnd.done
+
     @property
     def busy(self) -> bool:
         """A commit is under way or queued (a hint: it may change at once)."""
@@ -468,6 +487,100 @@ class Writer:
         self._closing = True
         self._kick.set()
         self._thread.join(timeout)
+
+
+class Round:
+    """A commit led by its caller, which jobs join one at a time (`Writer.open_round`)."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.done: list[tuple[bool, Any]] = []  # per job: (True, result) or (False, error)
+        self.fns: list[Callable[[Store], Any]] = []  # the jobs, in order (run again: `_again`)
+        self.broken: BaseException | None = None  # a rollback that failed: nothing is kept
+        self.careful = False  # a job failed: a savepoint per job from then on
+        self.closed = False
+
+    def add(self, fn: Callable[[Store], Any]) -> None:
+        """Run a rerunnable job in the round's transaction now. Without a savepoint (each
+        costs a job a third more): when a job fails, the transaction is rolled back and the
+        jobs before it run again in a new one, each under a savepoint from then on, so a job
+        that fails loses its own writes only."""
+        conn = self.writer.store.conn
+        if self.broken is not None:
+            self.fns.append(fn)
+            self.done.append((False, self.broken))
+            return
+        if self.careful:
+            self._add_saved(conn, fn)
+            return
+        try:
+            result = fn(self.writer.store)
+        except BaseException as e:
+            self.fns.append(fn)
+            self.done.append((False, e))
+            self._again(conn)
+            return
+        self.fns.append(fn)
+        self.done.append((True, result))
+
+    def _again(self, conn: Any) -> None:
+        """After a job failed without a savepoint: roll back, begin again, and run the jobs
+        that had succeeded again, each under a savepoint."""
+        self.careful = True
+        try:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as e:
+            self.broken = e
+            return
+        runs, self.fns, done = self.fns, [], self.done
+        self.done = []
+        for fn, (good, value) in zip(runs, done, strict=True):
+            if good:
+                self._add_saved(conn, fn)
+            else:
+                self.fns.append(fn)
+                self.done.append((False, value))
+
+    def _add_saved(self, conn: Any, fn: Callable[[Store], Any]) -> None:
+        self.fns.append(fn)
+        try:
+            conn.execute("SAVEPOINT job")
+        except BaseException as e:
+            self.broken = e
+            self.done.append((False, e))
+            return
+        try:
+            result = fn(self.writer.store)
+        except BaseException as e:
+            try:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+            except BaseException as e2:
+                self.broken = e2
+            self.done.append((False, e))
+            return
+        try:
+            conn.execute("RELEASE job")
+        except BaseException as e:
+            self.broken = e
+            self.done.append((False, e))
+            return
+        self.done.append((True, result))
+
+    def commit(self) -> list[tuple[bool, Any]]:
+        """End the round: commit what its jobs wrote (durable when this returns), then the
+        after-commit callbacks; per job, in order, (True, result) or (False, its error, or
+        the commit's for all when the commit failed). The lead goes on to the next caller."""
+        assert not self.closed
+        self.closed = True
+        return self.writer._end_round(self)
+
+    def abort(self) -> None:
+        """End the round with nothing kept (a defect in its caller)."""
+        if not self.closed:
+            self.broken = self.broken or RuntimeError("round aborted")
+            self.commit()
 
 
 def _rollback(conn: Any) -> bool:

@@ -37,8 +37,9 @@ def rpc(name: str, params: dict[str, P] | None = None, *, writes: bool = False,
 
 def job_of(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `fn(rt, req)` as method `name`'s write job: the whole of the request as one
-    rerunnable job (`Writer.run_many`), or None when this request needs the handler (it
-    waits for something after its write, say). Registered after the method itself."""
+    rerunnable job (run in the selector thread's round, `Writer.open_round`), or None when
+    this request needs the handler (it waits for something after its write, say).
+    Registered after the method itself."""
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         METHODS[name].job = fn
         return fn
