@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,22 @@ def _put(v: str) -> Any:
         s.conn.execute("INSERT INTO t(v) VALUES (?)", (v,))
         return v
     return job
+
+
+def _counted(runs: list[str]) -> Callable[[str], Any]:
+    """`_put`, each run noted in `runs`."""
+    def counted(v: str) -> Any:
+        def job(s: Store) -> str:
+            runs.append(v)
+            return _put(v)(s)  # type: ignore[no-any-return]
+        return job
+    return counted
+
+
+def _bad(s: Store) -> None:
+    """A job that writes, then fails."""
+    s.conn.execute("INSERT INTO t(v) VALUES ('half')")
+    raise ValueError("no")
 
 
 def _seen(tmp_path: Path) -> set[str]:
@@ -90,12 +106,8 @@ def test_a_lone_write_commits_on_its_callers_thread_without_a_savepoint(w: Write
 
 
 def test_a_lone_job_that_fails_keeps_nothing(w: Writer, tmp_path: Path) -> None:
-    def bad(s: Store) -> None:
-        s.conn.execute("INSERT INTO t(v) VALUES ('half')")
-        raise ValueError("no")
-
     with pytest.raises(ValueError):
-        w.run(bad)
+        w.run(_bad)
     assert w.run(_put("after")) == "after"
     assert _seen(tmp_path) == {"after"}
 
@@ -226,20 +238,10 @@ def test_rerunnable_jobs_share_a_commit_without_savepoints(w: Writer, tmp_path: 
 
 def test_a_failing_rerunnable_job_loses_only_its_own_writes(w: Writer, tmp_path: Path) -> None:
     runs: list[str] = []
-
-    def counted(v: str) -> Any:
-        def job(s: Store) -> str:
-            runs.append(v)
-            s.conn.execute("INSERT INTO t(v) VALUES (?)", (v,))
-            return v
-        return job
-
-    def bad(s: Store) -> None:
-        s.conn.execute("INSERT INTO t(v) VALUES ('half')")
-        raise ValueError("no")
+    counted = _counted(runs)
 
     commits = w.commits
-    out = _queue_behind_a_slow_commit(w, {"a": counted("a"), "bad": bad, "b": counted("b")},
+    out = _queue_behind_a_slow_commit(w, {"a": counted("a"), "bad": _bad, "b": counted("b")},
                                       True)
     assert {k: out[k] for k in ("a", "b")} == {"a": "a", "b": "b"}
     assert isinstance(out["bad"], ValueError)
@@ -563,21 +565,11 @@ def test_a_failing_job_in_a_round_loses_only_its_own_writes(w: Writer, tmp_path:
     """No savepoints until a job fails: then the round starts its transaction again, the
     jobs before run again each under a savepoint, and so does every job after."""
     runs: list[str] = []
-
-    def counted(v: str) -> Any:
-        def job(s: Store) -> str:
-            runs.append(v)
-            s.conn.execute("INSERT INTO t(v) VALUES (?)", (v,))
-            return v
-        return job
-
-    def bad(s: Store) -> None:
-        s.conn.execute("INSERT INTO t(v) VALUES ('half')")
-        raise ValueError("no")
+    counted = _counted(runs)
 
     rnd = w.open_round()
     assert rnd is not None
-    for job in (counted("a"), counted("b"), bad, counted("c"), counted("a")):
+    for job in (counted("a"), counted("b"), _bad, counted("c"), counted("a")):
         rnd.add(job)  # the second "a" breaks UNIQUE
     out = rnd.commit()
     assert [good for good, _ in out] == [True, True, False, True, False]

@@ -3,16 +3,15 @@ time, jobs in the order they came, with group commit (a leader/follower queue, s
 needs no hand-off to another thread).
 
 A caller queues its job; if no commit is under way it leads: it takes what is queued (its own
-job first when alone) and commits it, on its own thread. Jobs queued while a commit is under
-way wait, each caller on a lock of its own; when the commit ends, one of them is woken alone to
-lead the next commit with all of them, and each other caller is woken once its job is done. Each
-job of a group runs in its own savepoint inside one `BEGIN IMMEDIATE … COMMIT`, so a job that
-fails is rolled back alone and the others keep their writes. A job alone in its group runs in
-the transaction without a savepoint (a failure rolls the transaction back, which holds nothing
-else). A caller gets its result only after the commit returned, so a write is acknowledged
-only once it is durable (as durable as the connection's `synchronous` setting makes a commit).
-If the commit itself fails (a full disk, say), every job of the group gets that error and
-nothing of it is kept.
+job first when alone) and commits it, on its own thread. Jobs queued while a commit is under way
+wait, each caller on a lock of its own; when the commit ends, one of them is woken alone to lead
+the next commit with all of them, and each other caller is woken once its job is done. A group
+is one `BEGIN IMMEDIATE … COMMIT` (a `Round`) in which a job that fails is rolled back alone and
+the others keep their writes: each job of a group runs in its own savepoint, except a job alone
+in its group and rerunnable jobs (below). A caller gets its result only after the commit
+returned, so a write is acknowledged only once it is durable (as durable as the connection's
+`synchronous` setting makes a commit). If the commit itself fails (a full disk, say), every job
+of the group gets that error and nothing of it is kept.
 
 Gathering: a request that will write announces itself (`announce`) before it prepares its job
 (redaction, checks), and `run` counts it as arrived when its job is queued (`withdraw` when it
@@ -26,7 +25,8 @@ waits.
 Rerunnable jobs (`run(..., rerun=True)`: the job may run again, and writes memories only
 through `core.write_state` and `core.insert_states`, as a remember does) in a group of them
 run without savepoints. If one of them fails, the whole transaction is rolled back and the
-group runs again with a savepoint per job, so only the failing job loses its writes.
+jobs before it run again in a new one, each with a savepoint from then on, so only the
+failing job loses its writes (a lone job that fails keeps nothing, and nothing runs again).
 
 Full text: the writer's store lets up to FTS_LAG new memories wait for their full-text
 indexing (`core.flush_full_text`, m018): the commit that finds more waiting indexes them all
@@ -49,11 +49,10 @@ their own locks, rather than in SQLite's busy handler (which sleeps 1, 2, 5 ms a
 hold of a millisecond or two).
 
 Rounds: `open_round` takes the lead at once when the writer is idle (never behind another
-commit) and begins a transaction that jobs join one at a time, each run as it is added
-(`Round.add`), until `Round.commit`. The server's selector thread runs a round's first
-writes while it waits for the rest of the round's requests. The round's jobs are
-rerunnable and run without savepoints until one fails; then the transaction starts again,
-the jobs before run again, and each job has a savepoint from then on.
+commit) and begins a transaction that rerunnable jobs join one at a time, each run as it is
+added (`Round.add`), until `Round.commit`: a group as above, led by its caller. The server's
+selector thread runs a round's first writes while it waits for the rest of the round's
+requests.
 """
 
 from __future__ import annotations
@@ -326,7 +325,7 @@ class Writer:
     def open_round(self) -> Round | None:
         """Lead a commit at once, if none is under way or queued (else None, and nothing
         changed): a transaction begun now, which rerunnable jobs join one at a time as their
-        requests arrive (`Round.add` runs each at once, under a savepoint) and which
+        requests arrive (`Round.add` runs each at once) and which
         `Round.commit` ends. The server's selector thread runs a round's first writes while
         it waits for the rest of the round's requests, instead of waiting idle; it never
         waits behind another's commit. Other callers queue meanwhile, as behind any commit."""
@@ -346,7 +345,19 @@ class Writer:
         return Round(self)
 
     def _end_round(self, rnd: Round) -> list[tuple[bool, Any]]:
+        try:
+            return self._finish(rnd)
+        finally:
+            with self._cv:
+                self._leading = False
+                self._hand_over()
+
+    def _finish(self, rnd: Round) -> list[tuple[bool, Any]]:
+        """Commit what a round's jobs wrote (or, broken, roll it all back), then the
+        after-commit callbacks: per job, in order, (True, result) or (False, its error, or
+        the commit's when the commit failed)."""
         conn = self.store.conn
+        rnd.closed = True
         try:
             if rnd.broken is not None:
                 raise rnd.broken
@@ -354,10 +365,6 @@ class Writer:
         except BaseException as e:  # nothing of the round is kept
             _rollback(conn)
             return [(False, value if not good else e) for good, value in rnd.done]
-        finally:
-            with self._cv:
-                self._leading = False
-                self._hand_over()
         self.commits += 1
         self.jobs += sum(1 for good, _ in rnd.done if good)
         for good, result in rnd.done:
@@ -375,101 +382,26 @@ class Writer:
         return len(self._q)
 
     def _commit(self, group: list[_Entry]) -> None:
+        """A group's jobs in one transaction, as a round (`Round`): rerunnable jobs and a
+        lone job without savepoints (a failure starts the transaction again with one per
+        job), other groups with a savepoint per job from the start."""
         jobs = [e for e in group if e.fut.set_running_or_notify_cancel()]
-        live = [(e.fn, e.fut) for e in jobs]
-        if not live:
+        if not jobs:
             return
-        if len(live) == 1:
-            self._commit_one(*live[0])
-            return
-        if all(e.rerun for e in jobs) and self._commit_plain(live):
-            return
-        self._commit_savepoints(live)
-
-    def _commit_plain(self, live: list[tuple[Callable[[Store], Any], Future[Any]]]) -> bool:
-        """Rerunnable jobs in one transaction without savepoints. False (nothing kept, no
-        future set) when a job failed: the caller runs the group again with savepoints."""
-        conn = self.store.conn
-        results: list[Any] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, _fut in live:
-                results.append(fn(self.store))
-        except BaseException as e:  # a job failed: roll back, and run them with savepoints
-            if not _rollback(conn):
-                for _fn, fut in live:
-                    fut.set_exception(e)
-                return True
-            return False
-        try:
-            self._commit_now(conn)
-        except BaseException as e:  # the commit failed: nothing is kept
-            _rollback(conn)
-            for _fn, fut in live:
-                fut.set_exception(e)
-            return True
-        self.commits += 1
-        self.jobs += len(live)
-        for (_fn, fut), result in zip(live, results, strict=True):
-            fut.set_result(result)
-        for result in results:
-            self._after(result)
-        return True
-
-    def _commit_savepoints(self, live: list[tuple[Callable[[Store], Any], Future[Any]]]
-                           ) -> None:
-        conn = self.store.conn
-        done: list[tuple[Future[Any], Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, fut in live:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = fn(self.store)
-                except BaseException as e:  # this job's writes go, the group's stay
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    done.append((fut, None, e))
-                    continue
-                conn.execute("RELEASE job")
-                done.append((fut, result, None))
-            self._commit_now(conn)
-        except BaseException as e:  # BEGIN, a rollback or the COMMIT failed: nothing is kept
-            _rollback(conn)
-            failed = {id(f) for f, _, err in done if err is not None}
-            for fn_fut in live:
-                fut = fn_fut[1]
-                own = next((err for f, _, err in done if f is fut and err is not None), None)
-                fut.set_exception(own if id(fut) in failed and own is not None else e)
+            self.store.conn.execute("BEGIN IMMEDIATE")
+        except BaseException as e:  # locked by another process, say: every job gets that
+            for job in jobs:
+                job.fut.set_exception(e)
             return
-        self.commits += 1
-        self.jobs += len(done)
-        for fut, result, err in done:
-            if err is not None:
-                fut.set_exception(err)
+        rnd = Round(self, careful=len(jobs) > 1 and not all(e.rerun for e in jobs))
+        for job in jobs:
+            rnd.add(job.fn)
+        for job, (good, value) in zip(jobs, self._finish(rnd), strict=True):
+            if good:
+                job.fut.set_result(value)
             else:
-                fut.set_result(result)
-        for _fut, result, err in done:
-            if err is None:
-                self._after(result)
-
-    def _commit_one(self, fn: Callable[[Store], Any], fut: Future[Any]) -> None:
-        """A group of one job: its transaction is its own, so it needs no savepoint (a
-        savepoint's release makes FTS5 write out the job's text once more before the
-        commit does); a job that fails rolls the transaction back."""
-        conn = self.store.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            result = fn(self.store)
-            self._commit_now(conn)
-        except BaseException as e:  # BEGIN, the job or the COMMIT failed: nothing is kept
-            _rollback(conn)
-            fut.set_exception(e)
-            return
-        self.commits += 1
-        self.jobs += 1
-        fut.set_result(result)
-        self._after(result)
+                job.fut.set_exception(value)
 
     def _after(self, result: Any) -> None:
         for cb in self.after_commit:
@@ -492,36 +424,33 @@ class Writer:
 class Round:
     """A commit led by its caller, which jobs join one at a time (`Writer.open_round`)."""
 
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, careful: bool = False) -> None:
         self.writer = writer
         self.done: list[tuple[bool, Any]] = []  # per job: (True, result) or (False, error)
         self.fns: list[Callable[[Store], Any]] = []  # the jobs, in order (run again: `_again`)
         self.broken: BaseException | None = None  # a rollback that failed: nothing is kept
-        self.careful = False  # a job failed: a savepoint per job from then on
+        self.careful = careful  # a savepoint per job (from the start, or once one failed)
         self.closed = False
 
     def add(self, fn: Callable[[Store], Any]) -> None:
-        """Run a rerunnable job in the round's transaction now. Without a savepoint (each
-        costs a job a third more): when a job fails, the transaction is rolled back and the
-        jobs before it run again in a new one, each under a savepoint from then on, so a job
-        that fails loses its own writes only."""
+        """Run a job in the round's transaction now. Without a savepoint (each costs a job a
+        third more): when a job fails, the transaction is rolled back and the jobs before it
+        run again in a new one, each under a savepoint from then on, so a job that fails
+        loses its own writes only (the jobs must be rerunnable, unless `careful` from the
+        start)."""
         conn = self.writer.store.conn
         if self.broken is not None:
             self.fns.append(fn)
             self.done.append((False, self.broken))
-            return
-        if self.careful:
+        elif self.careful:
             self._add_saved(conn, fn)
-            return
-        try:
-            result = fn(self.writer.store)
-        except BaseException as e:
+        else:
             self.fns.append(fn)
-            self.done.append((False, e))
-            self._again(conn)
-            return
-        self.fns.append(fn)
-        self.done.append((True, result))
+            try:
+                self.done.append((True, fn(self.writer.store)))
+            except BaseException as e:
+                self.done.append((False, e))
+                self._again(conn)
 
     def _again(self, conn: Any) -> None:
         """After a job failed without a savepoint: roll back, begin again, and run the jobs
@@ -546,23 +475,15 @@ class Round:
         self.fns.append(fn)
         try:
             conn.execute("SAVEPOINT job")
-        except BaseException as e:
-            self.broken = e
-            self.done.append((False, e))
-            return
-        try:
-            result = fn(self.writer.store)
-        except BaseException as e:
             try:
+                result = fn(self.writer.store)
+            except BaseException as e:  # this job's writes go, the round's stay
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
-            except BaseException as e2:
-                self.broken = e2
-            self.done.append((False, e))
-            return
-        try:
+                self.done.append((False, e))
+                return
             conn.execute("RELEASE job")
-        except BaseException as e:
+        except BaseException as e:  # a savepoint statement failed: nothing is kept
             self.broken = e
             self.done.append((False, e))
             return
@@ -573,7 +494,6 @@ class Round:
         after-commit callbacks; per job, in order, (True, result) or (False, its error, or
         the commit's for all when the commit failed). The lead goes on to the next caller."""
         assert not self.closed
-        self.closed = True
         return self.writer._end_round(self)
 
     def abort(self) -> None:
