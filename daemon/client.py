@@ -290,19 +290,6 @@ class Client:
         it stays in the buffer for the next."""
         assert self.sock is not None
         sock, buf = self.sock, self._buf
-        if not buf:  # the usual case: the whole answer in one receive
-            self._wait(self._poll, end)
-            try:
-                chunk = sock.recv(_READ_MIN)
-            except BlockingIOError:
-                chunk = None
-            if chunk is not None:
-                if len(chunk) > HEADER_BYTES and int.from_bytes(
-                        chunk[:HEADER_BYTES], "big") == len(chunk) - HEADER_BYTES:
-                    return decode(chunk[HEADER_BYTES:])
-                if not chunk:
-                    return None
-                buf += chunk
         need = HEADER_BYTES
         while True:
             if len(buf) >= HEADER_BYTES:
