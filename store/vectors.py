@@ -96,19 +96,17 @@ def pending_of(store: Store, mid: int, ids: Sequence[str]) -> list[tuple[int, st
 
 def cached(store: Store, mid: int, hashes: Iterable[str]) -> dict[str, bytes]:
     """Vectors this model already made for these texts, under any memory that still holds
-    the text. Found from the memories by their hash (memories_hash), then each one's vector
-    by (model, rid), in that order (CROSS JOIN fixes it): memory_vectors has no index by
-    hash, and looking there scanned every vector of the model, per batch (a cost that grew
-    with the store)."""
+    the text: found by (model, hash) in memory_vectors_hash, each kept only while its memory's
+    text has that hash still."""
     hs = list(dict.fromkeys(hashes))
     out: dict[str, bytes] = {}
     for i in range(0, len(hs), 500):
         chunk = hs[i:i + 500]
         for h, blob in store.conn.execute(
-                "SELECT m.content_hash, v.vector FROM memories m INDEXED BY memories_hash "
-                "CROSS JOIN memory_vectors v INDEXED BY memory_vectors_state ON v.model_id=? "
-                "AND v.rid=m.rid AND v.content_hash=m.content_hash "
-                f"WHERE m.content_hash IN ({','.join('?' * len(chunk))})", [mid, *chunk]):
+                "SELECT v.content_hash, v.vector FROM memory_vectors v "
+                "INDEXED BY memory_vectors_hash JOIN memories m ON m.rid=v.rid "
+                "AND m.content_hash=v.content_hash WHERE v.model_id=? "
+                f"AND v.content_hash IN ({','.join('?' * len(chunk))})", [mid, *chunk]):
             out[str(h)] = bytes(blob)
     return out
 

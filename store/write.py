@@ -340,8 +340,9 @@ def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
                 if h in wanted}
     else:
         live = {(h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(
-            live_sql + " AND content_hash IN (SELECT value FROM json_each(?))",
-            (now, json.dumps([p[3] for p in prepared])))}
+            live_sql + " AND (scope, owner, content_hash) IN "
+            "(SELECT value->>0, value->>1, value->>2 FROM json_each(?))",
+            (now, json.dumps([p[1:] for p in prepared])))}
     results: list[dict[str, Any]] = []
     pending: list[tuple[str, dict[str, Any], str, str, str]] = []
     ids = iter(new_ids(int(now * 1000), len(prepared)))

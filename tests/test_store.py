@@ -569,7 +569,7 @@ def test_a_large_batch_rebuilds_the_indexes_in_its_transaction(tmp_path: Path) -
         res = write.remember_many(store, ctx, [write.prepare({"content": f"bulk line {i}"})
                                                for i in range(n)])
     conn.exec_trace = None
-    assert any(s.startswith("CREATE INDEX memories_hash") for s in statements)
+    assert any(s.startswith("CREATE INDEX memories_owner_hash") for s in statements)
     assert any(s.startswith("CREATE INDEX ops_memory") for s in statements)
     assert _index_sql(conn) == before and dbmod.schema_drift(conn) == []
     assert sorted(conn.execute("SELECT tbl, idx, stat FROM sqlite_stat1")) == stats
@@ -577,8 +577,8 @@ def test_a_large_batch_rebuilds_the_indexes_in_its_transaction(tmp_path: Path) -
     assert dbmod.scalar(conn, "SELECT count(*) FROM ops") == 50 + n
     plan = " ".join(str(r) for r in conn.execute(
         "EXPLAIN QUERY PLAN SELECT id FROM memories WHERE content_hash=? AND scope=? "
-        "AND owner=?", ("x", "user", "u")))
-    assert "memories_hash" in plan
+        "AND owner=? AND superseded_by IS NULL AND forgotten_ts IS NULL", ("x", "user", "u")))
+    assert "memories_owner_hash" in plan
     with store.transaction():
         again = write.remember_many(store, ctx, [write.prepare({"content": "bulk line 7"})])
     assert again[0] == {"id": res[7]["id"], "status": "duplicate", "scope": "user"}
