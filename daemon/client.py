@@ -37,11 +37,11 @@ from db0.daemon import wirejson as json
 from db0.daemon.paths import Paths, RuntimeDirError, ensure_private_dir, get_paths
 from db0.daemon.protocol import (
     HEADER_BYTES,
-    MAX_FRAME,
     PROTOCOL,
     RETRYABLE,
     Db0Error,
     FrameError,
+    body_length,
     decode,
     encode,
     request,
@@ -293,11 +293,7 @@ class Client:
         need = HEADER_BYTES
         while True:
             if len(buf) >= HEADER_BYTES:
-                length = int.from_bytes(buf[:HEADER_BYTES], "big")
-                if length > MAX_FRAME:
-                    raise FrameError(f"frame of {length} bytes is over the {MAX_FRAME}-byte "
-                                     "limit")
-                need = HEADER_BYTES + length
+                need = HEADER_BYTES + body_length(buf)
                 if len(buf) >= need:
                     body = bytes(buf[HEADER_BYTES:need])
                     del buf[:need]

@@ -100,6 +100,14 @@ def _recv_exact(sock: _socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+def body_length(header: bytes | bytearray, max_frame: int = MAX_FRAME) -> int:
+    """The length a frame's header announces; FrameError past `max_frame`."""
+    length = int.from_bytes(header[:HEADER_BYTES], "big")
+    if length > max_frame:
+        raise FrameError(f"frame of {length} bytes is over the {max_frame}-byte limit")
+    return length
+
+
 def read_frame(sock: _socket.socket, max_frame: int = MAX_FRAME) -> dict[str, Any] | None:
     """Read one frame; None on a clean close before a header."""
     first = sock.recv(HEADER_BYTES)
@@ -107,10 +115,7 @@ def read_frame(sock: _socket.socket, max_frame: int = MAX_FRAME) -> dict[str, An
         return None
     header = first if len(first) == HEADER_BYTES else first + _recv_exact(
         sock, HEADER_BYTES - len(first))
-    length = int.from_bytes(header, "big")
-    if length > max_frame:
-        raise FrameError(f"frame of {length} bytes is over the {max_frame}-byte limit")
-    return decode(_recv_exact(sock, length))
+    return decode(_recv_exact(sock, body_length(header, max_frame)))
 
 
 def decode(body: bytes) -> dict[str, Any]:
