@@ -47,19 +47,27 @@ MAX_DEPTH = 64  # JSON nesting a frame may have (deeper is refused, never a Recu
 class Db0Error(Exception):
     """An error with a stable code, a one-line message and a hint saying how to fix it."""
 
-    def __init__(self, code: str, message: str, hint: str = "") -> None:
+    def __init__(self, code: str, message: str, hint: str = "", field: str = "") -> None:
+        """`field`: the parameter that is wrong, as its path in the request (`k`,
+        `context.user`, `items[3].tags`), when a parameter is what is wrong; the message then
+        reads `METHOD: FIELD must be ...`, and a client that took the value from an option
+        of its own can say it in the option's name (db0cli.params.explain)."""
         super().__init__(message)
         self.code = code
         self.message = message
         self.hint = hint
+        self.field = field
 
     def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message, "hint": self.hint}
+        out = {"code": self.code, "message": self.message, "hint": self.hint}
+        if self.field:
+            out["field"] = self.field
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Db0Error:
         return cls(str(d.get("code", "internal")), str(d.get("message", "")),
-                   str(d.get("hint", "")))
+                   str(d.get("hint", "")), str(d.get("field") or ""))
 
     @property
     def exit_code(self) -> int:

@@ -135,7 +135,12 @@ def _check(raw: Raw, frame: Any) -> None:
     resp = raw.send(body)
     assert "ok" in resp, resp
     if not resp["ok"]:
-        assert resp["error"]["code"] != "internal", (frame, resp)
+        error = resp["error"]
+        assert error["code"] != "internal", (frame, resp)
+        if "field" in error:  # the CLI says it in the option's name (db0cli.params.explain)
+            assert error["code"] == "bad_request", resp
+            assert error["message"].startswith(f"{frame['method']}: {error['field']} must be "
+                                               ), resp
 
 
 @pytest.mark.parametrize("name", sorted(set(METHODS) - SKIP))
@@ -212,3 +217,32 @@ def test_a_list_of_json_checks_as_item_by_item_with_paths(items: list[Any]) -> N
     finally:
         shapes._clean_json = fast  # type: ignore[assignment]
     assert got == want
+
+
+def test_a_refused_value_is_told_by_what_refused_it() -> None:
+    """Either names the limit a value of the right kind broke, not the kinds it could have
+    been; Num and Int name their one bound; a long text is quoted by its start; a method's
+    refusal names the parameter (Db0Error.field), nested ones by their path."""
+    ttl = shapes.Either((shapes.Str(nonempty=True, max_len=32), shapes.Num(lo=1)))
+    for value, expects, got in (("y" * 40, "at most 32 characters", "40"),
+                                (" ", "a non-empty string", "an empty string"),
+                                (0, "a number, at least 1", "0"),
+                                ([1], ttl.doc, "a list")):
+        with pytest.raises(shapes.ShapeError) as e:
+            ttl.check(value, "ttl")
+        assert (e.value.expects, e.value.got) == (expects, got)
+    assert shapes.Int(hi=9).doc == "a whole number, at most 9"
+    with pytest.raises(shapes.ShapeError) as e:
+        shapes.OneOf(("a", "b")).check("z" * 20_000, "scope")
+    assert len(e.value.got) < 100 and "20000 characters" in e.value.got
+    from db0.daemon.protocol import Db0Error
+
+    method = METHODS["memory.recall"]
+    for params, field in (({"query": "x", "k": 0}, "k"),
+                          ({"query": "x", "context": {"user": "u" * 300}}, "context.user"),
+                          ({"query": "x", "tags": ["t" * 300]}, "tags[0]")):
+        with pytest.raises(Db0Error) as d:
+            method.check(params)
+        assert d.value.field == field
+        assert d.value.message.startswith(f"memory.recall: {field} must be ")
+        assert Db0Error.from_dict(d.value.to_dict()).field == field

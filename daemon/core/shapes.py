@@ -32,6 +32,12 @@ class ShapeError(Exception):
         self.got = got
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    """A refused text as an error quotes it: whole when short, else its start (an error is
+    one line, whatever was sent)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def _kind(v: Any) -> str:
     if v is None:
         return "null"
@@ -104,6 +110,8 @@ class Int(Shape):
             return f"a whole number from {self.lo} to {self.hi}"
         if self.lo is not None:
             return f"a whole number, at least {self.lo}"
+        if self.hi is not None:
+            return f"a whole number, at most {self.hi}"
         return "a whole number"
 
     def check(self, v: Any, path: str) -> Any:
@@ -125,6 +133,10 @@ class Num(Shape):
     def doc(self) -> str:  # type: ignore[override]
         if self.lo is not None and self.hi is not None:
             return f"a number from {self.lo:g} to {self.hi:g}"
+        if self.lo is not None:
+            return f"a number, at least {self.lo:g}"
+        if self.hi is not None:
+            return f"a number, at most {self.hi:g}"
         return "a number"
 
     def check(self, v: Any, path: str) -> Any:
@@ -154,7 +166,7 @@ class OneOf(Shape):
 
     def check(self, v: Any, path: str) -> Any:
         if not isinstance(v, str) or v not in self.values:
-            raise ShapeError(self.doc, path, repr(v) if isinstance(v, str) else _kind(v))
+            raise ShapeError(self.doc, path, _shown(v) if isinstance(v, str) else _kind(v))
         return v
 
 
@@ -196,12 +208,17 @@ class Either(Shape):
         return " or ".join(o.doc for o in self.options)
 
     def check(self, v: Any, path: str) -> Any:
+        """The first option's value that fits; else the error of the first option that took
+        the value's kind and refused the value itself (text too long: "at most 32
+        characters"), which says more than the list of kinds it could have been."""
+        refused: ShapeError | None = None
         for o in self.options:
             try:
                 return o.check(v, path)
-            except ShapeError:
-                continue
-        raise ShapeError(self.doc, path, _kind(v))
+            except ShapeError as e:
+                if refused is None and e.got != _kind(v):
+                    refused = e
+        raise refused or ShapeError(self.doc, path, _kind(v))
 
 
 @dataclass
@@ -385,7 +402,8 @@ class Method:
         except ShapeError as e:
             got = f", got {e.got}" if e.got else ""
             raise Db0Error("bad_request", f"{self.name}: {e.path} must be {e.expects}{got}",
-                           f"docs/protocol.md gives the parameters of {self.name}") from None
+                           f"docs/protocol.md gives the parameters of {self.name}",
+                           field=e.path) from None
 
 
 def markdown(methods: dict[str, Method]) -> str:
@@ -400,8 +418,9 @@ def markdown(methods: dict[str, Method]) -> str:
         f"Protocol version {PROTOCOL}. A frame is a 4-byte big-endian length and a UTF-8 JSON "
         f"object of at most {MAX_FRAME} bytes. A request is `{{v, id, method, params}}`; the "
         "answer is `{v, id, ok: true, result}` or `{v, id, ok: false, error: {code, message, "
-        "hint}}`. Clients connect to the Unix socket in the runtime directory (0700, the socket "
-        "0600, the peer's uid checked).",
+        "hint, field?}}` (`field`: the parameter that is wrong, as its path in the request, "
+        "when one is). Clients connect to the Unix socket in the runtime directory (0700, the "
+        "socket 0600, the peer's uid checked).",
         "",
         "Every method also takes `context`: `{user, agent, session, task}` (each a string, each "
         "optional; the daemon fills in the rest from its config). A parameter that does not fit "
