@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fast(name: str, args: list[str]) -> int | None:
-    from db0.cli.params import fast_call
+    from db0.cli.params import explain, fast_call
 
     # __import__, not importlib.import_module: importlib's package (and warnings) would be
     # loaded for this one call.
@@ -223,6 +223,7 @@ def _fast(name: str, args: list[str]) -> int | None:
     try:
         return fast_call(commands, args)
     except Db0Error as e:
+        e = explain(e)
         return fail(e.message, e.hint, e.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("db0: interrupted\n")
@@ -250,6 +251,9 @@ def _typer_main(args: list[str], name: str | None, debug: bool) -> int:
     except Db0Error as e:
         if debug:
             raise
+        from db0.cli.params import explain
+
+        e = explain(e)
         return fail(e.message, e.hint, e.exit_code)
     except click.exceptions.Exit as e:
         return int(e.exit_code)

@@ -17,19 +17,22 @@ if TYPE_CHECKING:
 SCOPES = ("user", "agent", "session", "task")
 
 JsonOpt = Annotated[bool, Opt("--json", help="Print one JSON document.")]
-UserOpt = Annotated[str | None, Opt("--user", help="User id (else DB0_USER, config, your login "
-                                    "name).")]
-AgentOpt = Annotated[str | None, Opt("--agent", help="Agent name (else DB0_AGENT, config, "
-                                     "'default').")]
-SessionOpt = Annotated[str | None, Opt("--session", help="Session id (else DB0_SESSION).")]
-TaskOpt = Annotated[str | None, Opt("--task", help="Task id (else DB0_TASK).")]
+UserOpt = Annotated[str | None, Opt("--user", param="context.user",
+                                    help="User id (else DB0_USER, config, your login name).")]
+AgentOpt = Annotated[str | None, Opt("--agent", param="context.agent",
+                                     help="Agent name (else DB0_AGENT, config, 'default').")]
+SessionOpt = Annotated[str | None, Opt("--session", param="context.session",
+                                       help="Session id (else DB0_SESSION).")]
+TaskOpt = Annotated[str | None, Opt("--task", param="context.task",
+                                    help="Task id (else DB0_TASK).")]
 ScopeOpt = Annotated[str, Opt("--scope", "-s", choices=SCOPES, help="Who sees it.")]
 ScopesOpt = Annotated[list[str] | None, Opt(
-    "--scope", "-s", choices=SCOPES,
+    "--scope", "-s", choices=SCOPES, param="scopes",
     help="Only these scopes (repeat); default: every scope you can see.")]
-TagsOpt = Annotated[list[str] | None, Opt("--tag", "-t", help="Tag (repeat).")]
+TagsOpt = Annotated[list[str] | None, Opt("--tag", "-t", param="tags", help="Tag (repeat).")]
 MetaOpt = Annotated[list[str] | None, Opt(
-    "--meta", "-m", help="Metadata KEY=VALUE (repeat); a JSON value is parsed.")]
+    "--meta", "-m", param="metadata",
+    help="Metadata KEY=VALUE (repeat); a JSON value is parsed.")]
 LimitOpt = Annotated[int, Opt("--limit", "-n", help="How many.")]
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import types
 
+from db0.daemon.protocol import Db0Error
+
 # `typing` is not imported at run time: it is a large part of a hot command's start-up, and
 # nothing here needs it but annotations (mypy reads the TYPE_CHECKING branches).
 TYPE_CHECKING = False
@@ -42,28 +44,34 @@ class Hint:
 
 
 class Opt:
-    """An option: its names (`-n`, `--limit`), help, choices, metavar."""
+    """An option: its names (`-n`, `--limit`), help, choices, metavar, and `param`: the
+    request parameter its value goes to when that is not the function parameter's own name
+    (`k` for recall's `--limit`, `context.user` for `--user`), so that the daemon's word on a
+    parameter is said in the option's name (`explain`)."""
 
     def __init__(self, *decls: str, help: str = "", choices: tuple[str, ...] | None = None,
                  metavar: str | None = None, hidden: bool = False,
-                 show_default: bool = True) -> None:
+                 show_default: bool = True, param: str | None = None) -> None:
         self.decls = decls
         self.help = help
         self.choices = choices
         self.metavar = metavar
         self.hidden = hidden
         self.show_default = show_default
+        self.param = param
 
 
 class Arg:
     """A positional argument."""
 
     def __init__(self, help: str = "", choices: tuple[str, ...] | None = None,
-                 metavar: str | None = None, show_default: bool = True) -> None:
+                 metavar: str | None = None, show_default: bool = True,
+                 param: str | None = None) -> None:
         self.help = help
         self.choices = choices
         self.metavar = metavar
         self.show_default = show_default
+        self.param = param
 
 
 class Command:
@@ -148,9 +156,10 @@ def _kind(t: Any) -> type:
 
 # -- Typer's reading -----------------------------------------------------------------------------
 
-def typer_command(fn: Fn) -> Fn:
+def typer_command(fn: Fn, path: tuple[str, ...] = ()) -> Fn:
     """`fn` as Typer wants it: the same function, its signature's annotations turned into
-    `typer.Option` / `typer.Argument`."""
+    `typer.Option` / `typer.Argument`; running it records it as the command `explain` speaks
+    for."""
     import inspect
     import typing
 
@@ -175,6 +184,8 @@ def typer_command(fn: Fn) -> Fn:
                                     default=default, annotation=annotation))
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global running
+        running = (path, fn)
         return fn(*args, **kwargs)
 
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
@@ -199,7 +210,7 @@ def register(app: Any, commands: list[Command], groups: dict[str, str]) -> None:
                 app.add_typer(subs[group], name=group)
             target = subs[group]
         kw = {"context_settings": c.context_settings} if c.context_settings else {}
-        target.command(c.path[-1], **kw)(typer_command(c.fn))
+        target.command(c.path[-1], **kw)(typer_command(c.fn, c.path))
 
 
 # -- the fast path --------------------------------------------------------------------------------
@@ -288,7 +299,34 @@ def fast_call(commands: list[Command], args: list[str]) -> int | None:
                 kwargs = fast_parse(c.fn, args[n:])
             except NotSure:
                 return None
+            global running
+            running = (c.path, c.fn)
             rv = c.fn(**kwargs)
             return rv if isinstance(rv, int) else 0
     return None
+
+
+# -- errors in the words of the command line -----------------------------------------------------
+
+running: tuple[tuple[str, ...], Fn] | None = None  # the command this process runs, once it runs
+
+
+def explain(e: Db0Error) -> Db0Error:
+    """The daemon's refusal of a parameter (`memory.list: limit must be ...`, Db0Error.field)
+    said in the words of the command that sent it: the option or argument the value came
+    from (`-n/--limit must be ...`) and that command's --help. Any other error as it is."""
+    if not e.field or running is None:
+        return e
+    path, fn = running
+    rest = e.message.partition(f": {e.field} ")[2]
+    if not rest:
+        return e
+    for p in params_of(fn):
+        param = p.spec.param or p.name.rstrip("_")
+        if e.field == param or e.field.startswith((f"{param}.", f"{param}[")):
+            name = ("/".join(sorted(p.spec.decls, key=len)) if isinstance(p.spec, Opt)
+                    else p.name.upper())
+            return Db0Error(e.code, f"{name} {rest}", f"see: db0 {' '.join(path)} --help",
+                            e.field)
+    return e
 

@@ -134,6 +134,21 @@ def test_recall_queries_many_over_one_connection(db0: Db0) -> None:
     assert second["results"][0]["content"] == "the sky is blue"
 
 
+def test_a_value_refused_is_told_where_it_came_from(db0: Db0) -> None:
+    """The daemon's refusal of a value names the option that gave it, or the line of a
+    --queries file that did (its key is the request's own), never the other."""
+    r = db0.run("recall", "x", "-n", "0", check=False)
+    assert r.code == 2
+    assert r.err.startswith("db0: error: -n/--limit must be a whole number from 1 to ")
+    assert "db0 recall --help" in r.err
+    r = db0.run("recall", "--queries", "-", "-n", "3", check=False,
+                input='sky colour\n{"query": "apples", "k": 0}\n')
+    assert r.code == 2 and r.err.startswith("db0: error: line 2: k must be a whole number")
+    assert "--limit" not in r.err
+    r = db0.run("recall", "--queries", "-", "-n", "0", check=False, input="sky colour\n")
+    assert r.code == 2 and r.err.startswith("db0: error: -n/--limit must be ")
+
+
 def test_import_export_round_trip(db0: Db0, home: Path, tmp_path: Path) -> None:
     lines = [
         {"content": "first fact", "tags": ["x"], "created_at": "2023-05-08T13:56:00"},
@@ -206,7 +221,7 @@ def test_bad_input_one_line_errors(db0: Db0) -> None:
         (("remember", "--scope", "session", "hi"), None, 1, "needs a session id"),
         (("show", "01nosuchid0000000000000000"), None, 4, "no memory"),
         (("forget", "zzzzzzzz"), None, 4, "no memory"),
-        (("recall", "x", "-n", "0"), None, 2, "k must be"),
+        (("recall", "x", "-n", "0"), None, 2, "-n/--limit must be"),
         (("remember", "--ttl", "soon", "x"), None, 1, "not a duration"),
     ]
     for args, data, code, text in cases:

@@ -1,10 +1,13 @@
 """Every command of the CLI, found in its own command tree, run the ways a person gets it wrong.
 
 For each command and subcommand, in an empty home and in a populated one: `--help`, nothing at
-all, unknown ids for its arguments, and a malformed value for each option that takes a number
-or a choice. Whatever happens, the exit code is one the README lists, nothing shows a traceback
-or an `internal` error, and a command that failed wrote nothing. A new command is covered
-without editing this file.
+all, unknown ids for its arguments, a malformed value for each option that takes a number or a
+choice, numbers out of any range for each number option, and a text far over any limit for
+each text option. Whatever happens, the exit code is one the README lists, nothing shows a
+traceback or an `internal` error, a command that failed wrote nothing, and an error speaks the
+command line's language: the daemon's refusal of a value names the option it came from, never
+a request parameter or the wire protocol's documentation. A new command is covered without
+editing this file.
 """
 
 from __future__ import annotations
@@ -75,6 +78,22 @@ def _malformed(cmd: click.Command) -> Iterator[tuple[str, list[str]]]:
             yield p.name or "?", [p.opts[0], "no-such-choice"]
 
 
+LONG = "y" * 20_000  # over every length limit a text option's value meets
+
+
+def _out_of_range(cmd: click.Command) -> Iterator[tuple[click.Option, list[str]]]:
+    """Well-formed values past any limit: a number below and far above every range, a text
+    far over every length limit. Some commands may take them; none may crash on them."""
+    for p in cmd.params:
+        if not isinstance(p, click.Option) or p.is_flag:
+            continue
+        if isinstance(p.type, click.types.IntParamType | click.types.FloatParamType):
+            yield p, [p.opts[0], "-1"]
+            yield p, [p.opts[0], "1000000000000"]
+        elif isinstance(p.type, click.types.StringParamType):
+            yield p, [p.opts[0], LONG]
+
+
 def _fingerprint(home: Path) -> tuple[Any, ...]:
     db = home / "data" / "db0.sqlite3"
     if not db.exists():
@@ -97,13 +116,16 @@ class Runner:
         self.work = work
         self.home = home
 
-    def check(self, args: list[str], what: str, must_fail: bool = False) -> int:
+    def check(self, args: list[str], what: str, must_fail: bool = False,
+              option: click.Option | None = None) -> int:
+        """Run a command line; `option`: the option given a value out of range, which an
+        error about that value must name."""
         before = _fingerprint(self.home)
         p = subprocess.run([DB0, *args], input=b"", capture_output=True, timeout=120,
                            env=self.db0.env, cwd=self.work)
         out = p.stdout.decode("utf-8", "replace")
         err = p.stderr.decode("utf-8", "replace")
-        shown = f"db0 {' '.join(args)} ({what}) -> {p.returncode}\n{err[-2000:]}"
+        shown = f"db0 {' '.join(a[:40] for a in args)} ({what}) -> {p.returncode}\n{err[-2000:]}"
         assert p.returncode in EXIT_CODES, shown
         if path_of(args) != ("daemon", "logs"):  # it shows the log, which may hold them
             assert "Traceback" not in out + err, shown
@@ -116,6 +138,10 @@ class Runner:
             assert lines, f"failed without a word: {shown}"
             if lines[0].startswith("db0: error:"):
                 assert len(lines) == 1, f"an error is one line: {shown}"
+            assert "protocol.md" not in err, f"an error in the wire protocol's words: {shown}"
+            if option is not None and " must be " in err:
+                assert any(o in lines[0].split(" must be ")[0] for o in option.opts), (
+                    f"the error does not name {option.opts[0]}: {shown}")
         return p.returncode
 
 
@@ -169,6 +195,8 @@ def test_wrong_ways(runner: Runner, path: tuple[str, ...], cmd: click.Command) -
     for name, bad in _malformed(cmd):
         code = runner.check([*path, *filled, *bad], f"malformed --{name}", must_fail=True)
         assert code == 2, f"db0 {' '.join(path)} {' '.join(bad)} should be a usage error"
+    for opt, bad in _out_of_range(cmd):
+        runner.check([*path, *filled, *bad], f"{opt.opts[0]} out of range", option=opt)
 
 
 def test_the_database_is_intact_after_the_sweep(runner: Runner) -> None:

@@ -140,7 +140,13 @@ def _queries(source: str, defaults: dict[str, Any]) -> int:
         else:
             q = {"query": line}
         params = {**defaults, **{k: v for k, v in q.items() if k != "context"}}
-        res = c.call("memory.recall", params)
+        try:
+            res = c.call("memory.recall", params)
+        except Db0Error as e:
+            if e.field and e.field.split(".")[0].split("[")[0] in q:  # the line's, no option's
+                raise Db0Error(e.code, f"line {n}: {e.message.partition(': ')[2]}",
+                               e.hint) from None
+            raise
         sys.stdout.write(json.dumps({"query": q.get("query"), **res}, ensure_ascii=False)
                          + "\n")
     return 0
@@ -149,7 +155,7 @@ def _queries(source: str, defaults: dict[str, Any]) -> int:
 def recall(
     query: Annotated[list[str] | None, Arg(help="What to look for; '-' reads stdin.",
                                                       show_default=False)] = None,
-    limit: Annotated[int, Opt("--limit", "-n", help="How many results.")] = 10,
+    limit: Annotated[int, Opt("--limit", "-n", param="k", help="How many results.")] = 10,
     scope: ScopesOpt = None, tag: TagsOpt = None, meta: MetaOpt = None,
     since: Annotated[str | None, Opt("--since", help="Created at or after (ISO).")]
     = None,

@@ -16,8 +16,9 @@ def add(
                                        "with ?password_env=VAR, or give env:VAR for a DSN "
                                        "held in $VAR.")],
     scope: Annotated[list[str] | None, Opt(
-        "--scope", "-s", help="Scopes to sync (repeat); default user and agent, or the "
-        "config's [sync] scopes.")] = None,
+        "--scope", "-s", param="scopes",
+        help="Scopes to sync (repeat); default user and agent, or the config's [sync] "
+        "scopes.")] = None,
     replace: Annotated[bool, Opt("--replace", help="Replace a remote of that "
                                           "name.")] = False,
     json_: JsonOpt = False,

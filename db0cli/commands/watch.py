@@ -32,8 +32,9 @@ def _summary(w: dict[str, Any]) -> str:
 def add(
     folder: DirArg,
     glob: Annotated[list[str] | None, Opt(
-        "--glob", "-g", help="Files to take, by name (or by path relative to the folder when "
-        "the pattern has a '/'); repeat. Default: *.md, *.markdown, *.txt.")] = None,
+        "--glob", "-g", param="globs",
+        help="Files to take, by name (or by path relative to the folder when the pattern "
+        "has a '/'); repeat. Default: *.md, *.markdown, *.txt.")] = None,
     scope: ScopeOpt = "user",
     no_wait: Annotated[bool, Opt("--no-wait", help="Return at once instead of after "
                                           "the first scan.")] = False,
