@@ -14,6 +14,7 @@ database and imports nothing of the daemon.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -39,7 +40,13 @@ class Watch:
     created_ts: float
 
     def key(self, rel: str, anchor: str) -> str:
-        return f"watch:{self.path}/{rel}#{anchor}"
+        """The section's key: its folder, file and heading; their hash when that is longer
+        than a key may be (deep paths, long headings), so that every section is taken."""
+        full = f"watch:{self.path}/{rel}#{anchor}"
+        if len(full) <= memories.MAX_KEY_CHARS:
+            return full
+        digest = hashlib.sha256(full.encode("utf-8", "surrogateescape")).hexdigest()
+        return f"watch:{digest}"
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "path": self.path, "globs": list(self.globs),

@@ -47,6 +47,8 @@ from db0.store.errors import InvalidError, NotFoundError, StoreError
 from db0.store.ids import new_id, new_ids
 from db0.store.memories import (
     MAX_CONTENT_BYTES,
+    MAX_KEY_CHARS,
+    MAX_TAG_CHARS,
     MAX_TAGS,
     content_hash,
     now_iso,
@@ -225,6 +227,9 @@ def _validate(item: dict[str, Any], where: str = "") -> dict[str, Any]:
     if key is not None and (not isinstance(key, str) or not key.strip()):
         raise InvalidError(f"{at}key must be a non-empty string")
     out["key"] = _clean(key, "key", at).strip() if isinstance(key, str) else None
+    if out["key"] is not None and len(out["key"]) > MAX_KEY_CHARS:
+        raise InvalidError(f"{at}key is {len(out['key'])} characters, over the limit of "
+                           f"{MAX_KEY_CHARS}", "use a shorter key")
     tags = item.get("tags") or []
     if isinstance(tags, str):
         tags = tags.split(",")
@@ -233,6 +238,10 @@ def _validate(item: dict[str, Any], where: str = "") -> dict[str, Any]:
     tags = sorted({_clean(t, "a tag", at).strip() for t in tags if t.strip()})
     if len(tags) > MAX_TAGS:
         raise InvalidError(f"{at}{len(tags)} tags, over the limit of {MAX_TAGS}")
+    long = next((t for t in tags if len(t) > MAX_TAG_CHARS), None)
+    if long is not None:
+        raise InvalidError(f"{at}a tag of {len(long)} characters, over the limit of "
+                           f"{MAX_TAG_CHARS}", "use shorter tags")
     out["tags"] = tags
     metadata = item.get("metadata") or {}
     if not isinstance(metadata, dict):

@@ -184,6 +184,23 @@ def test_import_bad_line_imports_nothing(db0: Db0) -> None:
     r = db0.run("import", "-", input=json.dumps({"content": "x", "scope": "galaxy"}),
                 check=False)
     assert r.code == 1 and "unknown scope" in r.err
+    # A memory's limits are the same whatever the door: remember refuses what import does.
+    from db0.store.memories import MAX_KEY_CHARS, MAX_TAG_CHARS
+
+    for field, value, words in (("tags", ["t" * (MAX_TAG_CHARS + 1)], "a tag of"),
+                                ("key", "k" * (MAX_KEY_CHARS + 1), "key is")):
+        line = json.dumps({"content": "x", field: value})
+        r = db0.run("import", "-", input=f"{good}\n{line}\n", check=False)
+        assert r.code == 1 and "line 2" in r.err and words in r.err, r.err
+        flag = "--tag" if field == "tags" else "--key"
+        r = db0.run("remember", "x", flag, value[0] if field == "tags" else value, check=False)
+        assert r.code in (1, 2) and f"at most {len(value[0] if field == 'tags' else value) - 1}"\
+            in r.err, r.err
+    for field, value in (("tags", ["t" * MAX_TAG_CHARS]), ("key", "k" * MAX_KEY_CHARS)):
+        r = db0.run("import", "-", input=json.dumps({"content": f"at {field}'s limit",
+                                                      field: value}), check=False)
+        assert r.code == 0, r.err
+        assert db0.run("forget", db0.json("list")["memories"][0]["id"], check=False).code == 0
     assert db0.json("stats")["memories"] == 0
 
 

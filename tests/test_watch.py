@@ -279,3 +279,28 @@ def test_files_deleted_while_indexed(wd: Db0, notes: Path) -> None:
     assert st["observer_alive"] and st["folders"][0]["error_count"] == 0
     assert subprocess.run([DB0, "recall", "stays"], env=wd.env, capture_output=True,
                           timeout=60).returncode == 0
+
+
+def test_a_section_too_deep_for_a_key_of_its_path_is_kept_and_updated(wd: Db0,
+                                                                      notes: Path) -> None:
+    """A section's key names its folder, file and heading; past a key's limit it is their
+    hash: the section is stored all the same, and an edit supersedes it."""
+    from db0.store.memories import MAX_KEY_CHARS
+
+    note = notes / "long.md"
+    note.write_text(f"# {'deep ' * 120}\nthe first body\n")
+    assert wd.json("watch", "add", str(notes))["sections"] == 1
+
+    def live() -> list[dict[str, Any]]:
+        return [m for m in map(json.loads, wd.run("export").out.splitlines())
+                if "body" in m["content"]]
+
+    [first] = live()
+    assert first["key"].startswith("watch:") and len(first["key"]) <= MAX_KEY_CHARS
+    assert as_map(live()) == fresh_scan(notes)
+    note.write_text(f"# {'deep ' * 120}\nthe second body\n")
+    deadline = time.monotonic() + 30
+    while "second" not in "".join(m["content"] for m in live()):
+        assert time.monotonic() < deadline, live()
+        time.sleep(0.2)
+    assert [m["key"] for m in live()] == [first["key"]]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from db0.daemon.core.shapes import ListOf, Obj, OneOf, P, Str
 from db0.daemon.handlers import rpc
 from db0.daemon.protocol import Db0Error
-from db0.store import gitcommits, write
+from db0.store import gitcommits, memories, write
 from db0.store.context import SCOPES
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ def item_of(rec: Any, repo: str, scope: str) -> write.Prepared:
             "parents": [p for p in rec.get("parents") or [] if isinstance(p, str)][:8],
             "files": files}
     return write.prepare({"content": content_of(rec, repo), "scope": scope,
-                          "key": gitcommits.key(repo, rec["sha"]), "tags": ["git", repo],
+                          "key": gitcommits.key(repo, rec["sha"]),
+                          "tags": ["git", repo[:memories.MAX_TAG_CHARS]],
                           "metadata": {k: v for k, v in meta.items() if v not in (None, "")},
                           "created_at": _str(rec, "date", 64) or None})
 

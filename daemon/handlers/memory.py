@@ -33,14 +33,16 @@ ID = P(Str(nonempty=True, max_len=200, strip=True), "a memory id or a unique pre
 TIME = Either((Str(nonempty=True, max_len=64), Num()))
 DURATION = Either((Str(nonempty=True, max_len=32), Num(lo=0)))
 SCOPE_LIST = ListOf(OneOf(SCOPES), max_items=4, comma_string=True)
-TAGS = ListOf(Str(nonempty=True, max_len=200), max_items=64, comma_string=True)
+TAGS = ListOf(Str(nonempty=True, max_len=memories.MAX_TAG_CHARS), max_items=memories.MAX_TAGS,
+              comma_string=True)
+KEY = Str(nonempty=True, max_len=memories.MAX_KEY_CHARS)
 
 MEMORY = {
     # Emptiness and the other rules of a memory are checked by the write path, which says so
     # in a memory's terms ("content is empty").
     "content": P(Str(max_len=1 << 20), "the text to remember", required=True),
     "scope": P(OneOf(SCOPES), "who sees it", default="user"),
-    "key": P(Str(nonempty=True, max_len=500), "a stable key: a new fact with it supersedes"),
+    "key": P(KEY, "a stable key: a new fact with it supersedes"),
     "tags": P(TAGS, "tags"),
     "metadata": P(Json(object_only=True), "any JSON object"),
     "pinned": P(Bool(), "pack puts it first", default=False),
@@ -58,7 +60,7 @@ FILTERS = {
     "tags": P(TAGS, "only memories with all these tags"),
     "metadata": P(MapOf(Either((Str(max_len=10_000), Num(), Bool()))),
                   "only memories whose metadata has these values"),
-    "key": P(Str(nonempty=True, max_len=500), "only memories with this key"),
+    "key": P(KEY, "only memories with this key"),
     "since": P(TIME, "made at or after (ISO 8601)"),
     "until": P(TIME, "made at or before (ISO 8601)"),
     "include_superseded": P(Bool(), "superseded memories too", default=False),
