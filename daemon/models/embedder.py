@@ -124,10 +124,10 @@ def query_copy(path: str | Path, dest: Path, probe: list[str]) -> Path:
     """An F16 copy of an F32 embedding model for embedding queries, made once into `dest`;
     `path` itself when no copy can be made or the copy does not agree with it.
 
-    Rule: a query is a handful of tokens, so its embedding reads every weight for little
-    arithmetic and is bound by memory, where 16-bit weights are read twice as fast; a batch of
-    documents is bound by arithmetic and gains nothing (docs/performance.md). 8-bit weights are
-    faster still but move the vectors enough to reorder some results. A copy is kept
+    Rule: a query reads every weight for a handful of tokens, often after other work has
+    emptied the caches, and 16-bit weights are half the bytes to fetch; the arithmetic, which
+    grows with the tokens, is the same (docs/performance.md, "Embedding": what it saves, and
+    where). 8-bit weights move the vectors enough to reorder some results. A copy is kept
     only if it gives the original's direction on `probe` (cosine >= QUERY_COPY_MIN for each
     text), checked once when it is made: stored vectors come from the original."""
     src = Path(path)
