@@ -383,6 +383,7 @@ def ingest(range_: str | None, json_: bool) -> int:
     if json_:
         output.emit_json(total)
     else:
-        output.notice(f"db0: {total['commits']} commits of {repo}: {total['stored']} stored, "
+        output.notice(f"db0: {output.count(total['commits'], 'commit')} of {repo}: "
+                      f"{total['stored']} stored, "
                       f"{total['duplicate']} seen before")
     return 0

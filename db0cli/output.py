@@ -33,6 +33,11 @@ def emit_jsonl(rows: Sequence[Any]) -> None:
         w(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def count(n: int, one: str, many: str = "") -> str:
+    """`1 memory`, `3 memories`: a number and its noun, as a sentence says it."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 def notice(msg: str) -> None:
     sys.stderr.write(msg + "\n")
 

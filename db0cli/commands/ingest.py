@@ -116,8 +116,9 @@ def ingest(
     if json_:
         output.emit_json(total)
     else:
-        output.notice(f"db0: ingested {total['turns']} turns from {source} "
-                      f"({total['stored']} memories stored, {total['facts']} of them facts; "
+        output.notice(f"db0: ingested {output.count(total['turns'], 'turn')} from {source} "
+                      f"({output.count(total['stored'], 'memory', 'memories')} stored, "
+                      f"{total['facts']} of them facts; "
                       f"{total['turns'] - total['new_turns']} seen before)")
     return 0
 

@@ -324,7 +324,8 @@ def purge(
                            "pass --yes")
         import click
 
-        if not click.confirm(f"Erase {len(refs)} memories and their history for good?"):
+        if not click.confirm(f"Erase {output.count(len(refs), 'memory', 'memories')} and "
+                             "their history for good?"):
             return 1
     results = [call("memory.purge", {"id": r}) for r in refs]
     if json_:

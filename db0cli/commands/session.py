@@ -65,8 +65,8 @@ def session_end(
     if json_:
         output.emit_json(res)
     else:
-        output.notice(f"db0: session {res['session']} ended; {res.get('expired', 0)} "
-                      "memories expired")
+        output.notice(f"db0: session {res['session']} ended; "
+                      f"{output.count(res.get('expired', 0), 'memory', 'memories')} expired")
     return 0
 
 
@@ -114,7 +114,8 @@ def task_end(
     if json_:
         output.emit_json(res)
     else:
-        output.notice(f"db0: task {res['task']} ended; {res.get('expired', 0)} memories expired")
+        output.notice(f"db0: task {res['task']} ended; "
+                      f"{output.count(res.get('expired', 0), 'memory', 'memories')} expired")
     return 0
 
 

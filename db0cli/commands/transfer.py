@@ -144,8 +144,9 @@ def import_(
     if json_:
         output.emit_json({**summary, "ids": res["ids"]})
     else:
-        output.notice(f"db0: imported {res['stored']} memories ({res['duplicate']} duplicates) "
-                      f"from {total} lines")
+        output.notice(f"db0: imported {output.count(res['stored'], 'memory', 'memories')} "
+                      f"({output.count(res['duplicate'], 'duplicate')}) from "
+                      f"{output.count(total, 'line')}")
     return 0
 
 

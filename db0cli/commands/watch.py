@@ -21,7 +21,8 @@ def _abs(path: str) -> str:
 
 
 def _summary(w: dict[str, Any]) -> str:
-    line = f"{w['path']}\t{w['state']}\t{w['files']} files\t{w['sections']} sections"
+    line = (f"{w['path']}\t{w['state']}\t{output.count(w['files'], 'file')}\t"
+            f"{output.count(w['sections'], 'section')}")
     if w.get("skipped_count"):
         line += f"\t{w['skipped_count']} skipped"
     if w.get("error_count"):
@@ -96,7 +97,8 @@ def remove(
     if json_:
         output.emit_json(res)
     else:
-        extra = f"; {res['forgotten']} memories forgotten" if forget else ""
+        extra = (f"; {output.count(res['forgotten'], 'memory', 'memories')} forgotten"
+                 if forget else "")
         output.notice(f"db0: stopped watching {res['removed']}{extra}")
     return 0
 
