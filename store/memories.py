@@ -26,7 +26,7 @@ from db0.store.errors import InvalidError, NotFoundError
 
 MAX_CONTENT_BYTES = 64 * 1024
 MAX_TAGS = 64
-MAX_TAG_CHARS = 200   # one tag; a memory's key below: every door (remember, import, sync) alike
+MAX_TAG_CHARS = 200  # one tag, and a memory's key below: checked by the one write path
 MAX_KEY_CHARS = 500
 LIST_SCAN = 20  # newest memories `list` reads first per row it returns (list_memories)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
