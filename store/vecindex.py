@@ -16,9 +16,12 @@ rounding lost (`resid`). For a unit query q, |q.v - scale * q.codes| <= resid (C
 so every row whose upper bound reaches the n-th best lower bound is re-scored from its float32
 row in SQLite and the rest cannot be in the top n: the result of an exact search is the result
 of brute force over the stored vectors, and its distances are exact. Rows added since the file
-was written (the delta) are held in float32 and scored exactly. Graph candidates are ranked by
-the graph's int8 distance and re-scored the same way (approximate: bench/vector_index.py
-measures its recall@10 against exact search).
+was written (the delta) are held in float32 and scored exactly. A row in a graph is the
+exception: its partition is searched approximately anyway (bench/vector_index.py measures
+recall@10 against exact search), so its graph candidates and its lists' rows keep their int8
+scores (within resid of exact), and only those whose side of the cut (in the n or out) is
+uncertain within SIGMAS deviations of their rounding error are re-read from SQLite: each read
+is a random read of `memory_vectors`, which is what the first recalls after a start wait on.
 
 Coarse lists beside a graph. A graph's rows are also filed in lists, one per centroid of a
 k-means over their int8 codes (`_Lists`), and a search scans the LIST_PROBES lists nearest the
@@ -82,16 +85,14 @@ EXPANSION_SEARCH = 512
 EXPANSION_MAX = 1_100
 LIST_ROWS = 250          # rows per coarse list beside a graph (k-means centroids: rows / this)
 LIST_MAX = 8_192         # ... at most this many lists
-LIST_PROBES = 8          # lists scanned (int8, bounded, re-scored) per graph search
+LIST_PROBES = 8          # lists scanned (int8-scored) per graph search
+# A graph row's int8 score is uncertain within this many standard deviations of its rounding
+# error's dot with the query (|err| |q| / sqrt(dim) for an error of no particular direction),
+# not within the worst case |err| |q|: in a cluster of near-copies the worst case would send
+# most of the cluster to SQLite for its float32 row.
+SIGMAS = 3.0
 LIST_SAMPLE = 24         # k-means learns from this many rows per centroid
 LIST_ROUNDS = 8          # k-means rounds
-# A list row's int8 score is re-scored when within this many standard deviations of the
-# rounding error's dot with the query (|err| |q| / sqrt(dim) for an error of no particular
-# direction) of the cut, not within the worst case |err| |q|: a graph's partition is searched
-# approximately anyway, and in a cluster of near-copies the worst case sends most of the
-# cluster to SQLite for its float32 row.
-LIST_SIGMAS = 5.0
-GRAPH_SLACK = 0.03       # assumed error of the graph's int8 cosine, for the re-scoring cut
 FORMAT = 1
 MAGIC = b"DB0VIX01"
 MAIN = "vectors.idx"
@@ -379,7 +380,9 @@ def _permuted(take: Any, perm: np.ndarray) -> Any:
     return lambda rows: take(perm[rows])
 
 
-Pool = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rids, approximate sims, bounds)
+# (rids, int8 sims, bounds of their error, whether each is a graph's row: SIGMAS deviations, and
+# its int8 sim kept unless its side of the cut is uncertain; else the worst case, re-read)
+Pool = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -614,10 +617,12 @@ class VecIndex:
                allowed_rids: Sequence[int] | None = None, *, store: Store | None = None,
                early: Early | None = None) -> list[tuple[int, float]]:
         """The `n` nearest (rid, cosine distance), nearest first, among `partitions` (None:
-        all) and `allowed_rids` (None: all). With `store`, distances are exact (float32 rows
-        re-read) and small partitions give exactly brute force's answer; without it they are
-        the int8 approximations. `allowed_rids` alone (no partitions) scores just those: the
-        rows of a graph by their int8 codes, the others exactly. `early`, this same search
+        all) and `allowed_rids` (None: all). With `store`, the distances of rows outside the
+        graphs are exact (float32 rows re-read) and small partitions give exactly brute
+        force's answer; without it they are the int8 approximations. A row in a graph may keep
+        its int8 distance, within its resid of exact (the module's "Exactness").
+        `allowed_rids` alone (no partitions) scores just those: the rows of a graph by their
+        int8 codes, the others exactly. `early`, this same search
         (same n and partitions, no `allowed_rids`) begun beforehand (`begin`, its walks
         perhaps still running on another thread), is finished instead of searching again:
         the answer is the one this call would give on the index as it was then."""
@@ -761,13 +766,11 @@ class VecIndex:
     def _graph_pool(self, snap: _Snapshot, pid: int, q: np.ndarray, qnorm: float, n: int
                     ) -> Pool:
         """A graph's candidates and the rows of its lists nearest q, in one pool."""
-        got = self._graph_candidates(snap.base, snap.graphs[pid], pid, q, n)
+        rows = self._graph_candidates(snap.base, snap.graphs[pid], pid, q, n)
         lists = snap.lists.get(pid)
-        if lists is None:
-            return got
-        more = self._list_rows(snap.base, lists, pid, q, qnorm)
-        return (np.concatenate([got[0], more[0]]), np.concatenate([got[1], more[1]]),
-                np.concatenate([got[2], more[2]]))
+        if lists is not None:
+            rows = np.union1d(rows, self._list_rows(snap.base, lists, pid, q))
+        return self._score_rows(snap.base, np.sort(rows), q, qnorm)
 
     @staticmethod
     def _delta_rows(snap: _Snapshot, drows: np.ndarray, q: np.ndarray
@@ -782,22 +785,26 @@ class VecIndex:
 
     def _score_rows(self, base: _Base, rows: np.ndarray, q: np.ndarray, qnorm: float,
                     ) -> Pool:
+        """The int8 scores of these rows (ascending) and their bounds (the module's
+        "Exactness")."""
         if len(rows) == 0:
             z = np.zeros(0, np.float32)
-            return np.zeros(0, np.int64), z, z
+            return np.zeros(0, np.int64), z, z, np.zeros(0, bool)
         if (np.diff(rows) == 1).all():  # a slice (ascending): one read
             codes = base.codes.span(int(rows[0]), int(rows[-1]) + 1)
         else:
             codes = base.codes.take(rows)
         approx = (codes.astype(np.float32) @ q) * base.scale[rows]
-        return base.rids[rows], approx, base.resid[rows] * qnorm + _EPS
+        graph = base.in_graph[rows] == 1
+        bound = base.resid[rows] * qnorm
+        bound[graph] *= min(1.0, SIGMAS / float(np.sqrt(self.dim)))
+        return base.rids[rows], approx, bound + _EPS, graph
 
     def _graph_candidates(self, base: _Base, graph: Any, pid: int, q: np.ndarray,
-                          n: int) -> Pool:
+                          n: int) -> np.ndarray:
         """Approximate nearest rows of a big partition from its graph (only rows still live
-        and still holding the vector the graph has), scored by the graph's own int8 distance
-        (so a search reads no rows of the file beyond the rid lookup)."""
-        want = n + 20  # the beam (ef) decides what is found; these are re-scored
+        and still holding the vector the graph has)."""
+        want = n + 20  # the beam (ef) decides what is found; these are scored from the file
         size = len(graph)
         while True:
             k = min(want, size)
@@ -812,18 +819,15 @@ class VecIndex:
             if ok.sum() >= 3 * len(keys) // 4 or k >= size:  # stale keys are few (GRAPH_STALE)
                 break
             want *= 4
-        sims = 1.0 - np.asarray(m.distances, dtype=np.float32)[ok]
-        return keys[ok], sims, np.full(len(sims), GRAPH_SLACK, np.float32)
+        return rows[ok]
 
-    def _list_rows(self, base: _Base, lists: _Lists, pid: int, q: np.ndarray, qnorm: float
-                   ) -> Pool:
-        """The rows of the lists nearest q (those still live in the graph), int8-scored with
-        a bound of LIST_SIGMAS deviations of their rounding error."""
+    @staticmethod
+    def _list_rows(base: _Base, lists: _Lists, pid: int, q: np.ndarray) -> np.ndarray:
+        """The rows of the lists nearest q (those still live in the graph)."""
         rows = base.rows_of(lists.probe(q, LIST_PROBES))
         rows = rows[rows >= 0]
-        rows = np.sort(rows[(base.in_graph[rows] == 1) & (base.pids[rows] == pid)])
-        got = self._score_rows(base, rows, q, qnorm)
-        return got[0], got[1], got[2] * min(1.0, LIST_SIGMAS / float(np.sqrt(self.dim)))
+        out: np.ndarray = rows[(base.in_graph[rows] == 1) & (base.pids[rows] == pid)]
+        return out
 
     def _finish(self, pool: list[Pool],
                 exact: list[tuple[np.ndarray, np.ndarray]], q: np.ndarray, n: int,
@@ -835,38 +839,30 @@ class VecIndex:
         bound = np.concatenate([p[2] for p in pool] + [np.zeros(len(e[0]), np.float32)
                                                        for e in exact]
                                + [np.zeros(0, np.float32)])
+        graph = np.concatenate([p[3] for p in pool] + [np.zeros(len(e[0]), bool) for e in exact]
+                               + [np.zeros(0, bool)])
         if len(rids) == 0:
             return []
-        # Whatever is certainly outside the n nearest goes first: a rid whose upper bound is
-        # below the n-th best lower bound of other rids. A rid can come more than once (from
-        # its graph and from its list), so that floor is taken over distinct rids: the best
-        # 2n lower bounds hold n distinct rids unless a rid comes three times or more.
-        if len(rids) > 2 * n:
-            lower = approx - bound
-            top = np.argpartition(lower, len(rids) - 2 * n)[len(rids) - 2 * n:]
-            best: dict[int, float] = {}
-            for r, lo in zip(rids[top].tolist(), lower[top].tolist(), strict=True):
-                best[r] = max(lo, best.get(r, lo))
-            if len(best) >= n:
-                floor = sorted(best.values(), reverse=True)[n - 1]
-                keep = approx + bound >= floor
-                rids, approx, bound = rids[keep], approx[keep], bound[keep]
-        # Of a rid that comes twice, keep the score with the tightest bound (a list's int8 row
-        # is closer than the graph's slack), so fewer rows need their float32 re-score.
-        o = np.lexsort((bound, rids))
-        first = o[np.r_[True, rids[o][1:] != rids[o][:-1]]]
-        rids, approx, bound = rids[first], approx[first], bound[first]
+        # Whatever is certainly outside the n nearest goes: a row whose upper bound is below
+        # the n-th best lower bound (the pools never hold a rid twice: a base row is in its
+        # graph or outside it, and a row replaced in the delta is dead in the base).
         if len(rids) > n:
             floor = np.partition(approx - bound, len(rids) - n)[len(rids) - n]
             keep = approx + bound >= floor
-            rids, approx, bound = rids[keep], approx[keep], bound[keep]
+            rids, approx, bound, graph = rids[keep], approx[keep], bound[keep], graph[keep]
+        # A graph's row certainly in the n (its lower bound above the (n+1)-th best upper
+        # bound) keeps its int8 score; every other row with a bound is re-read.
+        reread = bound > 0
+        if len(rids) > n:
+            ceiling = np.partition(approx + bound, len(rids) - n - 1)[len(rids) - n - 1]
+            reread &= ~(graph & (approx - bound > ceiling))
         sims = approx.copy()
-        if store is not None and (bound > 0).any():
-            need = rids[bound > 0]
+        if store is not None and reread.any():
+            need = rids[reread]
             got_r, got_v = fetch_vectors(store, self.model_id, need)
             fresh = dict(zip(got_r.tolist(), (got_v @ q).tolist(), strict=True))
             drop = np.zeros(len(rids), bool)
-            for i in np.flatnonzero(bound > 0).tolist():
+            for i in np.flatnonzero(reread).tolist():
                 s = fresh.get(int(rids[i]))
                 if s is None:
                     drop[i] = True  # deleted since: not a result
