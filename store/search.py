@@ -98,6 +98,7 @@ PRUNE_DF = 0.02
 # (docs/ranking.md, "Long prompts").
 KEYWORD_WORDS = 32
 KEYWORD_SCAN = 5_000  # matches a keyword search ranks at most (the most recent ones)
+PASS_MARGIN = 1.25  # _first_passing looks at this many times the rows the share passing asks
 SPARE = 2  # rows of other partitions a big scope's keyword ranking may pass over, per row ranked
 _df_cache: dict[tuple[str, str], tuple[int, float]] = {}
 _part_len: dict[str, int] = {}  # tokens of a `part` column value (one per scope and owner)
@@ -335,8 +336,7 @@ def _best_visible(store: Store, plain: str, since: int | None, where: str, args:
     kept: list[tuple[int, float]] = []
     while len(kept) < limit:
         best = [(int(r), float(s)) for r, s in itertools.islice(ranked, batch)]
-        ok = _passing(store, where, args, [r for r, _ in best])
-        kept += [(r, s) for r, s in best if r in ok]
+        kept += _first_passing(store, where, args, best, limit - len(kept))
         if one_batch or len(best) < batch:
             break
         batch *= 4
@@ -649,8 +649,7 @@ def vector_candidates(store: Store, ctx: Context, qv: QueryVector, filters: Filt
         return vectors.sql_neighbours(store, qv.model_id, qv.vector, where, args, n=limit)
     parts = visible_partitions(ctx, filters.scopes)
     over = qv.index.search(qv.vector, limit + VECTOR_SPARE, parts, store=store, early=qv.early)
-    ok = _passing(store, where, args, [r for r, _ in over])
-    kept = [(r, d) for r, d in over if r in ok]
+    kept = _first_passing(store, where, args, over, limit)
     if len(kept) >= limit or len(over) >= qv.index.count(parts):
         return kept[:limit]
     allowed = [int(r) for (r,) in store.conn.execute(
@@ -673,6 +672,25 @@ def vector_distances(store: Store, qv: QueryVector, rids: list[int]) -> dict[int
                                           f"m.rid IN ({','.join('?' * len(chunk))})", chunk,
                                           n=len(chunk)))
     return out
+
+
+def _first_passing(store: Store, where: str, args: list[Any], ranked: list[tuple[int, float]],
+                   want: int) -> list[tuple[int, float]]:
+    """The first `want` of `ranked` (in its order) that pass the filters. Each row looked at
+    is a read of its memory (a random read of a big store's file, until the page cache holds
+    it), so they are looked at in order, `want` at first and then as many more as the share
+    seen passing says are needed, rather than all at once."""
+    kept: list[tuple[int, float]] = []
+    looked = passed = 0
+    while len(kept) < want and looked < len(ranked):
+        need = want - len(kept)
+        step = need if not looked else math.ceil(PASS_MARGIN * need * looked / max(passed, 1))
+        chunk = ranked[looked:looked + step]
+        ok = _passing(store, where, args, [r for r, _ in chunk])
+        looked += len(chunk)
+        passed += len(ok)
+        kept += [x for x in chunk if x[0] in ok][:need]
+    return kept
 
 
 def _passing(store: Store, where: str, args: list[Any], rids: list[int]) -> set[int]:

@@ -239,6 +239,45 @@ def test_feedback_words_find_what_the_first_hit_names(tmp_path: Path,
     assert ranked(None) == ranked(False)
 
 
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_first_passing_reads_ranked_rows_in_order_and_only_as_many_as_it_needs(
+        tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """search._first_passing: the first `want` rows of a ranking (rids of any memory, or of
+    none) that pass the filters, in the ranking's order, against a filter of every row. Rows
+    are looked at in order (each look is a read of the memory): when the first `want` all
+    pass, no row after them is looked at."""
+    store = Store.open(tmp_path_factory.mktemp("fp") / "db0.sqlite3")
+    ctx, other = Context("ada"), Context("bob")
+    for i in range(data.draw(st.integers(0, 40))):
+        with store.transaction():
+            write.remember(store, data.draw(st.sampled_from([ctx, other])),
+                           write.prepare({"content": f"note {i}", "scope": "user"}))
+    rids = [int(r) for (r,) in store.conn.execute("SELECT rid FROM memories")]
+    ranked = [(r, float(i)) for i, r in enumerate(data.draw(st.permutations(
+        [*rids, 10**9 + 1, 10**9 + 2])))]  # the last two: no memory has them
+    want = data.draw(st.integers(0, len(ranked) + 2))
+    where, args = search.Filters().sql(ctx)
+    ok = search._passing(store, where, args, [r for r, _ in ranked])
+    looked: list[int] = []
+    real = search._passing
+
+    def counted(s: Store, w: str, a: list[Any], chunk: list[int]) -> set[int]:
+        looked.extend(chunk)
+        return real(s, w, a, chunk)
+
+    search._passing = counted  # type: ignore[assignment]
+    try:
+        got = search._first_passing(store, where, args, ranked, want)
+    finally:
+        search._passing = real  # type: ignore[assignment]
+    assert got == [x for x in ranked if x[0] in ok][:want]
+    assert looked == [r for r, _ in ranked[:len(looked)]]  # in order, each once
+    if all(r in ok for r, _ in ranked[:want]):
+        assert len(looked) == min(want, len(ranked))
+    store.close()
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_keyword_candidates_are_the_best_of_the_newest_visible_matches(
