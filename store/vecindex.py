@@ -717,9 +717,9 @@ class VecIndex:
         with self._lock:
             snap = _Snapshot(self.base, self.delta, self.delta.n, dict(self.graphs),
                              dict(self.lists))
-            pids = (None if partitions is None else
-                    [p for p in (self.pid_of.get(tuple(x)) for x in partitions)  # type: ignore[arg-type]
-                     if p is not None])
+            pids = (None if partitions is None else  # each once: no row is scored twice
+                    list(dict.fromkeys(p for p in (self.pid_of.get(tuple(x))  # type: ignore[arg-type]
+                                                   for x in partitions) if p is not None)))
         return q, snap, pids
 
     def _near(self, snap: _Snapshot, pids: list[int] | None, q: np.ndarray, qnorm: float,

@@ -366,6 +366,22 @@ def test_big_partition_uses_a_graph_with_high_recall(store: Store, tmp_path: Pat
     assert again.opened_from == "rebuilt"  # 20_000_000 is no memory: the count disagrees
 
 
+def test_a_partition_named_twice_is_searched_once(store: Store, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A context that names a partition twice (a session among its own ancestors) gets each
+    row once: the same answer as naming it once, graph or not."""
+    pytest.importorskip("usearch")
+    monkeypatch.setattr(vecindex, "BIG", 1_000)
+    mid = fill(store, {("user", "u"): 1_500, ("agent", "small"): 200})
+    idx = vecindex.VecIndex.open(store, tmp_path / "vx", mid, DIM)
+    assert set(idx.graphs) == {idx.pid_of[("user", "u")]}
+    for q in unit(np.random.default_rng(9), 10):
+        for parts in ([("user", "u")], [("agent", "small")], [("user", "u"), ("agent", "small")]):
+            once = idx.search(q, 40, parts, store=store)
+            twice = idx.search(q, 40, parts + parts, store=store)
+            assert twice == once and len({r for r, _ in twice}) == 40
+
+
 def near_copies(store: Store, n: int, meanings: int, rng: np.random.Generator
                 ) -> tuple[int, np.ndarray]:
     """A user partition of n memories, each one of `meanings` tight clusters of near-copies
