@@ -380,8 +380,9 @@ def _permuted(take: Any, perm: np.ndarray) -> Any:
     return lambda rows: take(perm[rows])
 
 
-# (rids, int8 sims, bounds of their error, whether each is a graph's row: SIGMAS deviations, and
-# its int8 sim kept unless its side of the cut is uncertain; else the worst case, re-read)
+# (rids, int8 sims, bounds of their error, in_graph): a graph's row has a bound of SIGMAS
+# deviations and keeps its int8 sim unless its side of the cut is uncertain; any other row has
+# the worst-case bound and is re-read from SQLite when it may be in the n.
 Pool = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -769,8 +770,8 @@ class VecIndex:
         rows = self._graph_candidates(snap.base, snap.graphs[pid], pid, q, n)
         lists = snap.lists.get(pid)
         if lists is not None:
-            rows = np.union1d(rows, self._list_rows(snap.base, lists, pid, q))
-        return self._score_rows(snap.base, np.sort(rows), q, qnorm)
+            rows = np.concatenate([rows, self._list_rows(snap.base, lists, pid, q)])
+        return self._score_rows(snap.base, np.unique(rows), q, qnorm)  # each row once, ascending
 
     @staticmethod
     def _delta_rows(snap: _Snapshot, drows: np.ndarray, q: np.ndarray
