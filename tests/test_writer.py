@@ -497,6 +497,64 @@ def test_a_wal_with_no_commit_after_it_is_emptied(tmp_path: Path, rows: int) -> 
         store.close()
 
 
+def test_an_idle_wal_within_its_keep_is_copied_once_and_written_over(tmp_path: Path) -> None:
+    """A WAL no larger than `idle_keep` that saw no commit for an interval is copied whole
+    (every frame in the database) but keeps its blocks: the next burst of the same size writes
+    over them and the file does not grow. Once copied it is left alone (no copy repeated at
+    every interval); the database holds every row."""
+    import os
+
+    path = tmp_path / "kept.sqlite3"
+    store = Store.open(path)
+    store.conn.execute("CREATE TABLE t (v BLOB)")
+    store.conn.executemany("INSERT INTO t(v) VALUES (?)",
+                           [(os.urandom(4000),) for _ in range(2000)])
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # an 8 MiB database, no WAL
+    wr = Writer(store)
+    cp = writermod.Checkpointer(path, wal_bytes=64 << 10, interval=0.01, wal_limit=4 << 20,
+                                hold=wr.hold)
+    cp.configure_writer(store.conn)
+    wal = f"{path}-wal"
+
+    def burst() -> None:  # ~1 MiB of WAL: past wal_bytes, inside idle_keep (2 MiB here)
+        for _ in range(50):
+            wr.run(lambda s: s.conn.executemany("INSERT INTO t(v) VALUES (?)",
+                                                [(os.urandom(4000),) for _ in range(5)]))
+
+    def settled() -> int:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            before = (cp.restarts, cp.checkpoints)
+            time.sleep(0.1)  # ten intervals
+            if before == (cp.restarts, cp.checkpoints) and cp.restarts:
+                break
+        return os.path.getsize(wal)
+
+    wr.start()
+    cp.start()
+    try:
+        burst()
+        assert cp.wal_bytes < os.path.getsize(wal) <= cp.idle_keep(os.path.getsize(path))
+        size = settled()
+        assert size > 0  # kept, not emptied
+        copies = (cp.restarts, cp.checkpoints)
+        time.sleep(0.2)
+        assert (cp.restarts, cp.checkpoints) == copies  # idle and copied: left alone
+        other = apsw.Connection(str(path))
+        busy, frames, backfilled = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert (busy, frames) == (0, backfilled)  # every frame already in the database
+        other.close()
+        wr.run(lambda s: s.conn.execute("INSERT INTO t(v) VALUES (zeroblob(4000))"))
+        assert os.path.getsize(wal) == size  # written from the start: the file is as it was
+        burst()  # over the kept blocks, not after them (that would be about twice the size)
+        assert os.path.getsize(wal) < size * 5 // 4
+        assert wr.run(lambda s: dbmod.scalar(s.conn, "SELECT count(*) FROM t")) == 2501
+    finally:
+        cp.stop()
+        wr.stop()
+        store.close()
+
+
 def test_a_hold_runs_between_two_commits_before_the_queued_ones(w: Writer,
                                                                 tmp_path: Path) -> None:
     """`hold` waits for the commit under way, runs before the jobs queued meanwhile (which

@@ -530,10 +530,14 @@ class Checkpointer:
     over the frames already copied, and cuts the file back to `keep` bytes (the writer's
     `journal_size_limit`). A RESTART, not a TRUNCATE: the file's blocks are written over, not
     freed and allocated again (docs/bench-issue-17-writes.md, twelfth round). A WAL of
-    `wal_bytes` or more that saw no commit for a whole interval is emptied (TRUNCATE): no
-    commit may come to cut it back (a big import followed by reads only would leave its
-    gigabyte beside the database), and none waits for it. When readers keep it waiting, it
-    gives up and tries again at the next interval."""
+    `wal_bytes` or more that saw no commit for a whole interval is copied whole once (RESTART)
+    and keeps its blocks while it is no larger than `idle_keep` (at most a quarter of the
+    database), so the next burst of writes writes over them instead of growing the file again
+    (a commit into new blocks costs a tenth more: docs/bench-issue-17-writes.md, nineteenth
+    round); a larger one is emptied (TRUNCATE): no commit may come to cut it back (a big
+    import followed by reads only would leave its gigabyte beside the database), and none
+    waits for it. When readers keep it waiting, it gives up and tries again at the next
+    interval."""
 
     def __init__(self, path: Any, wal_bytes: int = 8 << 20, interval: float = 0.5,
                  wal_limit: int = 64 << 20, wait_ms: int = 100,
@@ -555,6 +559,12 @@ class Checkpointer:
         stream of commits adds past `wal_limit` stays allocated, a larger WAL (a big
         import's) is cut back."""
         return 4 * self.wal_limit
+
+    def idle_keep(self, db_bytes: int) -> int:
+        """The largest WAL that keeps its blocks while no commit comes: what a stream of
+        commits keeps (`keep`), and no more than a quarter of the database (a small store's
+        WAL stays small)."""
+        return min(self.keep, db_bytes // 4)
 
     def configure_writer(self, conn: Any) -> None:
         """The write connection's side of the rule: no automatic checkpoint (this thread
@@ -584,19 +594,25 @@ class Checkpointer:
             return list(conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall())
 
         seen = None  # the database's data_version at the last look: it moves at each commit
+        copied = None  # the data_version whose idle WAL was copied whole and kept
         try:
             while not self._stop.wait(self.interval):
                 try:
                     size = os.path.getsize(wal)  # a PASSIVE copy never shrinks the file
                     version = dbmod.scalar(conn, "PRAGMA data_version")
                     idle, seen = version == seen, version
-                    if size >= self.wal_bytes:
+                    if size >= self.wal_bytes and not (idle and version == copied):
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                         self.checkpoints += 1
-                    if size >= self.wal_limit or (idle and size >= self.wal_bytes):
-                        mode = "TRUNCATE" if idle else "RESTART"
+                    kept = idle and size <= self.idle_keep(os.path.getsize(self.path))
+                    if (size >= self.wal_limit and not kept) or (
+                            idle and size >= self.wal_bytes and version != copied):
+                        mode = "TRUNCATE" if idle and not kept else "RESTART"
                         busy = self.hold(partial(reset, mode)) if self.hold else reset(mode)
-                        self.restarts += not (busy and busy[0][0])
+                        done = not (busy and busy[0][0])
+                        self.restarts += done
+                        if done and kept:
+                            copied = version
                 except OSError:
                     continue
                 except apsw.BusyError:
