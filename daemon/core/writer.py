@@ -604,10 +604,13 @@ class Checkpointer:
                     if size >= self.wal_bytes and not (idle and version == copied):
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                         self.checkpoints += 1
-                    kept = idle and size <= self.idle_keep(os.path.getsize(self.path))
-                    if (size >= self.wal_limit and not kept) or (
-                            idle and size >= self.wal_bytes and version != copied):
-                        mode = "TRUNCATE" if idle and not kept else "RESTART"
+                    kept, mode = False, None
+                    if idle and size >= self.wal_bytes and version != copied:
+                        kept = size <= self.idle_keep(os.path.getsize(self.path))
+                        mode = "RESTART" if kept else "TRUNCATE"
+                    elif not idle and size >= self.wal_limit:
+                        mode = "RESTART"
+                    if mode is not None:
                         busy = self.hold(partial(reset, mode)) if self.hold else reset(mode)
                         done = not (busy and busy[0][0])
                         self.restarts += done
