@@ -182,6 +182,22 @@ def test_q8_0_weights_run_on_this_cpu_and_agree(installed: tuple[Path, models.Mo
     assert default().use_extra_bufts  # the library's own default is untouched
 
 
+@pytest.mark.parametrize("module, cls, role", [
+    ("embedder", "Embedder", "embedding"),
+    ("reranker", "Reranker", "reranker"),
+    ("lateenc", "LateEncoder", "late-interaction"),
+])
+def test_a_missing_model_file_is_said_by_its_role_before_llama_cpp_sees_it(
+        tmp_path: Path, module: str, cls: str, role: str) -> None:
+    """Every model class opens its GGUF through llamacpp.open_context, which names what is
+    missing (a model folder emptied under a running daemon) instead of llama.cpp's failure."""
+    import importlib
+
+    gone = tmp_path / "gone.gguf"
+    with pytest.raises(FileNotFoundError, match=f"^{role} model .*gone.gguf is missing$"):
+        getattr(importlib.import_module(f"db0.daemon.models.{module}"), cls)(gone)
+
+
 def test_manifest_current_reinstall_and_bad_sources(installed: tuple[Path, models.ModelInfo],
                                                     tmp_path: Path) -> None:
     mdir, info = installed

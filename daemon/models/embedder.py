@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from db0.daemon.models.llamacpp import open_gguf
+from db0.daemon.models.llamacpp import open_context
 
 CONTEXT = 512  # BERT's position limit; longer texts are truncated
 
@@ -18,12 +18,8 @@ class Embedder:
         import llama_cpp
 
         self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"embedding model {self.path} is missing")
-        self.llm: Any = open_gguf(
-            str(self.path), embedding=True, n_ctx=CONTEXT, n_batch=CONTEXT, n_ubatch=CONTEXT,
-            n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
-            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
+        self.llm: Any = open_context(self.path, "embedding", CONTEXT, n_threads,
+                                     llama_cpp.LLAMA_POOLING_TYPE_MEAN)
         self.dim = int(self.llm.n_embd())
         self.name = self.path.stem
         self._lean: Any = None  # query()'s own batch and token buffers, made at its first use

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from db0.daemon.models.llamacpp import open_gguf
+from db0.daemon.models.llamacpp import open_context
 
 CONTEXT = 512
 CLS, SEP, QUERY_MARK, DOC_MARK = 101, 102, 1, 2  # BERT uncased ids ([unused0/1])
@@ -23,13 +23,9 @@ class LateEncoder:
         import llama_cpp
 
         self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"late-interaction model {self.path} is missing")
         self._lib = llama_cpp
-        self.llm: Any = open_gguf(
-            str(self.path), embedding=True, n_ctx=CONTEXT, n_batch=CONTEXT, n_ubatch=CONTEXT,
-            n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
-            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE)
+        self.llm: Any = open_context(self.path, "late-interaction", CONTEXT, n_threads,
+                                     llama_cpp.LLAMA_POOLING_TYPE_NONE)
         self.dim = int(self.llm.n_embd())
         self.name = self.path.name.removesuffix(".gguf").removesuffix(".late")
         self._batch = llama_cpp.llama_batch_init(CONTEXT, 0, 1)

@@ -9,6 +9,7 @@ with the CPU's vector instructions (AVX-512 VNNI, AVX2)."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 _lock = threading.Lock()  # the default-parameters hook below is process-wide while it is set
@@ -35,3 +36,14 @@ def open_gguf(path: str, **kwargs: Any) -> Any:
             return llama_cpp.Llama(path, **kwargs)
         finally:
             low.llama_model_default_params = default
+
+
+def open_context(path: str | Path, what: str, n_ctx: int, n_threads: int, pooling: int) -> Any:
+    """An embedding context (open_gguf) of `n_ctx` tokens, every one of them in one batch, on
+    `n_threads` threads, with llama.cpp's `pooling` type; FileNotFoundError naming `what` (the
+    model's role) when the file is missing."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{what} model {path} is missing")
+    return open_gguf(str(path), embedding=True, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
+                     n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
+                     pooling_type=pooling)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from db0.daemon.models.llamacpp import open_gguf
+from db0.daemon.models.llamacpp import open_context
 
 CONTEXT = 512          # BERT's position limit: a pair is cut to fit
 MAX_QUERY_TOKENS = 64  # a long query keeps its start; the text gets the rest
@@ -27,13 +27,9 @@ class Reranker:
         import llama_cpp
 
         self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"reranker model {self.path} is missing")
         self._lib = llama_cpp
-        self.llm: Any = open_gguf(
-            str(self.path), embedding=True, n_ctx=CONTEXT, n_batch=CONTEXT, n_ubatch=CONTEXT,
-            n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
-            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_RANK)
+        self.llm: Any = open_context(self.path, "reranker", CONTEXT, n_threads,
+                                     llama_cpp.LLAMA_POOLING_TYPE_RANK)
         self.name = self.path.name.removesuffix(".gguf").removesuffix(".rerank")
         vocab = int(self.llm.n_vocab())
         if vocab % 2:
