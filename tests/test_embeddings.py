@@ -129,6 +129,29 @@ def test_no_model_keyword_only_with_one_notice(db0: Db0) -> None:
     assert status(db0)["state"] == "no model"
 
 
+def test_a_current_model_whose_file_is_gone_is_said_and_install_builds_and_loads_it(
+        db0: Db0) -> None:
+    """The manifest names a current model whose file was deleted: the daemon says which file
+    is missing and recalls by keyword meanwhile; `db0 model install` builds the file again and
+    the running daemon loads it, though the current model's name did not change."""
+    db0.run("model", "install", timeout=900)
+    db0.run("remember", "--wait", FACTS[0])
+    path = Path(db0.json("model", "list")["models"][0]["path"])
+    db0.stop()
+    path.unlink()
+    db0.run("daemon", "start")
+    st = status(db0)
+    assert st["state"] == "no model"
+    assert st["error"] == f"the current model's file {path} is missing"
+    assert FACTS[0] in db0.run("recall", "flight", "Tokyo").out
+    assert db0.json("model", "install", timeout=900)["switched"] is False
+    assert path.exists()
+    st = wait_until(lambda: (s := status(db0))["state"] == "ready" and s, 60, "the model loaded")
+    assert st["model"] == "all-MiniLM-L6-v2" and "error" not in st
+    top = db0.json("recall", PARAPHRASE)["results"][0]
+    assert top["content"] == FACTS[0] and "vector_rank" in top["score_parts"]
+
+
 def test_kill9_with_pending_resumes_and_pending_is_found_by_keyword(mdb0: Db0) -> None:
     mdb0.run("remember", "The zanzibar keyword marks the oldest memory")
     import_lines(mdb0, 1500, "k9")

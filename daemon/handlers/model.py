@@ -86,7 +86,9 @@ def install(rt: Runtime, req: Request) -> dict[str, Any]:
             models.set_current(mdir, info.name)
             switched = True
     emb = rt.service(EmbeddingService)
-    if emb is not None and switched:
+    # Loaded again also when the current model did not change but is not the one loaded: its
+    # file was missing when the daemon looked (and this install built it again).
+    if emb is not None and (switched or not emb.serves(current or info)):
         emb.reload()
         emb.wait_loaded()
     return {"model": _public(info), "current": (current.name if current else info.name),

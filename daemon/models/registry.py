@@ -105,6 +105,15 @@ def current(mdir: Path) -> ModelInfo | None:
     return _info(raw)
 
 
+def missing_current(mdir: Path) -> str | None:
+    """The file of the current model when the manifest names one whose file is gone (deleted
+    under db0, a half-restored backup): `current` is then None, as with no model at all, and
+    `install_default` or `install_from` under the same name builds the file again."""
+    data = _read(mdir)
+    raw = data["models"].get(data.get("current") or "")
+    return str(raw["path"]) if raw is not None and not Path(raw["path"]).exists() else None
+
+
 def set_current(mdir: Path, name: str) -> None:
     with _lock:
         data = _read(mdir)

@@ -225,6 +225,12 @@ class EmbeddingService(Component):
             self._drained = False
         self._wake.set()
 
+    def serves(self, info: Any) -> bool:
+        """Whether the model embedded with is the registry's `info` (the same file, the same
+        contents): False with none loaded."""
+        t = self.target
+        return t is not None and t.path == Path(info.path) and t.sha256 == _sha(info)
+
     def wait_loaded(self, timeout: float = 120.0) -> None:
         """Block until the models asked for so far are loaded (loading takes about a second)."""
         with self._guard:
@@ -719,7 +725,13 @@ class EmbeddingService(Component):
         if info is None:
             self.target = self.active = None
             self.state = "no model"
-            log.info("no embedding model installed; recall is keyword-only")
+            gone = models.missing_current(mdir)
+            if gone is None:
+                log.info("no embedding model installed; recall is keyword-only")
+            else:
+                self.error = f"the current model's file {gone} is missing"
+                log.warning("%s; recall is keyword-only until `db0 model install` builds it "
+                            "again", self.error)
             return
         if self.target is None or self.target.path != Path(info.path) or \
                 self.target.sha256 != _sha(info):
