@@ -217,6 +217,16 @@ def test_manifest_current_reinstall_and_bad_sources(installed: tuple[Path, model
         models.install_from(mdir, tmp_path)
     with pytest.raises(Db0Error, match="no installed model"):
         models.set_current(mdir, "ghost")
+    # A model whose file is gone is not made current: the error says how to build it again.
+    Path(copy.path).unlink()
+    with pytest.raises(Db0Error, match=r"'copy' is installed but its file .*copy\.gguf is "
+                       "missing") as gone:
+        models.set_current(mdir, "copy")
+    assert gone.value.hint == f"build it again: db0 model install --from {info.path} --name copy"
+    assert models.current(mdir) == info
+    assert models.install_from(mdir, Path(info.path), name="copy") == copy  # built again
+    models.set_current(mdir, "copy")
+    models.set_current(mdir, info.name)
     assert not list(mdir.glob("*.tmp")) and models.verify(mdir) == []
 
 

