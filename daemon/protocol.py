@@ -73,6 +73,16 @@ class Db0Error(Exception):
     def exit_code(self) -> int:
         return ERROR_EXIT.get(self.code, EXIT_FAILED)
 
+    def line(self) -> str:
+        """The message and, when there is one, how to fix it: the one-line form."""
+        return self.message + (f" (to fix: {self.hint})" if self.hint else "")
+
+
+def describe(e: BaseException) -> str:
+    """An exception as a status field shows it: a Db0Error as its line (with its fix), any
+    other with its type."""
+    return e.line() if isinstance(e, Db0Error) else f"{type(e).__name__}: {e}"
+
 
 class FrameError(Exception):
     """The peer sent something that is not a frame (closed early, too large, not JSON)."""

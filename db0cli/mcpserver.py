@@ -145,7 +145,7 @@ def _message(method: str, e: Db0Error) -> str:
     if e.code == "unknown_method":
         return (f"this db0 daemon does not know {method} (to fix: upgrade db0, then run "
                 f"`db0 daemon restart`)")
-    return e.message + (f" (to fix: {e.hint})" if e.hint else "")
+    return e.line()
 
 
 # --- the server

@@ -142,7 +142,10 @@ def test_a_current_model_whose_file_is_gone_is_said_and_install_builds_and_loads
     db0.run("daemon", "start")
     st = status(db0)
     assert st["state"] == "no model"
-    assert st["error"] == f"the current model's file {path} is missing"
+    assert st["error"] == (f"the current model's file {path} is missing (to fix: db0 model "
+                           "install)")
+    doctor = db0.run("doctor", "--json", check=False)
+    assert doctor.code == 1 and f"embedder: {st['error']}" in doctor.json()["problems"]
     assert FACTS[0] in db0.run("recall", "flight", "Tokyo").out
     assert db0.json("model", "install", timeout=900)["switched"] is False
     assert path.exists()

@@ -13,7 +13,7 @@ from db0.daemon import __version__
 from db0.daemon.core.shapes import Bool, Int, Num, P, Str
 from db0.daemon.handlers import METHODS, rpc
 from db0.daemon.paths import fix_modes, loose_modes
-from db0.daemon.protocol import MAX_FRAME, PROTOCOL, Db0Error
+from db0.daemon.protocol import MAX_FRAME, PROTOCOL, Db0Error, describe
 from db0.daemon.services.embedding import EmbeddingService
 from db0.store import db as dbmod
 from db0.store import search
@@ -37,7 +37,7 @@ def _components_status(rt: Runtime) -> dict[str, Any]:
         try:
             out[comp.name] = comp.status()
         except Exception as e:
-            out[comp.name] = {"error": f"{type(e).__name__}: {e}"}
+            out[comp.name] = {"error": describe(e)}
     return out
 
 
@@ -176,11 +176,11 @@ def doctor(rt: Runtime, req: Request) -> dict[str, Any]:
         problems.append(f"config not applied: {rt.config_error}")
     problems += [f"config: unknown setting {u} (ignored)" for u in rt.config_unknown]
     embedder = rt.service(EmbeddingService)
-    if embedder is None or embedder.target is None:
+    if embedder is not None and embedder.error:  # it says what is wrong, and the fix
+        problems.append(f"embedder: {embedder.error}")
+    elif embedder is None or embedder.target is None:
         warnings.append("no embedding model: recall finds keywords only, not meaning (to fix: "
                         "db0 model install)")
-    elif embedder.error:
-        problems.append(f"embedder: {embedder.error}")
     return {
         "running": True, "pid": os.getpid(), "version": __version__,
         "sqlite": apsw.sqlite_lib_version(), "apsw": apsw.apswversion(),

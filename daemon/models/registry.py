@@ -105,13 +105,16 @@ def current(mdir: Path) -> ModelInfo | None:
     return _info(raw)
 
 
-def missing_current(mdir: Path) -> str | None:
-    """The file of the current model when the manifest names one whose file is gone (deleted
-    under db0, a half-restored backup): `current` is then None, as with no model at all, and
-    `install_default` or `install_from` under the same name builds the file again."""
+def missing_current(mdir: Path) -> tuple[str, str] | None:
+    """(the file, the command that builds it again) when the manifest's current model is one
+    whose file is gone (deleted under db0, a half-restored backup): `current` is then None, as
+    with no model at all."""
     data = _read(mdir)
-    raw = data["models"].get(data.get("current") or "")
-    return str(raw["path"]) if raw is not None and not Path(raw["path"]).exists() else None
+    name = data.get("current") or ""
+    raw = data["models"].get(name)
+    if raw is None or Path(raw["path"]).exists():
+        return None
+    return str(raw["path"]), _reinstall(name, raw)
 
 
 def set_current(mdir: Path, name: str) -> None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from db0.daemon.core.config import Config
 from db0.daemon.core.runtime import Beside, Component, PolledCount, Runtime, lower_priority
-from db0.daemon.protocol import Db0Error
+from db0.daemon.protocol import Db0Error, describe
 from db0.store import db as dbmod
 
 if TYPE_CHECKING:
@@ -485,7 +485,7 @@ class EmbeddingService(Component):
             if self.stopping:
                 return
             log.exception("embedder: %s", e)
-            self.error = f"{type(e).__name__}: {e}"
+            self.error = describe(e)
             self.interval = 5.0
 
     def _settle(self) -> None:
@@ -729,9 +729,8 @@ class EmbeddingService(Component):
             if gone is None:
                 log.info("no embedding model installed; recall is keyword-only")
             else:
-                self.error = f"the current model's file {gone} is missing"
-                log.warning("%s; recall is keyword-only until `db0 model install` builds it "
-                            "again", self.error)
+                self.error = f"the current model's file {gone[0]} is missing (to fix: {gone[1]})"
+                log.warning("%s; recall is keyword-only meanwhile", self.error)
             return
         if self.target is None or self.target.path != Path(info.path) or \
                 self.target.sha256 != _sha(info):

@@ -99,8 +99,7 @@ def sync(
                 raise
             failed.append(e)
             results.append({"name": r["name"], "error": e.to_dict()})
-            output.notice(f"db0: error: {e.message}" + (f" (to fix: {e.hint})" if e.hint
-                                                          else ""))
+            output.notice(f"db0: error: {e.line()}")
     if json_:
         output.emit_json({"results": results})
     else:
