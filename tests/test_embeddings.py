@@ -142,8 +142,8 @@ def test_a_current_model_whose_file_is_gone_is_said_and_install_builds_and_loads
     db0.run("daemon", "start")
     st = status(db0)
     assert st["state"] == "no model"
-    assert st["error"] == (f"the current model's file {path} is missing (to fix: db0 model "
-                           "install)")
+    assert st["error"] == (f"model 'all-MiniLM-L6-v2' is installed but its file {path} is "
+                           "missing (to fix: build it again: db0 model install)")
     doctor = db0.run("doctor", "--json", check=False)
     assert doctor.code == 1 and f"embedder: {st['error']}" in doctor.json()["problems"]
     assert FACTS[0] in db0.run("recall", "flight", "Tokyo").out

@@ -105,16 +105,13 @@ def current(mdir: Path) -> ModelInfo | None:
     return _info(raw)
 
 
-def missing_current(mdir: Path) -> tuple[str, str] | None:
-    """(the file, the command that builds it again) when the manifest's current model is one
-    whose file is gone (deleted under db0, a half-restored backup): `current` is then None, as
-    with no model at all."""
+def missing_current(mdir: Path) -> Db0Error | None:
+    """What is wrong when the manifest's current model is one whose file is gone (deleted under
+    db0, a half-restored backup): `current` is then None, as with no model at all."""
     data = _read(mdir)
     name = data.get("current") or ""
     raw = data["models"].get(name)
-    if raw is None or Path(raw["path"]).exists():
-        return None
-    return str(raw["path"]), _reinstall(name, raw)
+    return None if raw is None or Path(raw["path"]).exists() else _gone(name, raw)
 
 
 def set_current(mdir: Path, name: str) -> None:
@@ -127,10 +124,15 @@ def set_current(mdir: Path, name: str) -> None:
             raise Db0Error("not_found", f"no installed model named {name!r}",
                            "see: db0 model list")
         if not Path(raw["path"]).exists():
-            raise Db0Error("not_found", f"model {name!r} is installed but its file "
-                           f"{raw['path']} is missing", f"build it again: {_reinstall(name, raw)}")
+            raise _gone(name, raw)
         data["current"] = name
         _write(mdir, data)
+
+
+def _gone(name: str, raw: dict[str, Any]) -> Db0Error:
+    """An installed model whose file is missing, with the command that builds it again."""
+    return Db0Error("not_found", f"model {name!r} is installed but its file {raw['path']} is "
+                    "missing", f"build it again: {_reinstall(name, raw)}")
 
 
 def _reinstall(name: str, raw: dict[str, Any]) -> str:

@@ -729,7 +729,7 @@ class EmbeddingService(Component):
             if gone is None:
                 log.info("no embedding model installed; recall is keyword-only")
             else:
-                self.error = f"the current model's file {gone[0]} is missing (to fix: {gone[1]})"
+                self.error = gone.line()
                 log.warning("%s; recall is keyword-only meanwhile", self.error)
             return
         if self.target is None or self.target.path != Path(info.path) or \
