@@ -73,7 +73,8 @@ T = TypeVar("T")
 log = logging.getLogger("db0.writer")
 MAX_GROUP = 512  # jobs in one commit at most (bounds the time a caller waits behind others)
 GATHER_S = 0.001  # a leader waits at most this long for announced jobs to be queued
-FTS_LAG = 64  # new memories a commit may leave out of the full-text index
+FTS_LAG = 256  # new memories a commit may leave out of the full-text index (recall scores them
+#   from their text meanwhile: a larger lag makes bursts cheaper and such recalls dearer)
 FTS_IDLE_S = 0.2  # the writer indexes the waiting ones after this long without a commit
 background = threading.local()  # `background.on`: this thread runs below request threads
 _announced = threading.local()  # `_announced.on`: this thread's request is counted in `_coming`
