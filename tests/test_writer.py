@@ -380,6 +380,33 @@ def test_more_than_fts_lag_new_memories_are_indexed_by_their_commit(w: Writer) -
     assert len(_matches(w, "egret")) == FTS_LAG + 1
 
 
+def test_memories_left_waiting_by_a_stopped_daemon_are_indexed_by_the_next_writer(
+        tmp_path: Path) -> None:
+    """A daemon that stopped, or was killed, while new memories waited for their full text
+    leaves them waiting in the file; the next daemon's writer indexes them once idle, with
+    no write needed to set it off."""
+    from db0.store import write
+    from db0.store.context import Context
+    from db0.store.core import full_text_tail
+
+    store = Store.open(tmp_path / "db.sqlite3")
+    store.fts_lag = 1 << 30  # as a writer stopped before its idle flush leaves them
+    items = [write.prepare({"content": f"plover {i}", "scope": "agent"}, where=f"l{i}")
+             for i in range(5)]
+    with store.transaction():
+        write.remember_many(store, Context(user="u", agent="a"), items)
+    mark, top = full_text_tail(store.conn)
+    assert top - mark == 5
+    wr = Writer(store)
+    wr.start()
+    try:
+        _fts_ok(wr)
+        assert len(_matches(wr, "plover")) == 5
+    finally:
+        wr.stop()
+        store.close()
+
+
 def test_a_key_superseded_within_one_group_keeps_the_index_whole(w: Writer) -> None:
     out = _queue_behind_a_slow_commit(w, {
         "old": _remember("the boat is blue", key="boat"),

@@ -66,7 +66,7 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any, TypeVar
 
-from db0.store.core import Store, flush_full_text
+from db0.store.core import Store, flush_full_text, full_text_tail
 from db0.store.errors import StoreError
 
 T = TypeVar("T")
@@ -101,7 +101,10 @@ class Writer:
     def __init__(self, store: Store) -> None:
         self.store = store
         store.fts_lag = FTS_LAG
-        self._unindexed = False  # memories wait for their full-text indexing
+        # Memories wait for their full-text indexing (the writer's thread indexes them once
+        # idle): from the start too, when a daemon stopped or was killed while some waited.
+        mark, top = full_text_tail(store.conn)
+        self._unindexed = top > mark
         self._q: deque[_Entry] = deque()
         lock = threading.Lock()
         self._cv = threading.Condition(lock)  # `stop` waits here for the queue to drain
