@@ -732,10 +732,9 @@ class EmbeddingService(Component):
                 self.error = gone.line()
                 log.warning("%s; recall is keyword-only meanwhile", self.error)
             return
-        if self.target is None or self.target.path != Path(info.path) or \
-                self.target.sha256 != _sha(info):
-            self.target = self._open(info)
         t = self.target
+        if t is None or not self.serves(info):
+            t = self.target = self._open(info)
         with self.rt.reader() as store:
             raw = dbmod.meta_get(store.conn, ACTIVE_KEY)
         active_id = int(raw) if raw and raw.isdigit() else None
