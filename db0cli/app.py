@@ -21,6 +21,10 @@ def _import_typer() -> Any:
     # Typer imports rich and its Markdown stack at start-up whenever rich is installed
     # (most of a command's start-up). db0 draws with rich only on a terminal, on
     # demand, so Typer is shown no rich and falls back to click's plain help and errors.
+    if sys.flags.no_site:  # started by db0's launcher (launcher.py): as pip's script would be
+        import site
+
+        site.main()
     missing = object()
     saved = sys.modules.get("rich", missing)
     sys.modules["rich"] = None  # type: ignore[assignment]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import Db0
 
 HEAVY = ("apsw", "sqlite_vec", "llama_cpp", "psycopg", "watchdog", "numpy", "db0.store",
@@ -137,3 +139,62 @@ def test_hot_commands_skip_heavy_standard_modules(db0: Db0) -> None:
     assert loaded(["hook", "prompt", "--agent", "claude-code"], hook_in) == []
     # ...and the probe can see them: the same run with an import of its own does.
     assert loaded(["daemon", "status"]) != [] or loaded(["doctor"]) != []
+
+
+def _imported(argv: list[str], env: dict[str, str], stdin: str = "") -> set[str]:
+    """The modules a run of argv imported (Python's -X importtime, through the environment)."""
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=120, input=stdin,
+                       env={**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert p.returncode == 0, p.stderr[-500:]
+    return {ln.rsplit("|", 1)[1].strip() for ln in p.stderr.splitlines()
+            if ln.startswith("import time:") and "|" in ln}
+
+
+def test_the_installed_db0_starts_without_site_and_typer_gets_it(db0: Db0) -> None:
+    """`make install` and `make refresh` put db0's launcher in place of pip's script
+    (db0cli/launcher.py): the hot paths start without `site`; the Typer path runs it first."""
+    from conftest import DB0
+
+    if (Path(sys.executable).parents[1] / ".db0-dev").exists():
+        pytest.skip("an editable install (make dev) keeps pip's script")
+    assert Path(DB0).read_text().split("\n", 1)[0] == f"#!{sys.executable} -S"
+    db0.run("remember", "start-up without site")
+    hook_in = json.dumps({"session_id": "launcher", "cwd": str(db0.home),
+                          "hook_event_name": "UserPromptSubmit", "prompt": "start-up"})
+    for args, stdin in ((["--version"], ""), (["recall", "start-up"], ""),
+                        (["remember", "a second start-up fact"], ""),
+                        (["hook", "prompt", "--agent", "claude-code"], hook_in)):
+        mods = _imported([DB0, *args], db0.env, stdin)
+        assert "db0.cli.app" in mods and "site" not in mods, args
+    for args in (["--help"], ["recall", "--help"], ["completions", "show", "bash"]):
+        assert {"site", "click"} <= _imported([DB0, *args], db0.env), args
+    # A mistake on the Typer path: the usual one line and exit status.
+    p = subprocess.run([DB0, "recall", "x", "-n", "many"], capture_output=True, text=True,
+                       env=db0.env, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "-n" in p.stderr, p.stderr
+
+
+def test_the_launcher_replaces_only_pips_db0_script(tmp_path: Path) -> None:
+    from db0.cli import launcher
+
+    assert launcher.launcher("python3", ["/x"]) is None  # not absolute
+    assert launcher.launcher("/a b/python", ["/x"]) is None  # a space ends the interpreter
+    assert launcher.launcher("/" + "p" * 200, ["/x"]) is None  # longer than a shebang
+    text = launcher.launcher(sys.executable, launcher.site_paths())
+    assert text is not None and text.startswith(f"#!{sys.executable} -S\n")
+
+    other = tmp_path / "other"
+    other.write_text("#!/bin/sh\necho hi\n")
+    assert launcher.install(other).startswith("left alone")
+    assert other.read_text() == "#!/bin/sh\necho hi\n"
+
+    script = tmp_path / "db0"
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom db0.cli.app import entry\n"
+                      "if __name__ == '__main__':\n    sys.exit(entry())\n")
+    assert launcher.install(script) == "replaced by the launcher"
+    assert launcher.install(script) == "the launcher already"
+    assert os.access(script, os.X_OK)
+    p = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("db0 "), p.stderr
+    with pytest.raises(OSError):
+        launcher.install(tmp_path / "missing")
