@@ -11,9 +11,11 @@ Rules:
   by a launcher whose shebang the kernel takes as it is (an absolute interpreter path without
   spaces, short enough); otherwise the script stays as pip wrote it, and the output says why.
 - An editable install (`make dev`) keeps pip's script: its finder is a `.pth` file.
-- The paths without Typer need nothing a `.pth` file provides (the standard library, db0,
-  rich on a terminal), and run without `site`. Typer's path runs `site.main()` before it
-  imports Typer (`app._import_typer`): it sees the environment pip's script would give it.
+- The paths without Typer need nothing a `.pth` file provides (the standard library, db0 and
+  its dependencies, which pip installs as plain folders in site-packages: `db0 mcp`'s SDK
+  included, which tests/test_mcp.py runs through this launcher), and run without `site`.
+  Typer's path runs `site.main()` before it imports Typer (`app._import_typer`): it sees the
+  environment pip's script would give it.
 """
 
 from __future__ import annotations
