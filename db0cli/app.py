@@ -262,6 +262,11 @@ def _typer_main(args: list[str], name: str | None, debug: bool) -> int:
     except click.exceptions.Exit as e:
         return int(e.exit_code)
     except click.UsageError as e:  # one line, like every other error
+        if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:
+            # `db0` or a group alone (click 8.2+ raises this for no_args_is_help): its help,
+            # whole, where a person typing it looks; a usage error's status.
+            sys.stderr.write(e.ctx.get_help() + "\n")
+            return EXIT_USAGE
         where = e.ctx.command_path if e.ctx is not None else "db0"
         return fail(" ".join(e.format_message().split()), f"see: {where} --help", EXIT_USAGE)
     except click.ClickException as e:

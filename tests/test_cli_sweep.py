@@ -56,6 +56,27 @@ def _commands() -> list[tuple[tuple[str, ...], click.Command]]:
 COMMANDS = _commands()
 
 
+def _groups() -> list[tuple[tuple[str, ...], click.Group]]:
+    """The root and every group of the command tree (what a person may type alone)."""
+    from db0.cli import app
+
+    out: list[tuple[tuple[str, ...], click.Group]] = []
+
+    def walk(cmd: click.Command, path: tuple[str, ...]) -> None:
+        if isinstance(cmd, click.Group):
+            out.append((path, cmd))
+            for name, sub in sorted(cmd.commands.items()):
+                walk(sub, (*path, name))
+
+    import typer.main
+
+    walk(typer.main.get_command(app.app), ())
+    return out
+
+
+GROUPS = _groups()
+
+
 def _fill(cmd: click.Command) -> list[str]:
     """The command's required arguments and options, given values that name nothing."""
     args: list[str] = []
@@ -178,6 +199,22 @@ def runner(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def test_help(path: tuple[str, ...], tmp_path: Path) -> None:
     r = Runner(tmp_path / "h", tmp_path)
     assert r.check([*path, "--help"], "help") == 0
+
+
+@pytest.mark.parametrize("path,group", GROUPS, ids=[" ".join(p) or "db0" for p, _ in GROUPS])
+def test_a_group_alone_shows_its_help(path: tuple[str, ...], group: click.Group,
+                                      tmp_path: Path) -> None:
+    """`db0`, `db0 session`...: the group's whole help (as its --help shows it), a usage
+    error's status, nothing written."""
+    r = Runner(tmp_path / "h", tmp_path)
+    assert r.check(list(path), "alone", must_fail=True) == 2
+    alone = subprocess.run([DB0, *path], capture_output=True, text=True, timeout=60,
+                           env=r.db0.env).stderr
+    helped = subprocess.run([DB0, *path, "--help"], capture_output=True, text=True,
+                            timeout=60, env=r.db0.env).stdout
+    assert alone.strip() == helped.strip() and "Commands:" in alone, alone[:500]
+    assert set(group.commands) <= set(alone.split()) | {
+        n for n, c in group.commands.items() if c.hidden}
 
 
 @pytest.mark.slow
