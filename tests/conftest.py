@@ -19,6 +19,18 @@ from typing import Any, TypeVar
 import pytest
 
 DB0 = str(Path(sys.executable).with_name("db0"))
+
+
+def _editable() -> bool:
+    """db0 installed editable (`make dev`): its modules are read from the tree's folders."""
+    import db0.cli
+
+    return Path(db0.cli.__file__).parent.name == "db0cli"
+
+
+# An editable install keeps pip's script, and its finder (a .pth file) imports what the
+# regular install's start does not: the tests of start-up cost skip there, saying so.
+EDITABLE = _editable()
 T = TypeVar("T")
 
 
