@@ -64,7 +64,7 @@ def install(script: Path) -> str:
     text = script.read_text()
     if ENTRY not in text:
         return "left alone: not pip's script for db0.cli.app:entry"
-    if any(p.name.startswith("__editable__") for p in _pth_files()):
+    if Path(__file__).parent.name == "db0cli":  # read from the tree: installed editable
         return "left alone: an editable install (its finder is a .pth file)"
     new = launcher(sys.executable, site_paths())
     if new is None:
@@ -76,16 +76,6 @@ def install(script: Path) -> str:
     tmp.chmod(0o755)
     os.replace(tmp, script)
     return "replaced by the launcher"
-
-
-def _pth_files() -> list[Path]:
-    out: list[Path] = []
-    for d in site_paths():
-        try:
-            out += [p for p in Path(d).iterdir() if p.suffix == ".pth"]
-        except OSError:
-            pass
-    return out
 
 
 def main(argv: list[str]) -> int:
