@@ -146,6 +146,23 @@ def test_bm25_from_the_text_equals_fts5s(tmp_path_factory: pytest.TempPathFactor
         assert mine[rid] == pytest.approx(score, rel=1e-9, abs=1e-12), (rid, words)
 
 
+def test_bm25_of_takes_a_document_count_above_the_row_count(tmp_path: Path) -> None:
+    """A cached document count (feedback's, up to _DF_TTL_S old) may exceed the rows there
+    are now: the term's idf is FTS5's floor, not a math domain error."""
+    store = Store.open(tmp_path / "db0.sqlite3")
+    ctx = Context("ada")
+    for text in ("deploy the kiwi", "mango deploy", "a third note"):
+        with store.transaction():
+            write.remember(store, ctx, write.prepare({"content": text}))
+    with store.transaction():
+        core.flush_full_text(store.conn)
+    rids = [int(r) for (r,) in store.conn.execute("SELECT rid FROM memories")]
+    fresh = search.bm25_of(store, ["kiwi"], rids)
+    stale = search.bm25_of(store, ["kiwi"], rids, counts={"kiwi": 100})
+    assert fresh is not None and stale is not None and set(stale) == set(fresh) and stale
+    assert all(0 < v < min(fresh.values()) for v in stale.values())
+
+
 PORTER_ENDINGS = ["", "s", "es", "sses", "ies", "ed", "eed", "ing", "y", "e", "ly", "ational",
                   "tional", "enci", "anci", "izer", "bli", "abli", "alli", "entli", "eli", "ousli",
                   "ization", "ation", "ator", "alism", "iveness", "fulness", "ousness", "aliti",
