@@ -58,13 +58,18 @@ def site_paths() -> list[str]:
     return found
 
 
+def editable() -> bool:
+    """db0 is installed editable (`make dev`): its modules are read from the tree's folders."""
+    return Path(__file__).parent.name == "db0cli"
+
+
 def install(script: Path) -> str:
     """Write the launcher over pip's script (or an earlier launcher) at `script`; what was
     done, in a few words. OSError when the file cannot be read or written."""
     text = script.read_text()
     if ENTRY not in text:
         return "left alone: not pip's script for db0.cli.app:entry"
-    if Path(__file__).parent.name == "db0cli":  # read from the tree: installed editable
+    if editable():
         return "left alone: an editable install (its finder is a .pth file)"
     new = launcher(sys.executable, site_paths())
     if new is None:

@@ -450,8 +450,8 @@ def bm25_of(store: Store, words: list[str], rids: list[int],
     # A document count can exceed the row count: `counts` may be up to _DF_TTL_S old. FTS5
     # floors the idf of a term in (nearly) every row at 1e-6; so does this, where a log of a
     # negative number would raise.
-    idf = {ph: max(math.log((n_row - min(h, n_row) + 0.5) / (min(h, n_row) + 0.5)), 1e-6)
-           for ph, h in hits.items()}
+    capped = {ph: min(h, n_row) for ph, h in hits.items()}
+    idf = {ph: max(math.log((n_row - h + 0.5) / (h + 0.5)), 1e-6) for ph, h in capped.items()}
     singles = {ph[0] for ph in idf if len(ph) == 1}
     longer = [ph for ph in idf if len(ph) > 1]
     out: dict[int, float] = {}

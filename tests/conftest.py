@@ -22,10 +22,9 @@ DB0 = str(Path(sys.executable).with_name("db0"))
 
 
 def _editable() -> bool:
-    """db0 installed editable (`make dev`): its modules are read from the tree's folders."""
-    import db0.cli
+    from db0.cli.launcher import editable  # db0 installed editable (make dev)
 
-    return Path(db0.cli.__file__).parent.name == "db0cli"
+    return editable()
 
 
 # An editable install keeps pip's script, and its finder (a .pth file) imports what the
