@@ -3,7 +3,8 @@
 The store API only, as the daemon's import requests run it: the wire JSON of each batch
 decoded, `prepare` per line, `Staging.stage` per batch of 10,000 (in memory) and
 `commit_import` with the last batch in one transaction, into a fresh store (or one with --pre
-memories). Prints the process CPU per line of each phase (and of the whole).
+memories). Prints the process CPU per line of each phase (and of the whole), and the
+commit's peak memory (above what the process held before it) and page faults.
 
 Usage: python bench/import_phases.py [--lines 100000] [--pre 0] [--profile]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import sys
 import tempfile
@@ -84,9 +86,12 @@ def main() -> int:
                     k = " ".join(stmt.split())[:50]
                     sql[k] = sql.get(k, 0.0) + ns / 1e9
                 store.conn.set_profile(seen)
+            rss0, flt0 = _reset_peak(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             with store.transaction():
                 out, _ = write.commit_import(store, ctx, iid, staging.take(iid), ps, args.lines)
             store.conn.set_profile(None)
+            print(f"commit: peak RSS +{_status('VmHWM') - rss0} MiB, "
+                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0} minor faults")
             for k, v in sorted(sql.items(), key=lambda kv: -kv[1])[:14]:
                 print(f"  {v * 1e6 / args.lines:6.2f} us/line  {k}")
             if args.profile:
@@ -95,13 +100,26 @@ def main() -> int:
             cpu["commit"] += time.process_time() - t
         total = time.process_time() - t_all
         n = args.lines
-        stored = sum(r["status"] == "stored" for r in out)
+        stored = sum(st == "stored" for _, st in out)
         print(" ".join(f"{k} {v * 1e6 / n:.1f}" for k, v in cpu.items())
               + f" total {total * 1e6 / n:.1f} us/line; stored {stored} of {n}")
         store.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _status(field: str) -> int:
+    """A /proc/self/status figure, in MiB."""
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith(field + ":")) >> 10
+
+
+def _reset_peak() -> int:
+    """Start VmHWM again from the current RSS (Linux's clear_refs 5); the current RSS."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status("VmRSS")
 
 
 if __name__ == "__main__":

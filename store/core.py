@@ -241,9 +241,11 @@ def insert_states(store: Store, states: list[dict[str, Any]], kind: str) -> None
     insert_ops(store.conn, ops)
 
 
-def insert_ops(conn: apsw.Connection, ops: list[tuple[Any, ...]]) -> None:
-    """INSERT op rows (op_id, hlc, device_id, kind, memory_id, payload, created_ts)."""
-    with _bulk_indexes(conn, "ops", "seq", len(ops)):
+def insert_ops(conn: apsw.Connection, ops: list[tuple[Any, ...]], *,
+               indexes: bool = True) -> None:
+    """INSERT op rows (op_id, hlc, device_id, kind, memory_id, payload, created_ts).
+    `indexes=False`: leave the table's indexes alone (the caller holds a `bulk_indexes`)."""
+    with bulk_indexes(conn, "ops", "seq", len(ops) if indexes else 0):
         conn.executemany("INSERT INTO ops(op_id, hlc, device_id, kind, memory_id, payload, "
                          "created_ts) VALUES (?, ?, ?, ?, ?, ?, ?)", ops)
 
@@ -315,11 +317,12 @@ encode_str: Any = getattr(json.encoder, "c_encode_basestring", None) or \
     json.encoder.py_encode_basestring
 
 
-class _bulk_indexes:
+class bulk_indexes:
     """Around a bulk insert of `n` new rows into `table`: when they are a large share of it
     (REBUILD_SHARE), its secondary indexes are dropped first and created again after, in the
     caller's transaction (a rollback restores them; readers never see the table without them).
-    Their planner statistics (sqlite_stat1) are kept as they were."""
+    Their planner statistics (sqlite_stat1) are kept as they were. Inside, nothing may look the
+    table up by them (`drops` says whether it will drop them)."""
 
     def __init__(self, conn: apsw.Connection, table: str, key: str, n: int) -> None:
         self.conn = conn
@@ -333,6 +336,10 @@ class _bulk_indexes:
         self.indexes = [(str(a), str(b)) for a, b in conn.execute(
             "SELECT name, sql FROM sqlite_schema WHERE type='index' AND tbl_name=? "
             "AND sql IS NOT NULL", (table,))]
+
+    @property
+    def drops(self) -> bool:
+        return bool(self.indexes)
 
     def __enter__(self) -> None:
         if not self.indexes:
@@ -359,10 +366,12 @@ def _insert_new(conn: apsw.Connection, states: list[dict[str, Any]]) -> None:
                 {s["id"]: t for s in states if (t := _tags(s["tags"]))})
 
 
-def insert_rows(conn: apsw.Connection, rows: list[Any], tagged: dict[str, list[str]]) -> None:
+def insert_rows(conn: apsw.Connection, rows: list[Any], tagged: dict[str, list[str]], *,
+                indexes: bool = True) -> None:
     """INSERT new memories given as rows of STATE_COLUMNS, and the tags of those in `tagged`
-    (id: tags); their full text is indexed with the transaction's others (flush_full_text)."""
-    with _bulk_indexes(conn, "memories", "rid", len(rows)):
+    (id: tags); their full text is indexed with the transaction's others (flush_full_text).
+    `indexes=False`: leave the table's indexes alone (the caller holds a `bulk_indexes`)."""
+    with bulk_indexes(conn, "memories", "rid", len(rows) if indexes else 0):
         conn.executemany(_PLAIN_INSERT, rows)
     if tagged:
         rids = conn.execute("SELECT id, rid FROM memories WHERE id IN "

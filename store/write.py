@@ -25,6 +25,7 @@ import marshal
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from db0.store.core import (
     REBUILD_SHARE,
     STATE_COLUMNS,
     Store,
+    bulk_indexes,
     encode_str,
     insert_ops,
     insert_rows,
@@ -324,34 +326,34 @@ def _restates(store: Store, dup: dict[str, Any], supersedes: str, item: dict[str
     return any(new[c] != dup[c] for c in ("pinned", "tags", "metadata", "key"))
 
 
+_LIVE_SQL = ("SELECT content_hash, scope, owner, id, key FROM memories WHERE superseded_by IS NULL "
+             "AND forgotten_ts IS NULL AND (expires_ts IS NULL OR expires_ts > ?)")
+Live = dict[tuple[str, str, str], tuple[str, str | None]]  # (hash, scope, owner): (id, key)
+
+
 def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
-                kind: str = "import") -> list[dict[str, Any]]:
+                kind: str = "import", *, live: Live | None = None,
+                digests: list[str] | None = None, indexes: bool = True
+                ) -> list[dict[str, Any]]:
     """`_store_one` for a batch, with the same outcome item by item: plain new memories are
     checked for duplicates with one query and written with executemany; items with a key or an
-    id of their own take the one-by-one path, after what came before them."""
+    id of their own take the one-by-one path, after what came before them.
+
+    For a batch of a larger whole (`_store_bulk`): `live` holds every live memory the batch
+    could duplicate and takes the batch's new ones, `digests` are its items' text hashes, and
+    `indexes=False` leaves the tables' indexes to the caller; its items are all plain."""
     now = time.time()
     now_at = (now_iso(now), now)
     owners: dict[str, str] = {}
+    if digests is None:
+        digests = [content_hash(item["content"]) for item in items]
     prepared = []
-    for item in items:
+    for item, digest in zip(items, digests, strict=True):
         scope = item["scope"]
         owner = owners.get(scope) or owners.setdefault(scope, ctx.owner(scope))
-        prepared.append((item, scope, owner, content_hash(item["content"])))
-    live_sql = ("SELECT content_hash, scope, owner, id, key FROM memories WHERE "
-                "superseded_by IS NULL AND forgotten_ts IS NULL AND (expires_ts IS NULL OR "
-                "expires_ts > ?)")
-    live: dict[tuple[str, str, str], tuple[str, str | None]]
-    if len(items) * REBUILD_SHARE >= _table_rows(store):
-        # The batch is a large share of the table: one pass over its live rows costs less
-        # than a look-up per line (and nothing when the table is empty).
-        wanted = {p[3] for p in prepared}
-        live = {(h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(live_sql, (now,))
-                if h in wanted}
-    else:
-        live = {(h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(
-            live_sql + " AND (scope, owner, content_hash) IN "
-            "(SELECT value->>0, value->>1, value->>2 FROM json_each(?))",
-            (now, json.dumps([p[1:] for p in prepared])))}
+        prepared.append((item, scope, owner, digest))
+    if live is None:
+        live = _live_of(store, {(d, sc, o) for _, sc, o, d in prepared}, now)
     results: list[dict[str, Any]] = []
     pending: list[tuple[str, dict[str, Any], str, str, str]] = []
     ids = iter(new_ids(int(now * 1000), len(prepared)))
@@ -361,6 +363,7 @@ def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
             results.append({"id": found[0], "status": "duplicate", "scope": scope})
             continue
         if item["key"] or item.get("id"):
+            assert indexes, "a bulk batch holds plain items only"
             _insert_plain(store, ctx, pending, kind, now, now_at)  # its checks see them
             pending = []
             res = _store_one(store, ctx, item, kind=kind)
@@ -371,8 +374,33 @@ def _store_many(store: Store, ctx: Context, items: list[dict[str, Any]],
         pending.append((mid, item, scope, owner, digest))
         live[(digest, scope, owner)] = (mid, None)
         results.append({"id": mid, "status": "stored", "scope": scope})
-    _insert_plain(store, ctx, pending, kind, now, now_at)
+    _insert_plain(store, ctx, pending, kind, now, now_at, indexes=indexes)
     return results
+
+
+def _live_of(store: Store, wanted: set[tuple[str, str, str]], now: float) -> Live:
+    """The live memories with these (text hash, scope, owner)."""
+    if len(wanted) * REBUILD_SHARE >= _table_rows(store):
+        # Many against the table: one pass over its live rows costs less than a look-up each.
+        return _live_scan(store, {h for h, _, _ in wanted}, now)
+    return {(h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(
+        _LIVE_SQL + " AND (scope, owner, content_hash) IN "
+        "(SELECT value->>1, value->>2, value->>0 FROM json_each(?))",
+        (now, json.dumps(list(wanted))))}
+
+
+def _live_scan(store: Store, hashes: Iterable[str], now: float) -> Live:
+    """The live memories with these text hashes, found in one pass over the table."""
+    if not _table_rows(store):
+        return {}
+    wanted = hashes if isinstance(hashes, set | frozenset) else set(hashes)
+    return {(h, sc, o): (i, k) for h, sc, o, i, k in store.conn.execute(_LIVE_SQL, (now,))
+            if h in wanted}
+
+
+def _plain(item: dict[str, Any]) -> bool:
+    """A memory without a key or an id of its own (`_store_many` writes it set-wise)."""
+    return not item["key"] and not item.get("id")
 
 
 # Where a memory's id, text, text hash and clock stamp sit in a row of STATE_COLUMNS.
@@ -382,7 +410,8 @@ assert STATE_COLUMNS[:3] == ("id", "content", "content_hash") and _HLC_AT == 21
 
 def _insert_plain(store: Store, ctx: Context, pending: list[tuple[str, dict[str, Any], str, str,
                                                                  str]],
-                  kind: str, now: float, now_at: tuple[str, float]) -> None:
+                  kind: str, now: float, now_at: tuple[str, float], *, indexes: bool = True
+                  ) -> None:
     """`insert_states` of the states `_new_state` makes for new memories without a key or an
     id of their own (id, item, scope, owner, text hash), built without a state per line: the
     lines that share everything but id, text and clock (scope, tags, metadata, times) share
@@ -425,8 +454,8 @@ def _insert_plain(store: Store, ctx: Context, pending: list[tuple[str, dict[str,
         ops.append((op_id, hlc, dev, kind, mid, op, now))
         if tags:
             tagged[mid] = tags
-    insert_rows(store.conn, rows, tagged)
-    insert_ops(store.conn, ops)
+    insert_rows(store.conn, rows, tagged, indexes=indexes)
+    insert_ops(store.conn, ops, indexes=indexes)
 
 
 def _table_rows(store: Store) -> int:
@@ -504,23 +533,23 @@ class Staging:
         """Keep a batch of an import, whose first line is `first`; how many lines the import
         now has staged."""
         blob = marshal.dumps([(p.item, p.redacted) for p in ps])
+        plain = all(_plain(p.item) for p in ps)
         with self._lock:
             imp = self._imports.setdefault(import_id, _Staged())
             old = imp.batches.get(first)
             imp.lines += len(ps) - (old[0] if old else 0)
-            imp.batches[first] = (len(ps), blob)
+            imp.batches[first] = (len(ps), plain, blob)
             imp.touched = time.monotonic()
             return imp.lines
 
-    def take(self, import_id: str) -> list[tuple[dict[str, Any], dict[str, int]]]:
-        """An import's staged lines in line order, no longer staged."""
+    def take(self, import_id: str) -> list[StagedBatch]:
+        """An import's staged batches in line order, no longer staged (`commit_import` loads
+        them one at a time)."""
         with self._lock:
             imp = self._imports.pop(import_id, None)
-        staged: list[tuple[dict[str, Any], dict[str, int]]] = []
-        if imp is not None:
-            for first in sorted(imp.batches):
-                staged += marshal.loads(imp.batches.pop(first)[1])
-        return staged
+        if imp is None:
+            return []
+        return [imp.batches[first] for first in sorted(imp.batches)]
 
     def drop(self, import_id: str) -> int:
         """Drop an import's staged lines; how many there were."""
@@ -541,36 +570,92 @@ class Staging:
             return sum(imp.lines for imp in self._imports.values())
 
 
+# How many lines, whether they are all plain (`_plain`), the marshal of [(item, redacted), ...].
+StagedBatch = tuple[int, bool, bytes]
+
+
 @dataclass
 class _Staged:
-    batches: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    batches: dict[int, StagedBatch] = field(default_factory=dict)
     lines: int = 0
     touched: float = 0.0
 
 
-def commit_import(store: Store, ctx: Context, import_id: str,
-                  staged: list[tuple[dict[str, Any], dict[str, int]]], last: list[Prepared],
-                  expect: int | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """The `staged` lines of an import (`Staging.take`) and its last batch, as memories, in
-    this one transaction. Returns the results and what was redacted. With `expect`, an import
-    that lost staged lines (its daemon restarted) keeps none."""
-    total = len(staged) + len(last)
-    if expect is not None and total != expect:
-        raise InvalidError(f"the import was interrupted: {len(staged)} of its "
+COMMIT_CHUNK = 10_000  # lines of an import written together (fewer: more queries; more: more RAM)
+
+
+def commit_import(store: Store, ctx: Context, import_id: str, staged: list[StagedBatch],
+                  last: list[Prepared], expect: int | None = None
+                  ) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """The `staged` batches of an import (`Staging.take`) and its last batch, as memories, in
+    this one transaction. Returns each line's (id, "stored" or "duplicate") and what was
+    redacted. With `expect`, an import that lost staged lines (its daemon restarted) keeps none.
+
+    The lines are written COMMIT_CHUNK at a time, so that only a chunk's rows and ops are in
+    memory at once, with the outcome of one `_store_many` of them all: a chunk's duplicates are
+    looked up where the chunks before it already are."""
+    total = sum(n for n, _, _ in staged) + len(last)
+    if expect is not None and total < expect:
+        raise InvalidError(f"the import was interrupted: {expect - total} of its "
                            f"{expect - len(last)} staged lines were lost (the daemon "
                            "restarted); none of its lines were kept", "run the import again")
-    items = [it for it, _ in staged] + [p.item for p in last]
-    ensure_owners(store, ctx, list({it["scope"] for it in items}))
-    results = _store_many(store, ctx, items, "import")
+    if expect is not None and total > expect:
+        raise InvalidError(f"the import has {total} lines staged, more than the {expect} its "
+                           "commit expects; none of its lines were kept", "run the import again")
+    redacted = redacted_total(last)
+    passes = 0
+
+    def chunks() -> Iterator[list[dict[str, Any]]]:
+        nonlocal passes
+        passes += 1
+        chunk: list[dict[str, Any]] = []
+        for _, _, blob in staged:
+            for item, found in marshal.loads(blob):
+                chunk.append(item)
+                if found and passes == 1:
+                    _add(redacted, found)
+            if len(chunk) >= COMMIT_CHUNK:
+                yield chunk
+                chunk = []
+        chunk += [p.item for p in last]
+        if chunk:
+            yield chunk
+
+    out: list[tuple[str, str]] = []
+    plain = all(p for _, p, _ in staged) and all(_plain(p.item) for p in last)
+    memories_ix = bulk_indexes(store.conn, "memories", "rid", total)
+    if plain and memories_ix.drops:
+        out = _store_bulk(store, ctx, chunks, memories_ix, total)
+    else:
+        for items in chunks():
+            ensure_owners(store, ctx, list({it["scope"] for it in items}))
+            out += [(r["id"], r["status"]) for r in _store_many(store, ctx, items, "import")]
     store.conn.execute("INSERT OR REPLACE INTO imports_done VALUES (?, ?, ?, ?)",
-                       (import_id, total, sum(r["status"] == "stored" for r in results),
-                        time.time()))
-    redacted: dict[str, int] = {}
-    for _, found in staged:
-        if found:
-            _add(redacted, found)
-    _add(redacted, redacted_total(last))
-    return results, redacted
+                       (import_id, total, sum(st == "stored" for _, st in out), time.time()))
+    return out, redacted
+
+
+def _store_bulk(store: Store, ctx: Context, chunks: Callable[[], Iterator[list[dict[str, Any]]]],
+                memories_ix: bulk_indexes, total: int) -> list[tuple[str, str]]:
+    """`_store_many` of plain items a large share of the table, given as chunks (`chunks()`
+    gives them again, the same): one pass hashes their texts and finds the live memories they
+    duplicate, the second writes them chunk by chunk with the tables' indexes dropped and
+    rebuilt once around them all (`bulk_indexes`), as one batch of them all would be."""
+    digests: list[str] = []
+    scopes: set[str] = set()
+    for items in chunks():
+        digests += [content_hash(item["content"]) for item in items]
+        scopes.update(item["scope"] for item in items)
+    ensure_owners(store, ctx, list(scopes))
+    live = _live_scan(store, digests, time.time())
+    out: list[tuple[str, str]] = []
+    with memories_ix, bulk_indexes(store.conn, "ops", "seq", total):
+        for items in chunks():
+            done = len(out)
+            out += [(r["id"], r["status"]) for r in _store_many(
+                store, ctx, items, "import", live=live, digests=digests[done:done + len(items)],
+                indexes=False)]
+    return out
 
 
 def import_done(store: Store, import_id: str) -> dict[str, Any] | None:

@@ -694,10 +694,10 @@ def test_a_staged_import_commits_like_one_batch_and_touches_no_row_before(
     assert staging.lines() == 0 and staging.take("imp") == []
     with store.transaction():
         out, redacted = write.commit_import(store, ctx, "imp", staged, last, expect=10)
-    assert [r["status"] for r in out] == ["stored"] * 5 + [
+    assert [st for _, st in out] == ["stored"] * 5 + [
         "duplicate", "duplicate", "stored", "duplicate", "stored"]
-    assert out[5]["id"] == out[3]["id"] and out[8]["id"] == out[0]["id"]
-    assert out[6]["id"] == old["id"]
+    assert out[5][0] == out[3][0] and out[8][0] == out[0][0]
+    assert out[6][0] == old["id"]
     assert redacted == {"password-assignment": 1}
     assert dbmod.scalar(conn, "SELECT count(*) FROM memories") == 8
     assert write.import_done(store, "imp") is not None
@@ -709,17 +709,95 @@ def test_a_staged_import_commits_like_one_batch_and_touches_no_row_before(
     assert staging.clear(idle=0.0) == 2 and staging.lines() == 0
 
 
+@pytest.mark.parametrize("case", ["plain, a large share", "one line has a key",
+                                  "a small share of the table"])
+def test_a_large_import_commits_chunk_by_chunk_as_one_batch_would(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """commit_import writes an import a chunk at a time (its memory is a chunk's) with the
+    outcome of one remember_many of all its lines, in another store: each line stored or the
+    duplicate of the same earlier line or stored memory, across chunks; the same rows, ops,
+    full text and redaction totals. An import of plain lines that is a large share of the
+    table rebuilds each index once, around all the chunks; one that is a small share leaves
+    them in place; both leave the schema as it was."""
+    monkeypatch.setattr(write, "COMMIT_CHUNK", 70)
+    monkeypatch.setattr(core, "REBUILD_MIN", 100)
+    n, seed = 400, 2_000 if case == "a small share of the table" else 30
+    ctx = Context(user="u")
+
+    def line(i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"content": f"line {i % 250}"}  # lines 250+ repeat earlier ones
+        if i == 310:
+            item["content"] = "seed 3"  # a stored memory again
+        if i == 320:
+            item["content"] = "token password=hunter2345"
+        if i == 330 and case == "one line has a key":
+            item["key"] = "k"
+        return item
+
+    def run(path: Path, staged: bool) -> tuple[list[str], dict[str, int], list[Any], list[str]]:
+        store = Store.open(path)
+        conn = store.conn
+        with store.transaction():
+            seeded = write.remember_many(store, ctx, [write.prepare({"content": f"seed {i}"})
+                                                      for i in range(seed)])
+        label = {r["id"]: f"seed {i}" for i, r in enumerate(seeded)}
+        before = _index_sql(conn)
+        ps = [write.prepare(line(i)) for i in range(n)]
+        statements: list[str] = []
+        conn.exec_trace = lambda _c, sql, _b: statements.append(sql) or True
+        with store.transaction():
+            if staged:
+                staging = write.Staging()
+                for first in range(0, n - 50, 50):
+                    staging.stage("imp", first + 1, ps[first:first + 50])
+                out, redacted = write.commit_import(store, ctx, "imp", staging.take("imp"),
+                                                    ps[n - 50:], expect=n)
+            else:
+                res = write.remember_many(store, ctx, ps)
+                out, redacted = [(r["id"], r["status"]) for r in res], write.redacted_total(ps)
+        conn.exec_trace = None
+        for i, (mid, status) in enumerate(out):
+            if status == "stored":
+                label[mid] = f"line {i}"
+        shape = [f"{status} {label[mid]}" for mid, status in out]
+        assert _index_sql(conn) == before and dbmod.schema_drift(conn) == []
+        rows = [conn.execute("SELECT count(*) FROM memories").fetchone(),
+                conn.execute("SELECT count(*) FROM ops").fetchone(),
+                conn.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH "
+                             "'line'").fetchone()]
+        store.close()
+        return shape, redacted, rows, [s for s in statements if s.startswith("CREATE INDEX")]
+
+    got, redacted, rows, rebuilt = run(tmp_path / "chunks.sqlite", staged=True)
+    want, want_redacted, want_rows, _ = run(tmp_path / "one.sqlite", staged=False)
+    assert got == want and redacted == want_redacted and rows == want_rows
+    assert got[260] == "duplicate line 10" and got[310] == "duplicate seed 3"
+    assert redacted == {"password-assignment": 1}
+    if case == "plain, a large share":
+        names = [s.split()[2] for s in rebuilt]
+        assert sorted(names) == sorted(set(names)) and "memories_owner_hash" in names
+        assert "ops_memory" in names
+    elif case == "a small share of the table":
+        assert rebuilt == []
+
+
 def test_an_import_that_lost_staged_lines_keeps_none(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "db.sqlite")
     ctx = Context(user="u")
     staging = write.Staging()
     staging.stage("imp", 1, [write.prepare({"content": f"line {i}"}) for i in range(3)])
-    with pytest.raises(InvalidError, match="3 of its 5 staged lines were lost"), \
+    with pytest.raises(InvalidError, match="2 of its 5 staged lines were lost"), \
             store.transaction():
         write.commit_import(store, ctx, "imp", staging.take("imp"),
                             [write.prepare({"content": "last"})], expect=6)
     assert dbmod.scalar(store.conn, "SELECT count(*) FROM memories") == 0
     assert write.import_done(store, "imp") is None
+    staging.stage("imp", 1, [write.prepare({"content": f"line {i}"}) for i in range(3)])
+    with pytest.raises(InvalidError, match="4 lines staged, more than the 2"), \
+            store.transaction():
+        write.commit_import(store, ctx, "imp", staging.take("imp"),
+                            [write.prepare({"content": "last"})], expect=2)
+    assert dbmod.scalar(store.conn, "SELECT count(*) FROM memories") == 0
 
 
 def test_a_state_change_leaves_the_full_text_index_alone_and_a_new_text_is_indexed(

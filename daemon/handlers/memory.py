@@ -206,19 +206,21 @@ def _import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
                 "redacted": write.redacted_total(prepared)}
 
     staged = rt.staging.take(import_id) if import_id else []
+    trim = sum(batch[0] for batch in staged) >= TRIM_AFTER
 
     def job(s: Store) -> dict[str, Any]:
         if import_id:
             out, redacted = write.commit_import(s, ctx, import_id, staged, prepared,
                                                 p.get("expect_lines"))
         else:
-            out, redacted = write.remember_many(s, ctx, prepared), write.redacted_total(prepared)
-        stored = sum(r["status"] == "stored" for r in out)
+            out = [(r["id"], r["status"]) for r in write.remember_many(s, ctx, prepared)]
+            redacted = write.redacted_total(prepared)
+        stored = sum(st == "stored" for _, st in out)
         return {"stored": stored, "duplicate": len(out) - stored, "lines": len(out),
-                "ids": [r["id"] for r in out], "redacted": redacted}
+                "ids": [i for i, _ in out], "redacted": redacted}
 
     result: dict[str, Any] = rt.write(job)
-    if len(staged) >= TRIM_AFTER:
+    if trim:
         give_back_memory()  # the commit's rows and ops are gone by now
     return result
 
