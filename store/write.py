@@ -20,12 +20,13 @@ and states, agent-session summaries) goes through `text` and `document`, the sam
 
 from __future__ import annotations
 
+import itertools
 import json
 import marshal
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -520,10 +521,10 @@ class Staging:
     commit that follows (`expect`) then keeps none. An import whose client sent nothing for
     `idle` seconds is dropped (`clear`).
 
-    A batch is kept as the marshal of its [(item, redacted), ...], under its first line number
-    (a batch sent again replaces itself): a few hundred bytes a line, nothing for the cyclic
-    collector to walk, one load per batch. Marshal is many times faster than JSON, and a staged
-    batch never outlives the Python that wrote it. Thread-safe."""
+    A batch is kept as a `StagedBatch` under its first line number (a batch sent again replaces
+    itself): a few hundred bytes a line, nothing for the cyclic collector to walk, one load per
+    batch. Its text hashes are taken here, while the client sends the next batch, not in the
+    commit, which holds the writer. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -532,13 +533,12 @@ class Staging:
     def stage(self, import_id: str, first: int, ps: list[Prepared]) -> int:
         """Keep a batch of an import, whose first line is `first`; how many lines the import
         now has staged."""
-        blob = marshal.dumps([(p.item, p.redacted) for p in ps])
-        plain = all(_plain(p.item) for p in ps)
+        batch = StagedBatch.of(ps)
         with self._lock:
             imp = self._imports.setdefault(import_id, _Staged())
             old = imp.batches.get(first)
-            imp.lines += len(ps) - (old[0] if old else 0)
-            imp.batches[first] = (len(ps), plain, blob)
+            imp.lines += batch.lines - (old.lines if old else 0)
+            imp.batches[first] = batch
             imp.touched = time.monotonic()
             return imp.lines
 
@@ -570,8 +570,30 @@ class Staging:
             return sum(imp.lines for imp in self._imports.values())
 
 
-# How many lines, whether they are all plain (`_plain`), the marshal of [(item, redacted), ...].
-StagedBatch = tuple[int, bool, bytes]
+@dataclass(frozen=True, slots=True)
+class StagedBatch:
+    """A staged batch of an import: its lines as the marshal of [(item, redacted), ...] (many
+    times faster than JSON; a staged batch never outlives the Python that wrote it), their
+    text hashes end to end, their scopes, and whether they are all plain (`_plain`)."""
+
+    lines: int
+    items: bytes
+    hashes: str
+    scopes: frozenset[str]
+    plain: bool
+
+    @classmethod
+    def of(cls, ps: list[Prepared]) -> StagedBatch:
+        return cls(len(ps), marshal.dumps([(p.item, p.redacted) for p in ps]),
+                   "".join(content_hash(p.item["content"]) for p in ps),
+                   frozenset(p.item["scope"] for p in ps), all(_plain(p.item) for p in ps))
+
+    def digests(self) -> list[str]:
+        h, n = self.hashes, _HASH_CHARS
+        return [h[i:i + n] for i in range(0, len(h), n)]
+
+
+_HASH_CHARS = len(content_hash(""))
 
 
 @dataclass
@@ -593,8 +615,9 @@ def commit_import(store: Store, ctx: Context, import_id: str, staged: list[Stage
 
     The lines are written COMMIT_CHUNK at a time, so that only a chunk's rows and ops are in
     memory at once, with the outcome of one `_store_many` of them all: a chunk's duplicates are
-    looked up where the chunks before it already are."""
-    total = sum(n for n, _, _ in staged) + len(last)
+    looked up where the chunks before it already are (in the table, or for plain lines that
+    are a large share of it, in what `_store_bulk` keeps)."""
+    total = sum(b.lines for b in staged) + len(last)
     if expect is not None and total < expect:
         raise InvalidError(f"the import was interrupted: {expect - total} of its "
                            f"{expect - len(last)} staged lines were lost (the daemon "
@@ -603,58 +626,56 @@ def commit_import(store: Store, ctx: Context, import_id: str, staged: list[Stage
         raise InvalidError(f"the import has {total} lines staged, more than the {expect} its "
                            "commit expects; none of its lines were kept", "run the import again")
     redacted = redacted_total(last)
-    passes = 0
+    last_digests = [content_hash(p.item["content"]) for p in last]
 
-    def chunks() -> Iterator[list[dict[str, Any]]]:
-        nonlocal passes
-        passes += 1
-        chunk: list[dict[str, Any]] = []
-        for _, _, blob in staged:
-            for item, found in marshal.loads(blob):
-                chunk.append(item)
-                if found and passes == 1:
+    def chunks() -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+        items: list[dict[str, Any]] = []
+        digests: list[str] = []
+        for b in staged:
+            for item, found in marshal.loads(b.items):
+                items.append(item)
+                if found:
                     _add(redacted, found)
-            if len(chunk) >= COMMIT_CHUNK:
-                yield chunk
-                chunk = []
-        chunk += [p.item for p in last]
-        if chunk:
-            yield chunk
+            digests += b.digests()
+            if len(items) >= COMMIT_CHUNK:
+                yield items, digests
+                items, digests = [], []
+        items += [p.item for p in last]
+        if items:
+            yield items, digests + last_digests
 
     out: list[tuple[str, str]] = []
-    plain = all(p for _, p, _ in staged) and all(_plain(p.item) for p in last)
+    plain = all(b.plain for b in staged) and all(_plain(p.item) for p in last)
     memories_ix = bulk_indexes(store.conn, "memories", "rid", total)
     if plain and memories_ix.drops:
-        out = _store_bulk(store, ctx, chunks, memories_ix, total)
+        scopes = {p.item["scope"] for p in last}.union(*(b.scopes for b in staged))
+        every = itertools.chain((d for b in staged for d in b.digests()), last_digests)
+        out = _store_bulk(store, ctx, chunks(), every, scopes, memories_ix, total)
     else:
-        for items in chunks():
+        for items, digests in chunks():
             ensure_owners(store, ctx, list({it["scope"] for it in items}))
-            out += [(r["id"], r["status"]) for r in _store_many(store, ctx, items, "import")]
+            out += [(r["id"], r["status"]) for r in _store_many(
+                store, ctx, items, "import", digests=digests)]
     store.conn.execute("INSERT OR REPLACE INTO imports_done VALUES (?, ?, ?, ?)",
                        (import_id, total, sum(st == "stored" for _, st in out), time.time()))
     return out, redacted
 
 
-def _store_bulk(store: Store, ctx: Context, chunks: Callable[[], Iterator[list[dict[str, Any]]]],
-                memories_ix: bulk_indexes, total: int) -> list[tuple[str, str]]:
-    """`_store_many` of plain items a large share of the table, given as chunks (`chunks()`
-    gives them again, the same): one pass hashes their texts and finds the live memories they
-    duplicate, the second writes them chunk by chunk with the tables' indexes dropped and
-    rebuilt once around them all (`bulk_indexes`), as one batch of them all would be."""
-    digests: list[str] = []
-    scopes: set[str] = set()
-    for items in chunks():
-        digests += [content_hash(item["content"]) for item in items]
-        scopes.update(item["scope"] for item in items)
+def _store_bulk(store: Store, ctx: Context,
+                chunks: Iterable[tuple[list[dict[str, Any]], list[str]]], every: Iterable[str],
+                scopes: set[str], memories_ix: bulk_indexes, total: int
+                ) -> list[tuple[str, str]]:
+    """`_store_many` of plain items a large share of the table, given as chunks of (items,
+    their text hashes), with the outcome of one batch of them all: the live memories they
+    repeat are found first in one scan (`every` hash of them), then the chunks are written with
+    the tables' indexes dropped and rebuilt once around them all (`bulk_indexes`)."""
     ensure_owners(store, ctx, list(scopes))
-    live = _live_scan(store, digests, time.time())
+    live = _live_scan(store, every, time.time())
     out: list[tuple[str, str]] = []
     with memories_ix, bulk_indexes(store.conn, "ops", "seq", total):
-        for items in chunks():
-            done = len(out)
+        for items, digests in chunks:
             out += [(r["id"], r["status"]) for r in _store_many(
-                store, ctx, items, "import", live=live, digests=digests[done:done + len(items)],
-                indexes=False)]
+                store, ctx, items, "import", live=live, digests=digests, indexes=False)]
     return out
 
 

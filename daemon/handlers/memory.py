@@ -206,7 +206,7 @@ def _import_batch(rt: Runtime, req: Request) -> dict[str, Any]:
                 "redacted": write.redacted_total(prepared)}
 
     staged = rt.staging.take(import_id) if import_id else []
-    trim = sum(batch[0] for batch in staged) >= TRIM_AFTER
+    trim = sum(b.lines for b in staged) >= TRIM_AFTER
 
     def job(s: Store) -> dict[str, Any]:
         if import_id:
