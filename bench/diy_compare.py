@@ -32,7 +32,9 @@ and the 1-minute load average at start and end):
 - bulk load of the whole workload: DIY = Redis pipelines (LPUSH per turn, LTRIM per agent) and
   Postgres binary COPY of the rows with their vectors, then its indexes (btree on agent_id,
   HNSW unless --no-hnsw), each timed; db0 = `db0 import FILE --agent bulk` end to end into a
-  second home with a running daemon (text only: db0 embeds afterwards, in the background).
+  second home with a running daemon (text only: db0 embeds afterwards, in the background),
+  with the daemon's system CPU beside it and, written after it, 256 MiB to a new file: what
+  new page-cache pages cost the kernel at that moment (diy/meter.py, page_cache_yardstick).
 - RAM and disk after the recall row: Redis RSS, Postgres PSS summed over its processes,
   PGDATA; db0's daemon PSS and its SQLite files (and the vector index files).
 - embedding throughput on --embed-texts workload texts: the DIY worker (XREADGROUP, embed with
@@ -62,7 +64,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from diy import db0side
-from diy.meter import Meter, summary
+from diy.meter import Meter, page_cache_yardstick, summary
 from diy.workload import Workload
 
 MILLION = 1_000_000
@@ -266,6 +268,7 @@ def db0_side(args: Any, wl: Workload, queries: list[tuple[str, str]], models: Pa
         bulk.launch()
         log(f"db0: db0 import of {wl.total} lines")
         d0["bulk_import"] = bulk.import_file(f, "bulk")
+        d0["bulk_import"]["page_cache_yardstick"] = page_cache_yardstick(tmp)
         log(f"db0: embedder draining {args.embed_texts} of its backlog")
         d0["embedder"] = bulk.drain(args.embed_texts)
         d0["embedder"]["threads"] = args.threads
@@ -386,7 +389,9 @@ def print_table(out: dict[str, Any]) -> None:
         ("bulk load, lines/s",
          cell(diy.get("bulk_redis"), "Redis {lines_per_s}") + " / "
          + cell(diy.get("bulk_postgres", {}).get("copy"), "COPY {lines_per_s}"),
-         cell(d0.get("bulk_import"), "db0 import {lines_per_s}"),
+         cell(d0.get("bulk_import"), "db0 import {lines_per_s} ({cpu_s_server} s daemon CPU, "
+              "{cpu_s_server_system} of it system; new page cache {page_cache_yardstick.mib} "
+              "MiB in {page_cache_yardstick.wall_s} s)"),
          r.get("bulk_db0_import_over_postgres_copy")),
         ("RAM, MiB",
          cell(diy.get("footprint"), "Redis {redis_rss_mib} + PG PSS {postgres_pss_mib}"),

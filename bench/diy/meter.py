@@ -18,11 +18,37 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 def proc_cpu(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads); 0 once it is gone."""
+    return sum(proc_times(pid))
+
+
+def proc_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process (all its threads); 0 once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+        return 0.0, 0.0
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def page_cache_yardstick(folder: Path, mib: int = 256) -> dict[str, Any]:
+    """Seconds (wall and this process's system CPU) to write `mib` MiB to a new file in
+    `folder`, which is then removed: what new page-cache pages cost the kernel on this machine
+    now. On some virtual machines it moves by 30 times with what was freed before (a page the
+    guest freed and handed back to the host is slow to take again), and a write-heavy measure
+    such as an import moves with it; printed beside it, after it (writing first would hand the
+    measure pages just freed)."""
+    block = b"\xa5" * (1 << 20)
+    path = folder / "page-cache-yardstick.bin"
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(mib):
+            os.write(fd, block)
+    finally:
+        os.close(fd)
+        wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        path.unlink()
+    return {"mib": mib, "wall_s": round(wall, 3), "sys_s": round(r1.ru_stime - r0.ru_stime, 3)}
 
 
 def children_of(root: int) -> list[int]:
@@ -93,7 +119,7 @@ class Meter:
 
     def __enter__(self) -> Meter:
         self.load0 = os.getloadavg()[0]
-        self.srv0 = {p: proc_cpu(p) for p in self.servers()}
+        self.srv0 = {p: proc_times(p) for p in self.servers()}
         self.self0, self.kids0 = _self_cpu()
         self.t0 = time.perf_counter()
         return self
@@ -102,13 +128,17 @@ class Meter:
         self.wall = time.perf_counter() - self.t0
         s, k = _self_cpu()
         self.cpu_self, self.cpu_children = s - self.self0, k - self.kids0
-        self.cpu_servers = sum(proc_cpu(p) - self.srv0.get(p, 0.0) for p in self.servers())
+        times = [(u - u0, s - s0) for p in self.servers()
+                 for (u, s), (u0, s0) in [(proc_times(p), self.srv0.get(p, (0.0, 0.0)))]]
+        self.cpu_servers = sum(u + s for u, s in times)
+        self.sys_servers = sum(s for _, s in times)
         self.load1 = os.getloadavg()[0]
 
     def result(self, **extra: Any) -> dict[str, Any]:
         return {"wall_s": round(self.wall, 3), "cpu_s_bench": round(self.cpu_self, 3),
                 "cpu_s_clients": round(self.cpu_children, 3),
                 "cpu_s_server": round(self.cpu_servers, 3),
+                "cpu_s_server_system": round(self.sys_servers, 3),
                 "load1": [round(self.load0, 2), round(self.load1, 2)], **extra}
 
 
