@@ -646,8 +646,7 @@ def commit_import(store: Store, ctx: Context, import_id: str, staged: list[Stage
 
     out: list[tuple[str, str]] = []
     plain = all(b.plain for b in staged) and all(_plain(p.item) for p in last)
-    memories_ix = bulk_indexes(store.conn, "memories", "rid", total)
-    if plain and memories_ix.drops:
+    if plain and (memories_ix := bulk_indexes(store.conn, "memories", "rid", total)).drops:
         scopes = {p.item["scope"] for p in last}.union(*(b.scopes for b in staged))
         every = itertools.chain((d for b in staged for d in b.digests()), last_digests)
         out = _store_bulk(store, ctx, chunks(), every, scopes, memories_ix, total)
